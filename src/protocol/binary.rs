@@ -1,0 +1,751 @@
+//! Binary mode: frames of a 4-byte big-endian length and a payload that
+//! starts with a type byte. Client types are `0x01..=0x3F`, server events
+//! `0x40..=0x7F`, server replies `0x80..=0xFF`, so a client can tell a reply
+//! from an event by one bit.
+//!
+//! Framing is tokio-util's [`LengthDelimitedCodec`], which checks the length
+//! prefix against the limit before it reserves anything. The message
+//! decoders check the remaining length before every read and fail with a
+//! typed error; a well-framed but malformed or unknown message is a
+//! recoverable `Err` item, a broken frame ends the stream.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::{
+    Command, ErrorCode, Event, HelloInfo, Pixel, Reply, Resume, ServerMsg, Snapshot, Welcome,
+    WireError,
+};
+
+/// Magic bytes inside `HELLO`, so a stray peer that happens to send 0x00
+/// first is rejected at once.
+pub const HELLO_MAGIC: &[u8; 4] = b"PXCH";
+
+/// Client message types.
+pub mod client_type {
+    /// `HELLO magic:4 version:u16`
+    pub const HELLO: u8 = 0x01;
+    /// `JOIN name:str8 flags:u8 [canvas_id:u64 seq:u64]`
+    pub const JOIN: u8 = 0x02;
+    /// `SAY text:str16`
+    pub const SAY: u8 = 0x03;
+    /// `TELL to:str8 text:str16`
+    pub const TELL: u8 = 0x04;
+    /// `SET x:u16 y:u16 color:u8`
+    pub const SET: u8 = 0x05;
+    /// `CANVAS`
+    pub const CANVAS: u8 = 0x06;
+    /// `SYNC seq:u64`
+    pub const SYNC: u8 = 0x07;
+    /// `WHO`
+    pub const WHO: u8 = 0x08;
+    /// `PING token:str8`
+    pub const PING: u8 = 0x09;
+    /// `HELP`
+    pub const HELP: u8 = 0x0A;
+    /// `QUIT`
+    pub const QUIT: u8 = 0x0B;
+}
+
+/// Server event types.
+pub mod event_type {
+    /// `PIXEL seq:u64 x:u16 y:u16 color:u8 name:str8`
+    pub const PIXEL: u8 = 0x40;
+    /// `JOINED name:str8`
+    pub const JOINED: u8 = 0x41;
+    /// `LEFT name:str8`
+    pub const LEFT: u8 = 0x42;
+    /// `MSG from:str8 text:str16`
+    pub const MSG: u8 = 0x43;
+    /// `DM from:str8 text:str16`
+    pub const DM: u8 = 0x44;
+    /// `BYE code:str8 text:str16`
+    pub const BYE: u8 = 0x45;
+}
+
+/// Server reply types.
+pub mod reply_type {
+    /// `OK`
+    pub const OK: u8 = 0x80;
+    /// `HELLO_OK version:u16 canvas_id:u64 width:u16 height:u16 seq:u64`
+    pub const HELLO_OK: u8 = 0x81;
+    /// `WELCOME` (see protocol.md)
+    pub const WELCOME: u8 = 0x82;
+    /// `SET_OK seq:u64`
+    pub const SET_OK: u8 = 0x83;
+    /// `SNAPSHOT canvas_id:u64 seq:u64 width:u16 height:u16 bpp:u8 pixels`
+    pub const SNAPSHOT: u8 = 0x84;
+    /// `SYNC_OK seq:u64`
+    pub const SYNC_OK: u8 = 0x85;
+    /// `WHO_OK count:u32 name:str8*`
+    pub const WHO_OK: u8 = 0x86;
+    /// `PONG token:str8`
+    pub const PONG: u8 = 0x87;
+    /// `HELP_OK text:str16`
+    pub const HELP_OK: u8 = 0x88;
+    /// `BYE_OK`
+    pub const BYE_OK: u8 = 0x89;
+    /// `ERROR code:str8 message:str16`
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// A frame that cannot be read: the connection ends.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix is over the limit.
+    #[error("frame length over the limit of {0} bytes")]
+    TooLarge(usize),
+    /// A zero-length frame has no type byte.
+    #[error("empty frame")]
+    Empty,
+    /// A server frame that does not decode (client side only).
+    #[error("malformed server frame: {0}")]
+    Malformed(WireError),
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl FrameError {
+    /// The wire code to send before closing, where one fits.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge(_) => ErrorCode::FrameTooLarge,
+            _ => ErrorCode::BadFrame,
+        }
+    }
+}
+
+fn framer(max: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .big_endian()
+        .length_field_length(4)
+        .max_frame_length(max)
+        .new_codec()
+}
+
+fn next_frame(
+    framer: &mut LengthDelimitedCodec,
+    max: usize,
+    buf: &mut BytesMut,
+    eof: bool,
+) -> Result<Option<BytesMut>, FrameError> {
+    let res = if eof {
+        framer.decode_eof(buf)
+    } else {
+        framer.decode(buf)
+    };
+    match res {
+        Ok(Some(frame)) if frame.is_empty() => Err(FrameError::Empty),
+        Ok(frame) => Ok(frame),
+        Err(e)
+            if e.get_ref().is_some_and(|inner| {
+                inner.is::<tokio_util::codec::LengthDelimitedCodecError>()
+            }) =>
+        {
+            Err(FrameError::TooLarge(max))
+        }
+        Err(e) => Err(FrameError::Io(e)),
+    }
+}
+
+/// The server side of binary mode: frames in, [`Command`]s out.
+#[derive(Debug)]
+pub struct ServerCodec {
+    framer: LengthDelimitedCodec,
+}
+
+impl Default for ServerCodec {
+    fn default() -> Self {
+        Self {
+            framer: framer(super::MAX_CLIENT_FRAME),
+        }
+    }
+}
+
+impl Decoder for ServerCodec {
+    type Item = Result<Command, WireError>;
+    type Error = FrameError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, FrameError> {
+        Ok(
+            next_frame(&mut self.framer, super::MAX_CLIENT_FRAME, buf, false)?
+                .map(|f| decode_command(&f)),
+        )
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, FrameError> {
+        Ok(
+            next_frame(&mut self.framer, super::MAX_CLIENT_FRAME, buf, true)?
+                .map(|f| decode_command(&f)),
+        )
+    }
+}
+
+/// The client side of binary mode: [`Command`]s out, [`ServerMsg`]s in.
+#[derive(Debug)]
+pub struct ClientCodec {
+    framer: LengthDelimitedCodec,
+}
+
+impl Default for ClientCodec {
+    fn default() -> Self {
+        Self {
+            framer: framer(super::MAX_SERVER_FRAME),
+        }
+    }
+}
+
+impl Decoder for ClientCodec {
+    type Item = ServerMsg;
+    type Error = FrameError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ServerMsg>, FrameError> {
+        match next_frame(&mut self.framer, super::MAX_SERVER_FRAME, buf, false)? {
+            Some(f) => decode_server(&f).map(Some).map_err(FrameError::Malformed),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Encoder<&Command> for ClientCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, cmd: &Command, dst: &mut BytesMut) -> Result<(), FrameError> {
+        encode_command(cmd, dst);
+        Ok(())
+    }
+}
+
+/// Writes one frame: a length placeholder, the payload, then the real length.
+fn frame(out: &mut BytesMut, body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u32(0);
+    body(out);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_str8(out: &mut BytesMut, s: &str) {
+    let s = clip(s, u8::MAX as usize);
+    out.put_u8(s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_str16(out: &mut BytesMut, s: &str) {
+    let s = clip(s, u16::MAX as usize);
+    out.put_u16(s.len() as u16);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Cuts a string to at most `max` bytes on a character boundary; the server
+/// validates lengths earlier, this only keeps the encoder total.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Appends a client command as one frame.
+pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
+    use client_type as t;
+    frame(out, |out| match cmd {
+        Command::Hello { version } => {
+            out.put_u8(t::HELLO);
+            out.extend_from_slice(HELLO_MAGIC);
+            out.put_u16(*version);
+        }
+        Command::Join { name, resume } => {
+            out.put_u8(t::JOIN);
+            put_str8(out, name);
+            match resume {
+                None => out.put_u8(0),
+                Some(r) => {
+                    out.put_u8(1);
+                    out.put_u64(r.canvas_id);
+                    out.put_u64(r.seq);
+                }
+            }
+        }
+        Command::Say { text } => {
+            out.put_u8(t::SAY);
+            put_str16(out, text);
+        }
+        Command::Tell { to, text } => {
+            out.put_u8(t::TELL);
+            put_str8(out, to);
+            put_str16(out, text);
+        }
+        Command::Set { x, y, color } => {
+            out.put_u8(t::SET);
+            out.put_u16((*x).min(u16::MAX.into()) as u16);
+            out.put_u16((*y).min(u16::MAX.into()) as u16);
+            out.put_u8((*color).min(u8::MAX.into()) as u8);
+        }
+        Command::Canvas => out.put_u8(t::CANVAS),
+        Command::Sync { seq } => {
+            out.put_u8(t::SYNC);
+            out.put_u64(*seq);
+        }
+        Command::Who => out.put_u8(t::WHO),
+        Command::Ping { token } => {
+            out.put_u8(t::PING);
+            put_str8(out, token);
+        }
+        Command::Help => out.put_u8(t::HELP),
+        Command::Quit => out.put_u8(t::QUIT),
+    });
+}
+
+/// Appends a reply as one frame.
+pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
+    use reply_type as t;
+    if let Reply::Canvas(snapshot) = reply {
+        out.extend_from_slice(&encode_snapshot(snapshot));
+        return;
+    }
+    frame(out, |out| match reply {
+        Reply::Ok => out.put_u8(t::OK),
+        Reply::Hello(h) => {
+            out.put_u8(t::HELLO_OK);
+            out.put_u16(h.version);
+            out.put_u64(h.canvas_id);
+            out.put_u16(h.width);
+            out.put_u16(h.height);
+            out.put_u64(h.seq);
+        }
+        Reply::Welcome(w) => {
+            out.put_u8(t::WELCOME);
+            put_str8(out, &w.name);
+            out.put_u64(w.canvas_id);
+            out.put_u16(w.width);
+            out.put_u16(w.height);
+            out.put_u64(w.seq);
+            out.put_u8(u8::from(w.resumed));
+            out.put_u8(w.palette.len().min(255) as u8);
+            for (rgb, name) in w.palette.iter().take(255) {
+                out.extend_from_slice(rgb);
+                put_str8(out, name);
+            }
+            out.put_u32(w.users.len() as u32);
+            for name in &w.users {
+                put_str8(out, name);
+            }
+        }
+        Reply::Set { seq } => {
+            out.put_u8(t::SET_OK);
+            out.put_u64(*seq);
+        }
+        Reply::Canvas(_) => unreachable!("handled above"),
+        Reply::Sync { seq } => {
+            out.put_u8(t::SYNC_OK);
+            out.put_u64(*seq);
+        }
+        Reply::Who { users } => {
+            out.put_u8(t::WHO_OK);
+            out.put_u32(users.len() as u32);
+            for name in users {
+                put_str8(out, name);
+            }
+        }
+        Reply::Pong { token } => {
+            out.put_u8(t::PONG);
+            put_str8(out, token);
+        }
+        Reply::Help { text } => {
+            out.put_u8(t::HELP_OK);
+            put_str16(out, text);
+        }
+        Reply::Bye => out.put_u8(t::BYE_OK),
+        Reply::Error(e) => {
+            out.put_u8(t::ERROR);
+            put_str8(out, e.code.as_str());
+            put_str16(out, &e.message);
+        }
+    });
+}
+
+/// The binary `SNAPSHOT` frame, 4 bits per pixel, high nibble first. Kept
+/// separate so the server can build it once per seq and share it.
+pub fn encode_snapshot(s: &Snapshot) -> Bytes {
+    let packed = s.pixels.len().div_ceil(2);
+    let mut out = BytesMut::with_capacity(4 + 1 + 8 + 8 + 2 + 2 + 1 + packed);
+    frame(&mut out, |out| {
+        out.put_u8(reply_type::SNAPSHOT);
+        out.put_u64(s.canvas_id);
+        out.put_u64(s.seq);
+        out.put_u16(s.width);
+        out.put_u16(s.height);
+        out.put_u8(4);
+        for pair in s.pixels.chunks(2) {
+            let hi = pair[0] & 0x0F;
+            let lo = pair.get(1).map_or(0, |c| c & 0x0F);
+            out.put_u8(hi << 4 | lo);
+        }
+    });
+    out.freeze()
+}
+
+/// Appends an event as one frame.
+pub fn encode_event(event: &Event, out: &mut BytesMut) {
+    use event_type as t;
+    frame(out, |out| match event {
+        Event::Pixel(p) => {
+            out.put_u8(t::PIXEL);
+            out.put_u64(p.seq);
+            out.put_u16(p.x);
+            out.put_u16(p.y);
+            out.put_u8(p.color);
+            put_str8(out, &p.name);
+        }
+        Event::Joined { name } => {
+            out.put_u8(t::JOINED);
+            put_str8(out, name);
+        }
+        Event::Left { name } => {
+            out.put_u8(t::LEFT);
+            put_str8(out, name);
+        }
+        Event::Msg { from, text } => {
+            out.put_u8(t::MSG);
+            put_str8(out, from);
+            put_str16(out, text);
+        }
+        Event::Dm { from, text } => {
+            out.put_u8(t::DM);
+            put_str8(out, from);
+            put_str16(out, text);
+        }
+        Event::Bye { code, text } => {
+            out.put_u8(t::BYE);
+            put_str8(out, code.as_str());
+            put_str16(out, text);
+        }
+    });
+}
+
+/// A bounds-checked cursor over a frame payload.
+struct Reader<'a>(&'a [u8]);
+
+type Field<T> = Result<T, ()>;
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Field<u8> {
+        if self.0.is_empty() {
+            return Err(());
+        }
+        Ok(self.0.get_u8())
+    }
+    fn u16(&mut self) -> Field<u16> {
+        if self.0.len() < 2 {
+            return Err(());
+        }
+        Ok(self.0.get_u16())
+    }
+    fn u32(&mut self) -> Field<u32> {
+        if self.0.len() < 4 {
+            return Err(());
+        }
+        Ok(self.0.get_u32())
+    }
+    fn u64(&mut self) -> Field<u64> {
+        if self.0.len() < 8 {
+            return Err(());
+        }
+        Ok(self.0.get_u64())
+    }
+    fn bytes(&mut self, n: usize) -> Field<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(());
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn str8(&mut self) -> Field<String> {
+        let n = self.u8()?;
+        self.utf8(n.into())
+    }
+    fn str16(&mut self) -> Field<String> {
+        let n = self.u16()?;
+        self.utf8(n.into())
+    }
+    fn utf8(&mut self, n: usize) -> Field<String> {
+        let raw = self.bytes(n)?;
+        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| ())
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.0)
+    }
+    /// Fails when bytes are left over: a message has exactly its fields.
+    fn end<T>(self, value: T) -> Field<T> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(())
+        }
+    }
+}
+
+fn malformed(kind: u8) -> WireError {
+    WireError::new(
+        ErrorCode::BadArgs,
+        format!("malformed message of type 0x{kind:02x}"),
+    )
+}
+
+/// Decodes one client frame payload (type byte first).
+pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
+    use client_type as t;
+    let mut r = Reader(payload);
+    let kind = r.u8().map_err(|_| malformed(0))?;
+    let cmd: Field<Command> = (|| match kind {
+        t::HELLO => {
+            if r.bytes(4)? != HELLO_MAGIC {
+                return Err(());
+            }
+            let version = r.u16()?;
+            r.end(Command::Hello { version })
+        }
+        t::JOIN => {
+            let name = r.str8()?;
+            let resume = match r.u8()? {
+                0 => None,
+                1 => Some(Resume {
+                    canvas_id: r.u64()?,
+                    seq: r.u64()?,
+                }),
+                _ => return Err(()),
+            };
+            r.end(Command::Join { name, resume })
+        }
+        t::SAY => {
+            let text = r.str16()?;
+            r.end(Command::Say { text })
+        }
+        t::TELL => {
+            let to = r.str8()?;
+            let text = r.str16()?;
+            r.end(Command::Tell { to, text })
+        }
+        t::SET => {
+            let x = r.u16()?.into();
+            let y = r.u16()?.into();
+            let color = r.u8()?.into();
+            r.end(Command::Set { x, y, color })
+        }
+        t::CANVAS => r.end(Command::Canvas),
+        t::SYNC => {
+            let seq = r.u64()?;
+            r.end(Command::Sync { seq })
+        }
+        t::WHO => r.end(Command::Who),
+        t::PING => {
+            let token = r.str8()?;
+            r.end(Command::Ping { token })
+        }
+        t::HELP => r.end(Command::Help),
+        t::QUIT => r.end(Command::Quit),
+        _ => Err(()),
+    })();
+    cmd.map_err(|_| {
+        if (t::HELLO..=t::QUIT).contains(&kind) {
+            malformed(kind)
+        } else {
+            WireError::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type 0x{kind:02x}"),
+            )
+        }
+    })
+}
+
+/// Decodes one server frame payload (type byte first).
+pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
+    use event_type as e;
+    use reply_type as t;
+    let mut r = Reader(payload);
+    let kind = r.u8().map_err(|_| malformed(0))?;
+    let msg: Field<ServerMsg> = (|| {
+        let reply = |x| Ok(ServerMsg::Reply(x));
+        let event = |x| Ok(ServerMsg::Event(x));
+        match kind {
+            e::PIXEL => {
+                let p = Pixel {
+                    seq: r.u64()?,
+                    x: r.u16()?,
+                    y: r.u16()?,
+                    color: r.u8()?,
+                    name: Arc::from(r.str8()?),
+                };
+                r.end(())?;
+                event(Event::Pixel(p))
+            }
+            e::JOINED => {
+                let name = Arc::from(r.str8()?);
+                r.end(())?;
+                event(Event::Joined { name })
+            }
+            e::LEFT => {
+                let name = Arc::from(r.str8()?);
+                r.end(())?;
+                event(Event::Left { name })
+            }
+            e::MSG | e::DM => {
+                let from = Arc::from(r.str8()?);
+                let text = Arc::from(r.str16()?);
+                r.end(())?;
+                if kind == e::MSG {
+                    event(Event::Msg { from, text })
+                } else {
+                    event(Event::Dm { from, text })
+                }
+            }
+            e::BYE => {
+                let code = ErrorCode::from_word(&r.str8()?);
+                let text = r.str16()?;
+                r.end(())?;
+                event(Event::Bye { code, text })
+            }
+            t::OK => r.end(()).and_then(|_| reply(Reply::Ok)),
+            t::HELLO_OK => {
+                let h = HelloInfo {
+                    version: r.u16()?,
+                    canvas_id: r.u64()?,
+                    width: r.u16()?,
+                    height: r.u16()?,
+                    seq: r.u64()?,
+                };
+                r.end(())?;
+                reply(Reply::Hello(h))
+            }
+            t::WELCOME => {
+                let name = r.str8()?;
+                let canvas_id = r.u64()?;
+                let width = r.u16()?;
+                let height = r.u16()?;
+                let seq = r.u64()?;
+                let resumed = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(()),
+                };
+                let mut palette = Vec::new();
+                for _ in 0..r.u8()? {
+                    let rgb: [u8; 3] = r.bytes(3)?.try_into().map_err(|_| ())?;
+                    palette.push((rgb, r.str8()?));
+                }
+                let mut users = Vec::new();
+                for _ in 0..r.u32()? {
+                    users.push(r.str8()?);
+                }
+                r.end(())?;
+                reply(Reply::Welcome(Welcome {
+                    name,
+                    canvas_id,
+                    width,
+                    height,
+                    seq,
+                    palette,
+                    users,
+                    resumed,
+                }))
+            }
+            t::SET_OK => {
+                let seq = r.u64()?;
+                r.end(())?;
+                reply(Reply::Set { seq })
+            }
+            t::SNAPSHOT => {
+                let canvas_id = r.u64()?;
+                let seq = r.u64()?;
+                let width = r.u16()?;
+                let height = r.u16()?;
+                if r.u8()? != 4 {
+                    return Err(());
+                }
+                let count = usize::from(width) * usize::from(height);
+                let packed = r.rest();
+                if packed.len() != count.div_ceil(2) {
+                    return Err(());
+                }
+                let mut pixels = Vec::with_capacity(count);
+                for b in packed {
+                    pixels.push(b >> 4);
+                    pixels.push(b & 0x0F);
+                }
+                pixels.truncate(count);
+                reply(Reply::Canvas(Arc::new(Snapshot {
+                    canvas_id,
+                    seq,
+                    width,
+                    height,
+                    pixels,
+                })))
+            }
+            t::SYNC_OK => {
+                let seq = r.u64()?;
+                r.end(())?;
+                reply(Reply::Sync { seq })
+            }
+            t::WHO_OK => {
+                let mut users = Vec::new();
+                for _ in 0..r.u32()? {
+                    users.push(r.str8()?);
+                }
+                r.end(())?;
+                reply(Reply::Who { users })
+            }
+            t::PONG => {
+                let token = r.str8()?;
+                r.end(())?;
+                reply(Reply::Pong { token })
+            }
+            t::HELP_OK => {
+                let text = r.str16()?;
+                r.end(())?;
+                reply(Reply::Help { text })
+            }
+            t::BYE_OK => r.end(()).and_then(|_| reply(Reply::Bye)),
+            t::ERROR => {
+                let code = ErrorCode::from_word(&r.str8()?);
+                let message = r.str16()?;
+                r.end(())?;
+                reply(Reply::Error(WireError { code, message }))
+            }
+            _ => Err(()),
+        }
+    })();
+    msg.map_err(|_| malformed(kind))
+}
+
+/// Decodes a client frame payload, encodes the command again and decodes
+/// that: the two results must agree. Shared by unit tests, proptest and the
+/// fuzz targets (prost's pattern). Returns the first decode.
+pub fn roundtrip_command(payload: &[u8]) -> Result<Command, WireError> {
+    let cmd = decode_command(payload)?;
+    let mut again = BytesMut::new();
+    encode_command(&cmd, &mut again);
+    let mut framer = framer(super::MAX_CLIENT_FRAME * 16);
+    let frame = framer
+        .decode(&mut again)
+        .expect("own frame")
+        .expect("complete frame");
+    assert_eq!(
+        decode_command(&frame).as_ref(),
+        Ok(&cmd),
+        "re-encoding changed the command"
+    );
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests;
