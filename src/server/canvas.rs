@@ -1,0 +1,312 @@
+//! The canvas as plain data: pixels, seq, and the ring of recent pixel events
+//! that `SYNC` replays. No tokio, no locks: the hub owns one of each and
+//! serialises access.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::protocol::{ErrorCode, MAX_SIDE, PALETTE, Pixel, Snapshot, WireError};
+
+/// Colour a new canvas is filled with (white, as on r/place).
+pub const BLANK_COLOR: u8 = 0;
+
+/// Pixels and the seq counter of one canvas.
+#[derive(Debug, Clone)]
+pub struct Canvas {
+    id: u64,
+    width: u16,
+    height: u16,
+    seq: u64,
+    pixels: Vec<u8>,
+}
+
+impl Canvas {
+    /// A blank canvas. Sides must be `1..=MAX_SIDE`.
+    pub fn new(id: u64, width: u16, height: u16) -> Result<Self, WireError> {
+        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
+            return Err(WireError::new(
+                ErrorCode::OutOfRange,
+                format!("canvas sides are 1 to {MAX_SIDE} pixels"),
+            ));
+        }
+        Ok(Self {
+            id,
+            width,
+            height,
+            seq: 0,
+            pixels: vec![BLANK_COLOR; usize::from(width) * usize::from(height)],
+        })
+    }
+
+    /// Identity of this canvas.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u16 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u16 {
+        self.height
+    }
+
+    /// Seq of the latest accepted pixel (0 for a fresh canvas).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Palette index at `(x, y)`, if inside.
+    pub fn get(&self, x: u16, y: u16) -> Option<u8> {
+        (x < self.width && y < self.height).then(|| self.pixels[self.index(x, y)])
+    }
+
+    fn index(&self, x: u16, y: u16) -> usize {
+        usize::from(y) * usize::from(self.width) + usize::from(x)
+    }
+
+    /// Range-checks a placement before anything changes.
+    pub fn check(&self, x: u32, y: u32, color: u32) -> Result<(u16, u16, u8), WireError> {
+        if x >= u32::from(self.width) || y >= u32::from(self.height) {
+            return Err(WireError::new(
+                ErrorCode::OutOfRange,
+                format!("x must be 0-{} and y 0-{}", self.width - 1, self.height - 1),
+            ));
+        }
+        if color >= PALETTE.len() as u32 {
+            return Err(WireError::new(
+                ErrorCode::OutOfRange,
+                format!("color must be 0-{}", PALETTE.len() - 1),
+            ));
+        }
+        Ok((x as u16, y as u16, color as u8))
+    }
+
+    /// Applies a checked placement and returns its new seq.
+    pub fn apply(&mut self, x: u16, y: u16, color: u8) -> u64 {
+        let i = self.index(x, y);
+        self.pixels[i] = color;
+        self.seq += 1;
+        self.seq
+    }
+
+    /// A copy of the whole canvas at the current seq.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            canvas_id: self.id,
+            seq: self.seq,
+            width: self.width,
+            height: self.height,
+            pixels: self.pixels.clone(),
+        }
+    }
+}
+
+/// Events per history block. Blocks are immutable once full, so a `SYNC`
+/// shares them by reference count instead of copying events.
+const BLOCK: usize = 1024;
+
+/// The most recent pixel events, oldest first, with consecutive seqs.
+#[derive(Debug)]
+pub struct History {
+    full: VecDeque<Arc<[Pixel]>>,
+    current: Vec<Pixel>,
+    full_len: usize,
+    capacity: usize,
+}
+
+/// Pixel events a `SYNC` replays: shared blocks, the first one partly skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    blocks: Vec<Arc<[Pixel]>>,
+    skip: usize,
+}
+
+impl Replay {
+    /// The events in seq order.
+    pub fn iter(&self) -> impl Iterator<Item = &Pixel> {
+        self.blocks.iter().flat_map(|b| b.iter()).skip(self.skip)
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.blocks.iter().map(|b| b.len()).sum::<usize>() - self.skip
+    }
+
+    /// True when there is nothing to replay.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl History {
+    /// Keeps at least `capacity` recent events (up to one block more).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            full: VecDeque::new(),
+            current: Vec::new(),
+            full_len: 0,
+            capacity,
+        }
+    }
+
+    /// Records the next event; its seq must follow the previous one.
+    pub fn push(&mut self, pixel: Pixel) {
+        debug_assert!(self.newest().is_none_or(|s| s + 1 == pixel.seq));
+        self.current.push(pixel);
+        if self.current.len() == BLOCK {
+            let block: Arc<[Pixel]> = std::mem::take(&mut self.current).into();
+            self.full_len += block.len();
+            self.full.push_back(block);
+        }
+        while self.full_len > self.capacity {
+            match self.full.pop_front() {
+                Some(b) => self.full_len -= b.len(),
+                None => break,
+            }
+        }
+        if self.capacity == 0 {
+            self.current.clear();
+        }
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.full
+            .front()
+            .map(|b| b[0].seq)
+            .or_else(|| self.current.first().map(|p| p.seq))
+    }
+
+    fn newest(&self) -> Option<u64> {
+        self.current
+            .last()
+            .or_else(|| self.full.back().and_then(|b| b.last()))
+            .map(|p| p.seq)
+    }
+
+    /// Every event after `seq`, given that `latest` is the canvas's seq.
+    pub fn since(&self, seq: u64, latest: u64) -> Result<Replay, WireError> {
+        if seq > latest {
+            return Err(WireError::new(
+                ErrorCode::BadSeq,
+                format!("seq {seq} is above the latest seq {latest}"),
+            ));
+        }
+        if seq == latest {
+            return Ok(Replay::default());
+        }
+        let oldest = self.oldest().unwrap_or(latest + 1);
+        if seq + 1 < oldest {
+            return Err(WireError::new(
+                ErrorCode::TooOld,
+                format!(
+                    "the server keeps events after seq {}; fetch CANVAS",
+                    oldest.saturating_sub(1)
+                ),
+            ));
+        }
+        let mut blocks = Vec::new();
+        let mut skip = 0;
+        for block in &self.full {
+            let last = block[block.len() - 1].seq;
+            if last <= seq {
+                continue;
+            }
+            if blocks.is_empty() {
+                skip = (seq + 1 - block[0].seq) as usize;
+            }
+            blocks.push(block.clone());
+        }
+        if !self.current.is_empty() {
+            if blocks.is_empty() {
+                skip = (seq + 1 - self.current[0].seq) as usize;
+            }
+            blocks.push(self.current.clone().into());
+        }
+        Ok(Replay { blocks, skip })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pixel(seq: u64) -> Pixel {
+        Pixel {
+            seq,
+            x: 0,
+            y: 0,
+            color: (seq % 16) as u8,
+            name: Arc::from("t"),
+        }
+    }
+
+    #[test]
+    fn checks_ranges() {
+        let c = Canvas::new(1, 4, 3).unwrap();
+        assert!(c.check(3, 2, 15).is_ok());
+        for (x, y, col) in [(4, 0, 0), (0, 3, 0), (0, 0, 16), (u32::MAX, 0, 0)] {
+            assert_eq!(c.check(x, y, col).unwrap_err().code, ErrorCode::OutOfRange);
+        }
+        assert!(Canvas::new(1, 0, 3).is_err());
+        assert!(Canvas::new(1, MAX_SIDE + 1, 3).is_err());
+    }
+
+    #[test]
+    fn apply_counts_seq_and_snapshot_copies() {
+        let mut c = Canvas::new(9, 2, 2).unwrap();
+        assert_eq!(c.apply(1, 1, 5), 1);
+        assert_eq!(c.apply(0, 1, 3), 2);
+        let s = c.snapshot();
+        assert_eq!((s.canvas_id, s.seq), (9, 2));
+        assert_eq!(s.pixels, vec![0, 0, 3, 5]);
+        assert_eq!(c.get(1, 1), Some(5));
+        assert_eq!(c.get(2, 0), None);
+    }
+
+    #[test]
+    fn sync_replays_exactly_the_missing_suffix() {
+        let mut h = History::new(3000);
+        for seq in 1..=2500 {
+            h.push(pixel(seq));
+        }
+        for from in [0, 1, 1023, 1024, 1025, 2047, 2048, 2499] {
+            let r = h.since(from, 2500).unwrap();
+            let seqs: Vec<u64> = r.iter().map(|p| p.seq).collect();
+            assert_eq!(seqs, ((from + 1)..=2500).collect::<Vec<_>>(), "from {from}");
+            assert_eq!(r.len(), seqs.len());
+        }
+        assert!(h.since(2500, 2500).unwrap().is_empty());
+        assert_eq!(h.since(2501, 2500).unwrap_err().code, ErrorCode::BadSeq);
+    }
+
+    #[test]
+    fn old_events_are_dropped_in_blocks() {
+        let mut h = History::new(1500);
+        for seq in 1..=5000 {
+            h.push(pixel(seq));
+        }
+        let oldest = h.oldest().unwrap();
+        assert!(5000 - oldest + 1 >= 1500, "kept too few: oldest {oldest}");
+        assert!(5000 - oldest < 1500 + 2 * BLOCK as u64, "kept too many");
+        assert_eq!(
+            h.since(oldest - 2, 5000).unwrap_err().code,
+            ErrorCode::TooOld
+        );
+        assert_eq!(
+            h.since(oldest - 1, 5000).unwrap().len() as u64,
+            5000 - oldest + 1
+        );
+    }
+
+    #[test]
+    fn empty_history_only_allows_the_latest() {
+        let h = History::new(100);
+        assert!(h.since(0, 0).unwrap().is_empty());
+        let mut h = History::new(0);
+        h.push(pixel(1));
+        assert_eq!(h.since(0, 1).unwrap_err().code, ErrorCode::TooOld);
+    }
+}
