@@ -1,0 +1,294 @@
+//! Shared test helpers: a real server on `127.0.0.1:0`, and text and binary
+//! clients over real TCP whose every wait is bounded by a timeout.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use pixchat::protocol::binary::ClientCodec;
+use pixchat::protocol::{Command, Event, PROTOCOL_VERSION, Reply, ServerMsg};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// How long any single expected message may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub token: CancellationToken,
+    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Cancels the server and waits for `run` to return.
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(WAIT, h)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Starts a server with `config` on a free loopback port.
+pub async fn start_server(config: pixchat::Config) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(pixchat::run(listener, config, token.clone()));
+    TestServer {
+        addr,
+        token,
+        handle: Some(handle),
+    }
+}
+
+/// A server with default settings.
+pub async fn start_default() -> TestServer {
+    start_server(pixchat::Config::default()).await
+}
+
+/// A netcat-like client speaking the text mode.
+pub struct TextClient {
+    pub reader: BufReader<OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl TextClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (r, w) = stream.into_split();
+        Self {
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    /// Connects and joins as `name`, returning the `OK` line.
+    pub async fn joined(addr: SocketAddr, name: &str) -> Self {
+        let mut c = Self::connect(addr).await;
+        let ok = c.cmd(&format!("JOIN {name}")).await;
+        assert!(ok.starts_with(&format!("OK {name} ")), "join {name}: {ok}");
+        c
+    }
+
+    /// Sends raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("send");
+    }
+
+    /// Sends one line (the `\n` is added).
+    pub async fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes()).await;
+    }
+
+    /// The next line, without its `\n`; `None` at end of stream.
+    pub async fn try_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+            .await
+            .expect("a line within the timeout")
+            .expect("read");
+        if n == 0 {
+            return None;
+        }
+        assert!(line.ends_with('\n'), "unterminated line {line:?}");
+        line.pop();
+        Some(line)
+    }
+
+    /// The next line if one comes within `wait`.
+    pub async fn try_line_within(&mut self, wait: Duration) -> Option<String> {
+        let mut line = String::new();
+        match tokio::time::timeout(wait, self.reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => {
+                line.pop();
+                Some(line)
+            }
+            _ => None,
+        }
+    }
+
+    /// The next line; panics at end of stream.
+    pub async fn line(&mut self) -> String {
+        self.try_line().await.expect("connection still open")
+    }
+
+    /// Asserts the next line.
+    pub async fn expect(&mut self, want: &str) {
+        assert_eq!(self.line().await, want);
+    }
+
+    /// Sends a command and returns its reply line, skipping events.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(line).await;
+        self.reply().await
+    }
+
+    /// The next line that is a reply (`OK ...` or `ERR ...`), skipping events.
+    pub async fn reply(&mut self) -> String {
+        loop {
+            let l = self.line().await;
+            if l.starts_with("OK") || l.starts_with("ERR ") {
+                return l;
+            }
+        }
+    }
+
+    /// The next line starting with `prefix`, skipping others.
+    pub async fn until(&mut self, prefix: &str) -> String {
+        loop {
+            let l = self.line().await;
+            if l.starts_with(prefix) {
+                return l;
+            }
+        }
+    }
+
+    /// Asserts the server closes the connection, allowing a few last lines.
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        loop {
+            let mut line = String::new();
+            match tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+                .await
+                .expect("close within the timeout")
+            {
+                Ok(0) | Err(_) => return rest,
+                Ok(_) => rest.push(line.trim_end().to_string()),
+            }
+            assert!(rest.len() < 100_000, "connection never closed");
+        }
+    }
+
+    /// Fetches `CANVAS` and returns (seq, rows of palette indexes).
+    pub async fn canvas(&mut self) -> (u64, Vec<Vec<u8>>) {
+        self.send("CANVAS").await;
+        read_canvas(self).await
+    }
+}
+
+/// Reads a `CANVAS` answer: returns (seq, rows of palette indexes).
+pub async fn read_canvas(c: &mut TextClient) -> (u64, Vec<Vec<u8>>) {
+    let (_, seq, rows) = read_canvas_after_events(c).await;
+    (seq, rows)
+}
+
+/// Reads a `CANVAS` answer that may be preceded by events: returns those
+/// events' lines, the snapshot seq and the rows. Fails on an event between
+/// rows.
+pub async fn read_canvas_after_events(c: &mut TextClient) -> (Vec<String>, u64, Vec<Vec<u8>>) {
+    let mut before = Vec::new();
+    let mut rows: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let l = c.line().await;
+        if let Some(rest) = l.strip_prefix("ROW ") {
+            let (y, hex) = rest.split_once(' ').expect("ROW y hex");
+            assert_eq!(y.parse::<usize>().unwrap(), rows.len(), "rows in order");
+            rows.push(
+                hex.chars()
+                    .map(|h| h.to_digit(16).expect("hex digit") as u8)
+                    .collect(),
+            );
+        } else if let Some(rest) = l.strip_prefix("OK ") {
+            let parts: Vec<u64> = rest.split(' ').map(|p| p.parse().unwrap()).collect();
+            assert_eq!(parts[2] as usize, rows.len(), "height matches rows");
+            assert!(rows.iter().all(|r| r.len() == parts[1] as usize));
+            return (before, parts[0], rows);
+        } else {
+            assert!(rows.is_empty(), "event inside a canvas answer: {l}");
+            before.push(l);
+        }
+    }
+}
+
+/// Parses `PIXEL <seq> <x> <y> <color> <name>`.
+pub fn parse_pixel(line: &str) -> (u64, usize, usize, u8, String) {
+    let p: Vec<&str> = line.split(' ').collect();
+    assert_eq!(p[0], "PIXEL", "{line}");
+    (
+        p[1].parse().unwrap(),
+        p[2].parse().unwrap(),
+        p[3].parse().unwrap(),
+        p[4].parse().unwrap(),
+        p[5].to_string(),
+    )
+}
+
+/// A binary-mode client over the library's codec.
+pub struct BinClient {
+    pub framed: Framed<TcpStream, ClientCodec>,
+}
+
+impl BinClient {
+    /// Connects and says hello.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut c = Self {
+            framed: Framed::new(stream, ClientCodec::default()),
+        };
+        match c
+            .cmd(Command::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await
+        {
+            Reply::Hello(_) => {}
+            other => panic!("hello answered {other:?}"),
+        }
+        c
+    }
+
+    pub async fn send(&mut self, cmd: Command) {
+        self.framed.send(&cmd).await.expect("send");
+    }
+
+    /// The next message; `None` at end of stream.
+    pub async fn try_next(&mut self) -> Option<ServerMsg> {
+        tokio::time::timeout(WAIT, self.framed.next())
+            .await
+            .expect("a frame within the timeout")
+            .map(|r| r.expect("valid frame"))
+    }
+
+    pub async fn next(&mut self) -> ServerMsg {
+        self.try_next().await.expect("connection still open")
+    }
+
+    /// The next reply, skipping events.
+    pub async fn reply(&mut self) -> Reply {
+        loop {
+            if let ServerMsg::Reply(r) = self.next().await {
+                return r;
+            }
+        }
+    }
+
+    /// The next event, failing on a reply.
+    pub async fn event(&mut self) -> Event {
+        match self.next().await {
+            ServerMsg::Event(e) => e,
+            ServerMsg::Reply(r) => panic!("expected an event, got {r:?}"),
+        }
+    }
+
+    pub async fn cmd(&mut self, cmd: Command) -> Reply {
+        self.send(cmd).await;
+        self.reply().await
+    }
+}
