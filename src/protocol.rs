@@ -336,6 +336,13 @@ pub enum ServerMsg {
     Reply(Reply),
     /// A pushed event.
     Event(Event),
+    /// A well-framed message of a type this build does not know, from a
+    /// newer server. An unknown event (`0x40-0x7F`) can be ignored; an
+    /// unknown reply (`0x80-0xFF`) still answers the oldest command.
+    Unknown {
+        /// The type byte.
+        kind: u8,
+    },
 }
 
 /// An error as it travels on the wire: a stable code word and human text.

@@ -721,6 +721,7 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 r.end(())?;
                 reply(Reply::Error(WireError { code, message }))
             }
+            _ if kind >= event_type::PIXEL => Ok(ServerMsg::Unknown { kind }),
             _ => Err(()),
         }
     })();

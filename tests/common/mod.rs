@@ -283,7 +283,7 @@ impl BinClient {
     pub async fn event(&mut self) -> Event {
         match self.next().await {
             ServerMsg::Event(e) => e,
-            ServerMsg::Reply(r) => panic!("expected an event, got {r:?}"),
+            other => panic!("expected an event, got {other:?}"),
         }
     }
 

@@ -183,6 +183,7 @@ fn encode_server(msg: &ServerMsg) -> BytesMut {
     match msg {
         ServerMsg::Reply(r) => encode_reply(r, &mut out),
         ServerMsg::Event(e) => encode_event(e, &mut out),
+        ServerMsg::Unknown { kind } => frame(&mut out, |o| o.put_u8(*kind)),
     }
     out
 }
@@ -262,6 +263,20 @@ fn a_huge_length_prefix_fails_before_allocating() {
     let err = codec.decode(&mut buf).unwrap_err();
     assert!(matches!(err, FrameError::TooLarge(_)), "{err:?}");
     assert!(buf.capacity() < 1024, "reserved {} bytes", buf.capacity());
+}
+
+#[test]
+fn unknown_server_types_are_reported_not_fatal() {
+    assert_eq!(
+        decode_server(&[0x7E, 1, 2]),
+        Ok(ServerMsg::Unknown { kind: 0x7E })
+    );
+    assert_eq!(
+        decode_server(&[0xA0]),
+        Ok(ServerMsg::Unknown { kind: 0xA0 })
+    );
+    // Client types never come from a server.
+    assert!(decode_server(&[0x05]).is_err());
 }
 
 #[test]
