@@ -26,3 +26,10 @@ pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 pub const DEFAULT_SEND_BUFFER: usize = 256 * 1024;
 /// Pixel events kept for `SYNC` when no size is given.
 pub const DEFAULT_HISTORY: usize = 100_000;
+/// Where `pixchat-server` keeps the canvas when no `--data-dir` is given.
+pub const DEFAULT_DATA_DIR: &str = "./pixchat-data";
+/// Journal records that trigger a compaction into a new snapshot.
+pub const DEFAULT_COMPACT_AFTER: u64 = 100_000;
+/// Seconds a binary connection may stay silent (a `KEEPALIVE` goes out at
+/// half of it).
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;

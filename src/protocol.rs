@@ -172,6 +172,28 @@ pub enum Command {
     Help,
     /// Say goodbye; the server closes after replying.
     Quit,
+    /// Present the server password (or the admin password).
+    Auth {
+        /// The password.
+        password: String,
+    },
+    /// Ask who placed the pixel at `(x, y)` and when.
+    Whose {
+        /// Column (unchecked, like `Set`).
+        x: u32,
+        /// Row.
+        y: u32,
+    },
+    /// Admin: disconnect a user.
+    Kick {
+        /// Who.
+        name: String,
+    },
+    /// Admin: disconnect a user and refuse the name until the server stops.
+    Ban {
+        /// Who.
+        name: String,
+    },
 }
 
 /// Where a reconnecting binary client left off.
@@ -272,8 +294,21 @@ pub enum Reply {
     },
     /// `QUIT`; the connection closes after this.
     Bye,
+    /// `WHOSE`: the last placement at a pixel, if any.
+    Whose(Option<Placement>),
     /// The command failed; the connection stays usable unless noted.
     Error(WireError),
+}
+
+/// Who placed a pixel, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Author's name.
+    pub name: String,
+    /// Unix time of the placement, in milliseconds.
+    pub unix_ms: u64,
+    /// Seq of the placement.
+    pub seq: u64,
 }
 
 /// One pixel placement as broadcast and as replayed by `SYNC`.
@@ -320,6 +355,19 @@ pub enum Event {
         /// Message.
         text: Arc<str>,
     },
+    /// A chat message from before this client joined (sent after `JOIN`,
+    /// oldest first).
+    History {
+        /// When it was said, Unix milliseconds.
+        unix_ms: u64,
+        /// Sender.
+        from: Arc<str>,
+        /// Message.
+        text: Arc<str>,
+    },
+    /// Binary mode: the server has heard nothing for a while; any command
+    /// (a `PING`) keeps the connection open.
+    Keepalive,
     /// The server is closing this connection, and why.
     Bye {
         /// Machine-readable reason (an error code word).
@@ -442,6 +490,25 @@ error_codes! {
     UnknownType => "unknown_type",
     /// The server is shutting down.
     ShuttingDown => "shutting_down",
+    /// The password is missing or wrong, or an admin command without admin
+    /// rights; nothing changed.
+    Forbidden => "forbidden",
+    /// `SET` before the user's placement cooldown ended; the message is
+    /// the milliseconds left.
+    Cooldown => "cooldown",
+    /// The connection sent commands faster than `--rate-limit`.
+    RateLimited => "rate_limited",
+    /// Too many connections from this address; the connection closes.
+    TooManyConnections => "too_many_connections",
+    /// (as `BYE`) nothing was heard from a binary client for too long.
+    IdleTimeout => "idle_timeout",
+    /// (as `BYE`) an admin disconnected this user.
+    Kicked => "kicked",
+    /// (as `BYE`) an admin banned this user's name.
+    Banned => "banned",
+    /// Text mode: the line looked like HTTP (a web page attacking the port
+    /// across protocols); the connection is closed without a reply.
+    CrossProtocol => "cross_protocol",
 }
 
 impl fmt::Display for ErrorCode {
@@ -504,7 +571,8 @@ pub fn validate_token(token: &str) -> Result<(), WireError> {
 
 /// The one-line command summary `HELP` answers with.
 pub const HELP_TEXT: &str = "commands: JOIN <name> | SAY <text> | TELL <name> <text> | \
-SET <x> <y> <color> | CANVAS | SYNC <seq> | WHO | PING [token] | HELP | QUIT";
+SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO | PING [token] | \
+AUTH <password> | KICK <name> | BAN <name> | HELP | QUIT";
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,17 @@
 //! The server: an accept loop over an already bound listener (so tests can
-//! bind `127.0.0.1:0`), a connection limit that answers `server_full`
-//! instead of queueing, and a clean shutdown on a cancellation token.
+//! bind `127.0.0.1:0`), connection limits that answer instead of queueing,
+//! and a clean shutdown on a cancellation token that finishes durable writes.
 
 pub mod canvas;
 pub mod connection;
 pub mod hub;
 pub mod log;
 pub mod outbox;
+pub mod storage;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,14 +26,16 @@ use tracing::{info, warn};
 use crate::protocol::{ErrorCode, Reply, WireError, binary, text};
 use hub::{Hub, HubConfig};
 use log::{LogLimits, Mode};
+use storage::StorageConfig;
 
-/// Server settings; every field has the default the binary uses.
+/// Server settings. `Config::default()` keeps the canvas in memory only;
+/// the `pixchat-server` binary stores it in `./pixchat-data` by default.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Canvas width in pixels.
-    pub width: u16,
-    /// Canvas height in pixels.
-    pub height: u16,
+    /// Canvas width asked for (`None`: the stored canvas, or the default).
+    pub width: Option<u16>,
+    /// Canvas height asked for.
+    pub height: Option<u16>,
     /// Most connections served at once; more are told `server_full`.
     pub max_clients: usize,
     /// Pixel events kept for `SYNC`.
@@ -41,19 +46,70 @@ pub struct Config {
     /// client that stops reading can pin in the kernel; `None` leaves the
     /// kernel's autotuning (up to several MiB per socket).
     pub send_buffer: Option<usize>,
+    /// Durable storage; `None` keeps everything in memory.
+    pub storage: Option<StorageConfig>,
+    /// Abuse and overload limits.
+    pub limits: Limits,
+    /// Password every client must give (`AUTH`) before anything else.
+    pub password: Option<String>,
+    /// Password that grants `KICK` and `BAN`.
+    pub admin_password: Option<String>,
+}
+
+/// Abuse and overload limits; zero turns a limit off.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Minimum time between two placements by one user.
+    pub cooldown: Duration,
+    /// Commands per second per connection (token bucket refill rate).
+    pub rate_limit: u32,
+    /// Commands a connection may send at once before the rate applies.
+    pub rate_burst: u32,
+    /// Connections per client IP address.
+    pub max_conns_per_ip: usize,
+    /// A connection that sends nothing for this long after connecting is
+    /// closed.
+    pub handshake_timeout: Duration,
+    /// A binary connection silent this long is closed (it is sent a
+    /// `KEEPALIVE` at half of it).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            cooldown: Duration::ZERO,
+            rate_limit: 0,
+            rate_burst: 0,
+            max_conns_per_ip: 0,
+            handshake_timeout: connection::HANDSHAKE_TIMEOUT,
+            idle_timeout: Duration::from_secs(crate::DEFAULT_IDLE_TIMEOUT_SECS),
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            width: crate::DEFAULT_WIDTH,
-            height: crate::DEFAULT_HEIGHT,
+            width: None,
+            height: None,
             max_clients: crate::DEFAULT_MAX_CLIENTS,
             history: crate::DEFAULT_HISTORY,
             log: LogLimits::default(),
             send_buffer: Some(crate::DEFAULT_SEND_BUFFER),
+            storage: None,
+            limits: Limits::default(),
+            password: None,
+            admin_password: None,
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, as stamped on placements and chat.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Rejections answered at once; beyond this an over-limit connection is
@@ -64,30 +120,75 @@ const REJECT_SNIFF: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Counts connections per IP address; a slot is given back on drop.
+#[derive(Debug, Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+struct IpSlot(Arc<PerIp>, IpAddr);
+
+impl PerIp {
+    fn try_take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut map = self.0.lock().expect("per-ip lock poisoned");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.0.lock().expect("per-ip lock poisoned");
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` is cancelled, then tells every client
-/// goodbye and waits (briefly) for their connections to close.
+/// goodbye, writes what was accepted to disk and returns.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let hub = Arc::new(
-        Hub::new(&HubConfig {
-            width: config.width,
-            height: config.height,
-            history: config.history,
-            log: config.log,
-        })
-        .map_err(|e| anyhow::anyhow!("{}", e.message))
-        .context("create the canvas")?,
-    );
+    let size = match (config.width, config.height) {
+        (None, None) => None,
+        (w, h) => Some((
+            w.unwrap_or(crate::DEFAULT_WIDTH),
+            h.unwrap_or(crate::DEFAULT_HEIGHT),
+        )),
+    };
+    let hub_config = HubConfig {
+        size,
+        default_size: (crate::DEFAULT_WIDTH, crate::DEFAULT_HEIGHT),
+        history: config.history,
+        log: config.log,
+        storage: config.storage.clone(),
+        cooldown: config.limits.cooldown,
+        password: config.password.clone(),
+        admin_password: config.admin_password.clone(),
+    };
+    // Recovery reads and fsyncs files: keep it off the async workers.
+    let hub = tokio::task::spawn_blocking(move || Hub::open(&hub_config))
+        .await
+        .context("recover the canvas")??;
+    let hub = Arc::new(hub);
+    let (width, height) = hub.size();
     let addr = listener
         .local_addr()
         .context("read the listening address")?;
-    info!(%addr, width = config.width, height = config.height, "listening");
+    info!(%addr, width, height, "listening");
 
+    let limits = Arc::new(config.limits.clone());
     let slots = Arc::new(Semaphore::new(config.max_clients));
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
+    let per_ip = Arc::new(PerIp::default());
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -102,6 +203,18 @@ pub async fn run(
                 }
             },
         };
+        let ip_slot = if limits.max_conns_per_ip > 0 {
+            match per_ip.try_take(peer.ip(), limits.max_conns_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    warn!(%peer, "too many connections from this address");
+                    reject(&rejects, &tracker, stream, too_many_connections());
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 if let Some(size) = config.send_buffer {
@@ -109,19 +222,14 @@ pub async fn run(
                 }
                 let hub = hub.clone();
                 let shutdown = shutdown.clone();
+                let limits = limits.clone();
                 tracker.spawn(async move {
-                    connection::serve(stream, peer, hub, shutdown).await;
+                    connection::serve(stream, peer, hub, limits, shutdown).await;
                     drop(permit);
+                    drop(ip_slot);
                 });
             }
-            Err(_) => {
-                if let Ok(permit) = rejects.clone().try_acquire_owned() {
-                    tracker.spawn(async move {
-                        reject_full(stream).await;
-                        drop(permit);
-                    });
-                }
-            }
+            Err(_) => reject(&rejects, &tracker, stream, server_full()),
         }
     }
     drop(listener);
@@ -133,20 +241,46 @@ pub async fn run(
     {
         warn!("some connections did not close in time");
     }
+    let closing = hub.clone();
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .context("flush the journal")?;
+    info!("stopped");
     Ok(())
 }
 
-/// Answers an over-limit connection with `server_full` in its own mode.
-async fn reject_full(mut stream: TcpStream) {
+fn server_full() -> WireError {
+    WireError::new(
+        ErrorCode::ServerFull,
+        "the server is at its client limit; try again later",
+    )
+}
+
+fn too_many_connections() -> WireError {
+    WireError::new(
+        ErrorCode::TooManyConnections,
+        "too many connections from your address",
+    )
+}
+
+/// Answers an over-limit connection in its own mode, if a rejection slot is
+/// free, and closes it.
+fn reject(rejects: &Arc<Semaphore>, tracker: &TaskTracker, stream: TcpStream, err: WireError) {
+    if let Ok(permit) = rejects.clone().try_acquire_owned() {
+        tracker.spawn(async move {
+            reject_with(stream, err).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn reject_with(mut stream: TcpStream, err: WireError) {
     let mut first = [0u8; 1];
     let mode = match tokio::time::timeout(REJECT_SNIFF, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0 => Mode::Binary,
         _ => Mode::Text,
     };
-    let err = Reply::Error(WireError::new(
-        ErrorCode::ServerFull,
-        "the server is at its client limit; try again later",
-    ));
+    let err = Reply::Error(err);
     let mut out = BytesMut::new();
     match mode {
         Mode::Text => text::encode_reply(&err, &mut out),

@@ -9,11 +9,12 @@ use common::TextClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Starts the binary on a free port and returns it with its address, read
-/// from the `listening addr=...` log line.
-async fn spawn_server(args: &[&str]) -> (Child, std::net::SocketAddr) {
+/// Starts the binary on a free port with its data in `dir` and returns it
+/// with its address, read from the `listening addr=...` log line.
+async fn spawn_server(dir: &std::path::Path, args: &[&str]) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -38,7 +39,8 @@ async fn spawn_server(args: &[&str]) -> (Child, std::net::SocketAddr) {
 
 #[tokio::test]
 async fn serves_on_the_port_it_logs_and_stops_cleanly_on_sigterm() {
-    let (mut child, addr) = spawn_server(&["--width", "32", "--height", "16"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server(dir.path(), &["--width", "32", "--height", "16"]).await;
     assert_ne!(addr.port(), 0);
     let mut c = TextClient::joined(addr, "cli").await;
     assert_eq!(c.cmd("SET 31 15 3").await, "OK 1");
@@ -66,7 +68,7 @@ async fn serves_on_the_port_it_logs_and_stops_cleanly_on_sigterm() {
 #[tokio::test]
 async fn bad_flags_fail_with_a_clear_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-        .args(["--listen", "127.0.0.1:0", "--width", "0"])
+        .args(["--listen", "127.0.0.1:0", "--memory", "--width", "0"])
         .output()
         .await
         .unwrap();
@@ -75,7 +77,7 @@ async fn bad_flags_fail_with_a_clear_message() {
     assert!(err.contains("canvas sides are 1 to 4096 pixels"), "{err}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-        .args(["--listen", "not-an-address"])
+        .args(["--listen", "not-an-address", "--memory"])
         .output()
         .await
         .unwrap();
@@ -97,6 +99,17 @@ async fn help_lists_every_flag() {
         "--height",
         "--max-clients",
         "--history",
+        "--data-dir",
+        "--memory",
+        "--fsync",
+        "--new-canvas",
+        "--cooldown-ms",
+        "--rate-limit",
+        "--rate-burst",
+        "--max-conns-per-ip",
+        "--idle-timeout",
+        "--password",
+        "--admin-password",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

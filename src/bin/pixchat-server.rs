@@ -1,9 +1,12 @@
 //! `pixchat-server`: parse flags, set up logging, serve until Ctrl-C or SIGTERM.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use pixchat::server::storage::{Fsync, StorageConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -16,18 +19,52 @@ struct Cli {
     /// Address to listen on; port 0 picks a free port (the log shows it).
     #[arg(long, default_value = pixchat::DEFAULT_LISTEN)]
     listen: String,
-    /// Canvas width in pixels (1-4096).
-    #[arg(long, default_value_t = pixchat::DEFAULT_WIDTH)]
-    width: u16,
-    /// Canvas height in pixels (1-4096).
-    #[arg(long, default_value_t = pixchat::DEFAULT_HEIGHT)]
-    height: u16,
+    /// Canvas width in pixels (1-4096) [default: the stored canvas's, or 64].
+    #[arg(long)]
+    width: Option<u16>,
+    /// Canvas height in pixels (1-4096) [default: the stored canvas's, or 64].
+    #[arg(long)]
+    height: Option<u16>,
     /// Most connections served at once; more get `ERR server_full`.
     #[arg(long, default_value_t = pixchat::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
     /// Pixel events kept in memory for `SYNC` resume.
     #[arg(long, default_value_t = pixchat::DEFAULT_HISTORY)]
     history: usize,
+    /// Directory that keeps the canvas (created if missing).
+    #[arg(long, default_value = pixchat::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Keep nothing on disk: the canvas lives only as long as the process.
+    #[arg(long, conflicts_with = "data_dir")]
+    memory: bool,
+    /// When accepted pixels are forced to disk before their `OK`.
+    #[arg(long, value_enum, default_value_t = Fsync::Batch)]
+    fsync: Fsync,
+    /// Replace the stored canvas with a new blank one (old files are kept aside).
+    #[arg(long)]
+    new_canvas: bool,
+    /// Minimum milliseconds between two pixels from one user (0 = off).
+    #[arg(long, default_value_t = 0)]
+    cooldown_ms: u64,
+    /// Commands per second per connection (0 = off).
+    #[arg(long, default_value_t = 0)]
+    rate_limit: u32,
+    /// Commands a connection may send at once under --rate-limit
+    /// [default: the rate].
+    #[arg(long)]
+    rate_burst: Option<u32>,
+    /// Connections per client IP address (0 = off).
+    #[arg(long, default_value_t = 0)]
+    max_conns_per_ip: usize,
+    /// Seconds a binary client may stay silent before it is dropped (0 = off).
+    #[arg(long, default_value_t = pixchat::DEFAULT_IDLE_TIMEOUT_SECS)]
+    idle_timeout: u64,
+    /// Password clients must give with `AUTH` before anything else.
+    #[arg(long, env = "PIXCHAT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Password that grants `KICK` and `BAN` (after `AUTH`).
+    #[arg(long, env = "PIXCHAT_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
 }
 
 #[tokio::main]
@@ -45,6 +82,22 @@ async fn main() -> anyhow::Result<()> {
         height: cli.height,
         max_clients: cli.max_clients,
         history: cli.history,
+        storage: (!cli.memory).then(|| StorageConfig {
+            dir: cli.data_dir.clone(),
+            fsync: cli.fsync,
+            new_canvas: cli.new_canvas,
+            compact_after: pixchat::DEFAULT_COMPACT_AFTER,
+        }),
+        limits: pixchat::server::Limits {
+            cooldown: Duration::from_millis(cli.cooldown_ms),
+            rate_limit: cli.rate_limit,
+            rate_burst: cli.rate_burst.unwrap_or(cli.rate_limit),
+            max_conns_per_ip: cli.max_conns_per_ip,
+            idle_timeout: Duration::from_secs(cli.idle_timeout),
+            ..Default::default()
+        },
+        password: cli.password.filter(|p| !p.is_empty()),
+        admin_password: cli.admin_password.filter(|p| !p.is_empty()),
         ..pixchat::Config::default()
     };
     let listener = TcpListener::bind(&cli.listen)

@@ -48,6 +48,14 @@ pub mod client_type {
     pub const HELP: u8 = 0x0A;
     /// `QUIT`
     pub const QUIT: u8 = 0x0B;
+    /// `AUTH password:str8`
+    pub const AUTH: u8 = 0x0C;
+    /// `WHOSE x:u16 y:u16`
+    pub const WHOSE: u8 = 0x0D;
+    /// `KICK name:str8`
+    pub const KICK: u8 = 0x0E;
+    /// `BAN name:str8`
+    pub const BAN: u8 = 0x0F;
 }
 
 /// Server event types.
@@ -64,6 +72,10 @@ pub mod event_type {
     pub const DM: u8 = 0x44;
     /// `BYE code:str8 text:str16`
     pub const BYE: u8 = 0x45;
+    /// `HISTORY unix_ms:u64 from:str8 text:str16`
+    pub const HISTORY: u8 = 0x46;
+    /// `KEEPALIVE`
+    pub const KEEPALIVE: u8 = 0x47;
 }
 
 /// Server reply types.
@@ -88,6 +100,8 @@ pub mod reply_type {
     pub const HELP_OK: u8 = 0x88;
     /// `BYE_OK`
     pub const BYE_OK: u8 = 0x89;
+    /// `WHOSE_OK name:str8 unix_ms:u64 seq:u64` (empty name: nobody)
+    pub const WHOSE_OK: u8 = 0x8A;
     /// `ERROR code:str8 message:str16`
     pub const ERROR: u8 = 0xFF;
 }
@@ -302,6 +316,23 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
         }
         Command::Help => out.put_u8(t::HELP),
         Command::Quit => out.put_u8(t::QUIT),
+        Command::Auth { password } => {
+            out.put_u8(t::AUTH);
+            put_str8(out, password);
+        }
+        Command::Whose { x, y } => {
+            out.put_u8(t::WHOSE);
+            out.put_u16((*x).min(u16::MAX.into()) as u16);
+            out.put_u16((*y).min(u16::MAX.into()) as u16);
+        }
+        Command::Kick { name } => {
+            out.put_u8(t::KICK);
+            put_str8(out, name);
+        }
+        Command::Ban { name } => {
+            out.put_u8(t::BAN);
+            put_str8(out, name);
+        }
     });
 }
 
@@ -365,6 +396,21 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             put_str16(out, text);
         }
         Reply::Bye => out.put_u8(t::BYE_OK),
+        Reply::Whose(p) => {
+            out.put_u8(t::WHOSE_OK);
+            match p {
+                Some(p) => {
+                    put_str8(out, &p.name);
+                    out.put_u64(p.unix_ms);
+                    out.put_u64(p.seq);
+                }
+                None => {
+                    out.put_u8(0);
+                    out.put_u64(0);
+                    out.put_u64(0);
+                }
+            }
+        }
         Reply::Error(e) => {
             out.put_u8(t::ERROR);
             put_str8(out, e.code.as_str());
@@ -424,6 +470,17 @@ pub fn encode_event(event: &Event, out: &mut BytesMut) {
             put_str8(out, from);
             put_str16(out, text);
         }
+        Event::History {
+            unix_ms,
+            from,
+            text,
+        } => {
+            out.put_u8(t::HISTORY);
+            out.put_u64(*unix_ms);
+            put_str8(out, from);
+            put_str16(out, text);
+        }
+        Event::Keepalive => out.put_u8(t::KEEPALIVE),
         Event::Bye { code, text } => {
             out.put_u8(t::BYE);
             put_str8(out, code.as_str());
@@ -554,10 +611,27 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
         }
         t::HELP => r.end(Command::Help),
         t::QUIT => r.end(Command::Quit),
+        t::AUTH => {
+            let password = r.str8()?;
+            r.end(Command::Auth { password })
+        }
+        t::WHOSE => {
+            let x = r.u16()?.into();
+            let y = r.u16()?.into();
+            r.end(Command::Whose { x, y })
+        }
+        t::KICK => {
+            let name = r.str8()?;
+            r.end(Command::Kick { name })
+        }
+        t::BAN => {
+            let name = r.str8()?;
+            r.end(Command::Ban { name })
+        }
         _ => Err(()),
     })();
     cmd.map_err(|_| {
-        if (t::HELLO..=t::QUIT).contains(&kind) {
+        if (t::HELLO..=t::BAN).contains(&kind) {
             malformed(kind)
         } else {
             WireError::new(
@@ -609,6 +683,18 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                     event(Event::Dm { from, text })
                 }
             }
+            e::HISTORY => {
+                let unix_ms = r.u64()?;
+                let from = Arc::from(r.str8()?);
+                let text = Arc::from(r.str16()?);
+                r.end(())?;
+                event(Event::History {
+                    unix_ms,
+                    from,
+                    text,
+                })
+            }
+            e::KEEPALIVE => r.end(()).and_then(|_| event(Event::Keepalive)),
             e::BYE => {
                 let code = ErrorCode::from_word(&r.str8()?);
                 let text = r.str16()?;
@@ -715,6 +801,15 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 reply(Reply::Help { text })
             }
             t::BYE_OK => r.end(()).and_then(|_| reply(Reply::Bye)),
+            t::WHOSE_OK => {
+                let name = r.str8()?;
+                let unix_ms = r.u64()?;
+                let seq = r.u64()?;
+                r.end(())?;
+                reply(Reply::Whose(
+                    (!name.is_empty()).then_some(crate::protocol::Placement { name, unix_ms, seq }),
+                ))
+            }
             t::ERROR => {
                 let code = ErrorCode::from_word(&r.str8()?);
                 let message = r.str16()?;

@@ -108,6 +108,12 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
     let line = std::str::from_utf8(line)
         .map_err(|_| WireError::new(ErrorCode::BadUtf8, "the line is not valid UTF-8"))?;
     let (word, rest) = split_word(line);
+    if looks_like_http(word, rest) {
+        return Err(WireError::new(
+            ErrorCode::CrossProtocol,
+            "this is not an HTTP server",
+        ));
+    }
     if word.is_empty() {
         return Err(WireError::new(ErrorCode::EmptyLine, "empty line; try HELP"));
     }
@@ -152,12 +158,49 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
         Ok(Command::Help)
     } else if is("QUIT") {
         Ok(Command::Quit)
+    } else if is("WHOSE") {
+        let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let [x, y] = args[..] else {
+            return Err(usage("WHOSE <x> <y>"));
+        };
+        Ok(Command::Whose {
+            x: parse_coord(x, "x")?,
+            y: parse_coord(y, "y")?,
+        })
+    } else if is("AUTH") {
+        if rest.is_empty() {
+            return Err(usage("AUTH <password>"));
+        }
+        Ok(Command::Auth {
+            password: rest.to_string(),
+        })
+    } else if is("KICK") {
+        let name = one_arg(rest, "KICK <name>")?;
+        Ok(Command::Kick {
+            name: name.to_string(),
+        })
+    } else if is("BAN") {
+        let name = one_arg(rest, "BAN <name>")?;
+        Ok(Command::Ban {
+            name: name.to_string(),
+        })
     } else {
         Err(WireError::new(
             ErrorCode::UnknownCommand,
             truncate(word, 32).to_string(),
         ))
     }
+}
+
+/// A browser tricked into posting to this port sends an HTTP request line
+/// or headers; like Redis, recognise it and hang up instead of executing
+/// whatever the body says.
+fn looks_like_http(word: &str, rest: &str) -> bool {
+    const METHODS: [&str; 9] = [
+        "GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    (METHODS.contains(&word) && (rest.starts_with('/') || rest.contains("HTTP/")))
+        || word.eq_ignore_ascii_case("host:")
 }
 
 fn parse_set(rest: &str) -> Result<Command, WireError> {
@@ -275,6 +318,10 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             let _ = write!(line, "OK {text}");
         }
         Reply::Bye => line.push_str("OK bye"),
+        Reply::Whose(Some(p)) => {
+            let _ = write!(line, "OK {} {} {}", p.name, p.unix_ms, p.seq);
+        }
+        Reply::Whose(None) => line.push_str("OK * 0 0"),
         Reply::Error(e) => {
             let _ = write!(line, "ERR {} {}", e.code, e.message);
         }
@@ -313,6 +360,12 @@ pub fn encode_event(event: &Event, out: &mut BytesMut) {
         Event::Left { name } => writeln!(w, "LEFT {name}"),
         Event::Msg { from, text } => writeln!(w, "MSG {from} {text}"),
         Event::Dm { from, text } => writeln!(w, "DM {from} {text}"),
+        Event::History {
+            unix_ms,
+            from,
+            text,
+        } => writeln!(w, "HISTORY {unix_ms} {from} {text}"),
+        Event::Keepalive => writeln!(w, "KEEPALIVE"),
         Event::Bye { code, text } => writeln!(w, "BYE {code} {text}"),
     };
 }
@@ -418,6 +471,40 @@ mod tests {
                 "unknown_command",
                 "empty_line"
             ]
+        );
+    }
+
+    #[test]
+    fn admin_and_lookup_commands() {
+        let got = decode_all(b"WHOSE 1 2\nauth open sesame\nKICK bob\nban eve\nWHOSE 1\nKICK\n");
+        assert_eq!(got[0], Ok(Command::Whose { x: 1, y: 2 }));
+        assert_eq!(
+            got[1],
+            Ok(Command::Auth {
+                password: "open sesame".into()
+            })
+        );
+        assert_eq!(got[2], Ok(Command::Kick { name: "bob".into() }));
+        assert_eq!(got[3], Ok(Command::Ban { name: "eve".into() }));
+        assert_eq!(code(&got[4]), "bad_args");
+        assert_eq!(code(&got[5]), "bad_args");
+    }
+
+    #[test]
+    fn http_requests_are_recognised() {
+        for line in [
+            &b"GET / HTTP/1.1"[..],
+            b"POST /submit HTTP/1.1",
+            b"Host: 127.0.0.1:7878",
+            b"host: example",
+        ] {
+            assert_eq!(parse_line(line).unwrap_err().code, ErrorCode::CrossProtocol);
+        }
+        // A chat message mentioning HTTP is not an attack.
+        assert!(parse_line(b"SAY GET / HTTP/1.1").is_ok());
+        assert_eq!(
+            parse_line(b"get").unwrap_err().code,
+            ErrorCode::UnknownCommand
         );
     }
 

@@ -2,7 +2,7 @@
 //! that `SYNC` replays. No tokio, no locks: the hub owns one of each and
 //! serialises access.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::protocol::{ErrorCode, MAX_SIDE, PALETTE, Pixel, Snapshot, WireError};
@@ -10,7 +10,10 @@ use crate::protocol::{ErrorCode, MAX_SIDE, PALETTE, Pixel, Snapshot, WireError};
 /// Colour a new canvas is filled with (white, as on r/place).
 pub const BLANK_COLOR: u8 = 0;
 
-/// Pixels and the seq counter of one canvas.
+/// Marks a pixel nobody has placed yet in [`Canvas`]'s author table.
+const NOBODY: u32 = u32::MAX;
+
+/// Pixels, the seq counter, and who placed each pixel when, of one canvas.
 #[derive(Debug, Clone)]
 pub struct Canvas {
     id: u64,
@@ -18,6 +21,26 @@ pub struct Canvas {
     height: u16,
     seq: u64,
     pixels: Vec<u8>,
+    /// Per pixel: index into `names` of the last author, or `NOBODY`.
+    authors: Vec<u32>,
+    /// Per pixel: Unix ms of the last placement.
+    times: Vec<u64>,
+    /// Per pixel: seq of the last placement.
+    seqs: Vec<u64>,
+    /// Every author name ever seen, so per-pixel authorship costs 4 bytes.
+    names: Vec<Arc<str>>,
+    name_ids: HashMap<Arc<str>, u32>,
+}
+
+/// The last placement at one pixel, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelMeta {
+    /// Author.
+    pub name: Arc<str>,
+    /// Unix ms.
+    pub unix_ms: u64,
+    /// Seq of the placement.
+    pub seq: u64,
 }
 
 impl Canvas {
@@ -29,12 +52,18 @@ impl Canvas {
                 format!("canvas sides are 1 to {MAX_SIDE} pixels"),
             ));
         }
+        let n = usize::from(width) * usize::from(height);
         Ok(Self {
             id,
             width,
             height,
             seq: 0,
-            pixels: vec![BLANK_COLOR; usize::from(width) * usize::from(height)],
+            pixels: vec![BLANK_COLOR; n],
+            authors: vec![NOBODY; n],
+            times: vec![0; n],
+            seqs: vec![0; n],
+            names: Vec::new(),
+            name_ids: HashMap::new(),
         })
     }
 
@@ -63,33 +92,69 @@ impl Canvas {
         (x < self.width && y < self.height).then(|| self.pixels[self.index(x, y)])
     }
 
+    /// Who last placed `(x, y)` and when; `None` for a pixel never placed
+    /// (or outside the canvas).
+    pub fn whose(&self, x: u16, y: u16) -> Option<PixelMeta> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let i = self.index(x, y);
+        let author = self.authors[i];
+        (author != NOBODY).then(|| PixelMeta {
+            name: self.names[author as usize].clone(),
+            unix_ms: self.times[i],
+            seq: self.seqs[i],
+        })
+    }
+
     fn index(&self, x: u16, y: u16) -> usize {
         usize::from(y) * usize::from(self.width) + usize::from(x)
     }
 
     /// Range-checks a placement before anything changes.
     pub fn check(&self, x: u32, y: u32, color: u32) -> Result<(u16, u16, u8), WireError> {
-        if x >= u32::from(self.width) || y >= u32::from(self.height) {
-            return Err(WireError::new(
-                ErrorCode::OutOfRange,
-                format!("x must be 0-{} and y 0-{}", self.width - 1, self.height - 1),
-            ));
-        }
+        let (x, y) = self.check_xy(x, y)?;
         if color >= PALETTE.len() as u32 {
             return Err(WireError::new(
                 ErrorCode::OutOfRange,
                 format!("color must be 0-{}", PALETTE.len() - 1),
             ));
         }
-        Ok((x as u16, y as u16, color as u8))
+        Ok((x, y, color as u8))
     }
 
-    /// Applies a checked placement and returns its new seq.
-    pub fn apply(&mut self, x: u16, y: u16, color: u8) -> u64 {
+    /// Range-checks a position.
+    pub fn check_xy(&self, x: u32, y: u32) -> Result<(u16, u16), WireError> {
+        if x >= u32::from(self.width) || y >= u32::from(self.height) {
+            return Err(WireError::new(
+                ErrorCode::OutOfRange,
+                format!("x must be 0-{} and y 0-{}", self.width - 1, self.height - 1),
+            ));
+        }
+        Ok((x as u16, y as u16))
+    }
+
+    /// Applies a checked placement by `name` at `unix_ms` and returns its
+    /// new seq.
+    pub fn apply(&mut self, x: u16, y: u16, color: u8, name: &Arc<str>, unix_ms: u64) -> u64 {
+        let author = self.name_id(name);
         let i = self.index(x, y);
-        self.pixels[i] = color;
         self.seq += 1;
+        self.pixels[i] = color;
+        self.authors[i] = author;
+        self.times[i] = unix_ms;
+        self.seqs[i] = self.seq;
         self.seq
+    }
+
+    fn name_id(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.name_ids.insert(name.clone(), id);
+        id
     }
 
     /// A copy of the whole canvas at the current seq.
@@ -101,6 +166,54 @@ impl Canvas {
             height: self.height,
             pixels: self.pixels.clone(),
         }
+    }
+
+    /// Every pixel with its last placement, row by row, for persistence.
+    pub fn cells(&self) -> impl Iterator<Item = (u8, Option<PixelMeta>)> + '_ {
+        (0..self.pixels.len()).map(|i| {
+            let author = self.authors[i];
+            let meta = (author != NOBODY).then(|| PixelMeta {
+                name: self.names[author as usize].clone(),
+                unix_ms: self.times[i],
+                seq: self.seqs[i],
+            });
+            (self.pixels[i], meta)
+        })
+    }
+
+    /// Rebuilds a canvas from persisted cells (row by row) at `seq`.
+    pub fn restore(
+        id: u64,
+        width: u16,
+        height: u16,
+        seq: u64,
+        cells: impl IntoIterator<Item = (u8, Option<PixelMeta>)>,
+    ) -> Result<Self, WireError> {
+        let mut c = Self::new(id, width, height)?;
+        let mut n = 0;
+        for (i, (color, meta)) in cells.into_iter().enumerate() {
+            if i >= c.pixels.len() || usize::from(color) >= PALETTE.len() {
+                return Err(WireError::new(
+                    ErrorCode::BadArgs,
+                    "cells do not fit the canvas",
+                ));
+            }
+            c.pixels[i] = color;
+            if let Some(m) = meta {
+                c.authors[i] = c.name_id(&m.name);
+                c.times[i] = m.unix_ms;
+                c.seqs[i] = m.seq;
+            }
+            n += 1;
+        }
+        if n != c.pixels.len() {
+            return Err(WireError::new(
+                ErrorCode::BadArgs,
+                "too few cells for the canvas",
+            ));
+        }
+        c.seq = seq;
+        Ok(c)
     }
 }
 
@@ -257,8 +370,21 @@ mod tests {
     #[test]
     fn apply_counts_seq_and_snapshot_copies() {
         let mut c = Canvas::new(9, 2, 2).unwrap();
-        assert_eq!(c.apply(1, 1, 5), 1);
-        assert_eq!(c.apply(0, 1, 3), 2);
+        let al: Arc<str> = Arc::from("al");
+        assert_eq!(c.apply(1, 1, 5, &al, 1000), 1);
+        assert_eq!(c.apply(0, 1, 3, &al, 2000), 2);
+        assert_eq!(
+            c.whose(0, 1),
+            Some(PixelMeta {
+                name: al.clone(),
+                unix_ms: 2000,
+                seq: 2
+            })
+        );
+        assert_eq!(c.whose(0, 0), None);
+        let copy = Canvas::restore(9, 2, 2, 2, c.cells()).unwrap();
+        assert_eq!(copy.whose(1, 1).unwrap().seq, 1);
+        assert_eq!(copy.snapshot(), c.snapshot());
         let s = c.snapshot();
         assert_eq!((s.canvas_id, s.seq), (9, 2));
         assert_eq!(s.pixels, vec![0, 0, 3, 5]);

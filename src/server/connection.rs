@@ -1,6 +1,6 @@
 //! One client connection: sniff the wire mode from the first byte, then read
-//! commands, hand them to the hub, and leave a writer task to send what the
-//! hub queues.
+//! commands, apply the per-connection limits, hand commands to the hub, and
+//! leave a writer task to send what the hub queues.
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -10,10 +10,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::Limits;
 use super::hub::{After, Hub, Session};
 use super::log::Mode;
 use super::outbox::{Outbox, Outgoing, WriterEnd, run_writer};
@@ -32,9 +34,9 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Looks at the first byte without consuming it: 0x00 is the high byte of a
 /// binary frame length, anything else is text.
-pub async fn sniff(stream: &TcpStream) -> Option<Mode> {
+pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Mode> {
     let mut first = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0 => Some(Mode::Binary),
         Ok(Ok(1)) => Some(Mode::Text),
         _ => None,
@@ -46,26 +48,37 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     hub: Arc<Hub>,
+    limits: Arc<Limits>,
     shutdown: CancellationToken,
 ) {
-    let Some(mode) = sniff(&stream).await else {
-        debug!(%peer, "closed before saying anything");
+    let Some(mode) = sniff(&stream, limits.handshake_timeout).await else {
+        debug!(%peer, "closed: nothing sent within the handshake timeout");
         return;
     };
     let _ = stream.set_nodelay(true);
+    // Dead peers of long-lived text sessions (which have no idle timeout)
+    // are found by the kernel's keepalive probes.
+    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     let (rd, wr) = stream.into_split();
     let outbox = Arc::new(Outbox::new(mode));
     let writer = tokio::spawn(run_writer(wr, outbox.clone(), hub.log().clone()));
-    let mut session = Session::new(outbox.clone());
+    let mut session = hub.session(outbox.clone());
+    let mut reader = Reader {
+        hub: &hub,
+        limits: &limits,
+        shutdown: &shutdown,
+        peer,
+        bucket: Bucket::new(limits.rate_limit, limits.rate_burst),
+    };
     let mut rd = match mode {
         Mode::Text => {
             let mut frames = FramedRead::with_capacity(rd, LineCodec::new(), READ_BUFFER);
-            read_commands(&mut frames, &hub, &mut session, &shutdown, peer).await;
+            reader.run(&mut frames, &mut session).await;
             frames.into_inner()
         }
         Mode::Binary => {
             let mut frames = FramedRead::with_capacity(rd, ServerCodec::default(), READ_BUFFER);
-            read_commands(&mut frames, &hub, &mut session, &shutdown, peer).await;
+            reader.run(&mut frames, &mut session).await;
             frames.into_inner()
         }
     };
@@ -122,71 +135,175 @@ impl ReadError for FrameError {
     }
 }
 
-async fn read_commands<R, D>(
-    frames: &mut FramedRead<R, D>,
-    hub: &Hub,
-    session: &mut Session,
-    shutdown: &CancellationToken,
-    peer: SocketAddr,
-) where
-    R: AsyncRead + Unpin,
-    D: Decoder<Item = Result<Command, WireError>>,
-    D::Error: ReadError,
-{
-    let outbox = session.outbox.clone();
-    loop {
-        // One reply slot per command, taken before reading it, so a peer
-        // that never reads its replies stops being read instead of growing
-        // its queue.
-        tokio::select! {
-            _ = outbox.reserve_reply() => {}
-            _ = outbox.kill.cancelled() => return,
-            _ = shutdown.cancelled() => return say_goodbye(&outbox),
-        }
-        let item = tokio::select! {
-            item = frames.next() => item,
-            _ = outbox.kill.cancelled() => return,
-            _ = shutdown.cancelled() => return say_goodbye(&outbox),
-        };
-        let cmd = match item {
-            None => return,
-            Some(Err(e)) => {
-                if let Some(err) = e.farewell() {
-                    debug!(%peer, error = %e, "broken frame");
-                    hub.reply(session, Reply::Error(err));
-                }
-                return;
+/// A token bucket: `rate` commands per second, up to `burst` at once.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Option<Self> {
+        (rate > 0).then(|| {
+            let burst = f64::from(burst.max(1));
+            Self {
+                rate: f64::from(rate),
+                burst,
+                tokens: burst,
+                last: Instant::now(),
             }
-            Some(Ok(Err(err))) => {
-                hub.reply(session, Reply::Error(err));
-                continue;
-            }
-            Some(Ok(Ok(cmd))) => cmd,
-        };
-        match hub.handle(session, cmd) {
-            Ok(After::Continue) => {}
-            Ok(After::Close) => return,
-            Err(err) => {
-                let fatal = outbox.mode() == Mode::Binary
-                    && matches!(
-                        err.code,
-                        ErrorCode::HelloRequired | ErrorCode::UnsupportedVersion
-                    );
-                hub.reply(session, Reply::Error(err));
-                if fatal {
-                    return;
-                }
-            }
+        })
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }
 
-fn say_goodbye(outbox: &Outbox) {
-    outbox.push_other(
-        0,
-        Outgoing::Event(Event::Bye {
-            code: ErrorCode::ShuttingDown,
-            text: "the server is shutting down".into(),
-        }),
-    );
+/// Why the reader stopped reading.
+enum Stop {
+    /// The peer closed, quit, broke the protocol, or was told to go.
+    Done,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+struct Reader<'a> {
+    hub: &'a Hub,
+    limits: &'a Limits,
+    shutdown: &'a CancellationToken,
+    peer: SocketAddr,
+    bucket: Option<Bucket>,
+}
+
+impl Reader<'_> {
+    async fn run<R, D>(&mut self, frames: &mut FramedRead<R, D>, session: &mut Session)
+    where
+        R: AsyncRead + Unpin,
+        D: Decoder<Item = Result<Command, WireError>>,
+        D::Error: ReadError,
+    {
+        if let Stop::Shutdown = self.read(frames, session).await {
+            session.outbox.push_other(
+                self.hub.log().end(),
+                Outgoing::Event(Event::Bye {
+                    code: ErrorCode::ShuttingDown,
+                    text: "the server is shutting down".into(),
+                }),
+            );
+        }
+    }
+
+    async fn read<R, D>(&mut self, frames: &mut FramedRead<R, D>, session: &mut Session) -> Stop
+    where
+        R: AsyncRead + Unpin,
+        D: Decoder<Item = Result<Command, WireError>>,
+        D::Error: ReadError,
+    {
+        let outbox = session.outbox.clone();
+        // Only binary clients have a library that answers keepalives; text
+        // sessions (netcat watchers) may sit silent for hours.
+        let idle = (outbox.mode() == Mode::Binary && !self.limits.idle_timeout.is_zero())
+            .then_some(self.limits.idle_timeout);
+        let mut heard = Instant::now();
+        let mut pinged = false;
+        loop {
+            // One reply slot per command, taken before reading it, so a peer
+            // that never reads its replies stops being read instead of
+            // growing its queue.
+            tokio::select! {
+                _ = outbox.reserve_reply() => {}
+                _ = outbox.kill.cancelled() => return Stop::Done,
+                _ = outbox.stop.cancelled() => return Stop::Done,
+                _ = self.shutdown.cancelled() => return Stop::Shutdown,
+            }
+            let item = loop {
+                let deadline = match idle {
+                    Some(t) if pinged => heard + t,
+                    Some(t) => heard + t / 2,
+                    None => Instant::now() + Duration::from_secs(86_400),
+                };
+                tokio::select! {
+                    item = frames.next() => break item,
+                    _ = outbox.kill.cancelled() => return Stop::Done,
+                    _ = outbox.stop.cancelled() => return Stop::Done,
+                    _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                    _ = tokio::time::sleep_until(deadline), if idle.is_some() => {
+                        if pinged {
+                            debug!(peer = %self.peer, "idle timeout");
+                            outbox.push_other(self.hub.log().end(), Outgoing::Event(Event::Bye {
+                                code: ErrorCode::IdleTimeout,
+                                text: "nothing heard from you for too long".into(),
+                            }));
+                            return Stop::Done;
+                        }
+                        pinged = true;
+                        outbox.push_other(self.hub.log().end(), Outgoing::Event(Event::Keepalive));
+                    }
+                }
+            };
+            heard = Instant::now();
+            pinged = false;
+            let cmd = match item {
+                None => return Stop::Done,
+                Some(Err(e)) => {
+                    if let Some(err) = e.farewell() {
+                        debug!(peer = %self.peer, error = %e, "broken frame");
+                        self.hub.reply(session, Reply::Error(err));
+                    }
+                    return Stop::Done;
+                }
+                Some(Ok(Err(err))) if err.code == ErrorCode::CrossProtocol => {
+                    warn!(peer = %self.peer, "possible cross-protocol attack (HTTP request on the pixchat port); connection closed");
+                    outbox.kill.cancel();
+                    return Stop::Done;
+                }
+                Some(Ok(result)) if !self.bucket.as_mut().is_none_or(Bucket::take) => {
+                    drop(result);
+                    self.hub.reply(
+                        session,
+                        Reply::Error(WireError::new(
+                            ErrorCode::RateLimited,
+                            format!(
+                                "at most {} commands per second; this one was dropped",
+                                self.limits.rate_limit
+                            ),
+                        )),
+                    );
+                    continue;
+                }
+                Some(Ok(Err(err))) => {
+                    self.hub.reply(session, Reply::Error(err));
+                    continue;
+                }
+                Some(Ok(Ok(cmd))) => cmd,
+            };
+            match self.hub.handle(session, cmd) {
+                Ok(After::Continue) => {}
+                Ok(After::Close) => return Stop::Done,
+                Err(err) => {
+                    let fatal = outbox.mode() == Mode::Binary
+                        && matches!(
+                            err.code,
+                            ErrorCode::HelloRequired | ErrorCode::UnsupportedVersion
+                        );
+                    self.hub.reply(session, Reply::Error(err));
+                    if fatal {
+                        return Stop::Done;
+                    }
+                }
+            }
+        }
+    }
 }

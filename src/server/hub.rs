@@ -1,40 +1,66 @@
 //! The hub: who is online, the canvas, and the order of everything.
 //!
 //! Each command runs as one step under one `std::sync::Mutex`: it changes
-//! state, appends broadcast events to the [`EventLog`] and queues the replies,
-//! all before the lock is released. That single step is what makes the
-//! snapshot-then-events guarantee hold: a `CANVAS` or `JOIN` snapshot and the
-//! log position tagged on it are taken together, so no pixel can fall between
-//! them. The lock is never held across an `.await` and never while writing to
-//! a socket (writers only copy bytes out of the log), so one slow client
-//! cannot stall the others.
+//! state, appends broadcast events to the [`EventLog`], hands records to the
+//! [`Journal`] and queues the replies, all before the lock is released. That
+//! single step is what makes the snapshot-then-events guarantee hold: a
+//! `CANVAS` or `JOIN` snapshot and the log position tagged on it are taken
+//! together, so no pixel can fall between them. The lock is never held across
+//! an `.await`, never while writing to a socket (writers only copy bytes out
+//! of the log) and never while waiting for the disk (the journal thread
+//! publishes durable log positions), so one slow client or a slow fsync
+//! cannot stall the others' commands.
 //!
-//! This is also the seam for a clustered backend: [`Hub::commit_pixel`] and
-//! the broadcast helpers take already-ordered events, so a backend that gets
-//! its order elsewhere (a Redis stream) can feed the same fan-out.
+//! This is also the seam for a clustered backend: [`Hub::commit`] takes an
+//! already-ordered event, so a backend that gets its order elsewhere (a
+//! Redis stream) can feed the same fan-out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
 
 use super::canvas::{Canvas, History};
 use super::log::{EventLog, LogLimits, Mode};
 use super::outbox::{Outbox, Outgoing, SharedSnapshot};
+use super::storage::{self, ChatLine, Journal, Persisted, StorageConfig, format};
+use super::unix_ms;
 use crate::protocol::{
-    Command, ErrorCode, Event, HELP_TEXT, HelloInfo, PALETTE, PROTOCOL_VERSION, Pixel, Reply,
-    Resume, Welcome, WireError, validate_name, validate_text,
+    Command, ErrorCode, Event, HELP_TEXT, HelloInfo, PALETTE, PROTOCOL_VERSION, Pixel, Placement,
+    Reply, Resume, Welcome, WireError, validate_name, validate_text,
 };
 
-/// Hub sizing.
+/// Everything the hub needs to start.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Canvas width.
-    pub width: u16,
-    /// Canvas height.
-    pub height: u16,
+    /// Canvas size asked for (`None`: the stored one, or the default).
+    pub size: Option<(u16, u16)>,
+    /// Size of a new canvas when none was asked for.
+    pub default_size: (u16, u16),
     /// Pixel events kept for `SYNC`.
     pub history: usize,
     /// Broadcast log window.
     pub log: LogLimits,
+    /// Where the canvas is kept; `None` keeps it in memory only.
+    pub storage: Option<StorageConfig>,
+    /// Minimum time between two placements by one user (zero: off).
+    pub cooldown: Duration,
+    /// Needed before anything but `PING`, `HELP`, `QUIT`.
+    pub password: Option<String>,
+    /// Grants `KICK` and `BAN`.
+    pub admin_password: Option<String>,
+}
+
+/// What a session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// The server has a password and it was not given yet.
+    None,
+    /// May join, chat and draw.
+    User,
+    /// May also kick and ban.
+    Admin,
 }
 
 /// One connection's view of itself, owned by its connection task.
@@ -46,17 +72,8 @@ pub struct Session {
     pub name: Option<Arc<str>>,
     /// Binary mode: set once `HELLO` succeeds.
     pub hello: bool,
-}
-
-impl Session {
-    /// A fresh, unjoined session.
-    pub fn new(outbox: Arc<Outbox>) -> Self {
-        Self {
-            outbox,
-            name: None,
-            hello: false,
-        }
-    }
+    /// Rights earned so far.
+    pub access: Access,
 }
 
 #[derive(Debug)]
@@ -67,13 +84,19 @@ struct User {
 
 #[derive(Debug)]
 struct State {
-    canvas: Canvas,
+    /// What survives restarts: canvas, authorship, recent chat.
+    world: Persisted,
     history: History,
     /// Keyed by lower-cased name: names are unique ignoring case.
     users: HashMap<String, User>,
     /// The last snapshot handed out, reused while the seq is unchanged so a
     /// crowd joining at once shares one copy and one encoding.
     snapshot: Option<Arc<SharedSnapshot>>,
+    /// Last placement per lower-cased name, for the cooldown. Keyed by name
+    /// rather than connection, so reconnecting does not reset it.
+    last_placed: HashMap<String, Instant>,
+    /// Lower-cased names banned until the server stops.
+    banned: HashSet<String>,
 }
 
 /// See the module docs.
@@ -81,6 +104,10 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     log: Arc<EventLog>,
+    journal: Option<Journal>,
+    cooldown: Duration,
+    password: Option<String>,
+    admin_password: Option<String>,
 }
 
 /// What a command asks of the connection besides its reply.
@@ -93,23 +120,68 @@ pub enum After {
 }
 
 impl Hub {
-    /// A hub with a blank canvas of a fresh random id.
-    pub fn new(config: &HubConfig) -> Result<Self, WireError> {
-        let canvas = Canvas::new(rand::random(), config.width, config.height)?;
+    /// Recovers the stored canvas (or creates one) and starts the journal.
+    pub fn open(config: &HubConfig) -> anyhow::Result<Self> {
+        let log = Arc::new(EventLog::new(config.log));
+        let (journal, world, replayed) = match &config.storage {
+            Some(storage_config) => {
+                let recovered = storage::recover(storage_config, config.size, config.default_size)?;
+                let (journal, world, replayed) =
+                    Journal::start(recovered, log.clone(), storage_config);
+                (Some(journal), world, replayed)
+            }
+            None => {
+                let (w, h) = config.size.unwrap_or(config.default_size);
+                let canvas =
+                    Canvas::new(rand::random(), w, h).map_err(|e| anyhow::anyhow!(e.message))?;
+                (None, Persisted::new(canvas), Vec::new())
+            }
+        };
+        let mut history = History::new(config.history);
+        let skip = replayed.len().saturating_sub(config.history);
+        for pixel in replayed.into_iter().skip(skip) {
+            history.push(pixel);
+        }
         Ok(Self {
             state: Mutex::new(State {
-                canvas,
-                history: History::new(config.history),
+                world,
+                history,
                 users: HashMap::new(),
                 snapshot: None,
+                last_placed: HashMap::new(),
+                banned: HashSet::new(),
             }),
-            log: Arc::new(EventLog::new(config.log)),
+            log,
+            journal,
+            cooldown: config.cooldown,
+            password: config.password.clone(),
+            admin_password: config.admin_password.clone(),
         })
+    }
+
+    /// A fresh session with the access a connection starts with.
+    pub fn session(&self, outbox: Arc<Outbox>) -> Session {
+        Session {
+            outbox,
+            name: None,
+            hello: false,
+            access: if self.password.is_some() {
+                Access::None
+            } else {
+                Access::User
+            },
+        }
     }
 
     /// The broadcast log the writers read from.
     pub fn log(&self) -> &Arc<EventLog> {
         &self.log
+    }
+
+    /// Canvas width and height.
+    pub fn size(&self) -> (u16, u16) {
+        let st = self.lock();
+        (st.world.canvas.width(), st.world.canvas.height())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -126,18 +198,36 @@ impl Hub {
                 "the first binary frame must be HELLO",
             ));
         }
+        let open = matches!(
+            cmd,
+            Command::Hello { .. }
+                | Command::Auth { .. }
+                | Command::Ping { .. }
+                | Command::Help
+                | Command::Quit
+        );
+        if session.access == Access::None && !open {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                "this server needs a password: AUTH <password> first",
+            ));
+        }
         match cmd {
             Command::Hello { version } => self.hello(session, version),
+            Command::Auth { password } => self.auth(session, &password),
             Command::Join { name, resume } => self.join(session, name, resume),
             Command::Say { text } => self.say(session, text),
             Command::Tell { to, text } => self.tell(session, &to, text),
             Command::Set { x, y, color } => self.set(session, x, y, color),
+            Command::Whose { x, y } => self.whose(session, x, y),
             Command::Canvas => self.canvas(session),
             Command::Sync { seq } => self.sync(session, seq),
             Command::Who => {
                 let users = self.lock().user_names();
                 Ok(self.reply(session, Reply::Who { users }))
             }
+            Command::Kick { name } => self.kick(session, &name, false),
+            Command::Ban { name } => self.kick(session, &name, true),
             Command::Ping { token } => Ok(self.reply(session, Reply::Pong { token })),
             Command::Help => Ok(self.reply(
                 session,
@@ -166,13 +256,33 @@ impl Hub {
         let st = self.lock();
         let info = HelloInfo {
             version: PROTOCOL_VERSION,
-            canvas_id: st.canvas.id(),
-            width: st.canvas.width(),
-            height: st.canvas.height(),
-            seq: st.canvas.seq(),
+            canvas_id: st.world.canvas.id(),
+            width: st.world.canvas.width(),
+            height: st.world.canvas.height(),
+            seq: st.world.canvas.seq(),
         };
         drop(st);
         Ok(self.reply(session, Reply::Hello(info)))
+    }
+
+    fn auth(&self, session: &mut Session, password: &str) -> Result<After, WireError> {
+        let matches = |want: &Option<String>| {
+            want.as_ref()
+                .is_some_and(|w| bool::from(w.as_bytes().ct_eq(password.as_bytes())))
+        };
+        if matches(&self.admin_password) {
+            session.access = Access::Admin;
+        } else if matches(&self.password) {
+            session.access = session.access.max(Access::User);
+        } else if self.password.is_none() && self.admin_password.is_none() {
+            return Err(WireError::new(
+                ErrorCode::BadArgs,
+                "this server has no password",
+            ));
+        } else {
+            return Err(WireError::new(ErrorCode::Forbidden, "wrong password"));
+        }
+        Ok(self.reply(session, Reply::Ok))
     }
 
     fn join(
@@ -190,6 +300,12 @@ impl Hub {
         validate_name(&name)?;
         let key = name.to_ascii_lowercase();
         let mut st = self.lock();
+        if st.banned.contains(&key) {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                format!("{name} is banned from this server"),
+            ));
+        }
         if st.users.contains_key(&key) {
             return Err(WireError::new(
                 ErrorCode::NameTaken,
@@ -197,7 +313,7 @@ impl Hub {
             ));
         }
         let name: Arc<str> = Arc::from(name);
-        let cursor = self.log.append(&Event::Joined { name: name.clone() });
+        let cursor = self.commit(Event::Joined { name: name.clone() }, |_| 0);
         st.users.insert(
             key,
             User {
@@ -208,17 +324,16 @@ impl Hub {
         session.outbox.subscribe(cursor);
         session.name = Some(name.clone());
 
-        let latest = st.canvas.seq();
+        let canvas = &st.world.canvas;
+        let latest = canvas.seq();
         let replay = resume
-            .filter(|r| r.canvas_id == st.canvas.id())
+            .filter(|r| r.canvas_id == canvas.id())
             .and_then(|r| st.history.since(r.seq, latest).ok());
-        let binary = session.outbox.mode() == Mode::Binary;
-        let snapshot = (binary && replay.is_none()).then(|| st.shared_snapshot());
         let welcome = Reply::Welcome(Welcome {
             name: name.to_string(),
-            canvas_id: st.canvas.id(),
-            width: st.canvas.width(),
-            height: st.canvas.height(),
+            canvas_id: canvas.id(),
+            width: canvas.width(),
+            height: canvas.height(),
             seq: latest,
             palette: PALETTE
                 .iter()
@@ -227,12 +342,16 @@ impl Hub {
             users: st.user_names(),
             resumed: replay.is_some(),
         });
+        let binary = session.outbox.mode() == Mode::Binary;
+        let snapshot = (binary && replay.is_none()).then(|| st.shared_snapshot());
+        let history = st.world.chat.iter().cloned().collect();
         session.outbox.push_reply(
             cursor,
             Outgoing::Join {
                 welcome,
                 snapshot,
                 replay,
+                history,
             },
         );
         Ok(After::Continue)
@@ -241,13 +360,29 @@ impl Hub {
     fn say(&self, session: &Session, text: String) -> Result<After, WireError> {
         let from = joined(session)?;
         validate_text(&text)?;
-        let _st = self.lock();
-        let tag = self.log.end();
-        session.outbox.push_reply(tag, Outgoing::Reply(Reply::Ok));
-        self.log.append(&Event::Msg {
-            from,
+        let mut st = self.lock();
+        let line = ChatLine {
+            chat_seq: st.world.chat_seq + 1,
+            unix_ms: unix_ms(),
+            from: from.clone(),
             text: Arc::from(text),
-        });
+        };
+        let tag = self.log.end();
+        let end = self.commit(
+            Event::Msg {
+                from,
+                text: line.text.clone(),
+            },
+            |buf| {
+                format::put_chat(buf, &line);
+                1
+            },
+        );
+        st.world.push_chat(line);
+        session
+            .outbox
+            .push_gated(tag, end, Outgoing::Reply(Reply::Ok));
+        self.maybe_compact(&st);
         Ok(After::Continue)
     }
 
@@ -276,18 +411,21 @@ impl Hub {
     fn set(&self, session: &Session, x: u32, y: u32, color: u32) -> Result<After, WireError> {
         let name = joined(session)?;
         let mut st = self.lock();
-        let (x, y, color) = st.canvas.check(x, y, color)?;
+        let (x, y, color) = st.world.canvas.check(x, y, color)?;
+        let key = name.to_ascii_lowercase();
+        let now = Instant::now();
+        if !self.cooldown.is_zero()
+            && let Some(last) = st.last_placed.get(&key)
+        {
+            let ready = *last + self.cooldown;
+            if ready > now {
+                let left = (ready - now).as_millis().max(1);
+                return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
+            }
+        }
         let tag = self.log.end();
-        let seq = self.commit_pixel(&mut st, x, y, color, name);
-        session
-            .outbox
-            .push_reply(tag, Outgoing::Reply(Reply::Set { seq }));
-        Ok(After::Continue)
-    }
-
-    /// Applies an ordered, checked pixel and broadcasts it. Returns its seq.
-    fn commit_pixel(&self, st: &mut State, x: u16, y: u16, color: u8, name: Arc<str>) -> u64 {
-        let seq = st.canvas.apply(x, y, color);
+        let unix_ms = unix_ms();
+        let seq = st.world.canvas.apply(x, y, color, &name, unix_ms);
         let pixel = Pixel {
             seq,
             x,
@@ -295,9 +433,31 @@ impl Hub {
             color,
             name,
         };
-        self.log.append(&Event::Pixel(pixel.clone()));
+        let end = self.commit(Event::Pixel(pixel.clone()), |buf| {
+            format::put_pixel(buf, seq, (x, y, color), unix_ms, &pixel.name);
+            1
+        });
         st.history.push(pixel);
-        seq
+        if !self.cooldown.is_zero() {
+            st.remember_placement(key, now, self.cooldown);
+        }
+        session
+            .outbox
+            .push_gated(tag, end, Outgoing::Reply(Reply::Set { seq }));
+        self.maybe_compact(&st);
+        Ok(After::Continue)
+    }
+
+    fn whose(&self, session: &Session, x: u32, y: u32) -> Result<After, WireError> {
+        let st = self.lock();
+        let (x, y) = st.world.canvas.check_xy(x, y)?;
+        let placement = st.world.canvas.whose(x, y).map(|m| Placement {
+            name: m.name.to_string(),
+            unix_ms: m.unix_ms,
+            seq: m.seq,
+        });
+        drop(st);
+        Ok(self.reply(session, Reply::Whose(placement)))
     }
 
     fn canvas(&self, session: &Session) -> Result<After, WireError> {
@@ -311,7 +471,7 @@ impl Hub {
 
     fn sync(&self, session: &Session, seq: u64) -> Result<After, WireError> {
         let st = self.lock();
-        let latest = st.canvas.seq();
+        let latest = st.world.canvas.seq();
         let replay = st.history.since(seq, latest)?;
         session.outbox.push_reply(
             self.log.end(),
@@ -321,6 +481,43 @@ impl Hub {
             },
         );
         Ok(After::Continue)
+    }
+
+    fn kick(&self, session: &Session, name: &str, ban: bool) -> Result<After, WireError> {
+        if session.access != Access::Admin {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                "KICK and BAN need the admin password (AUTH)",
+            ));
+        }
+        validate_name(name)?;
+        let key = name.to_ascii_lowercase();
+        let mut st = self.lock();
+        let target = st.users.get(&key).map(|u| u.outbox.clone());
+        if ban {
+            st.banned.insert(key);
+        } else if target.is_none() {
+            return Err(WireError::new(
+                ErrorCode::NoSuchUser,
+                format!("nobody called {name} is online"),
+            ));
+        }
+        if let Some(outbox) = target {
+            let (code, text) = if ban {
+                (ErrorCode::Banned, "an admin banned you from this server")
+            } else {
+                (ErrorCode::Kicked, "an admin disconnected you")
+            };
+            outbox.evict(
+                self.log.end(),
+                Event::Bye {
+                    code,
+                    text: text.into(),
+                },
+            );
+        }
+        drop(st);
+        Ok(self.reply(session, Reply::Ok))
     }
 
     /// Queues a reply that needs no hub state. It is tagged with the
@@ -342,12 +539,43 @@ impl Hub {
         let mut st = self.lock();
         st.users.remove(&name.to_ascii_lowercase());
         session.outbox.unsubscribe(self.log.end());
-        self.log.append(&Event::Left { name });
+        self.commit(Event::Left { name }, |_| 0);
+    }
+
+    /// Appends an ordered event to the broadcast log and its records (if
+    /// any) to the journal; the event is sent once they are durable.
+    /// Returns the log index after it. Call with the hub lock held, so log
+    /// order and journal order are the same.
+    fn commit(&self, event: Event, records: impl FnOnce(&mut Vec<u8>) -> u64) -> u64 {
+        let end = self.log.append(&event);
+        match &self.journal {
+            Some(journal) => journal.push(end, records),
+            None => self.log.publish(end),
+        }
+        end
+    }
+
+    /// Starts a compaction when the journal has grown enough. The state is
+    /// copied under the hub lock, so it matches the journal position
+    /// exactly.
+    fn maybe_compact(&self, st: &State) {
+        if let Some(journal) = &self.journal
+            && journal.wants_compaction()
+        {
+            journal.compact(st.world.clone());
+        }
     }
 
     /// Number of users joined.
     pub fn user_count(&self) -> usize {
         self.lock().users.len()
+    }
+
+    /// Writes everything accepted to disk and stops the journal. Blocks.
+    pub fn close(&self) {
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
     }
 }
 
@@ -360,13 +588,23 @@ impl State {
 
     fn shared_snapshot(&mut self) -> Arc<SharedSnapshot> {
         if let Some(s) = &self.snapshot
-            && s.snapshot.seq == self.canvas.seq()
+            && s.snapshot.seq == self.world.canvas.seq()
         {
             return s.clone();
         }
-        let s = Arc::new(SharedSnapshot::new(self.canvas.snapshot()));
+        let s = Arc::new(SharedSnapshot::new(self.world.canvas.snapshot()));
         self.snapshot = Some(s.clone());
         s
+    }
+
+    /// Records a placement for the cooldown and forgets entries whose
+    /// cooldown is over, so the map stays as small as the active users.
+    fn remember_placement(&mut self, key: String, now: Instant, cooldown: Duration) {
+        self.last_placed.insert(key, now);
+        if self.last_placed.len() > 2 * self.users.len() + 64 {
+            self.last_placed
+                .retain(|_, t| now.duration_since(*t) < cooldown);
+        }
     }
 }
 

@@ -102,6 +102,9 @@ struct Inner {
     first: u64,
     /// Index the next event gets.
     end: u64,
+    /// Events before this index may be sent: everything they depend on is
+    /// durable. Writers never read past it.
+    visible: u64,
     text: Encoded,
     binary: Encoded,
     scratch: BytesMut,
@@ -122,6 +125,7 @@ impl EventLog {
             inner: RwLock::new(Inner {
                 first: 0,
                 end: 0,
+                visible: 0,
                 text: Encoded::default(),
                 binary: Encoded::default(),
                 scratch: BytesMut::new(),
@@ -131,10 +135,10 @@ impl EventLog {
         }
     }
 
-    /// Encodes `event` in both modes, appends it, and wakes the writers.
-    /// Returns the new end index.
+    /// Encodes `event` in both modes and appends it; it is not sent until
+    /// [`EventLog::publish`] reaches it. Returns the new end index.
     pub fn append(&self, event: &Event) -> u64 {
-        let end = {
+        {
             let mut g = self.inner.write().expect("log lock poisoned");
             let inner = &mut *g;
             inner.scratch.clear();
@@ -153,14 +157,31 @@ impl EventLog {
                 inner.first += 1;
             }
             inner.end
+        }
+    }
+
+    /// Makes events before `upto` sendable and wakes the writers.
+    pub fn publish(&self, upto: u64) {
+        let visible = {
+            let mut inner = self.inner.write().expect("log lock poisoned");
+            inner.visible = inner.visible.max(upto.min(inner.end));
+            inner.visible
         };
-        self.end_tx.send_replace(end);
-        end
+        self.end_tx.send_if_modified(|v| {
+            let changed = *v != visible;
+            *v = visible;
+            changed
+        });
     }
 
     /// Index the next event will get: a cursor here has seen everything.
     pub fn end(&self) -> u64 {
         self.inner.read().expect("log lock poisoned").end
+    }
+
+    /// Events before this index may be sent.
+    pub fn visible(&self) -> u64 {
+        self.inner.read().expect("log lock poisoned").visible
     }
 
     /// Copies the `mode` encoding of events from index `from` towards `to`
@@ -178,7 +199,7 @@ impl EventLog {
         if from < inner.first {
             return Err(Lagged);
         }
-        let to = to.min(inner.end);
+        let to = to.min(inner.visible);
         if from >= to {
             return Ok(from);
         }
@@ -207,7 +228,7 @@ impl EventLog {
         self.inner.read().expect("log lock poisoned").first
     }
 
-    /// A receiver that changes whenever events are appended.
+    /// A receiver that changes whenever more events become sendable.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.end_tx.subscribe()
     }
@@ -234,7 +255,8 @@ mod tests {
     fn copies_ranges_in_each_mode() {
         let log = EventLog::new(LogLimits::default());
         for n in 0..3 {
-            log.append(&joined(n));
+            let e = log.append(&joined(n));
+            log.publish(e);
         }
         assert_eq!(log.end(), 3);
         assert_eq!(text_of(&log, 1, 3).unwrap(), "JOINED user1\nJOINED user2\n");
@@ -253,7 +275,8 @@ mod tests {
             max_bytes: 1 << 20,
         });
         for n in 0..10 {
-            log.append(&joined(n));
+            let e = log.append(&joined(n));
+            log.publish(e);
         }
         assert_eq!(text_of(&log, 5, 6), Err(Lagged));
         assert_eq!(text_of(&log, 6, 10).unwrap().lines().count(), 4);
@@ -266,7 +289,8 @@ mod tests {
             max_bytes: 100,
         });
         for n in 0..1000 {
-            log.append(&joined(n));
+            let e = log.append(&joined(n));
+            log.publish(e);
             let got = text_of(&log, log.end() - 1, log.end()).unwrap();
             assert_eq!(got, format!("JOINED user{n}\n"));
         }
@@ -274,10 +298,23 @@ mod tests {
     }
 
     #[test]
+    fn nothing_past_the_published_index_is_copied() {
+        let log = EventLog::new(LogLimits::default());
+        log.append(&joined(0));
+        let e = log.append(&joined(1));
+        assert_eq!(text_of(&log, 0, e).unwrap(), "");
+        log.publish(1);
+        assert_eq!(text_of(&log, 0, e).unwrap(), "JOINED user0\n");
+        log.publish(99);
+        assert_eq!(log.visible(), 2);
+    }
+
+    #[test]
     fn copies_stop_at_the_byte_budget_on_event_boundaries() {
         let log = EventLog::new(LogLimits::default());
         for n in 0..10 {
-            log.append(&joined(n)); // "JOINED userN\n" is 13 bytes
+            let e = log.append(&joined(n));
+            log.publish(e); // "JOINED userN\n" is 13 bytes
         }
         let mut out = BytesMut::new();
         assert_eq!(log.copy(Mode::Text, 2, 10, 30, &mut out), Ok(4));

@@ -6,6 +6,9 @@
 //! the log when the hub queued it. The writer sends log events up to the tag
 //! before the message, so a snapshot taken under the hub lock is followed by
 //! exactly the events that came after it, never preceded by one of them.
+//! It also carries a *gate*: the message waits until the log is published
+//! (durable) up to the gate, so an `OK` for a pixel, or a snapshot that
+//! contains it, never goes out before the pixel is on disk.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::canvas::Replay;
 use super::log::{EventLog, Mode};
+use super::storage::ChatLine;
 use crate::protocol::{ErrorCode, Event, Reply, Snapshot, binary, text};
 
 /// Replies a connection may have queued but not yet written; its reader
@@ -82,6 +86,8 @@ pub enum Outgoing {
         snapshot: Option<Arc<SharedSnapshot>>,
         /// Binary mode resuming: the missed events follow the welcome.
         replay: Option<Replay>,
+        /// Recent chat, sent as `HISTORY` events after the rest.
+        history: Vec<ChatLine>,
     },
     /// The reply to `CANVAS`.
     Canvas(Arc<SharedSnapshot>),
@@ -117,6 +123,7 @@ impl Outgoing {
                 welcome,
                 snapshot,
                 replay,
+                history,
             } => {
                 reply(welcome, out);
                 if let Some(s) = snapshot {
@@ -124,6 +131,16 @@ impl Outgoing {
                 }
                 for p in replay.iter().flat_map(Replay::iter) {
                     event(&Event::Pixel(p.clone()), out);
+                }
+                for line in history {
+                    event(
+                        &Event::History {
+                            unix_ms: line.unix_ms,
+                            from: line.from.clone(),
+                            text: line.text.clone(),
+                        },
+                        out,
+                    );
                 }
             }
             Outgoing::Canvas(s) => out.extend_from_slice(s.encoded(mode)),
@@ -139,9 +156,17 @@ impl Outgoing {
     }
 }
 
+/// A queued message with its place in the order (see the module docs).
+#[derive(Debug)]
+struct Entry {
+    tag: u64,
+    gate: u64,
+    item: Outgoing,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<(u64, Outgoing)>,
+    queue: VecDeque<Entry>,
     /// Next log index to send; `None` until the client joins.
     cursor: Option<u64>,
     others: usize,
@@ -154,8 +179,12 @@ pub struct Outbox {
     state: Mutex<State>,
     wake: Notify,
     reply_slots: Semaphore,
-    /// Cancelled when the connection must end (lagged, kicked, write failed).
+    /// Cancelled when the connection must end at once (lagged, write
+    /// failed): the writer stops without flushing.
     pub kill: CancellationToken,
+    /// Cancelled when the reader must stop (kicked): what is queued is
+    /// still written, then the connection closes.
+    pub stop: CancellationToken,
 }
 
 /// Why the writer stopped.
@@ -178,6 +207,7 @@ impl Outbox {
             wake: Notify::new(),
             reply_slots: Semaphore::new(REPLIES_IN_FLIGHT),
             kill: CancellationToken::new(),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -199,9 +229,16 @@ impl Outbox {
         }
     }
 
-    /// Queues this client's own reply (a slot was reserved).
+    /// Queues this client's own reply (a slot was reserved), after the log
+    /// events before `tag` and once they are published.
     pub fn push_reply(&self, tag: u64, item: Outgoing) {
-        self.lock().queue.push_back((tag, item));
+        self.push_gated(tag, tag, item);
+    }
+
+    /// Like [`Outbox::push_reply`], but the reply also waits until the log
+    /// is published up to `gate` (events it depends on, appended after it).
+    pub fn push_gated(&self, tag: u64, gate: u64, item: Outgoing) {
+        self.lock().queue.push_back(Entry { tag, gate, item });
         self.wake.notify_one();
     }
 
@@ -216,10 +253,34 @@ impl Outbox {
                 return false;
             }
             st.others += 1;
-            st.queue.push_back((tag, item));
+            st.queue.push_back(Entry {
+                tag,
+                gate: tag,
+                item,
+            });
         }
         self.wake.notify_one();
         true
+    }
+
+    /// Tells the client why, and ends the connection after what is queued
+    /// (an admin kicked it).
+    pub fn evict(&self, tag: u64, bye: Event) {
+        {
+            let mut st = self.lock();
+            st.queue.push_back(Entry {
+                tag,
+                gate: tag,
+                item: Outgoing::Event(bye),
+            });
+            st.queue.push_back(Entry {
+                tag,
+                gate: tag,
+                item: Outgoing::Close,
+            });
+        }
+        self.stop.cancel();
+        self.wake.notify_one();
     }
 
     /// Starts broadcast delivery at log index `cursor` (the client joined).
@@ -230,7 +291,11 @@ impl Outbox {
 
     /// Stops broadcast delivery after log index `tag` (the client left).
     pub fn unsubscribe(&self, tag: u64) {
-        self.lock().queue.push_back((tag, Outgoing::Unsubscribe));
+        self.lock().queue.push_back(Entry {
+            tag,
+            gate: tag,
+            item: Outgoing::Unsubscribe,
+        });
         self.wake.notify_one();
     }
 
@@ -244,9 +309,10 @@ impl Outbox {
                 done.more = true;
                 break;
             }
-            let target = match st.queue.front() {
-                Some((tag, _)) => *tag,
-                None => log.end(),
+            let visible = log.visible();
+            let (target, gate) = match st.queue.front() {
+                Some(e) => (e.tag.min(visible), e.gate),
+                None => (visible, 0),
             };
             if let Some(cursor) = st.cursor.filter(|&c| c < target) {
                 let budget = BATCH_BYTES - out.len();
@@ -257,7 +323,12 @@ impl Outbox {
                     break;
                 }
             }
-            let Some((_, item)) = st.queue.pop_front() else {
+            // A gated message waits for the journal; the writer wakes again
+            // when more of the log is published.
+            if gate > visible {
+                break;
+            }
+            let Some(Entry { item, .. }) = st.queue.pop_front() else {
                 break;
             };
             match item {
@@ -281,6 +352,13 @@ impl Outbox {
 
     fn cursor(&self) -> Option<u64> {
         self.lock().cursor
+    }
+
+    /// Whether more of the log being published could give the writer work:
+    /// it is subscribed, or its next message waits for the journal.
+    fn waits_on_log(&self, log: &EventLog) -> bool {
+        let st = self.lock();
+        st.cursor.is_some() || st.queue.front().is_some_and(|e| e.gate > log.visible())
     }
 }
 
@@ -365,10 +443,10 @@ pub async fn run_writer(
         if more {
             continue;
         }
-        let subscribed = outbox.cursor().is_some();
+        let listen = outbox.waits_on_log(&log);
         tokio::select! {
             _ = outbox.wake.notified() => {}
-            r = log_rx.changed(), if subscribed => {
+            r = log_rx.changed(), if listen => {
                 if r.is_err() {
                     break WriterEnd::Closed;
                 }

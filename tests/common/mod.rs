@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use pixchat::protocol::binary::ClientCodec;
 use pixchat::protocol::{Command, Event, PROTOCOL_VERSION, Reply, ServerMsg};
+use pixchat::server::storage::{Fsync, StorageConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -23,6 +24,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub token: CancellationToken,
     pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The data directory, removed when the server is dropped.
+    pub data: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -45,8 +48,21 @@ impl Drop for TestServer {
     }
 }
 
-/// Starts a server with `config` on a free loopback port.
-pub async fn start_server(config: pixchat::Config) -> TestServer {
+/// Starts a server with `config` on a free loopback port. Without storage
+/// in `config`, it gets a fresh temporary data directory with the default
+/// fsync policy, so tests exercise the durable path the binary uses.
+pub async fn start_server(mut config: pixchat::Config) -> TestServer {
+    let mut data = None;
+    if config.storage.is_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        config.storage = Some(StorageConfig {
+            dir: dir.path().to_path_buf(),
+            fsync: Fsync::Batch,
+            new_canvas: false,
+            compact_after: pixchat::DEFAULT_COMPACT_AFTER,
+        });
+        data = Some(dir);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = CancellationToken::new();
@@ -55,6 +71,7 @@ pub async fn start_server(config: pixchat::Config) -> TestServer {
         addr,
         token,
         handle: Some(handle),
+        data,
     }
 }
 

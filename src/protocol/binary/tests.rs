@@ -84,6 +84,15 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
         ("ping", Command::Ping { token: "t1".into() }),
         ("help", Command::Help),
         ("quit", Command::Quit),
+        (
+            "auth",
+            Command::Auth {
+                password: "pw".into(),
+            },
+        ),
+        ("whose", Command::Whose { x: 3, y: 4 }),
+        ("kick", Command::Kick { name: "al".into() }),
+        ("ban", Command::Ban { name: "al".into() }),
     ]
 }
 
@@ -123,6 +132,15 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
                 text: "bye".into(),
             }),
         ),
+        (
+            "history",
+            E(Event::History {
+                unix_ms: 1_700_000_000_000,
+                from: name("al"),
+                text: name("hi"),
+            }),
+        ),
+        ("keepalive", E(Event::Keepalive)),
         ("ok", R(Reply::Ok)),
         (
             "hello_ok",
@@ -171,6 +189,15 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         ("pong", R(Reply::Pong { token: "t1".into() })),
         ("help_ok", R(Reply::Help { text: "hi".into() })),
         ("bye_ok", R(Reply::Bye)),
+        (
+            "whose_ok",
+            R(Reply::Whose(Some(crate::protocol::Placement {
+                name: "al".into(),
+                unix_ms: 1_700_000_000_000,
+                seq: 9,
+            }))),
+        ),
+        ("whose_nobody", R(Reply::Whose(None))),
         (
             "error",
             R(Reply::Error(WireError::new(ErrorCode::BadArgs, "no"))),
@@ -348,6 +375,13 @@ fn arb_command() -> impl Strategy<Value = Command> {
         "[a-z0-9]{0,64}".prop_map(|token| Command::Ping { token }),
         Just(Command::Help),
         Just(Command::Quit),
+        "[ -~]{0,64}".prop_map(|password| Command::Auth { password }),
+        (any::<u16>(), any::<u16>()).prop_map(|(x, y)| Command::Whose {
+            x: x.into(),
+            y: y.into()
+        }),
+        arb_name().prop_map(|name| Command::Kick { name }),
+        arb_name().prop_map(|name| Command::Ban { name }),
     ]
 }
 
@@ -377,6 +411,12 @@ fn arb_event() -> impl Strategy<Value = Event> {
             code: ErrorCode::SlowConsumer,
             text
         }),
+        (any::<u64>(), n(), arb_text(512)).prop_map(|(unix_ms, from, t)| Event::History {
+            unix_ms,
+            from,
+            text: t.into()
+        }),
+        Just(Event::Keepalive),
     ]
 }
 
@@ -430,6 +470,13 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
         "[a-z0-9]{0,64}".prop_map(|token| Reply::Pong { token }),
         arb_text(200).prop_map(|text| Reply::Help { text }),
         Just(Reply::Bye),
+        proptest::option::of((arb_name(), any::<u64>(), any::<u64>())).prop_map(|p| {
+            Reply::Whose(p.map(|(name, unix_ms, seq)| crate::protocol::Placement {
+                name,
+                unix_ms,
+                seq,
+            }))
+        }),
         arb_text(200).prop_map(|m| Reply::Error(WireError::new(ErrorCode::TooOld, m))),
     ]
 }
