@@ -228,6 +228,7 @@ pub async fn read_canvas_after_events(c: &mut TextClient) -> (Vec<String>, u64, 
             assert!(rows.iter().all(|r| r.len() == parts[1] as usize));
             return (before, parts[0], rows);
         } else {
+            assert!(!l.starts_with("ERR "), "CANVAS failed: {l}");
             assert!(rows.is_empty(), "event inside a canvas answer: {l}");
             before.push(l);
         }

@@ -1,0 +1,463 @@
+//! Nothing acknowledged is lost: the real server binary killed with SIGKILL
+//! mid-flood, damaged journals, and state that survives restarts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{BinClient, TextClient};
+use pixchat::protocol::{Command, Reply};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command as Process};
+
+/// A `pixchat-server` child process and the log lines it printed so far.
+struct Server {
+    child: Child,
+    addr: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    async fn start(dir: &Path, args: &[&str]) -> Server {
+        Self::try_start(dir, args).await.expect("server starts")
+    }
+
+    /// Starts the binary; `Err` carries its log if it exits instead.
+    async fn try_start(dir: &Path, args: &[&str]) -> Result<Server, String> {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_pixchat-server"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pixchat-server");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let addr = tokio::time::timeout(common::WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return Ok(rest.split_whitespace().next().unwrap().parse().unwrap());
+                }
+            }
+            Err(log.lock().unwrap().join("\n"))
+        })
+        .await
+        .expect("the server starts or exits in time")?;
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Ok(Server { child, addr, log })
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    async fn kill9(mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
+    async fn stop(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(common::WAIT, self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+/// One acknowledged placement.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    seq: u64,
+    x: u16,
+    y: u16,
+    color: u8,
+    writer: usize,
+}
+
+const SIDE: u16 = 256;
+
+/// Floods SETs from `writers` text clients, each on its own cells, until the
+/// connection dies (the server is killed); returns what got `OK`.
+async fn flood_until_killed(
+    addr: std::net::SocketAddr,
+    cycle: usize,
+    writers: usize,
+) -> Vec<Acked> {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        tasks.push(tokio::spawn(async move {
+            let mut c = TextClient::joined(addr, &format!("w{w}")).await;
+            let mut acked = Vec::new();
+            // Cells are unique per (cycle, writer, i) so nothing is overwritten
+            // and every acknowledged pixel must be visible after recovery.
+            let base = (cycle * writers + w) * 2000;
+            let mut sent = std::collections::VecDeque::new();
+            for i in 0..2000usize {
+                let cell = base + i;
+                let (x, y) = ((cell % SIDE as usize) as u16, (cell / SIDE as usize) as u16);
+                let color = ((cell * 7) % 15 + 1) as u8;
+                let line = format!("SET {x} {y} {color}\n");
+                if c.writer.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+                sent.push_back((x, y, color));
+                // Keep a few commands in flight; read replies as they come.
+                while sent.len() > 8 {
+                    match read_reply(&mut c).await {
+                        Some(seq) => {
+                            let (x, y, color) = sent.pop_front().unwrap();
+                            acked.push(Acked {
+                                seq,
+                                x,
+                                y,
+                                color,
+                                writer: w,
+                            });
+                        }
+                        None => return acked,
+                    }
+                }
+            }
+            while !sent.is_empty() {
+                match read_reply(&mut c).await {
+                    Some(seq) => {
+                        let (x, y, color) = sent.pop_front().unwrap();
+                        acked.push(Acked {
+                            seq,
+                            x,
+                            y,
+                            color,
+                            writer: w,
+                        });
+                    }
+                    None => break,
+                }
+            }
+            acked
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// The seq of the next `OK <seq>`, skipping events; `None` once the
+/// connection is gone.
+async fn read_reply(c: &mut TextClient) -> Option<u64> {
+    loop {
+        // A killed server shows up as end of stream or a reset.
+        let line = c.try_line_within(common::WAIT).await?;
+        if let Some(seq) = line.strip_prefix("OK ") {
+            return Some(seq.parse().expect("OK <seq>"));
+        }
+        assert!(!line.starts_with("ERR"), "{line}");
+    }
+}
+
+/// Checks every acknowledged pixel is on the recovered canvas with its
+/// author and seq.
+async fn verify(addr: std::net::SocketAddr, acked: &[Acked]) {
+    let mut c = TextClient::connect(addr).await;
+    let (seq, rows) = c.canvas().await;
+    let max = acked.iter().map(|a| a.seq).max().unwrap_or(0);
+    assert!(
+        seq >= max,
+        "recovered seq {seq} is below acknowledged seq {max}"
+    );
+    for a in acked {
+        assert_eq!(
+            rows[usize::from(a.y)][usize::from(a.x)],
+            a.color,
+            "pixel {a:?} lost"
+        );
+    }
+    // Authorship too, for a sample (WHOSE is one round trip each).
+    for a in acked.iter().step_by(97) {
+        let whose = c.cmd(&format!("WHOSE {} {}", a.x, a.y)).await;
+        let parts: Vec<&str> = whose.split(' ').collect();
+        assert_eq!(parts[1], format!("w{}", a.writer), "{whose}");
+        assert_eq!(parts[3], a.seq.to_string(), "{whose}");
+    }
+}
+
+async fn kill_restart_cycles(fsync: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let size = SIDE.to_string();
+    let args = ["--fsync", fsync, "--width", &size, "--height", &size];
+    let mut acked: Vec<Acked> = Vec::new();
+    for cycle in 0..3 {
+        let server = Server::start(dir.path(), &args).await;
+        if cycle > 0 {
+            verify(server.addr, &acked).await;
+        }
+        let addr = server.addr;
+        let flood = tokio::spawn(flood_until_killed(addr, cycle, 3));
+        // Let the flood run, then kill the server in the middle of it.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        server.kill9().await;
+        let got = flood.await.unwrap();
+        assert!(
+            !got.is_empty(),
+            "cycle {cycle}: nothing was acknowledged before the kill"
+        );
+        acked.extend(got);
+    }
+    let server = Server::start(dir.path(), &args).await;
+    verify(server.addr, &acked).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_pixel_with_fsync_always() {
+    kill_restart_cycles("always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_pixel_with_fsync_batch() {
+    kill_restart_cycles("batch").await;
+}
+
+/// Places `n` pixels (x = 0..n on row 0, colour x % 15 + 1) and kills the
+/// server, leaving them in the journal.
+async fn journal_with_pixels(dir: &Path, n: u16) {
+    let server = Server::start(dir, &["--fsync", "always"]).await;
+    let mut c = TextClient::joined(server.addr, "p").await;
+    for x in 0..n {
+        assert_eq!(
+            c.cmd(&format!("SET {x} 0 {}", x % 15 + 1)).await,
+            format!("OK {}", x + 1)
+        );
+    }
+    server.kill9().await;
+}
+
+async fn row0(addr: std::net::SocketAddr) -> (u64, Vec<u8>) {
+    let (seq, rows) = TextClient::connect(addr).await.canvas().await;
+    (seq, rows[0].clone())
+}
+
+#[tokio::test]
+async fn a_torn_journal_tail_is_cut_and_everything_before_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    journal_with_pixels(dir.path(), 10).await;
+    let log = dir.path().join("canvas.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    // A crash in the middle of writing the last record.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let (seq, row) = row0(server.addr).await;
+    assert_eq!(seq, 9);
+    for x in 0..9u16 {
+        assert_eq!(row[usize::from(x)], (x % 15 + 1) as u8);
+    }
+    assert_eq!(row[9], 0, "the torn record must not be replayed");
+    assert!(
+        server.log_text().contains("damaged journal tail cut off"),
+        "the damage is reported: {}",
+        server.log_text()
+    );
+    // The cut is for good: the server keeps working and restarts cleanly.
+    let mut c = TextClient::joined(server.addr, "after").await;
+    assert_eq!(c.cmd("SET 9 0 2").await, "OK 10");
+    server.stop().await;
+    let server = Server::start(dir.path(), &[]).await;
+    assert_eq!(row0(server.addr).await.0, 10);
+    assert!(!server.log_text().contains("damaged"));
+}
+
+#[tokio::test]
+async fn a_flipped_byte_mid_journal_keeps_every_record_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    journal_with_pixels(dir.path(), 10).await;
+    let log = dir.path().join("canvas.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let header = pixchat::server::storage::format::LOG_HEADER_LEN;
+    let record = (bytes.len() - header) / 10;
+    // Damage the 6th record's payload.
+    bytes[header + 5 * record + 12] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let (seq, row) = row0(server.addr).await;
+    assert_eq!(
+        seq, 5,
+        "records 1-5 are kept, the damaged 6th and later are not"
+    );
+    for x in 0..5u16 {
+        assert_eq!(row[usize::from(x)], (x % 15 + 1) as u8);
+    }
+    assert!(row[5..10].iter().all(|&c| c == 0));
+    assert!(
+        server.log_text().contains("checksum mismatch"),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[tokio::test]
+async fn canvas_identity_authorship_and_chat_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--width", "40", "--height", "20"]).await;
+    let mut b = BinClient::connect(server.addr).await;
+    let hello = match b.cmd(Command::Canvas).await {
+        Reply::Canvas(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let mut a = TextClient::joined(server.addr, "Alice").await;
+    assert_eq!(a.cmd("SET 7 8 red").await, "OK 1");
+    assert_eq!(a.cmd("SAY remember me").await, "OK");
+    let whose = a.cmd("WHOSE 7 8").await;
+    assert!(
+        whose.starts_with("OK Alice ") && whose.ends_with(" 1"),
+        "{whose}"
+    );
+    assert_eq!(a.cmd("WHOSE 0 0").await, "OK * 0 0");
+    server.stop().await;
+
+    // No size flags: the stored 40x20 canvas is used.
+    let server = Server::start(dir.path(), &[]).await;
+    let mut b = BinClient::connect(server.addr).await;
+    b.send(Command::Join {
+        name: "bob".into(),
+        resume: None,
+    })
+    .await;
+    let w = match b.reply().await {
+        Reply::Welcome(w) => w,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (w.canvas_id, w.width, w.height, w.seq),
+        (hello.canvas_id, 40, 20, 1)
+    );
+    let mut c = TextClient::connect(server.addr).await;
+    assert_eq!(c.cmd("WHOSE 7 8").await, whose, "authorship survives");
+    assert_eq!(c.cmd("JOIN carol").await, "OK carol 40 20 1");
+    let history = c.line().await;
+    let parts: Vec<&str> = history.splitn(4, ' ').collect();
+    assert_eq!(
+        (parts[0], parts[2], parts[3]),
+        ("HISTORY", "Alice", "remember me")
+    );
+    assert!(
+        parts[1].parse::<u64>().unwrap() > 1_600_000_000_000,
+        "{history}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_different_size_is_refused_unless_a_new_canvas_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--width", "32", "--height", "32"]).await;
+    let mut a = TextClient::joined(server.addr, "a").await;
+    assert_eq!(a.cmd("SET 1 1 1").await, "OK 1");
+    server.stop().await;
+
+    let err = match Server::try_start(dir.path(), &["--width", "64", "--height", "64"]).await {
+        Err(log) => log,
+        Ok(_) => panic!("a size mismatch must not start"),
+    };
+    assert!(err.contains("is 32x32, not 64x64"), "{err}");
+    assert!(err.contains("--new-canvas"), "{err}");
+
+    let server = Server::start(
+        dir.path(),
+        &["--width", "64", "--height", "64", "--new-canvas"],
+    )
+    .await;
+    let (seq, rows) = TextClient::connect(server.addr).await.canvas().await;
+    assert_eq!((seq, rows.len(), rows[0].len()), (0, 64, 64));
+    assert!(rows.iter().flatten().all(|&c| c == 0));
+    server.stop().await;
+    let kept_aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".replaced-")
+        })
+        .count();
+    assert!(kept_aside >= 1, "the old canvas files are kept aside");
+}
+
+#[tokio::test]
+async fn two_servers_cannot_share_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path(), &[]).await;
+    let err = match Server::try_start(dir.path(), &[]).await {
+        Err(log) => log,
+        Ok(_) => panic!("a second server on the same directory must not start"),
+    };
+    assert!(err.contains("another pixchat-server is using"), "{err}");
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_canvas_and_bounds_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = pixchat::server::storage::StorageConfig {
+        dir: dir.path().to_path_buf(),
+        fsync: pixchat::server::storage::Fsync::Never,
+        new_canvas: false,
+        compact_after: 500,
+    };
+    let config = || pixchat::Config {
+        storage: Some(storage.clone()),
+        ..Default::default()
+    };
+    let server = common::start_server(config()).await;
+    let mut a = TextClient::joined(server.addr, "a").await;
+    let mut expected: HashMap<(u64, u64), u64> = HashMap::new();
+    for i in 0..3000u64 {
+        a.send(&format!("SET {} {} {}", i % 64, (i * 7) % 64, i % 16))
+            .await;
+        expected.insert((i % 64, (i * 7) % 64), i % 16);
+    }
+    for i in 0..3000u64 {
+        assert_eq!(a.reply().await, format!("OK {}", i + 1));
+    }
+    // Compaction runs in the background: wait (bounded) for the journal to
+    // shrink below what 3000 records would take.
+    let log = dir.path().join("canvas.log");
+    let mut small = false;
+    for _ in 0..100 {
+        if std::fs::metadata(&log).map(|m| m.len()).unwrap_or(u64::MAX) < 32 * 1000 {
+            small = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(small, "the journal was never compacted");
+    server.stop().await;
+    let server = common::start_server(config()).await;
+    let (seq, rows) = TextClient::connect(server.addr).await.canvas().await;
+    assert_eq!(seq, 3000);
+    for ((x, y), color) in expected {
+        assert_eq!(u64::from(rows[y as usize][x as usize]), color);
+    }
+}
