@@ -3,66 +3,28 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use common::TextClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// Starts the binary on a free port with its data in `dir` and returns it
-/// with its address, read from the `listening addr=...` log line.
-async fn spawn_server(dir: &std::path::Path, args: &[&str]) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start pixchat-server");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(common::WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening addr=").nth(1) {
-                return rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        }
-        panic!("the server exited without a listening line");
-    })
-    .await
-    .expect("listening line in time");
-    // Keep draining the log so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
-}
+use common::{ServerProcess, TextClient};
+use tokio::process::Command;
 
 #[tokio::test]
 async fn serves_on_the_port_it_logs_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_server(dir.path(), &["--width", "32", "--height", "16"]).await;
+    let server = ServerProcess::start(dir.path(), &["--width", "32", "--height", "16"]).await;
+    let addr = server.addr;
     assert_ne!(addr.port(), 0);
     let mut c = TextClient::joined(addr, "cli").await;
     assert_eq!(c.cmd("SET 31 15 3").await, "OK 1");
     let (_, rows) = c.canvas().await;
     assert_eq!((rows.len(), rows[0].len()), (16, 32));
 
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let rest = c.expect_closed().await;
+    // SIGTERM: every client is told goodbye, then the process exits 0.
+    let closing = tokio::spawn(async move { c.expect_closed().await });
+    server.stop().await;
+    let rest = closing.await.unwrap();
     assert_eq!(
         rest.last().map(String::as_str),
         Some("BYE shutting_down the server is shutting down")
     );
-    let status = tokio::time::timeout(common::WAIT, child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]

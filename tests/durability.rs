@@ -3,82 +3,15 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{BinClient, TextClient};
 use pixchat::protocol::{Command, Reply};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command as Process};
+use tokio::io::AsyncWriteExt;
 
-/// A `pixchat-server` child process and the log lines it printed so far.
-struct Server {
-    child: Child,
-    addr: std::net::SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Server {
-    async fn start(dir: &Path, args: &[&str]) -> Server {
-        Self::try_start(dir, args).await.expect("server starts")
-    }
-
-    /// Starts the binary; `Err` carries its log if it exits instead.
-    async fn try_start(dir: &Path, args: &[&str]) -> Result<Server, String> {
-        let mut child = Process::new(env!("CARGO_BIN_EXE_pixchat-server"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn pixchat-server");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let addr = tokio::time::timeout(common::WAIT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                log.lock().unwrap().push(line.clone());
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    return Ok(rest.split_whitespace().next().unwrap().parse().unwrap());
-                }
-            }
-            Err(log.lock().unwrap().join("\n"))
-        })
-        .await
-        .expect("the server starts or exits in time")?;
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Ok(Server { child, addr, log })
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    async fn kill9(mut self) {
-        self.child.kill().await.expect("SIGKILL");
-    }
-
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(common::WAIT, self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
-    }
-}
+type Server = common::ServerProcess;
 
 /// One acknowledged placement.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +40,7 @@ async fn flood_until_killed(
             // Cells are unique per (cycle, writer, i) so nothing is overwritten
             // and every acknowledged pixel must be visible after recovery.
             let base = (cycle * writers + w) * 2000;
-            let mut sent = std::collections::VecDeque::new();
+            let mut sent = VecDeque::new();
             for i in 0..2000usize {
                 let cell = base + i;
                 let (x, y) = ((cell % SIDE as usize) as u16, (cell / SIDE as usize) as u16);
@@ -118,37 +51,11 @@ async fn flood_until_killed(
                 }
                 sent.push_back((x, y, color));
                 // Keep a few commands in flight; read replies as they come.
-                while sent.len() > 8 {
-                    match read_reply(&mut c).await {
-                        Some(seq) => {
-                            let (x, y, color) = sent.pop_front().unwrap();
-                            acked.push(Acked {
-                                seq,
-                                x,
-                                y,
-                                color,
-                                writer: w,
-                            });
-                        }
-                        None => return acked,
-                    }
+                if sent.len() > 8 && !collect_acks(&mut c, &mut sent, 8, w, &mut acked).await {
+                    return acked;
                 }
             }
-            while !sent.is_empty() {
-                match read_reply(&mut c).await {
-                    Some(seq) => {
-                        let (x, y, color) = sent.pop_front().unwrap();
-                        acked.push(Acked {
-                            seq,
-                            x,
-                            y,
-                            color,
-                            writer: w,
-                        });
-                    }
-                    None => break,
-                }
-            }
+            collect_acks(&mut c, &mut sent, 0, w, &mut acked).await;
             acked
         }));
     }
@@ -157,6 +64,31 @@ async fn flood_until_killed(
         all.extend(t.await.unwrap());
     }
     all
+}
+
+/// Reads replies until at most `keep` SETs are unanswered, recording each
+/// acknowledged one; false once the connection is gone.
+async fn collect_acks(
+    c: &mut TextClient,
+    sent: &mut VecDeque<(u16, u16, u8)>,
+    keep: usize,
+    writer: usize,
+    acked: &mut Vec<Acked>,
+) -> bool {
+    while sent.len() > keep {
+        let Some(seq) = read_reply(c).await else {
+            return false;
+        };
+        let (x, y, color) = sent.pop_front().expect("a SET was in flight");
+        acked.push(Acked {
+            seq,
+            x,
+            y,
+            color,
+            writer,
+        });
+    }
+    true
 }
 
 /// The seq of the next `OK <seq>`, skipping events; `None` once the

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{TextClient, parse_pixel, start_default};
@@ -36,27 +35,8 @@ const SLOW_READERS: usize = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_never_read_keep_memory_bounded_and_delay_nobody() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-        .args(["--listen", "127.0.0.1:0", "--fsync", "never", "--data-dir"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = tokio::time::timeout(common::WAIT, async {
-        loop {
-            let line = log.next_line().await.unwrap().expect("listening line");
-            if let Some(rest) = line.split("listening addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let server = common::ServerProcess::start(dir.path(), &["--fsync", "never"]).await;
+    let (pid, addr) = (server.pid(), server.addr);
 
     let mut normal = TextClient::joined(addr, "normal").await;
     let mut slow = Vec::new();

@@ -80,6 +80,88 @@ pub async fn start_default() -> TestServer {
     start_server(pixchat::Config::default()).await
 }
 
+/// A `pixchat-server` child process (the real binary) and the log lines it
+/// printed so far.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary on a free port with its data in `dir`.
+    pub async fn start(dir: &std::path::Path, args: &[&str]) -> ServerProcess {
+        Self::try_start(dir, args).await.expect("server starts")
+    }
+
+    /// Starts the binary and reads its address from the `listening addr=`
+    /// log line; `Err` carries its log if it exits instead.
+    pub async fn try_start(dir: &std::path::Path, args: &[&str]) -> Result<ServerProcess, String> {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pixchat-server");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return Ok(rest.split_whitespace().next().unwrap().parse().unwrap());
+                }
+            }
+            Err(log.lock().unwrap().join("\n"))
+        })
+        .await
+        .expect("the server starts or exits in time")?;
+        // Keep draining the log so the server never blocks on a full pipe.
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Ok(ServerProcess { child, addr, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) {
+        self.terminate();
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
 /// A netcat-like client speaking the text mode.
 pub struct TextClient {
     pub reader: BufReader<OwnedReadHalf>,
