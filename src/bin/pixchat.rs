@@ -5,24 +5,26 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pixchat::client::{Login, script};
+use pixchat::client::{Login, script, tui};
 use tracing_subscriber::EnvFilter;
 
-/// Draw and chat together on a pixchat server, from scripts.
+/// Draw and chat together on a pixchat server. Without a subcommand it
+/// opens the terminal UI (press ? there for the keys).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// Server address.
     #[arg(long, global = true, default_value = pixchat::DEFAULT_LISTEN)]
     server: String,
-    /// Your user name.
+    /// Your user name; the UI asks for one when it is missing.
     #[arg(long, global = true)]
     name: Option<String>,
-    /// Append logs to this file instead of standard error.
+    /// Append logs to this file (the UI owns the screen, so it logs nowhere
+    /// else; subcommands log errors to standard error).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
     #[command(subcommand)]
-    command: Action,
+    command: Option<Action>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,27 +74,34 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             .with_context(|| format!("{what} needs --name NAME"))
     };
     match &cli.command {
-        Action::Set { x, y, color } => {
+        None => {
+            tui::run(tui::Options {
+                server: cli.server.clone(),
+                name: cli.name.clone(),
+            })
+            .await
+        }
+        Some(Action::Set { x, y, color }) => {
             let seq = script::set(server, &login("set")?, *x, *y, color).await?;
             println!("{seq}");
             Ok(())
         }
-        Action::Say { text } => script::say(server, &login("say")?, text).await,
-        Action::Watch => {
+        Some(Action::Say { text }) => script::say(server, &login("say")?, text).await,
+        Some(Action::Watch) => {
             let login = Login::new(cli.name.clone().unwrap_or_else(script::watcher_name));
             let stop = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
             script::watch(server, &login, &mut std::io::stdout(), stop).await
         }
-        Action::Canvas => script::canvas(server, &mut std::io::stdout()).await,
+        Some(Action::Canvas) => script::canvas(server, &mut std::io::stdout()).await,
     }
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match &cli.log {
-        Some(path) => {
+    match (&cli.log, &cli.command) {
+        (Some(path), _) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -104,7 +113,9 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
                 .with_ansi(false)
                 .init();
         }
-        None => {
+        // Log lines would scribble over the UI.
+        (None, None) => {}
+        (None, Some(_)) => {
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
