@@ -745,8 +745,8 @@ impl App {
                 let replaced = self.canvas.as_ref().is_some_and(|c| c.id != s.canvas_id);
                 self.canvas = Some(Canvas::from_snapshot(&s));
                 self.say(ChatLine::Info(format!(
-                    "{verb} {} as {}: canvas {}x{} at seq {}",
-                    self.server, welcome.name, s.width, s.height, s.seq
+                    "{verb} as {} (canvas {}x{}, seq {})",
+                    welcome.name, s.width, s.height, s.seq
                 )));
                 if replaced {
                     self.say(ChatLine::Info(
@@ -755,8 +755,8 @@ impl App {
                 }
             }
             None => self.say(ChatLine::Info(format!(
-                "{verb} {} as {}: catching up to seq {}",
-                self.server, welcome.name, welcome.seq
+                "{verb} as {} (resumed up to seq {})",
+                welcome.name, welcome.seq
             ))),
         }
         self.me = Some(welcome.name);

@@ -13,17 +13,21 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Constraint, Layout, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Widget, Wrap};
+use ratatui::widgets::{Block, BorderType, Clear, Padding, Paragraph, Widget, Wrap};
 
 use super::app::{App, ChatLine, Focus, Link, LoginForm, Overlay, Screen};
 use super::keys;
+use crate::protocol::MAX_NAME;
 
 /// Smallest terminal the main screen is drawn in.
 pub const MIN_SIZE: (u16, u16) = (50, 12);
 /// Narrowest the users and chat column gets; the canvas scrolls instead.
 const SIDE_MIN: u16 = 28;
-/// Cells per palette slot: marker, key, two swatch cells.
+/// Cells per palette slot: marker, key, two swatch cells; in a narrow
+/// terminal the marker goes (the selected key is drawn reversed instead),
+/// so all 16 colours still fit in the narrowest layout.
 const SLOT: u16 = 4;
+const SLOT_NARROW: u16 = 3;
 /// The highlight colour for focus, the cursor rulers and the selection.
 const ACCENT: Color = Color::Yellow;
 
@@ -193,9 +197,18 @@ pub fn view(inner: Rect, app: &App) -> (u16, u16) {
     (x, row * 2)
 }
 
+fn slot_width(bar: Rect) -> u16 {
+    if bar.width > 16 * SLOT {
+        SLOT
+    } else {
+        SLOT_NARROW
+    }
+}
+
 /// The palette slot `i` is drawn in.
 pub fn palette_slot(bar: Rect, i: usize) -> Rect {
-    Rect::new(bar.x + 1 + i as u16 * SLOT, bar.y, SLOT, 1).intersection(bar)
+    let w = slot_width(bar);
+    Rect::new(bar.x + 1 + i as u16 * w, bar.y, w, 1).intersection(bar)
 }
 
 /// The palette index drawn at `at`, if any.
@@ -326,28 +339,36 @@ fn draw_canvas(buf: &mut Buffer, areas: &Areas, app: &App) {
 }
 
 fn draw_palette(buf: &mut Buffer, bar: Rect, app: &App) {
+    let w = slot_width(bar);
     for (i, swatch) in app.palette.iter().enumerate().take(16) {
         let slot = palette_slot(bar, i);
-        if slot.width < SLOT {
+        if slot.width < w {
             break;
         }
         let selected = i == usize::from(app.color);
         let key = char::from_digit(i as u32, 16).expect("index below 16");
-        let (marker, key_style) = if selected {
-            ('▸', Style::new().fg(ACCENT).add_modifier(Modifier::BOLD))
-        } else {
-            (' ', Style::new().fg(Color::DarkGray))
+        let key_style = match (selected, w) {
+            (false, _) => Style::new().fg(Color::DarkGray),
+            (true, SLOT) => Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
+            (true, _) => Style::new()
+                .fg(ACCENT)
+                .add_modifier(Modifier::BOLD | Modifier::REVERSED),
         };
-        buf[(slot.x, slot.y)].set_char(marker).set_style(key_style);
-        buf[(slot.x + 1, slot.y)].set_char(key).set_style(key_style);
-        for dx in 2..SLOT {
-            buf[(slot.x + dx, slot.y)]
+        let mut x = slot.x;
+        if w == SLOT {
+            let marker = if selected { '▸' } else { ' ' };
+            buf[(x, slot.y)].set_char(marker).set_style(key_style);
+            x += 1;
+        }
+        buf[(x, slot.y)].set_char(key).set_style(key_style);
+        for dx in x + 1..slot.right() {
+            buf[(dx, slot.y)]
                 .set_char(' ')
                 .set_bg(app.color_mode.color(swatch.rgb));
         }
     }
-    let shown = app.palette.len().min(16) as u16;
-    let after = bar.x + 1 + shown * SLOT + 1;
+    let shown = app.palette.len().min(16);
+    let after = palette_slot(bar, shown.saturating_sub(1)).right() + 1;
     if after < bar.right() {
         let name = Line::from(vec![
             Span::styled(app.color_name(app.color).to_string(), Style::new().bold()),
@@ -463,17 +484,16 @@ fn draw_chat(buf: &mut Buffer, areas: &Areas, app: &App) {
     chat_paragraph(app)
         .scroll((top.min(usize::from(u16::MAX)) as u16, 0))
         .render(areas.messages, buf);
-    let rule = Rect::new(areas.messages.x, areas.input.y - 1, areas.messages.width, 1);
-    Line::styled("─".repeat(usize::from(rule.width)), focus_style(focused)).render(rule, buf);
+    // The rule joins the block's sides, as a split pane's does.
+    let rule = Rect::new(areas.chat.x, areas.input.y - 1, areas.chat.width, 1);
+    let inside = "─".repeat(usize::from(rule.width.saturating_sub(2)));
+    Line::styled(format!("├{inside}┤"), focus_style(focused)).render(rule, buf);
 
     let prompt = Span::styled("> ", focus_style(focused).bold());
     let line = if app.input.value().is_empty() && !focused {
         Line::from(vec![
             prompt,
-            Span::styled(
-                "Enter to chat, ? for help",
-                Style::new().fg(Color::DarkGray),
-            ),
+            Span::styled("Enter to chat", Style::new().fg(Color::DarkGray)),
         ])
     } else {
         let width = usize::from(areas.input.width.saturating_sub(2));
@@ -528,22 +548,36 @@ fn draw_status(buf: &mut Buffer, area: Rect, app: &App) {
             Span::styled(format!("{queued} queued"), Style::new().fg(Color::Yellow)),
         ]);
     }
+    let left = Line::from(left);
+    // News (a notice, why we are offline) wins the space when both do not
+    // fit; the key hint only takes room that is free.
     let right = match (&app.notice, &app.link) {
-        (Some(n), _) => Span::styled(
+        (Some(n), _) => Some(Span::styled(
             format!(" {} ", n.text),
             Style::new().fg(Color::LightRed).bold(),
-        ),
-        (None, Link::Retrying { reason, .. } | Link::Offline { reason }) => {
-            Span::styled(format!(" {reason} "), Style::new().fg(Color::LightRed))
-        }
-        (None, _) => Span::styled(" ? help  q quit ", Style::new().fg(Color::DarkGray)),
+        )),
+        (None, Link::Retrying { reason, .. } | Link::Offline { reason }) => Some(Span::styled(
+            format!(" {reason} "),
+            Style::new().fg(Color::LightRed),
+        )),
+        (None, _) => Some(Span::styled(hint(app), Style::new().fg(Color::DarkGray)))
+            .filter(|h| left.width() + h.width() <= usize::from(area.width)),
     };
-    let bar = Style::new().bg(Color::Black);
-    buf.set_style(area, bar);
-    Line::from(left).render(area, buf);
-    // The notice wins the space when both do not fit: it is the news.
-    let width = (right.width() as u16).min(area.width);
-    Line::from(right).render(Rect::new(area.right() - width, area.y, width, 1), buf);
+    buf.set_style(area, Style::new().bg(Color::Black));
+    left.render(area, buf);
+    if let Some(right) = right {
+        let width = (right.width() as u16).min(area.width);
+        Line::from(right).render(Rect::new(area.right() - width, area.y, width, 1), buf);
+    }
+}
+
+/// The keys that matter most where the focus is.
+fn hint(app: &App) -> &'static str {
+    match (&app.screen, app.focus) {
+        (Screen::Login(_), _) => " Enter joins  Esc quits ",
+        (Screen::Main, Focus::Chat) => " Enter sends  Esc back ",
+        (Screen::Main, Focus::Canvas) => " ? help  q quit ",
+    }
 }
 
 fn format_rtt(rtt: std::time::Duration) -> String {
@@ -576,10 +610,11 @@ fn draw_login(frame: &mut Frame, area: Rect, app: &App, form: &LoginForm) {
         height: area.height.saturating_sub(1),
         ..area
     };
-    let boxed = centered(body, 52, 11);
+    let boxed = centered(body, 54, 12);
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
         .border_style(Style::new().fg(ACCENT))
+        .padding(Padding::new(2, 2, 1, 0))
         .title(" pixchat ");
     let inner = block.inner(boxed);
     let buf = frame.buffer_mut();
@@ -597,16 +632,20 @@ fn draw_login(frame: &mut Frame, area: Rect, app: &App, form: &LoginForm) {
         Line::raw(""),
     ];
     let name_row = inner.y + lines.len() as u16;
+    // The field is drawn as wide as the longest name, so it reads as one.
+    let field = format!("{:<width$}", form.name.value(), width = MAX_NAME + 1);
     lines.push(Line::from(vec![
         Span::styled("name  ", Style::new().bold()),
-        Span::raw(form.name.value().to_string()),
+        Span::styled(field, Style::new().bg(Color::DarkGray).fg(Color::White)),
     ]));
+    lines.push(Line::raw(""));
     lines.push(match &form.error {
         Some(e) => Line::styled(e.clone(), Style::new().fg(Color::LightRed).bold()),
-        None => Line::raw(""),
+        None => Line::styled("Enter joins · Esc quits", dim),
     });
-    lines.push(Line::styled("Enter joins · Esc quits", dim));
-    Paragraph::new(lines).render(inner, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: true })
+        .render(inner, buf);
     if area.height > 1 {
         draw_status(buf, status, app);
     }

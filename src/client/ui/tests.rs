@@ -148,6 +148,28 @@ fn the_palette_shows_every_colour_with_its_key_and_marks_the_selection() {
 }
 
 #[test]
+fn in_the_narrowest_layout_all_16_colours_still_show() {
+    let mut app = online_on(64, 64, MIN_SIZE, ColorMode::TrueColor);
+    press(&mut app, [key('e')]);
+    let buf = render(&app);
+    let bar = areas(&app).palette;
+    for i in 0..16 {
+        let slot = palette_slot(bar, i);
+        assert_eq!(slot.width, 3, "compact slots at {} columns", bar.width);
+        let key = char::from_digit(i as u32, 16).unwrap().to_string();
+        assert_eq!(buf[(slot.x, slot.y)].symbol(), key);
+        let reversed = buf[(slot.x, slot.y)].modifier.contains(Modifier::REVERSED);
+        assert_eq!(reversed, i == 14, "only the selected key is reversed");
+    }
+    // The status keeps who and where; the key hint gives way.
+    let status = row(&buf, areas(&app).status.y);
+    assert!(
+        status.contains("● connected") && status.contains("alice"),
+        "{status}"
+    );
+}
+
+#[test]
 fn without_true_colour_the_nearest_of_256_is_used() {
     assert_eq!(nearest_ansi256([0xFF, 0xFF, 0xFF]), 231);
     assert_eq!(nearest_ansi256([0xE5, 0x00, 0x00]), 160);
@@ -322,7 +344,7 @@ fn the_chat_shows_messages_dms_and_the_focused_input() {
     let text = screen(&buf);
     assert!(text.contains("bob: hi alice"));
     assert!(text.contains("[dm] bob: secret"));
-    assert!(text.contains("> Enter to chat, ? for help"));
+    assert!(text.contains("> Enter to chat"));
 
     press(&mut app, [code(KeyCode::Enter), key('y'), key('o')]);
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
