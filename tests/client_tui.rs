@@ -249,7 +249,7 @@ impl Screen {
     /// a cell is its foreground, the lower half its background.
     fn pixel(&self, x: usize, y: usize) -> Option<Colour> {
         let (c, fg, bg) = self.cell(1 + x, 1 + y / 2)?;
-        (c == '▀').then_some(if y % 2 == 0 { fg } else { bg })
+        (c == '▀').then_some(if y.is_multiple_of(2) { fg } else { bg })
     }
 }
 
