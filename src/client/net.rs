@@ -12,6 +12,22 @@
 //!   everything as one ordered stream of [`ClientEvent`]s. Replies come back
 //!   in that same stream, tagged, so a caller sees a reply and the events
 //!   around it in the order the server sent them.
+//!
+//! ```no_run
+//! use pixchat::client::{Connection, Login};
+//! use pixchat::protocol::Command;
+//!
+//! # async fn demo() -> Result<(), pixchat::client::ClientError> {
+//! let mut conn = Connection::connect("127.0.0.1:7878").await?;
+//! let joined = conn.join(&Login::new("bot"), None).await?;
+//! println!("canvas {}x{}", joined.welcome.width, joined.welcome.height);
+//! conn.request(&Command::Set { x: 3, y: 4, color: 5 }).await?;
+//! while let Some(event) = conn.next_event().await? {
+//!     println!("{event:?}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::sync::Arc;
