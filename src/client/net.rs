@@ -176,6 +176,8 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let mut conn = Self {
             framed: Framed::new(stream, ClientCodec::default()),
+            // Replaced by the HELLO reply below; no Connection is handed
+            // out without it.
             hello: HelloInfo {
                 version: 0,
                 canvas_id: 0,
@@ -272,10 +274,7 @@ impl Connection {
     }
 
     async fn send(&mut self, cmd: &Command) -> Result<(), ClientError> {
-        match tokio::time::timeout(REPLY_TIMEOUT, self.framed.send(cmd)).await {
-            Ok(res) => res.map_err(ClientError::from),
-            Err(_) => Err(ClientError::Timeout(REPLY_TIMEOUT)),
-        }
+        send_within(&mut self.framed, cmd, REPLY_TIMEOUT).await
     }
 
     /// Reads up to the next reply, keeping events for later.
