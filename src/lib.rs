@@ -5,9 +5,12 @@
 //!   [`protocol::text`] (netcat lines) and [`protocol::binary`] (frames).
 //! - [`server`]: the accept loop, connections, the hub (users, canvas,
 //!   ordering) and the broadcast log.
+//! - [`client`]: the async client library (connect, join, resume, reconnect)
+//!   and the `pixchat` terminal client built on it.
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod protocol;
 pub mod server;
 

@@ -1,0 +1,126 @@
+//! `pixchat`: the terminal client, or with a subcommand one scripted action.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pixchat::client::{Login, script, tui};
+use tracing_subscriber::EnvFilter;
+
+/// Draw and chat together on a pixchat server. Without a subcommand it
+/// opens the terminal UI (press ? there for the keys).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Server address.
+    #[arg(long, global = true, default_value = pixchat::DEFAULT_LISTEN)]
+    server: String,
+    /// Your user name; the UI asks for one when it is missing.
+    #[arg(long, global = true)]
+    name: Option<String>,
+    /// Append logs to this file (the UI owns the screen, so it logs nowhere
+    /// else; subcommands log errors to standard error).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Action>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Place one pixel, print its seq, exit 0 on OK.
+    Set {
+        /// Column, from 0.
+        x: u32,
+        /// Row, from 0.
+        y: u32,
+        /// Palette index 0-15 or a colour name (red, blue, ...).
+        color: String,
+    },
+    /// Send one chat message.
+    Say {
+        /// The message.
+        text: String,
+    },
+    /// Print events as text-mode lines until Ctrl-C (joins as --name, or
+    /// as watch-XXXX).
+    Watch,
+    /// Print the canvas as the text mode's CANVAS answer does.
+    Canvas,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole chain (`join as bob: name_taken: ...`),
+            // what a script's log should show.
+            eprintln!("pixchat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    init_logging(cli)?;
+    let server = cli.server.as_str();
+    let login = |what: &str| {
+        cli.name
+            .clone()
+            .map(Login::new)
+            .with_context(|| format!("{what} needs --name NAME"))
+    };
+    match &cli.command {
+        None => {
+            tui::run(tui::Options {
+                server: cli.server.clone(),
+                name: cli.name.clone(),
+            })
+            .await
+        }
+        Some(Action::Set { x, y, color }) => {
+            let seq = script::set(server, &login("set")?, *x, *y, color).await?;
+            println!("{seq}");
+            Ok(())
+        }
+        Some(Action::Say { text }) => script::say(server, &login("say")?, text).await,
+        Some(Action::Watch) => {
+            let login = Login::new(cli.name.clone().unwrap_or_else(script::watcher_name));
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            script::watch(server, &login, &mut std::io::stdout(), stop).await
+        }
+        Some(Action::Canvas) => script::canvas(server, &mut std::io::stdout()).await,
+    }
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match (&cli.log, &cli.command) {
+        (Some(path), _) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("open the log file {}", path.display()))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init();
+        }
+        // Log lines would scribble over the UI.
+        (None, None) => {}
+        (None, Some(_)) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! The terminal client, and the async client library it is built on.
+//!
+//! - [`net`]: the reusable client: one [`Connection`] for scripts, and a
+//!   [`Client`] that keeps a session alive (reconnect, resume, keepalive) for
+//!   interactive programs.
+//! - [`script`]: the `set`, `say`, `watch` and `canvas` subcommands.
+//! - The terminal UI, split as ratatui apps are: [`app`] (state and how
+//!   every input changes it; no I/O), [`event`] (everything the loop
+//!   handles), [`keys`] (the one key table for handler and help), [`ui`]
+//!   (drawing, a pure function of the state) and [`tui`] (the loop that
+//!   joins the terminal, the network and the state).
+
+pub mod app;
+pub mod event;
+pub mod keys;
+pub mod net;
+pub mod script;
+pub mod tui;
+pub mod ui;
+
+#[cfg(test)]
+mod testing;
+
+pub use net::{
+    Backoff, Client, ClientConfig, ClientError, ClientEvent, Connection, Joined, Login,
+    RequestError, SendError,
+};

@@ -1,0 +1,962 @@
+//! The client's state and how every input changes it.
+//!
+//! Pure: no sockets, no terminal, no clock (callers pass `now`). Keys, mouse,
+//! resizes and network reports go in through [`App::update`]; what should
+//! happen in the world comes out as [`Intent`]s for the loop to carry out.
+//! Tests drive it with plain values and read the public fields.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
+use tui_input::Input;
+use tui_input::backend::crossterm::EventHandler;
+
+use super::event::AppEvent;
+use super::keys::{self, Action};
+use super::net::{ClientEvent, Login, RequestError};
+use super::ui::{self, ColorMode};
+use crate::protocol::{Command, Event, PALETTE, Pixel, Reply, Snapshot, Welcome, validate_name};
+
+/// Chat lines kept for scrolling back.
+pub const CHAT_LINES: usize = 1000;
+/// Pixels kept while offline (or unanswered) before new ones are refused.
+pub const MAX_QUEUED_PIXELS: usize = 1000;
+/// How long a notice (an error from the server, a hint) stays up.
+pub const NOTICE_TIME: Duration = Duration::from_secs(5);
+/// Chat lines the mouse wheel scrolls.
+const WHEEL_LINES: usize = 3;
+
+/// The canvas as this client knows it: the last snapshot plus every pixel
+/// event since, in seq order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canvas {
+    /// Which canvas; seqs of another id never apply.
+    pub id: u64,
+    /// Width in pixels.
+    pub width: u16,
+    /// Height in pixels.
+    pub height: u16,
+    /// Seq of the last pixel applied.
+    pub seq: u64,
+    pixels: Vec<u8>,
+}
+
+/// What [`Canvas::apply`] did with a pixel event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The next seq: applied.
+    Next,
+    /// Already part of the canvas (a replay or the snapshot's past): ignored.
+    Stale,
+    /// Applied, but seqs were skipped: the canvas may be missing pixels.
+    Gap,
+    /// Outside the canvas: ignored.
+    Outside,
+}
+
+impl Canvas {
+    /// The canvas of a snapshot.
+    pub fn from_snapshot(s: &Snapshot) -> Self {
+        Self {
+            id: s.canvas_id,
+            width: s.width,
+            height: s.height,
+            seq: s.seq,
+            pixels: s.pixels.clone(),
+        }
+    }
+
+    /// Palette index at `(x, y)`, if inside.
+    pub fn get(&self, x: u16, y: u16) -> Option<u8> {
+        (x < self.width && y < self.height)
+            .then(|| self.pixels[usize::from(y) * usize::from(self.width) + usize::from(x)])
+    }
+
+    /// Applies a pixel event unless the canvas already has it.
+    pub fn apply(&mut self, p: &Pixel) -> Applied {
+        if p.seq <= self.seq {
+            return Applied::Stale;
+        }
+        if p.x >= self.width || p.y >= self.height {
+            return Applied::Outside;
+        }
+        let gap = p.seq != self.seq + 1;
+        self.seq = p.seq;
+        self.pixels[usize::from(p.y) * usize::from(self.width) + usize::from(p.x)] = p.color;
+        if gap { Applied::Gap } else { Applied::Next }
+    }
+}
+
+/// Which screen is up.
+#[derive(Debug, Clone)]
+pub enum Screen {
+    /// Asking for a name.
+    Login(LoginForm),
+    /// The canvas, chat and status.
+    Main,
+}
+
+/// The first screen, when no usable `--name` was given. Issue 6's server
+/// password adds a second field here (and a focus between the two).
+#[derive(Debug, Clone, Default)]
+pub struct LoginForm {
+    /// The name being typed.
+    pub name: Input,
+    /// Why the last name was refused, by us or the server.
+    pub error: Option<String>,
+}
+
+/// Where keys go on the main screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// Drawing: the key table's [`keys::DRAWING`] rows.
+    Canvas,
+    /// Typing in the chat input.
+    Chat,
+}
+
+/// What is drawn over the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    /// Nothing.
+    None,
+    /// The key help.
+    Help,
+}
+
+/// The connection as the status bar shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// No connection wanted yet (no name).
+    Idle,
+    /// Connecting and joining.
+    Connecting {
+        /// Attempts since the last success.
+        attempt: u32,
+    },
+    /// Joined and live.
+    Online,
+    /// Lost or refused; the next attempt is at `at`.
+    Retrying {
+        /// When the next attempt starts.
+        at: Instant,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Given up.
+    Offline {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One palette colour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swatch {
+    /// sRGB value.
+    pub rgb: [u8; 3],
+    /// The colour's name.
+    pub name: String,
+}
+
+/// One line of the chat pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatLine {
+    /// Public chat.
+    Msg {
+        /// Sender.
+        from: String,
+        /// Message.
+        text: String,
+    },
+    /// A direct message to us.
+    DmIn {
+        /// Sender.
+        from: String,
+        /// Message.
+        text: String,
+    },
+    /// A direct message we sent.
+    DmOut {
+        /// Recipient.
+        to: String,
+        /// Message.
+        text: String,
+    },
+    /// Someone joined.
+    Joined(String),
+    /// Someone left.
+    Left(String),
+    /// Something the client says (connected, the user list, ...).
+    Info(String),
+    /// Something that failed.
+    Error(String),
+}
+
+/// A short message in the status bar that goes away by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The message.
+    pub text: String,
+    /// When it goes away.
+    pub until: Instant,
+}
+
+/// A pixel placed but not yet confirmed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingPixel {
+    /// Column.
+    pub x: u16,
+    /// Row.
+    pub y: u16,
+    /// Palette index.
+    pub color: u8,
+    /// The request it went out with; `None` while queued offline.
+    pub tag: Option<u64>,
+}
+
+/// What the loop should do for the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Join with this login.
+    Login(Login),
+    /// Send a command; its reply comes back with `tag`.
+    Send {
+        /// Matches the reply to the command.
+        tag: u64,
+        /// The command.
+        cmd: Command,
+    },
+    /// Leave.
+    Quit,
+}
+
+/// What a tag was sent for, to make sense of its reply.
+#[derive(Debug, Clone)]
+enum Sent {
+    Pixel,
+    Say {
+        line: String,
+    },
+    Tell {
+        to: String,
+        text: String,
+        line: String,
+    },
+    Who,
+    Canvas,
+}
+
+/// The whole client state; see the module docs.
+#[derive(Debug)]
+pub struct App {
+    /// Server address, for the status bar.
+    pub server: String,
+    /// Screen shown.
+    pub screen: Screen,
+    /// Connection state.
+    pub link: Link,
+    /// Our name once joined.
+    pub me: Option<String>,
+    /// The canvas, once a snapshot arrived; kept while offline.
+    pub canvas: Option<Canvas>,
+    /// The server's palette.
+    pub palette: Vec<Swatch>,
+    /// Selected palette index.
+    pub color: u8,
+    /// Cursor pixel.
+    pub cursor: (u16, u16),
+    /// Top-left pixel of the canvas view (the row is always even, so a
+    /// cell's two pixels never change halves while scrolling).
+    pub view: (u16, u16),
+    /// Where keys go.
+    pub focus: Focus,
+    /// What is drawn on top.
+    pub overlay: Overlay,
+    /// The chat input line.
+    pub input: Input,
+    /// Chat scrollback, oldest first.
+    pub chat: VecDeque<ChatLine>,
+    /// Rows scrolled back from the newest chat line (0: following).
+    pub chat_scroll: usize,
+    /// Users online, sorted ignoring case.
+    pub users: Vec<String>,
+    /// Last keepalive round trip.
+    pub rtt: Option<Duration>,
+    /// Current status-bar notice.
+    pub notice: Option<Notice>,
+    /// Pixels not yet confirmed, oldest first; drawn over the canvas.
+    pub pending: Vec<PendingPixel>,
+    /// Terminal size, columns and rows.
+    pub size: (u16, u16),
+    /// How colours reach the terminal.
+    pub color_mode: ColorMode,
+    /// The time of the latest update, for countdowns drawn on screen.
+    pub now: Instant,
+    in_flight: HashMap<u64, Sent>,
+    next_tag: u64,
+    intents: Vec<Intent>,
+    /// A `CANVAS` to repair a seq gap is on its way.
+    resyncing: bool,
+    /// Joined at least once (later joins are reconnects).
+    joined_before: bool,
+    /// The name to join with at start, from `--name`.
+    initial_name: Option<String>,
+}
+
+impl App {
+    /// A client for `server`; with a `name` it joins at once, without it
+    /// starts on the login screen.
+    pub fn new(server: impl Into<String>, name: Option<String>, color_mode: ColorMode) -> Self {
+        Self {
+            server: server.into(),
+            screen: match &name {
+                Some(_) => Screen::Main,
+                None => Screen::Login(LoginForm::default()),
+            },
+            link: Link::Idle,
+            me: None,
+            canvas: None,
+            palette: PALETTE
+                .iter()
+                .map(|c| Swatch {
+                    rgb: c.rgb,
+                    name: c.name.to_string(),
+                })
+                .collect(),
+            // Pixorama starts on a dark grey; black reads well on white.
+            color: 3,
+            cursor: (0, 0),
+            view: (0, 0),
+            focus: Focus::Canvas,
+            overlay: Overlay::None,
+            input: Input::default(),
+            chat: VecDeque::new(),
+            chat_scroll: 0,
+            users: Vec::new(),
+            rtt: None,
+            notice: None,
+            pending: Vec::new(),
+            size: (80, 24),
+            color_mode,
+            now: Instant::now(),
+            in_flight: HashMap::new(),
+            next_tag: 1,
+            intents: Vec::new(),
+            resyncing: false,
+            joined_before: false,
+            initial_name: name,
+        }
+    }
+
+    /// The intents to start with: joining with the `--name` given, or the
+    /// login screen showing why that name cannot work.
+    pub fn start(&mut self) -> Vec<Intent> {
+        if let Some(name) = self.initial_name.take() {
+            self.submit_name(name);
+        }
+        std::mem::take(&mut self.intents)
+    }
+
+    /// Applies one event at time `now` and returns what to do about it.
+    pub fn update(&mut self, event: AppEvent, now: Instant) -> Vec<Intent> {
+        self.now = now;
+        match event {
+            AppEvent::Key(key) => self.on_key(key, now),
+            AppEvent::Mouse(mouse) => self.on_mouse(mouse, now),
+            AppEvent::Resize { width, height } => {
+                self.size = (width, height);
+                self.follow_cursor();
+            }
+            AppEvent::Net(event) => self.on_net(event, now),
+            AppEvent::Tick => {}
+            AppEvent::Quit => self.intents.push(Intent::Quit),
+        }
+        if self.notice.as_ref().is_some_and(|n| n.until <= now) {
+            self.notice = None;
+        }
+        std::mem::take(&mut self.intents)
+    }
+
+    /// The terminal area.
+    pub fn area(&self) -> Rect {
+        Rect::new(0, 0, self.size.0, self.size.1)
+    }
+
+    /// Canvas width and height, once known.
+    pub fn canvas_size(&self) -> Option<(u16, u16)> {
+        self.canvas.as_ref().map(|c| (c.width, c.height))
+    }
+
+    /// The colour of palette index `i` (black for an index the palette
+    /// lacks, which a server never sends).
+    pub fn rgb(&self, i: u8) -> [u8; 3] {
+        self.palette.get(usize::from(i)).map_or([0; 3], |s| s.rgb)
+    }
+
+    /// The name of palette index `i`.
+    pub fn color_name(&self, i: u8) -> &str {
+        self.palette
+            .get(usize::from(i))
+            .map_or("?", |s| s.name.as_str())
+    }
+
+    /// Pixels placed while offline and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.pending.iter().filter(|p| p.tag.is_none()).count()
+    }
+
+    fn notify(&mut self, now: Instant, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            until: now + NOTICE_TIME,
+        });
+    }
+
+    fn say(&mut self, line: ChatLine) {
+        if self.chat.len() == CHAT_LINES {
+            self.chat.pop_front();
+        }
+        self.chat.push_back(line);
+    }
+
+    fn send(&mut self, cmd: Command, sent: Sent) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.in_flight.insert(tag, sent);
+        self.intents.push(Intent::Send { tag, cmd });
+        tag
+    }
+
+    // ---- keys ----
+
+    fn on_key(&mut self, key: KeyEvent, now: Instant) {
+        if keys::lookup(keys::ANYWHERE, &key) == Some(Action::Quit) {
+            self.intents.push(Intent::Quit);
+            return;
+        }
+        if self.overlay == Overlay::Help {
+            // Any key closes the help; it does nothing else.
+            self.overlay = Overlay::None;
+            return;
+        }
+        if let Screen::Login(form) = &mut self.screen {
+            match key.code {
+                KeyCode::Enter => {
+                    let name = form.name.value().trim().to_string();
+                    self.submit_name(name);
+                }
+                KeyCode::Esc => self.intents.push(Intent::Quit),
+                _ => {
+                    form.name.handle_event(&TermEvent::Key(key));
+                }
+            }
+            return;
+        }
+        match self.focus {
+            Focus::Chat => match keys::lookup(keys::CHATTING, &key) {
+                Some(Action::Send) => self.submit_chat(now),
+                Some(Action::Back) => self.focus = Focus::Canvas,
+                Some(action @ (Action::ScrollUp | Action::ScrollDown)) => self.scroll(action),
+                _ => {
+                    self.input.handle_event(&TermEvent::Key(key));
+                }
+            },
+            Focus::Canvas => {
+                if let Some(action) = keys::lookup(keys::DRAWING, &key) {
+                    self.act(action, now);
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action, now: Instant) {
+        match action {
+            Action::Move { dx, dy } => self.move_cursor(dx, dy),
+            Action::Place => self.place(self.cursor, now),
+            Action::PrevColor => self.step_color(-1),
+            Action::NextColor => self.step_color(1),
+            Action::PickColor(i) => {
+                if usize::from(i) < self.palette.len() {
+                    self.color = i;
+                }
+            }
+            Action::Chat => self.focus = Focus::Chat,
+            Action::Command => {
+                self.focus = Focus::Chat;
+                if self.input.value().is_empty() {
+                    self.input = Input::new("/".into());
+                }
+            }
+            Action::ScrollUp | Action::ScrollDown => self.scroll(action),
+            Action::Follow => self.chat_scroll = 0,
+            Action::Help => self.overlay = Overlay::Help,
+            Action::Quit => self.intents.push(Intent::Quit),
+            Action::Send | Action::Back => {}
+        }
+    }
+
+    fn step_color(&mut self, step: i32) {
+        let n = self.palette.len().max(1) as i32;
+        self.color = (i32::from(self.color) + step).rem_euclid(n) as u8;
+    }
+
+    fn move_cursor(&mut self, dx: i32, dy: i32) {
+        let Some((w, h)) = self.canvas_size() else {
+            return;
+        };
+        let clamp =
+            |v: u16, d: i32, len: u16| (i32::from(v) + d).clamp(0, i32::from(len) - 1) as u16;
+        self.cursor = (clamp(self.cursor.0, dx, w), clamp(self.cursor.1, dy, h));
+        self.follow_cursor();
+    }
+
+    /// Scrolls the view so the cursor is inside it.
+    fn follow_cursor(&mut self) {
+        if let Some(areas) = ui::layout(self.area(), self.canvas_size(), self.users.len()) {
+            self.view = ui::view(areas.canvas_inner, self);
+        }
+    }
+
+    fn scroll(&mut self, action: Action) {
+        let Some(areas) = ui::layout(self.area(), self.canvas_size(), self.users.len()) else {
+            return;
+        };
+        let page = usize::from(areas.messages.height / 2).max(1);
+        self.scroll_by(action, page, areas.messages.width);
+    }
+
+    fn scroll_by(&mut self, action: Action, rows: usize, width: u16) {
+        let most = ui::chat_rows(self, width).saturating_sub(1);
+        self.chat_scroll = match action {
+            Action::ScrollUp => (self.chat_scroll + rows).min(most),
+            _ => self.chat_scroll.saturating_sub(rows),
+        };
+    }
+
+    fn submit_name(&mut self, name: String) {
+        match validate_name(&name) {
+            Ok(()) => {
+                if let Screen::Login(form) = &mut self.screen {
+                    form.error = None;
+                }
+                self.intents.push(Intent::Login(Login::new(name)));
+            }
+            Err(e) => self.refuse_login(&name, e.message),
+        }
+    }
+
+    fn refuse_login(&mut self, name: &str, why: String) {
+        self.screen = Screen::Login(LoginForm {
+            name: Input::new(name.to_string()),
+            error: Some(why),
+        });
+        self.link = Link::Idle;
+    }
+
+    /// Places the selected colour at `at`: sent at once when online,
+    /// queued (and drawn as queued) when not.
+    fn place(&mut self, at: (u16, u16), now: Instant) {
+        if self.canvas.is_none() {
+            self.notify(now, "no canvas yet: wait for the connection");
+            return;
+        }
+        if self.pending.len() >= MAX_QUEUED_PIXELS {
+            self.notify(now, "too many pixels waiting: this one was not placed");
+            return;
+        }
+        let mut pixel = PendingPixel {
+            x: at.0,
+            y: at.1,
+            color: self.color,
+            tag: None,
+        };
+        if self.link == Link::Online {
+            pixel.tag = Some(self.send_pixel(&pixel));
+        } else {
+            self.notify(now, "offline: the pixel is queued and sent on reconnect");
+        }
+        self.pending.push(pixel);
+    }
+
+    fn send_pixel(&mut self, p: &PendingPixel) -> u64 {
+        let cmd = Command::Set {
+            x: p.x.into(),
+            y: p.y.into(),
+            color: p.color.into(),
+        };
+        self.send(cmd, Sent::Pixel)
+    }
+
+    fn submit_chat(&mut self, now: Instant) {
+        let line = self.input.value().to_string();
+        if line.trim().is_empty() {
+            self.input.reset();
+            self.focus = Focus::Canvas;
+            return;
+        }
+        let (cmd, sent) = match parse_chat(&line) {
+            Ok(ChatInput::Local(action)) => {
+                self.input.reset();
+                self.act(action, now);
+                return;
+            }
+            Ok(ChatInput::Send(cmd, sent)) => (cmd, sent),
+            Err(why) => {
+                self.say(ChatLine::Error(why));
+                return;
+            }
+        };
+        if self.link != Link::Online {
+            // Chat is live talk: rather than send it late, keep the text
+            // for the user to send when the connection is back.
+            self.notify(now, "offline: not sent (the text stays in the input)");
+            return;
+        }
+        self.input.reset();
+        self.chat_scroll = 0;
+        self.send(cmd, sent);
+    }
+
+    // ---- mouse ----
+
+    fn on_mouse(&mut self, mouse: MouseEvent, now: Instant) {
+        if self.overlay == Overlay::Help {
+            if matches!(mouse.kind, MouseEventKind::Down(_)) {
+                self.overlay = Overlay::None;
+            }
+            return;
+        }
+        if !matches!(self.screen, Screen::Main) {
+            return;
+        }
+        let Some(areas) = ui::layout(self.area(), self.canvas_size(), self.users.len()) else {
+            return;
+        };
+        let at = Position::new(mouse.column, mouse.row);
+        match mouse.kind {
+            MouseEventKind::Down(MouseButton::Left) => {
+                if let Some(pixel) = self.pixel_at(areas.canvas_inner, at) {
+                    self.focus = Focus::Canvas;
+                    self.cursor = pixel;
+                    self.place(pixel, now);
+                } else if let Some(i) = ui::palette_at(areas.palette, self.palette.len(), at) {
+                    self.color = i;
+                } else if areas.chat.contains(at) {
+                    self.focus = Focus::Chat;
+                }
+            }
+            MouseEventKind::ScrollUp if areas.chat.contains(at) => {
+                self.scroll_by(Action::ScrollUp, WHEEL_LINES, areas.messages.width);
+            }
+            MouseEventKind::ScrollDown if areas.chat.contains(at) => {
+                self.scroll_by(Action::ScrollDown, WHEEL_LINES, areas.messages.width);
+            }
+            _ => {}
+        }
+    }
+
+    /// The pixel a click at `at` means. A cell shows two pixels and a
+    /// click cannot tell which half was meant: it takes the upper one,
+    /// and the lower one when the cursor is already on the upper one, so
+    /// a second click on the same cell reaches it.
+    fn pixel_at(&self, inner: Rect, at: Position) -> Option<(u16, u16)> {
+        let (w, h) = self.canvas_size()?;
+        if !inner.contains(at) {
+            return None;
+        }
+        let (vx, vy) = ui::view(inner, self);
+        let x = vx + (at.x - inner.x);
+        let top = vy + 2 * (at.y - inner.y);
+        if x >= w || top >= h {
+            return None;
+        }
+        let y = if self.cursor == (x, top) && top + 1 < h {
+            top + 1
+        } else {
+            top
+        };
+        Some((x, y))
+    }
+
+    // ---- network ----
+
+    fn on_net(&mut self, event: ClientEvent, now: Instant) {
+        match event {
+            ClientEvent::Connecting { attempt } => self.link = Link::Connecting { attempt },
+            ClientEvent::Joined { welcome, snapshot } => self.on_joined(welcome, snapshot, now),
+            ClientEvent::LoginRejected(e) => {
+                let name = match &self.screen {
+                    Screen::Login(form) => form.name.value().to_string(),
+                    Screen::Main => self.me.clone().unwrap_or_default(),
+                };
+                self.refuse_login(&name, e.message);
+            }
+            ClientEvent::Event(event) => self.on_event(event, now),
+            ClientEvent::Reply { tag, result } => self.on_reply(tag, result, now),
+            ClientEvent::Rtt(rtt) => self.rtt = Some(rtt),
+            ClientEvent::Disconnected { reason, retry_in } => {
+                if self.link == Link::Online {
+                    self.say(ChatLine::Error(format!("connection lost: {reason}")));
+                }
+                self.users.clear();
+                self.rtt = None;
+                self.link = Link::Retrying {
+                    at: now + retry_in,
+                    reason,
+                };
+            }
+            ClientEvent::Stopped { reason } => {
+                self.say(ChatLine::Error(format!("gave up: {reason}")));
+                self.link = Link::Offline { reason };
+            }
+        }
+    }
+
+    fn on_joined(
+        &mut self,
+        welcome: Welcome,
+        snapshot: Option<std::sync::Arc<Snapshot>>,
+        now: Instant,
+    ) {
+        self.screen = Screen::Main;
+        self.link = Link::Online;
+        self.users = welcome.users;
+        self.users.sort_by_key(|n| n.to_ascii_lowercase());
+        if !welcome.palette.is_empty() {
+            self.palette = welcome
+                .palette
+                .into_iter()
+                .map(|(rgb, name)| Swatch { rgb, name })
+                .collect();
+            self.color = self.color.min(self.palette.len() as u8 - 1);
+        }
+        let verb = if self.joined_before {
+            "reconnected"
+        } else {
+            "joined"
+        };
+        match snapshot {
+            Some(s) => {
+                let replaced = self.canvas.as_ref().is_some_and(|c| c.id != s.canvas_id);
+                self.canvas = Some(Canvas::from_snapshot(&s));
+                self.say(ChatLine::Info(format!(
+                    "{verb} as {} (canvas {}x{}, seq {})",
+                    welcome.name, s.width, s.height, s.seq
+                )));
+                if replaced {
+                    self.say(ChatLine::Info(
+                        "the server has a new canvas (it restarted without its data)".into(),
+                    ));
+                }
+            }
+            None => self.say(ChatLine::Info(format!(
+                "{verb} as {} (resumed up to seq {})",
+                welcome.name, welcome.seq
+            ))),
+        }
+        self.me = Some(welcome.name);
+        self.joined_before = true;
+        self.resyncing = false;
+        if let Some((w, h)) = self.canvas_size() {
+            self.cursor = (self.cursor.0.min(w - 1), self.cursor.1.min(h - 1));
+        }
+        self.follow_cursor();
+        self.flush_queue(now);
+    }
+
+    /// Sends the pixels placed while offline.
+    fn flush_queue(&mut self, now: Instant) {
+        let mut sent = 0;
+        for i in 0..self.pending.len() {
+            if self.pending[i].tag.is_none() {
+                let pixel = self.pending[i];
+                self.pending[i].tag = Some(self.send_pixel(&pixel));
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            self.notify(now, format!("sending {sent} queued pixel(s)"));
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Pixel(p) => {
+                let Some(canvas) = &mut self.canvas else {
+                    return;
+                };
+                if canvas.apply(&p) == Applied::Gap && !self.resyncing {
+                    // The server promises no gaps; if one shows, the canvas
+                    // is wrong, and a fresh snapshot is the cure.
+                    self.resyncing = true;
+                    self.send(Command::Canvas, Sent::Canvas);
+                }
+            }
+            Event::Joined { name } => {
+                if !self.users.iter().any(|u| u.eq_ignore_ascii_case(&name)) {
+                    self.users.push(name.to_string());
+                    self.users.sort_by_key(|n| n.to_ascii_lowercase());
+                }
+                self.say(ChatLine::Joined(name.to_string()));
+            }
+            Event::Left { name } => {
+                self.users.retain(|u| !u.eq_ignore_ascii_case(&name));
+                self.say(ChatLine::Left(name.to_string()));
+            }
+            Event::Msg { from, text } => self.say(ChatLine::Msg {
+                from: from.to_string(),
+                text: text.to_string(),
+            }),
+            Event::Dm { from, text } => self.say(ChatLine::DmIn {
+                from: from.to_string(),
+                text: text.to_string(),
+            }),
+            Event::Bye { code, text } => {
+                self.notify(now, format!("server: {text} ({code})"));
+            }
+        }
+    }
+
+    fn on_reply(&mut self, tag: u64, result: Result<Reply, RequestError>, now: Instant) {
+        let Some(sent) = self.in_flight.remove(&tag) else {
+            return;
+        };
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => return self.unanswered(tag, sent, e, now),
+        };
+        match (sent, reply) {
+            (Sent::Pixel, Reply::Error(e)) => {
+                if let Some(i) = self.pending.iter().position(|p| p.tag == Some(tag)) {
+                    let p = self.pending.remove(i);
+                    self.notify(now, format!("pixel ({},{}) not placed: {e}", p.x, p.y));
+                }
+            }
+            (Sent::Pixel, _) => self.pending.retain(|p| p.tag != Some(tag)),
+            (Sent::Say { .. }, Reply::Ok) => {}
+            (Sent::Tell { to, text, .. }, Reply::Ok) => self.say(ChatLine::DmOut { to, text }),
+            (Sent::Who, Reply::Who { users }) => {
+                self.say(ChatLine::Info(format!(
+                    "online ({}): {}",
+                    users.len(),
+                    users.join(", ")
+                )));
+                self.users = users;
+                self.users.sort_by_key(|n| n.to_ascii_lowercase());
+            }
+            (Sent::Canvas, Reply::Canvas(s)) => {
+                self.resyncing = false;
+                if self.canvas.as_ref().is_none_or(|c| c.id == s.canvas_id) {
+                    self.canvas = Some(Canvas::from_snapshot(&s));
+                }
+            }
+            (sent, Reply::Error(e)) => {
+                match sent {
+                    Sent::Canvas => self.resyncing = false,
+                    Sent::Say { line } | Sent::Tell { line, .. } => self.restore_line(line),
+                    Sent::Pixel | Sent::Who => {}
+                }
+                self.say(ChatLine::Error(e.to_string()));
+                self.notify(now, e.to_string());
+            }
+            (_, other) => tracing::debug!(?other, "unexpected reply"),
+        }
+    }
+
+    /// A command that got no answer: pixels wait for the next connection,
+    /// chat goes back into the input so nothing typed is lost.
+    fn unanswered(&mut self, tag: u64, sent: Sent, why: RequestError, now: Instant) {
+        match sent {
+            Sent::Pixel => {
+                for p in self.pending.iter_mut().filter(|p| p.tag == Some(tag)) {
+                    p.tag = None;
+                }
+                if self.link == Link::Online {
+                    // Lost although we think we are online: the drop report
+                    // is on its way; the next join sends it.
+                    self.notify(now, "pixel queued: the connection dropped");
+                }
+            }
+            Sent::Say { line } | Sent::Tell { line, .. } => {
+                self.restore_line(line);
+                self.notify(
+                    now,
+                    format!("not sent ({why}): the text is back in the input"),
+                );
+            }
+            Sent::Canvas => self.resyncing = false,
+            Sent::Who => {}
+        }
+    }
+
+    /// Puts a chat line that did not go through back into an empty input.
+    fn restore_line(&mut self, line: String) {
+        if self.input.value().is_empty() {
+            self.input = Input::new(line);
+        }
+    }
+}
+
+/// What a chat input line asks for.
+enum ChatInput {
+    Send(Command, Sent),
+    Local(Action),
+}
+
+/// Reads a chat line: text to say, or a `/command`.
+fn parse_chat(line: &str) -> Result<ChatInput, String> {
+    let Some(rest) = line.strip_prefix('/') else {
+        return Ok(say(line, line));
+    };
+    if rest.starts_with('/') {
+        // "//text" says "/text".
+        return Ok(say(rest, line));
+    }
+    let (word, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    let args = args.trim_start();
+    match word.to_ascii_lowercase().as_str() {
+        "tell" | "msg" => {
+            let (to, text) = args.split_once(' ').unwrap_or((args, ""));
+            let text = text.trim_start();
+            if to.is_empty() || text.is_empty() {
+                return Err("usage: /tell NAME text".into());
+            }
+            Ok(ChatInput::Send(
+                Command::Tell {
+                    to: to.to_string(),
+                    text: text.to_string(),
+                },
+                Sent::Tell {
+                    to: to.to_string(),
+                    text: text.to_string(),
+                    line: line.to_string(),
+                },
+            ))
+        }
+        "who" => Ok(ChatInput::Send(Command::Who, Sent::Who)),
+        "help" => Ok(ChatInput::Local(Action::Help)),
+        "quit" => Ok(ChatInput::Local(Action::Quit)),
+        _ => Err(format!(
+            "unknown command /{word}: try /tell NAME text, /who, /help, /quit (// to say a line starting with /)"
+        )),
+    }
+}
+
+fn say(text: &str, line: &str) -> ChatInput {
+    ChatInput::Send(
+        Command::Say {
+            text: text.to_string(),
+        },
+        Sent::Say {
+            line: line.to_string(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;

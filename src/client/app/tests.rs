@@ -1,0 +1,583 @@
+//! Key presses and server reports driven into the state, checked the way a
+//! user would notice them.
+
+use std::sync::Arc;
+
+use ratatui::crossterm::event::{KeyCode, KeyModifiers};
+
+use super::*;
+use crate::client::testing::*;
+use crate::protocol::{ErrorCode, WireError};
+
+fn press(app: &mut App, events: impl IntoIterator<Item = AppEvent>) -> Vec<Intent> {
+    events
+        .into_iter()
+        .flat_map(|e| app.update(e, t0()))
+        .collect()
+}
+
+fn typed(text: &str) -> Vec<AppEvent> {
+    text.chars().map(key).collect()
+}
+
+fn sent(intents: &[Intent]) -> Vec<(u64, Command)> {
+    intents
+        .iter()
+        .filter_map(|i| match i {
+            Intent::Send { tag, cmd } => Some((*tag, cmd.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pixel(seq: u64, x: u16, y: u16, color: u8) -> AppEvent {
+    net(ClientEvent::Event(Event::Pixel(Pixel {
+        seq,
+        x,
+        y,
+        color,
+        name: Arc::from("bob"),
+    })))
+}
+
+fn reply(tag: u64, reply: Reply) -> AppEvent {
+    net(ClientEvent::Reply {
+        tag,
+        result: Ok(reply),
+    })
+}
+
+fn error(code: ErrorCode, message: &str) -> Reply {
+    Reply::Error(WireError::new(code, message))
+}
+
+#[test]
+fn arrows_and_hjkl_move_the_cursor_within_the_canvas() {
+    let mut app = online();
+    press(&mut app, [key('l'), key('l'), code(KeyCode::Right)]);
+    press(
+        &mut app,
+        [key('j'), code(KeyCode::Down), key('j'), key('j')],
+    );
+    assert_eq!(app.cursor, (3, 4));
+    press(&mut app, [key('k'), code(KeyCode::Up), key('h')]);
+    assert_eq!(app.cursor, (2, 2));
+    // Shift moves 8, and the edges hold.
+    press(&mut app, [shift(KeyCode::Right)]);
+    assert_eq!(app.cursor, (7, 2));
+    press(&mut app, [key('J')]);
+    assert_eq!(app.cursor, (7, 5));
+    press(&mut app, [key('H'), key('K'), key('h'), key('k')]);
+    assert_eq!(app.cursor, (0, 0));
+}
+
+#[test]
+fn space_places_the_selected_colour_and_the_reply_settles_it() {
+    let mut app = online();
+    press(&mut app, typed("lllljj"));
+    let intents = press(&mut app, [key('5'), key(' ')]);
+    let sends = sent(&intents);
+    assert_eq!(
+        sends.iter().map(|s| s.1.clone()).collect::<Vec<_>>(),
+        vec![Command::Set {
+            x: 4,
+            y: 2,
+            color: 5
+        }]
+    );
+    let tag = sends[0].0;
+    assert_eq!(
+        app.pending,
+        vec![PendingPixel {
+            x: 4,
+            y: 2,
+            color: 5,
+            tag: Some(tag)
+        }]
+    );
+    press(
+        &mut app,
+        [reply(tag, Reply::Set { seq: 1 }), pixel(1, 4, 2, 5)],
+    );
+    assert!(app.pending.is_empty());
+    let canvas = app.canvas.as_ref().unwrap();
+    assert_eq!((canvas.get(4, 2), canvas.seq), (Some(5), 1));
+}
+
+#[test]
+fn palette_keys_step_wrap_and_pick() {
+    let mut app = online();
+    press(&mut app, [key('0'), key('[')]);
+    assert_eq!(app.color, 15);
+    press(&mut app, [key(']'), key(']')]);
+    assert_eq!(app.color, 1);
+    press(&mut app, [key('a')]);
+    assert_eq!(app.color, 10);
+    press(&mut app, [key('f')]);
+    assert_eq!((app.color, app.color_name(app.color)), (15, "purple"));
+}
+
+#[test]
+fn pixel_events_apply_in_seq_order_and_a_gap_asks_for_the_canvas() {
+    let mut app = online();
+    press(&mut app, [pixel(1, 0, 0, 5), pixel(2, 1, 0, 6)]);
+    // A replayed event the canvas already has changes nothing.
+    press(&mut app, [pixel(1, 0, 0, 9)]);
+    let canvas = app.canvas.as_ref().unwrap();
+    assert_eq!(
+        (canvas.get(0, 0), canvas.get(1, 0), canvas.seq),
+        (Some(5), Some(6), 2)
+    );
+    let intents = press(&mut app, [pixel(5, 2, 0, 7)]);
+    let sends = sent(&intents);
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].1, Command::Canvas);
+    // Only one repair at a time.
+    assert!(sent(&press(&mut app, [pixel(7, 2, 0, 7)])).is_empty());
+    let mut fixed = (*snapshot(1, 8, 6, 7)).clone();
+    fixed.pixels[3] = 12;
+    press(
+        &mut app,
+        [reply(sends[0].0, Reply::Canvas(Arc::new(fixed)))],
+    );
+    let canvas = app.canvas.as_ref().unwrap();
+    assert_eq!((canvas.get(3, 0), canvas.seq), (Some(12), 7));
+}
+
+#[test]
+fn pixels_placed_offline_are_queued_then_sent_after_reconnect() {
+    let mut app = online();
+    press(
+        &mut app,
+        [net(ClientEvent::Disconnected {
+            reason: "the server closed the connection".into(),
+            retry_in: Duration::from_secs(2),
+        })],
+    );
+    assert!(matches!(app.link, Link::Retrying { .. }));
+    assert!(app.users.is_empty());
+    let intents = press(&mut app, [key('l'), key('7'), key(' ')]);
+    assert!(sent(&intents).is_empty(), "nothing goes out offline");
+    assert_eq!(app.queued(), 1);
+    assert!(app.notice.as_ref().unwrap().text.contains("queued"));
+
+    // Back, resumed: the queued pixel goes out.
+    let snap = snapshot(1, 8, 6, 0);
+    let intents = press(
+        &mut app,
+        [net(ClientEvent::Joined {
+            welcome: welcome("alice", &snap, &["alice"], true),
+            snapshot: None,
+        })],
+    );
+    let sends = sent(&intents);
+    assert_eq!(
+        sends.iter().map(|s| s.1.clone()).collect::<Vec<_>>(),
+        vec![Command::Set {
+            x: 1,
+            y: 0,
+            color: 7
+        }]
+    );
+    assert_eq!(app.queued(), 0);
+    // Lost again before the answer: queued again, not dropped.
+    press(
+        &mut app,
+        [net(ClientEvent::Reply {
+            tag: sends[0].0,
+            result: Err(RequestError::ConnectionLost),
+        })],
+    );
+    assert_eq!(app.queued(), 1);
+}
+
+#[test]
+fn a_server_error_is_a_brief_notice_not_a_crash() {
+    let mut app = online();
+    let tag = sent(&press(&mut app, [key(' ')]))[0].0;
+    let start = t0();
+    app.update(
+        reply(tag, error(ErrorCode::Other("cooldown".into()), "1500")),
+        start,
+    );
+    assert!(app.pending.is_empty(), "a refused pixel is not kept");
+    let notice = app.notice.clone().expect("a notice");
+    assert!(notice.text.contains("cooldown"), "{}", notice.text);
+    app.update(AppEvent::Tick, start + NOTICE_TIME / 2);
+    assert!(app.notice.is_some());
+    app.update(AppEvent::Tick, start + NOTICE_TIME);
+    assert!(app.notice.is_none(), "the notice goes away by itself");
+    assert_eq!(app.link, Link::Online);
+}
+
+#[test]
+fn enter_focuses_chat_enter_sends_and_esc_returns() {
+    let mut app = online();
+    press(&mut app, [code(KeyCode::Enter)]);
+    assert_eq!(app.focus, Focus::Chat);
+    // Drawing keys type in the chat: q does not quit here.
+    let intents = press(&mut app, typed("hi q"));
+    assert!(intents.is_empty(), "{intents:?}");
+    let intents = press(&mut app, [code(KeyCode::Enter)]);
+    assert_eq!(
+        sent(&intents)[0].1,
+        Command::Say {
+            text: "hi q".into()
+        }
+    );
+    assert_eq!(app.input.value(), "");
+    assert_eq!(app.focus, Focus::Chat);
+    press(&mut app, typed("draft"));
+    press(&mut app, [code(KeyCode::Esc)]);
+    assert_eq!(app.focus, Focus::Canvas);
+    assert_eq!(app.input.value(), "draft", "Esc keeps the text");
+    // An empty Enter goes back to drawing too.
+    press(
+        &mut app,
+        [code(KeyCode::Enter), ctrl('u'), code(KeyCode::Enter)],
+    );
+    assert_eq!(app.focus, Focus::Canvas);
+}
+
+#[test]
+fn tell_and_who_commands() {
+    let mut app = online();
+    let intents = press(&mut app, [key('/')]);
+    assert!(intents.is_empty());
+    assert_eq!((app.focus, app.input.value()), (Focus::Chat, "/"));
+    press(&mut app, typed("tell bob see you"));
+    let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
+    assert_eq!(
+        sends[0].1,
+        Command::Tell {
+            to: "bob".into(),
+            text: "see you".into()
+        }
+    );
+    press(&mut app, [reply(sends[0].0, Reply::Ok)]);
+    assert_eq!(
+        app.chat.back(),
+        Some(&ChatLine::DmOut {
+            to: "bob".into(),
+            text: "see you".into()
+        })
+    );
+
+    press(&mut app, typed("/who"));
+    let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
+    assert_eq!(sends[0].1, Command::Who);
+    press(
+        &mut app,
+        [reply(
+            sends[0].0,
+            Reply::Who {
+                users: vec!["alice".into(), "bob".into(), "Carol".into()],
+            },
+        )],
+    );
+    assert_eq!(
+        app.chat.back(),
+        Some(&ChatLine::Info("online (3): alice, bob, Carol".into()))
+    );
+    assert_eq!(app.users, ["alice", "bob", "Carol"]);
+
+    press(&mut app, typed("/tell bob"));
+    assert!(sent(&press(&mut app, [code(KeyCode::Enter)])).is_empty());
+    assert_eq!(
+        app.chat.back(),
+        Some(&ChatLine::Error("usage: /tell NAME text".into()))
+    );
+}
+
+#[test]
+fn a_dm_to_nobody_shows_the_server_error_and_keeps_the_text() {
+    let mut app = online();
+    press(&mut app, [code(KeyCode::Enter)]);
+    press(&mut app, typed("/tell zed hi"));
+    let tag = sent(&press(&mut app, [code(KeyCode::Enter)]))[0].0;
+    press(
+        &mut app,
+        [reply(
+            tag,
+            error(ErrorCode::NoSuchUser, "nobody called zed is online"),
+        )],
+    );
+    assert_eq!(
+        app.chat.back(),
+        Some(&ChatLine::Error(
+            "no_such_user: nobody called zed is online".into()
+        ))
+    );
+    assert_eq!(app.input.value(), "/tell zed hi");
+}
+
+#[test]
+fn chat_offline_is_not_sent_and_the_text_stays() {
+    let mut app = online();
+    press(
+        &mut app,
+        [net(ClientEvent::Disconnected {
+            reason: "gone".into(),
+            retry_in: Duration::from_secs(1),
+        })],
+    );
+    press(&mut app, [code(KeyCode::Enter)]);
+    press(&mut app, typed("anyone?"));
+    assert!(sent(&press(&mut app, [code(KeyCode::Enter)])).is_empty());
+    assert_eq!(app.input.value(), "anyone?");
+    assert!(app.notice.as_ref().unwrap().text.contains("not sent"));
+}
+
+#[test]
+fn chat_events_fill_the_scrollback_and_the_user_list() {
+    let mut app = online();
+    let ev = |e: Event| net(ClientEvent::Event(e));
+    press(
+        &mut app,
+        [
+            ev(Event::Joined {
+                name: Arc::from("carol"),
+            }),
+            ev(Event::Msg {
+                from: Arc::from("carol"),
+                text: Arc::from("hello all"),
+            }),
+            ev(Event::Dm {
+                from: Arc::from("bob"),
+                text: Arc::from("psst"),
+            }),
+            ev(Event::Left {
+                name: Arc::from("bob"),
+            }),
+        ],
+    );
+    let tail: Vec<&ChatLine> = app.chat.iter().rev().take(4).rev().collect();
+    assert_eq!(
+        tail,
+        [
+            &ChatLine::Joined("carol".into()),
+            &ChatLine::Msg {
+                from: "carol".into(),
+                text: "hello all".into()
+            },
+            &ChatLine::DmIn {
+                from: "bob".into(),
+                text: "psst".into()
+            },
+            &ChatLine::Left("bob".into()),
+        ]
+    );
+    assert_eq!(app.users, ["alice", "carol"]);
+}
+
+#[test]
+fn login_screen_checks_the_name_and_shows_the_servers_refusal() {
+    let mut app = App::new(SERVER, None, ColorMode::TrueColor);
+    assert!(app.start().is_empty());
+    assert!(matches!(app.screen, Screen::Login(_)));
+    let intents = press(&mut app, typed("bad name"));
+    assert!(intents.is_empty());
+    assert!(press(&mut app, [code(KeyCode::Enter)]).is_empty());
+    let Screen::Login(form) = &app.screen else {
+        panic!("still on the login screen");
+    };
+    assert!(form.error.as_ref().unwrap().contains("letters, digits"));
+
+    press(&mut app, [ctrl('u')]);
+    press(&mut app, typed("alice"));
+    let intents = press(&mut app, [code(KeyCode::Enter)]);
+    assert_eq!(intents, vec![Intent::Login(Login::new("alice"))]);
+    press(
+        &mut app,
+        [net(ClientEvent::LoginRejected(WireError::new(
+            ErrorCode::NameTaken,
+            "alice is already online",
+        )))],
+    );
+    let Screen::Login(form) = &app.screen else {
+        panic!("back on the login screen");
+    };
+    assert_eq!(form.error.as_deref(), Some("alice is already online"));
+    assert_eq!(form.name.value(), "alice", "the name stays to be edited");
+    // 'q' is a letter of a name here, not quit.
+    assert!(press(&mut app, [key('q')]).is_empty());
+    assert_eq!(press(&mut app, [code(KeyCode::Esc)]), vec![Intent::Quit]);
+}
+
+#[test]
+fn an_invalid_name_flag_opens_the_login_screen_with_the_reason() {
+    let mut app = App::new(SERVER, Some("no spaces".into()), ColorMode::TrueColor);
+    assert!(app.start().is_empty(), "nothing is sent for a bad name");
+    let Screen::Login(form) = &app.screen else {
+        panic!("login screen");
+    };
+    assert_eq!(form.name.value(), "no spaces");
+    assert!(form.error.is_some());
+}
+
+#[test]
+fn a_restarted_server_with_a_new_canvas_replaces_the_old_one() {
+    let mut app = online();
+    press(&mut app, [pixel(1, 2, 2, 5)]);
+    press(
+        &mut app,
+        [net(ClientEvent::Disconnected {
+            reason: "gone".into(),
+            retry_in: Duration::from_secs(1),
+        })],
+    );
+    // The last canvas stays on screen while offline.
+    assert_eq!(app.canvas.as_ref().unwrap().get(2, 2), Some(5));
+    let mut fresh = (*snapshot(2, 8, 6, 1)).clone();
+    fresh.pixels[1] = 10;
+    let fresh = Arc::new(fresh);
+    press(&mut app, [joined(fresh, &["alice"])]);
+    let canvas = app.canvas.as_ref().unwrap();
+    assert_eq!((canvas.id, canvas.seq), (2, 1));
+    assert_eq!((canvas.get(2, 2), canvas.get(1, 0)), (Some(0), Some(10)));
+    assert!(
+        app.chat
+            .iter()
+            .any(|l| matches!(l, ChatLine::Info(t) if t.contains("new canvas")))
+    );
+    assert_eq!(app.link, Link::Online);
+}
+
+#[test]
+fn q_and_ctrl_c_quit_and_signals_too() {
+    let mut app = online();
+    assert_eq!(press(&mut app, [key('q')]), vec![Intent::Quit]);
+    press(&mut app, [code(KeyCode::Enter)]);
+    assert_eq!(press(&mut app, [ctrl('c')]), vec![Intent::Quit]);
+    assert_eq!(press(&mut app, [AppEvent::Quit]), vec![Intent::Quit]);
+}
+
+#[test]
+fn question_mark_opens_help_and_any_key_closes_it() {
+    let mut app = online();
+    press(&mut app, [key('?')]);
+    assert_eq!(app.overlay, Overlay::Help);
+    // The closing key does nothing else.
+    assert!(press(&mut app, [key(' ')]).is_empty());
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn a_click_places_at_the_clicked_pixel_and_a_second_click_reaches_the_lower_half() {
+    let mut app = online();
+    let areas = ui::layout(app.area(), app.canvas_size(), app.users.len()).unwrap();
+    let inner = areas.canvas_inner;
+    let click = |col: u16, row: u16| {
+        AppEvent::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: col,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    press(&mut app, [key('5')]);
+    let first = sent(&press(&mut app, [click(inner.x + 3, inner.y + 2)]));
+    assert_eq!(
+        first[0].1,
+        Command::Set {
+            x: 3,
+            y: 4,
+            color: 5
+        }
+    );
+    assert_eq!(app.cursor, (3, 4));
+    let second = sent(&press(&mut app, [click(inner.x + 3, inner.y + 2)]));
+    assert_eq!(
+        second[0].1,
+        Command::Set {
+            x: 3,
+            y: 5,
+            color: 5
+        }
+    );
+    // A click on a palette swatch selects it.
+    let slot = ui::palette_slot(areas.palette, 12);
+    press(&mut app, [click(slot.x + 2, slot.y)]);
+    assert_eq!(app.color, 12);
+}
+
+#[test]
+fn the_view_follows_the_cursor_on_a_canvas_larger_than_the_window() {
+    let mut app = App::new(SERVER, Some("alice".into()), ColorMode::TrueColor);
+    app.start();
+    app.update(
+        AppEvent::Resize {
+            width: 80,
+            height: 24,
+        },
+        t0(),
+    );
+    app.update(joined(snapshot(1, 64, 64, 0), &["alice"]), t0());
+    assert_eq!(app.view, (0, 0));
+    let inner = ui::layout(app.area(), app.canvas_size(), 1)
+        .unwrap()
+        .canvas_inner;
+    assert!(inner.width < 64 && inner.height < 32, "{inner:?}");
+    press(&mut app, vec![key('L'); 8]);
+    press(&mut app, vec![key('J'); 8]);
+    assert_eq!(app.cursor, (63, 63));
+    assert_eq!(app.view, (64 - inner.width, 64 - 2 * inner.height));
+    press(&mut app, vec![key('H'); 8]);
+    assert_eq!(app.view.0, 0);
+    // A bigger window shows it all again.
+    app.update(
+        AppEvent::Resize {
+            width: 120,
+            height: 40,
+        },
+        t0(),
+    );
+    assert_eq!(app.view, (0, 0));
+}
+
+#[test]
+fn chat_scrolls_back_and_follows_again() {
+    let mut app = online();
+    for i in 0..100 {
+        app.update(
+            net(ClientEvent::Event(Event::Msg {
+                from: Arc::from("bob"),
+                text: Arc::from(format!("line {i}").as_str()),
+            })),
+            t0(),
+        );
+    }
+    press(&mut app, [code(KeyCode::PageUp)]);
+    let one_page = app.chat_scroll;
+    assert!(one_page > 0);
+    press(&mut app, [code(KeyCode::PageUp), code(KeyCode::PageDown)]);
+    assert_eq!(app.chat_scroll, one_page);
+    press(&mut app, [code(KeyCode::End)]);
+    assert_eq!(app.chat_scroll, 0);
+    for _ in 0..100 {
+        press(&mut app, [code(KeyCode::PageUp)]);
+    }
+    assert!(app.chat_scroll < 110, "scrolling stops at the top");
+}
+
+#[test]
+fn the_chat_keeps_a_bounded_scrollback() {
+    let mut app = online();
+    for i in 0..CHAT_LINES + 10 {
+        app.update(
+            net(ClientEvent::Event(Event::Msg {
+                from: Arc::from("bob"),
+                text: Arc::from(format!("{i}").as_str()),
+            })),
+            t0(),
+        );
+    }
+    assert_eq!(app.chat.len(), CHAT_LINES);
+    assert_eq!(
+        app.chat.back(),
+        Some(&ChatLine::Msg {
+            from: "bob".into(),
+            text: format!("{}", CHAT_LINES + 9)
+        })
+    );
+}

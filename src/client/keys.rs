@@ -1,0 +1,331 @@
+//! The one key table. The handler looks keys up here and the help overlay
+//! prints these same rows, so the two cannot disagree.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// How far Shift moves the cursor.
+pub const FAST: i32 = 8;
+
+/// What a key does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Move the cursor by this many pixels.
+    Move {
+        /// Columns (negative: left).
+        dx: i32,
+        /// Rows (negative: up).
+        dy: i32,
+    },
+    /// Place the selected colour at the cursor.
+    Place,
+    /// Select the previous palette colour.
+    PrevColor,
+    /// Select the next palette colour.
+    NextColor,
+    /// Select the colour with this palette index.
+    PickColor(u8),
+    /// Focus the chat input.
+    Chat,
+    /// Focus the chat input with a `/` typed.
+    Command,
+    /// Scroll the chat back.
+    ScrollUp,
+    /// Scroll the chat forward.
+    ScrollDown,
+    /// Follow the newest chat lines again.
+    Follow,
+    /// Show the help overlay.
+    Help,
+    /// Leave.
+    Quit,
+    /// Chat: send the line.
+    Send,
+    /// Chat: back to drawing.
+    Back,
+}
+
+/// A key, as the table matches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    /// The key alone. For characters Shift does not count, because it is
+    /// part of the character (`?`, `H`).
+    Key(KeyCode),
+    /// The key with Shift.
+    Shift(KeyCode),
+    /// A letter with Ctrl.
+    Ctrl(char),
+    /// `0-9` and `a-f`: the palette index as a hex digit, the same digit
+    /// that stands for the colour in the text mode's `CANVAS` rows.
+    HexDigit,
+}
+
+impl Pattern {
+    /// The action `key` triggers through this pattern, if it matches.
+    fn matches(self, key: &KeyEvent, action: Action) -> Option<Action> {
+        let mods = key.modifiers;
+        let hit = match self {
+            Pattern::Key(code @ KeyCode::Char(_)) => {
+                key.code == code && mods.difference(KeyModifiers::SHIFT).is_empty()
+            }
+            Pattern::Key(code) => key.code == code && mods.is_empty(),
+            Pattern::Shift(code) => key.code == code && mods == KeyModifiers::SHIFT,
+            Pattern::Ctrl(c) => key.code == KeyCode::Char(c) && mods == KeyModifiers::CONTROL,
+            Pattern::HexDigit => {
+                return match key.code {
+                    KeyCode::Char(c @ ('0'..='9' | 'a'..='f')) if mods.is_empty() => {
+                        c.to_digit(16).map(|d| Action::PickColor(d as u8))
+                    }
+                    _ => None,
+                };
+            }
+        };
+        hit.then_some(action)
+    }
+}
+
+/// One key and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding {
+    /// The key.
+    pub pattern: Pattern,
+    /// What it does.
+    pub action: Action,
+}
+
+/// One line of the help: how the keys are written, what they do, and the
+/// bindings behind them. A row without bindings documents keys another
+/// component handles (the line editor's).
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// The keys as the help shows them.
+    pub keys: &'static str,
+    /// What they do.
+    pub help: &'static str,
+    /// The keys as the handler matches them.
+    pub bindings: &'static [Binding],
+}
+
+const fn b(pattern: Pattern, action: Action) -> Binding {
+    Binding { pattern, action }
+}
+
+const fn mv(dx: i32, dy: i32) -> Action {
+    Action::Move { dx, dy }
+}
+
+use KeyCode::{Char, Down, End, Enter, Esc, Left, PageDown, PageUp, Right, Up};
+use Pattern::{Ctrl, HexDigit, Key, Shift};
+
+/// Keys that work on every screen.
+pub const ANYWHERE: &[Row] = &[Row {
+    keys: "Ctrl-C",
+    help: "quit, from anywhere",
+    bindings: &[b(Ctrl('c'), Action::Quit)],
+}];
+
+/// Keys while drawing (the canvas has the focus).
+pub const DRAWING: &[Row] = &[
+    Row {
+        keys: "←↓↑→ h j k l",
+        help: "move the cursor",
+        bindings: &[
+            b(Key(Left), mv(-1, 0)),
+            b(Key(Down), mv(0, 1)),
+            b(Key(Up), mv(0, -1)),
+            b(Key(Right), mv(1, 0)),
+            b(Key(Char('h')), mv(-1, 0)),
+            b(Key(Char('j')), mv(0, 1)),
+            b(Key(Char('k')), mv(0, -1)),
+            b(Key(Char('l')), mv(1, 0)),
+        ],
+    },
+    Row {
+        keys: "Shift+←↓↑→ HJKL",
+        help: "move 8 pixels",
+        bindings: &[
+            b(Shift(Left), mv(-FAST, 0)),
+            b(Shift(Down), mv(0, FAST)),
+            b(Shift(Up), mv(0, -FAST)),
+            b(Shift(Right), mv(FAST, 0)),
+            b(Key(Char('H')), mv(-FAST, 0)),
+            b(Key(Char('J')), mv(0, FAST)),
+            b(Key(Char('K')), mv(0, -FAST)),
+            b(Key(Char('L')), mv(FAST, 0)),
+        ],
+    },
+    Row {
+        keys: "Space",
+        help: "place the selected colour",
+        bindings: &[b(Key(Char(' ')), Action::Place)],
+    },
+    Row {
+        keys: "[  ]",
+        help: "previous / next colour",
+        bindings: &[
+            b(Key(Char('[')), Action::PrevColor),
+            b(Key(Char(']')), Action::NextColor),
+        ],
+    },
+    Row {
+        keys: "0-9  a-f",
+        help: "pick a colour by its key",
+        bindings: &[b(HexDigit, Action::PickColor(0))],
+    },
+    Row {
+        keys: "Enter",
+        help: "chat: type a message",
+        bindings: &[b(Key(Enter), Action::Chat)],
+    },
+    Row {
+        keys: "/",
+        help: "chat: type a /command",
+        bindings: &[b(Key(Char('/')), Action::Command)],
+    },
+    Row {
+        keys: "PgUp PgDn End",
+        help: "scroll the chat; End follows",
+        bindings: &[
+            b(Key(PageUp), Action::ScrollUp),
+            b(Key(PageDown), Action::ScrollDown),
+            b(Key(End), Action::Follow),
+        ],
+    },
+    Row {
+        keys: "?",
+        help: "this help",
+        bindings: &[b(Key(Char('?')), Action::Help)],
+    },
+    Row {
+        keys: "q",
+        help: "quit",
+        bindings: &[b(Key(Char('q')), Action::Quit)],
+    },
+];
+
+/// Keys while the chat input has the focus.
+pub const CHATTING: &[Row] = &[
+    Row {
+        keys: "Enter",
+        help: "send; an empty line goes back",
+        bindings: &[b(Key(Enter), Action::Send)],
+    },
+    Row {
+        keys: "Esc",
+        help: "back to drawing, text kept",
+        bindings: &[b(Key(Esc), Action::Back)],
+    },
+    Row {
+        keys: "PgUp PgDn",
+        help: "scroll the chat",
+        bindings: &[
+            b(Key(PageUp), Action::ScrollUp),
+            b(Key(PageDown), Action::ScrollDown),
+        ],
+    },
+    Row {
+        keys: "← → Home End",
+        help: "edit; Ctrl-W/U delete",
+        bindings: &[],
+    },
+];
+
+/// What the mouse does, for the help.
+pub const MOUSE: &[(&str, &str)] = &[
+    ("click a cell", "place on its upper pixel;"),
+    ("", "click again for the lower one"),
+    ("click a colour", "select it"),
+    ("wheel on chat", "scroll the chat"),
+];
+
+/// Chat commands, for the help.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("/tell NAME text", "direct msg"),
+    ("/who", "who is online"),
+    ("/help", "this help"),
+    ("/quit", "quit"),
+];
+
+/// The action `key` triggers in `rows`, if any.
+pub fn lookup(rows: &[Row], key: &KeyEvent) -> Option<Action> {
+    rows.iter()
+        .flat_map(|row| row.bindings)
+        .find_map(|binding| binding.pattern.matches(key, binding.action))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode, mods: KeyModifiers) -> KeyEvent {
+        KeyEvent::new(code, mods)
+    }
+
+    #[test]
+    fn moves_and_fast_moves() {
+        let none = KeyModifiers::NONE;
+        assert_eq!(lookup(DRAWING, &key(Char('h'), none)), Some(mv(-1, 0)));
+        assert_eq!(lookup(DRAWING, &key(Down, none)), Some(mv(0, 1)));
+        assert_eq!(
+            lookup(DRAWING, &key(Left, KeyModifiers::SHIFT)),
+            Some(mv(-FAST, 0))
+        );
+        // Terminals report Shift+l as 'L', with or without the flag.
+        assert_eq!(
+            lookup(DRAWING, &key(Char('L'), KeyModifiers::SHIFT)),
+            Some(mv(FAST, 0))
+        );
+        assert_eq!(lookup(DRAWING, &key(Char('L'), none)), Some(mv(FAST, 0)));
+        assert_eq!(lookup(DRAWING, &key(Left, KeyModifiers::CONTROL)), None);
+    }
+
+    #[test]
+    fn hex_digits_pick_colours() {
+        let none = KeyModifiers::NONE;
+        assert_eq!(
+            lookup(DRAWING, &key(Char('0'), none)),
+            Some(Action::PickColor(0))
+        );
+        assert_eq!(
+            lookup(DRAWING, &key(Char('5'), none)),
+            Some(Action::PickColor(5))
+        );
+        assert_eq!(
+            lookup(DRAWING, &key(Char('f'), none)),
+            Some(Action::PickColor(15))
+        );
+        assert_eq!(lookup(DRAWING, &key(Char('g'), none)), None);
+        assert_eq!(
+            lookup(DRAWING, &key(Char('?'), KeyModifiers::SHIFT)),
+            Some(Action::Help)
+        );
+        assert_eq!(
+            lookup(ANYWHERE, &key(Char('c'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+        assert_eq!(lookup(ANYWHERE, &key(Char('c'), none)), None);
+    }
+
+    #[test]
+    fn no_key_means_two_things_in_one_context() {
+        for rows in [DRAWING, CHATTING] {
+            let bindings: Vec<&Binding> = rows
+                .iter()
+                .chain(ANYWHERE)
+                .flat_map(|r| r.bindings)
+                .collect();
+            for (i, a) in bindings.iter().enumerate() {
+                for other in &bindings[i + 1..] {
+                    assert_ne!(a.pattern, other.pattern, "{:?} is bound twice", a.pattern);
+                }
+            }
+        }
+        // The hex digits must not shadow a letter binding.
+        for row in DRAWING {
+            for binding in row.bindings {
+                if let Key(Char(c)) = binding.pattern {
+                    assert!(!matches!(c, '0'..='9' | 'a'..='f'), "{c} is a colour key");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,871 @@
+//! The reusable async client over the binary protocol.
+//!
+//! Two layers, so scripts and interactive programs each get the shape they
+//! need:
+//! - [`Connection`]: one TCP session. Connect and say hello, join (with an
+//!   optional resume point), send a command and await its reply, read events.
+//!   Strictly sequential, which is what a script wants.
+//! - [`Client`]: a task that keeps a joined session alive for an interactive
+//!   program. It reconnects with backoff and jitter, resumes from the last seq
+//!   it delivered (the server falls back to a snapshot when it must), sends a
+//!   keepalive `PING` that also measures the round trip, and reports
+//!   everything as one ordered stream of [`ClientEvent`]s. Replies come back
+//!   in that same stream, tagged, so a caller sees a reply and the events
+//!   around it in the order the server sent them.
+//!
+//! ```no_run
+//! use pixchat::client::{Connection, Login};
+//! use pixchat::protocol::Command;
+//!
+//! # async fn demo() -> Result<(), pixchat::client::ClientError> {
+//! let mut conn = Connection::connect("127.0.0.1:7878").await?;
+//! let joined = conn.join(&Login::new("bot"), None).await?;
+//! println!("canvas {}x{}", joined.welcome.width, joined.welcome.height);
+//! conn.request(&Command::Set { x: 3, y: 4, color: 5 }).await?;
+//! while let Some(event) = conn.next_event().await? {
+//!     println!("{event:?}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::binary::{ClientCodec, FrameError};
+use crate::protocol::{
+    Command, ErrorCode, Event, HelloInfo, PROTOCOL_VERSION, Reply, Resume, ServerMsg, Snapshot,
+    Welcome, WireError,
+};
+
+/// How long connecting (TCP and `HELLO`) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the server may take to answer a command before the connection
+/// is considered dead.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a [`Client`] pings an otherwise quiet server. Keeps idle
+/// connections from being cut (load balancers, the server's idle timeout)
+/// and feeds the round-trip display.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Commands a [`Client`] leaves unanswered at once. The server stops reading
+/// a connection with 64 unanswered commands; staying well under that means
+/// our writes can always complete, so reading and writing in one task can
+/// never deadlock.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Commands a [`Client`] queues before [`Client::send`] says
+/// [`SendError::Full`].
+pub const MAX_QUEUED: usize = 256;
+/// Events a [`Connection`] keeps while a caller awaits replies and reads no
+/// events; past this the caller is told it lags instead of memory growing.
+pub const MAX_BUFFERED_EVENTS: usize = 65_536;
+/// How long a polite goodbye (`QUIT`) may take when closing.
+const QUIT_GRACE: Duration = Duration::from_millis(500);
+
+/// Who to join as. Issue 6 adds an optional server password; it belongs
+/// here, sent by [`Connection::join`] before `JOIN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The user name to ask for.
+    pub name: String,
+}
+
+impl Login {
+    /// A login with just a name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+/// What a successful `JOIN` brought.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The server's welcome.
+    pub welcome: Welcome,
+    /// The whole canvas, unless the server resumed from our seq (then the
+    /// missed pixels follow as events).
+    pub snapshot: Option<Arc<Snapshot>>,
+}
+
+/// Why a [`Connection`] call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot connect to {addr}: {error}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// What the system said (in the message, so one line tells all).
+        error: std::io::Error,
+    },
+    /// The server answered the command with an error.
+    #[error("{0}")]
+    Server(WireError),
+    /// The server said goodbye (`BYE`) and closed the connection.
+    #[error("the server closed the connection: {code}: {text}")]
+    Bye {
+        /// The reason's code word.
+        code: ErrorCode,
+        /// The reason in words.
+        text: String,
+    },
+    /// The connection ended.
+    #[error("the server closed the connection")]
+    Closed,
+    /// The server did not answer in time.
+    #[error("the server did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The server answered something that does not fit the command.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    /// More events arrived than a caller that reads none may buffer.
+    #[error("more than {MAX_BUFFERED_EVENTS} events arrived without being read")]
+    Lagged,
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+impl ClientError {
+    /// The server's error, when the server refused the command.
+    pub fn wire(&self) -> Option<&WireError> {
+        match self {
+            ClientError::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn unexpected(what: &str, got: &impl std::fmt::Debug) -> ClientError {
+    let mut text = format!("{got:?}");
+    text.truncate(120);
+    ClientError::Protocol(format!("{what} was answered with {text}"))
+}
+
+/// One binary-mode session with the server, used sequentially: each
+/// [`request`](Self::request) sends a command and reads up to its reply;
+/// events that arrive meanwhile wait for [`next_event`](Self::next_event).
+#[derive(Debug)]
+pub struct Connection {
+    framed: Framed<TcpStream, ClientCodec>,
+    hello: HelloInfo,
+    events: VecDeque<Event>,
+}
+
+impl Connection {
+    /// Connects and says `HELLO`.
+    pub async fn connect(
+        addr: impl ToSocketAddrs + std::fmt::Display,
+    ) -> Result<Self, ClientError> {
+        let name = addr.to_string();
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(error)) => return Err(ClientError::Connect { addr: name, error }),
+            Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT)),
+        };
+        // Pixels and keys are tiny writes that should leave at once.
+        let _ = stream.set_nodelay(true);
+        let mut conn = Self {
+            framed: Framed::new(stream, ClientCodec::default()),
+            // Replaced by the HELLO reply below; no Connection is handed
+            // out without it.
+            hello: HelloInfo {
+                version: 0,
+                canvas_id: 0,
+                width: 0,
+                height: 0,
+                seq: 0,
+            },
+            events: VecDeque::new(),
+        };
+        let hello = Command::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        conn.send(&hello).await?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, conn.reply()).await {
+            Ok(Ok(Reply::Hello(h))) => conn.hello = h,
+            Ok(Ok(Reply::Error(e))) => return Err(ClientError::Server(e)),
+            Ok(Ok(other)) => return Err(unexpected("HELLO", &other)),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT)),
+        }
+        Ok(conn)
+    }
+
+    /// What the server said to `HELLO`: canvas id, size and latest seq.
+    pub fn hello(&self) -> &HelloInfo {
+        &self.hello
+    }
+
+    /// Joins. With `resume` (the canvas id and last seq this client applied)
+    /// the server replays what was missed instead of sending the canvas, if
+    /// it still can; [`Joined::snapshot`] says which happened.
+    pub async fn join(
+        &mut self,
+        login: &Login,
+        resume: Option<Resume>,
+    ) -> Result<Joined, ClientError> {
+        let cmd = Command::Join {
+            name: login.name.clone(),
+            resume,
+        };
+        let welcome = match self.request(&cmd).await? {
+            Reply::Welcome(w) => w,
+            other => return Err(unexpected("JOIN", &other)),
+        };
+        let snapshot = if welcome.resumed {
+            None
+        } else {
+            match self.reply().await? {
+                Reply::Canvas(s) if s.canvas_id == welcome.canvas_id => Some(s),
+                other => return Err(unexpected("the snapshot after WELCOME", &other)),
+            }
+        };
+        Ok(Joined { welcome, snapshot })
+    }
+
+    /// Sends `cmd` and returns its reply; an `ERROR` reply is
+    /// [`ClientError::Server`].
+    pub async fn request(&mut self, cmd: &Command) -> Result<Reply, ClientError> {
+        self.send(cmd).await?;
+        match self.reply().await? {
+            Reply::Error(e) => Err(ClientError::Server(e)),
+            reply => Ok(reply),
+        }
+    }
+
+    /// The next event, first those that arrived during earlier requests.
+    /// `None` when the server closed the connection. Waits as long as it
+    /// takes: events come when others act.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, ClientError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        loop {
+            match self.framed.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(ServerMsg::Event(e))) => return Ok(Some(e)),
+                // A newer server's event type: the protocol says skip it.
+                Some(Ok(ServerMsg::Unknown { kind })) if kind < 0x80 => {}
+                Some(Ok(other)) => return Err(unexpected("no command", &other)),
+            }
+        }
+    }
+
+    /// Says `QUIT` and waits (briefly) for the server's goodbye.
+    pub async fn quit(mut self) -> Result<(), ClientError> {
+        self.send(&Command::Quit).await?;
+        match tokio::time::timeout(QUIT_GRACE, self.reply()).await {
+            Ok(Ok(Reply::Bye)) | Ok(Err(ClientError::Closed)) => Ok(()),
+            Ok(Ok(other)) => Err(unexpected("QUIT", &other)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Timeout(QUIT_GRACE)),
+        }
+    }
+
+    async fn send(&mut self, cmd: &Command) -> Result<(), ClientError> {
+        send_within(&mut self.framed, cmd, REPLY_TIMEOUT).await
+    }
+
+    /// Reads up to the next reply, keeping events for later.
+    async fn reply(&mut self) -> Result<Reply, ClientError> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) => return Err(ClientError::Timeout(REPLY_TIMEOUT)),
+                Ok(None) => return Err(ClientError::Closed),
+                Ok(Some(msg)) => msg?,
+            };
+            match msg {
+                ServerMsg::Reply(r) => return Ok(r),
+                ServerMsg::Event(Event::Bye { code, text }) => {
+                    return Err(ClientError::Bye { code, text });
+                }
+                ServerMsg::Event(e) => {
+                    if self.events.len() >= MAX_BUFFERED_EVENTS {
+                        return Err(ClientError::Lagged);
+                    }
+                    self.events.push_back(e);
+                }
+                ServerMsg::Unknown { kind } if kind >= 0x80 => {
+                    return Err(ClientError::Protocol(format!(
+                        "a reply of unknown type 0x{kind:02x}"
+                    )));
+                }
+                ServerMsg::Unknown { .. } => {}
+            }
+        }
+    }
+}
+
+/// Reconnect delays: doubling from `first` up to `max`, each cut by a random
+/// jitter to between half and all of it, so clients dropped together (a
+/// server restart) do not all come back in the same instant.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// The first delay, before jitter.
+    pub first: Duration,
+    /// The longest delay, before jitter.
+    pub max: Duration,
+    failures: u32,
+}
+
+impl Default for Backoff {
+    /// About 1 s growing to 30 s.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(1), Duration::from_secs(30))
+    }
+}
+
+impl Backoff {
+    /// A backoff that has not failed yet.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// The delay before the next attempt; each call counts one failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self
+            .first
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    /// Starts again from `first` (after a connection worked).
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server address, `host:port`.
+    pub addr: String,
+    /// Join at once with this login; without one the client waits for
+    /// [`Client::login`].
+    pub login: Option<Login>,
+    /// Delays between reconnect attempts.
+    pub backoff: Backoff,
+    /// Keepalive and round-trip ping period.
+    pub ping_interval: Duration,
+    /// How long a command may go unanswered before the connection is
+    /// dropped and made again.
+    pub reply_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for `addr`: no login yet, 1-30 s backoff, 15 s pings.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            login: None,
+            backoff: Backoff::default(),
+            ping_interval: PING_INTERVAL,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+}
+
+/// Why a command sent through a [`Client`] got no reply from the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// There was no joined connection to send it on.
+    #[error("not connected")]
+    NotConnected,
+    /// The connection dropped before the reply came.
+    #[error("the connection dropped before the server answered")]
+    ConnectionLost,
+    /// A newer server answered with a reply type this build does not know.
+    #[error("the server answered with an unknown reply type 0x{0:02x}")]
+    UnknownReply(u8),
+}
+
+/// Everything a [`Client`] reports, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// A connection attempt starts (`attempt` counts from 1 since the last
+    /// success).
+    Connecting {
+        /// Attempts since the last joined session.
+        attempt: u32,
+    },
+    /// Joined. With a snapshot, the canvas starts again from it (a new
+    /// client, a server that lost our place, or a new canvas); without, the
+    /// pixels missed while away follow as events.
+    Joined {
+        /// The server's welcome.
+        welcome: Welcome,
+        /// The canvas, unless resumed.
+        snapshot: Option<Arc<Snapshot>>,
+    },
+    /// The server refused the login (`bad_name`, or `name_taken` before
+    /// any join succeeded). The client waits for [`Client::login`].
+    LoginRejected(WireError),
+    /// An event from the server.
+    Event(Event),
+    /// The answer to the command sent with this tag.
+    Reply {
+        /// The caller's tag from [`Client::send`].
+        tag: u64,
+        /// The server's reply (which may be [`Reply::Error`]), or why there
+        /// is none.
+        result: Result<Reply, RequestError>,
+    },
+    /// A keepalive ping came back after this long.
+    Rtt(Duration),
+    /// The connection is gone (or could not be made); the next attempt
+    /// starts after `retry_in`.
+    Disconnected {
+        /// What happened, in words.
+        reason: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// The client gave up for good (the server speaks another protocol
+    /// version).
+    Stopped {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// Why [`Client::send`] or [`Client::login`] did not take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Too many commands are waiting to be sent.
+    #[error("too many commands are waiting to be sent")]
+    Full,
+    /// The client has stopped.
+    #[error("the client has stopped")]
+    Stopped,
+}
+
+#[derive(Debug)]
+enum ToClient {
+    Login(Login),
+    Send { tag: u64, cmd: Command },
+}
+
+/// A session kept alive in a background task; see the module docs. Created
+/// by [`Client::spawn`], which also returns the receiver of its events.
+#[derive(Debug)]
+pub struct Client {
+    requests: mpsc::Sender<ToClient>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Client {
+    /// Starts the client task. It connects at once if `config.login` is set.
+    /// Must be called inside a Tokio runtime.
+    pub fn spawn(config: ClientConfig) -> (Client, mpsc::Receiver<ClientEvent>) {
+        let (requests, requests_rx) = mpsc::channel(MAX_QUEUED);
+        let (events_tx, events) = mpsc::channel(1024);
+        let stop = CancellationToken::new();
+        let supervisor = Supervisor {
+            login: config.login.clone(),
+            backoff: config.backoff.clone(),
+            config,
+            requests: requests_rx,
+            events: events_tx,
+            stop: stop.clone(),
+            resume: None,
+            joined_once: false,
+        };
+        let task = tokio::spawn(supervisor.run());
+        (
+            Client {
+                requests,
+                stop,
+                task,
+            },
+            events,
+        )
+    }
+
+    /// Joins with this login (the first time, or after
+    /// [`ClientEvent::LoginRejected`]).
+    pub fn login(&self, login: Login) -> Result<(), SendError> {
+        self.push(ToClient::Login(login))
+    }
+
+    /// Queues `cmd`; its reply comes back as [`ClientEvent::Reply`] with the
+    /// same `tag`. Without a joined connection the reply is
+    /// [`RequestError::NotConnected`] (commands are not held for later: the
+    /// caller decides what deserves a retry).
+    pub fn send(&self, tag: u64, cmd: Command) -> Result<(), SendError> {
+        self.push(ToClient::Send { tag, cmd })
+    }
+
+    fn push(&self, req: ToClient) -> Result<(), SendError> {
+        self.requests.try_send(req).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
+        })
+    }
+
+    /// Says goodbye to the server (briefly) and stops the task.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(QUIT_GRACE * 2, self.task).await;
+    }
+}
+
+/// How a joined session ended.
+enum End {
+    /// The caller stopped the client.
+    Stopped,
+    /// The connection broke; reconnect.
+    Lost(String),
+}
+
+struct Supervisor {
+    config: ClientConfig,
+    login: Option<Login>,
+    backoff: Backoff,
+    requests: mpsc::Receiver<ToClient>,
+    events: mpsc::Sender<ClientEvent>,
+    stop: CancellationToken,
+    /// Where the events delivered so far leave the caller's canvas.
+    resume: Option<Resume>,
+    joined_once: bool,
+}
+
+/// A send to a caller that dropped the receiver: nothing left to do.
+struct Gone;
+
+impl Supervisor {
+    async fn run(mut self) {
+        let _ = self.run_inner().await;
+    }
+
+    async fn run_inner(&mut self) -> Result<(), Gone> {
+        let mut attempt = 0;
+        loop {
+            let Some(login) = self.login.clone() else {
+                self.wait_for_login().await?;
+                continue;
+            };
+            attempt += 1;
+            self.emit(ClientEvent::Connecting { attempt }).await?;
+            let outcome = tokio::select! {
+                _ = self.stop.cancelled() => return Ok(()),
+                outcome = connect_and_join(&self.config.addr, &login, self.resume) => outcome,
+            };
+            let reason = match outcome {
+                Ok((conn, joined)) => {
+                    attempt = 0;
+                    self.backoff.reset();
+                    self.joined_once = true;
+                    self.resume = Some(Resume {
+                        canvas_id: joined.welcome.canvas_id,
+                        seq: match (&joined.snapshot, self.resume) {
+                            (Some(s), _) => s.seq,
+                            // Resumed: the missed pixels still have to be
+                            // delivered; they advance the seq one by one.
+                            (None, Some(r)) => r.seq,
+                            (None, None) => joined.welcome.seq,
+                        },
+                    });
+                    self.emit(ClientEvent::Joined {
+                        welcome: joined.welcome,
+                        snapshot: joined.snapshot,
+                    })
+                    .await?;
+                    match self.session(conn).await? {
+                        End::Stopped => return Ok(()),
+                        End::Lost(reason) => reason,
+                    }
+                }
+                Err(ClientError::Server(e)) if self.is_login_refusal(&e) => {
+                    self.login = None;
+                    self.emit(ClientEvent::LoginRejected(e)).await?;
+                    continue;
+                }
+                Err(ClientError::Server(e)) if e.code == ErrorCode::UnsupportedVersion => {
+                    self.emit(ClientEvent::Stopped {
+                        reason: e.to_string(),
+                    })
+                    .await?;
+                    self.stop.cancelled().await;
+                    return Ok(());
+                }
+                Err(e) => e.to_string(),
+            };
+            let retry_in = self.backoff.next_delay();
+            self.emit(ClientEvent::Disconnected { reason, retry_in })
+                .await?;
+            self.pause(retry_in).await?;
+        }
+    }
+
+    /// A refused name is the user's to fix, except a `name_taken` after we
+    /// were online: that is most likely our own old connection, not yet
+    /// noticed as gone by the server, so it is retried like a drop.
+    fn is_login_refusal(&self, e: &WireError) -> bool {
+        match e.code {
+            ErrorCode::BadName => true,
+            ErrorCode::NameTaken => !self.joined_once,
+            _ => false,
+        }
+    }
+
+    async fn emit(&self, event: ClientEvent) -> Result<(), Gone> {
+        self.events.send(event).await.map_err(|_| Gone)
+    }
+
+    /// Handles what the caller asks while there is no connection.
+    async fn offline_request(&mut self, req: Option<ToClient>) -> Result<bool, Gone> {
+        match req {
+            None => Err(Gone),
+            Some(ToClient::Send { tag, .. }) => {
+                self.emit(ClientEvent::Reply {
+                    tag,
+                    result: Err(RequestError::NotConnected),
+                })
+                .await?;
+                Ok(false)
+            }
+            Some(ToClient::Login(login)) => {
+                self.login = Some(login);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn wait_for_login(&mut self) -> Result<(), Gone> {
+        loop {
+            let req = tokio::select! {
+                _ = self.stop.cancelled() => return Err(Gone),
+                req = self.requests.recv() => req,
+            };
+            if self.offline_request(req).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sleeps before a reconnect; a new login cuts the wait short.
+    async fn pause(&mut self, delay: Duration) -> Result<(), Gone> {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            let req = tokio::select! {
+                _ = &mut sleep => return Ok(()),
+                _ = self.stop.cancelled() => return Err(Gone),
+                req = self.requests.recv() => req,
+            };
+            if self.offline_request(req).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Notes how far the caller's canvas is, from what it is handed.
+    fn track(&mut self, canvas_id: u64, seq: u64) {
+        if let Some(r) = &mut self.resume
+            && r.canvas_id == canvas_id
+        {
+            r.seq = r.seq.max(seq);
+        }
+    }
+
+    async fn deliver(&mut self, event: Event) -> Result<(), Gone> {
+        if let (Event::Pixel(p), Some(r)) = (&event, self.resume) {
+            self.track(r.canvas_id, p.seq);
+        }
+        self.emit(ClientEvent::Event(event)).await
+    }
+
+    async fn session(&mut self, conn: Connection) -> Result<End, Gone> {
+        let Connection {
+            mut framed, events, ..
+        } = conn;
+        for event in events {
+            self.deliver(event).await?;
+        }
+        let mut pending: VecDeque<(Pending, Instant)> = VecDeque::new();
+        let mut housekeeping =
+            tokio::time::interval(self.config.ping_interval.min(Duration::from_secs(5)));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_ping: Option<Instant> = None;
+        let mut token = 0u64;
+        let end = loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    say_goodbye(&mut framed).await;
+                    break End::Stopped;
+                }
+                msg = framed.next() => {
+                    let msg = match msg {
+                        None => break End::Lost("the server closed the connection".into()),
+                        Some(Err(e)) => break End::Lost(e.to_string()),
+                        Some(Ok(msg)) => msg,
+                    };
+                    match msg {
+                        ServerMsg::Event(Event::Bye { code, text }) => {
+                            let reason = format!("the server said goodbye: {code}: {text}");
+                            self.deliver(Event::Bye { code, text }).await?;
+                            break End::Lost(reason);
+                        }
+                        ServerMsg::Event(e) => self.deliver(e).await?,
+                        ServerMsg::Unknown { kind } if kind < 0x80 => {}
+                        reply => {
+                            let Some((waiting, sent)) = pending.pop_front() else {
+                                break End::Lost("the server answered a command never sent".into());
+                            };
+                            let result = match reply {
+                                ServerMsg::Reply(r) => Ok(r),
+                                ServerMsg::Unknown { kind } => Err(RequestError::UnknownReply(kind)),
+                                ServerMsg::Event(_) => unreachable!("events are matched above"),
+                            };
+                            match waiting {
+                                Pending::Ping => self.emit(ClientEvent::Rtt(sent.elapsed())).await?,
+                                Pending::Caller(tag) => {
+                                    if let Ok(Reply::Canvas(s)) = &result {
+                                        self.track(s.canvas_id, s.seq);
+                                    }
+                                    self.emit(ClientEvent::Reply { tag, result }).await?;
+                                }
+                            }
+                        }
+                    }
+                }
+                req = self.requests.recv(), if pending.len() < MAX_IN_FLIGHT => match req {
+                    None => break End::Stopped,
+                    Some(ToClient::Login(login)) => self.login = Some(login),
+                    Some(ToClient::Send { tag, cmd }) => {
+                        pending.push_back((Pending::Caller(tag), Instant::now()));
+                        if let Err(e) = send_within(&mut framed, &cmd, self.config.reply_timeout).await {
+                            break End::Lost(e.to_string());
+                        }
+                    }
+                },
+                _ = housekeeping.tick() => {
+                    if let Some((_, sent)) = pending.front()
+                        && sent.elapsed() > self.config.reply_timeout
+                    {
+                        break End::Lost(format!(
+                            "the server did not answer for {} s",
+                            self.config.reply_timeout.as_secs()
+                        ));
+                    }
+                    let due = last_ping.is_none_or(|t| t.elapsed() >= self.config.ping_interval);
+                    if due && pending.len() < MAX_IN_FLIGHT {
+                        token += 1;
+                        let ping = Command::Ping { token: format!("k{token}") };
+                        pending.push_back((Pending::Ping, Instant::now()));
+                        last_ping = Some(Instant::now());
+                        if let Err(e) = send_within(&mut framed, &ping, self.config.reply_timeout).await {
+                            break End::Lost(e.to_string());
+                        }
+                    }
+                }
+            }
+        };
+        for (waiting, _) in pending {
+            if let Pending::Caller(tag) = waiting {
+                self.emit(ClientEvent::Reply {
+                    tag,
+                    result: Err(RequestError::ConnectionLost),
+                })
+                .await?;
+            }
+        }
+        Ok(end)
+    }
+}
+
+/// Who waits for the reply at the head of a [`Client`]'s queue.
+enum Pending {
+    Caller(u64),
+    Ping,
+}
+
+async fn connect_and_join(
+    addr: &str,
+    login: &Login,
+    resume: Option<Resume>,
+) -> Result<(Connection, Joined), ClientError> {
+    let mut conn = Connection::connect(addr).await?;
+    let joined = conn.join(login, resume).await?;
+    Ok((conn, joined))
+}
+
+async fn send_within(
+    framed: &mut Framed<TcpStream, ClientCodec>,
+    cmd: &Command,
+    limit: Duration,
+) -> Result<(), ClientError> {
+    match tokio::time::timeout(limit, framed.send(cmd)).await {
+        Ok(res) => res.map_err(ClientError::from),
+        Err(_) => Err(ClientError::Timeout(limit)),
+    }
+}
+
+/// Best-effort `QUIT`, so the server tells the others we left at once
+/// rather than when it notices the closed socket.
+async fn say_goodbye(framed: &mut Framed<TcpStream, ClientCodec>) {
+    let _ = tokio::time::timeout(QUIT_GRACE, async {
+        framed.send(&Command::Quit).await?;
+        while let Some(msg) = framed.next().await {
+            if matches!(msg?, ServerMsg::Reply(Reply::Bye)) {
+                break;
+            }
+        }
+        Ok::<_, FrameError>(())
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let bases = [1, 2, 4, 8, 16, 30, 30, 30];
+        for base in bases {
+            let d = b.next_delay();
+            let base = Duration::from_secs(base);
+            assert!(
+                d >= base / 2 && d <= base,
+                "{d:?} not in [{:?}, {base:?}]",
+                base / 2
+            );
+        }
+        for _ in 0..100 {
+            assert!(b.next_delay() <= Duration::from_secs(30));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_spreads_delays() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let mut b = Backoff::default();
+            seen.insert(b.next_delay());
+        }
+        assert!(seen.len() > 1, "20 fresh backoffs all gave {seen:?}");
+    }
+}

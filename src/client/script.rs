@@ -1,0 +1,137 @@
+//! The scripting subcommands (`pixchat set|say|watch|canvas`): one short
+//! binary-mode session each, output in the text mode's exact lines, and the
+//! server's own error as the failure, so shell scripts and cron jobs can
+//! check `$?` and read stderr.
+
+use std::future::Future;
+use std::io::Write;
+
+use anyhow::Context;
+
+use super::net::{Connection, Login};
+use crate::protocol::{Command, PALETTE, Reply, color_by_name, text};
+
+/// Reads a colour as the text mode does: a palette index or a colour name
+/// (ignoring case). Indexes are passed on unchecked, so the server's
+/// `out_of_range` is what a script sees for 16 and above.
+pub fn parse_color(s: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    color_by_name(s).map(u32::from).with_context(|| {
+        let names: Vec<&str> = PALETTE.iter().map(|c| c.name).collect();
+        format!(
+            "unknown colour {s:?}: use 0-15 or one of {}",
+            names.join(", ")
+        )
+    })
+}
+
+/// A name for a `watch` run without `--name`: watching needs a join (only
+/// joined connections get events), and names must be unique.
+pub fn watcher_name() -> String {
+    format!("watch-{:04x}", rand::random::<u16>())
+}
+
+async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
+    let mut conn = Connection::connect(server).await?;
+    conn.join(login, None)
+        .await
+        .with_context(|| format!("join as {}", login.name))?;
+    Ok(conn)
+}
+
+/// Places one pixel and returns its seq.
+pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> anyhow::Result<u64> {
+    let color = parse_color(color)?;
+    let mut conn = joined(server, login).await?;
+    let seq = match conn.request(&Command::Set { x, y, color }).await? {
+        Reply::Set { seq } => seq,
+        other => anyhow::bail!("SET was answered with {other:?}"),
+    };
+    // The pixel is placed; a failed goodbye changes nothing for the caller.
+    let _ = conn.quit().await;
+    Ok(seq)
+}
+
+/// Sends one chat message.
+pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<()> {
+    let mut conn = joined(server, login).await?;
+    conn.request(&Command::Say {
+        text: message.to_string(),
+    })
+    .await?;
+    let _ = conn.quit().await;
+    Ok(())
+}
+
+/// Writes every event as its text-mode line until `stop` completes (then
+/// it says goodbye and returns `Ok`) or the server closes the connection
+/// (an error, after the server's `BYE` line if it sent one).
+pub async fn watch(
+    server: &str,
+    login: &Login,
+    out: &mut impl Write,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut conn = joined(server, login).await?;
+    tokio::pin!(stop);
+    let mut line = bytes::BytesMut::new();
+    loop {
+        let event = tokio::select! {
+            _ = &mut stop => {
+                let _ = conn.quit().await;
+                return Ok(());
+            }
+            event = conn.next_event() => event?,
+        };
+        let Some(event) = event else {
+            anyhow::bail!("the server closed the connection");
+        };
+        line.clear();
+        text::encode_event(&event, &mut line);
+        out.write_all(&line)
+            .and_then(|_| out.flush())
+            .context("write to standard output")?;
+        if let crate::protocol::Event::Bye { code, text } = event {
+            anyhow::bail!("the server closed the connection: {code}: {text}");
+        }
+    }
+}
+
+/// Writes the canvas as the text mode's `CANVAS` answer: `ROW <y> <hex>`
+/// lines, then `OK <seq> <width> <height>`. Needs no name: `CANVAS` works
+/// before `JOIN`, so it does not show up as a user.
+pub async fn canvas(server: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut conn = Connection::connect(server).await?;
+    let snapshot = match conn.request(&Command::Canvas).await? {
+        Reply::Canvas(s) => s,
+        other => anyhow::bail!("CANVAS was answered with {other:?}"),
+    };
+    out.write_all(&text::encode_canvas(&snapshot))
+        .and_then(|_| out.flush())
+        .context("write to standard output")?;
+    let _ = conn.quit().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_are_indexes_or_names() {
+        assert_eq!(parse_color("5").unwrap(), 5);
+        assert_eq!(parse_color("Red").unwrap(), 5);
+        assert_eq!(parse_color("99").unwrap(), 99);
+        let err = parse_color("mauve").unwrap_err().to_string();
+        assert!(err.contains("mauve") && err.contains("purple"), "{err}");
+    }
+
+    #[test]
+    fn watcher_names_are_valid() {
+        let name = watcher_name();
+        crate::protocol::validate_name(&name).unwrap();
+        assert!(name.starts_with("watch-"));
+    }
+}

@@ -1,0 +1,399 @@
+//! The screen drawn into ratatui's `TestBackend`, checked cell by cell: the
+//! colours a user sees, where they see them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::KeyCode;
+
+use super::*;
+use crate::client::app::{App, Intent, Link};
+use crate::client::event::AppEvent;
+use crate::client::net::ClientEvent;
+use crate::client::testing::*;
+use crate::protocol::{Event, Pixel};
+
+const RED: Color = Color::Rgb(0xE5, 0x00, 0x00);
+const WHITE: Color = Color::Rgb(0xFF, 0xFF, 0xFF);
+
+fn render(app: &App) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(app.size.0, app.size.1)).unwrap();
+    terminal.draw(|frame| draw(frame, app)).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+fn row(buf: &Buffer, y: u16) -> String {
+    (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect()
+}
+
+fn screen(buf: &Buffer) -> String {
+    (0..buf.area.height)
+        .map(|y| row(buf, y))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn inner(app: &App) -> Rect {
+    layout(app.area(), app.canvas_size(), app.users.len())
+        .unwrap()
+        .canvas_inner
+}
+
+fn areas(app: &App) -> Areas {
+    layout(app.area(), app.canvas_size(), app.users.len()).unwrap()
+}
+
+fn place(app: &mut App, seq: u64, x: u16, y: u16, color: u8) {
+    app.update(
+        net(ClientEvent::Event(Event::Pixel(Pixel {
+            seq,
+            x,
+            y,
+            color,
+            name: Arc::from("bob"),
+        }))),
+        t0(),
+    );
+}
+
+fn press(app: &mut App, events: impl IntoIterator<Item = AppEvent>) -> Vec<Intent> {
+    events
+        .into_iter()
+        .flat_map(|e| app.update(e, t0()))
+        .collect()
+}
+
+#[test]
+fn a_pixel_at_3_4_is_the_upper_half_of_cell_3_2() {
+    let mut app = online_on(64, 64, (120, 40), ColorMode::TrueColor);
+    press(&mut app, vec![key('L'); 2]);
+    place(&mut app, 1, 3, 4, 5);
+    let buf = render(&app);
+    let inner = inner(&app);
+    let cell = &buf[(inner.x + 3, inner.y + 2)];
+    assert_eq!(cell.symbol(), "▀");
+    assert_eq!(cell.fg, RED, "the upper half is pixel (3,4)");
+    assert_eq!(cell.bg, WHITE, "the lower half is pixel (3,5), still white");
+    // Its neighbours are untouched.
+    assert_eq!(buf[(inner.x + 3, inner.y + 1)].fg, WHITE);
+    assert_eq!(buf[(inner.x + 2, inner.y + 2)].fg, WHITE);
+    // The lower half of a cell is the odd row.
+    place(&mut app, 2, 3, 5, 12);
+    let buf = render(&app);
+    assert_eq!(
+        buf[(inner.x + 3, inner.y + 2)].bg,
+        Color::Rgb(0x00, 0x83, 0xC7)
+    );
+    // A 64x64 canvas takes 64x32 cells.
+    assert_eq!((inner.width, inner.height), (64, 32));
+}
+
+#[test]
+fn the_cursor_stands_out_on_any_colour_and_the_border_points_at_it() {
+    let mut app = online_on(64, 64, (120, 40), ColorMode::TrueColor);
+    // Cursor to (3,4), on a red pixel.
+    press(&mut app, [key('l'), key('l'), key('l')]);
+    press(&mut app, vec![key('j'); 4]);
+    place(&mut app, 1, 3, 4, 5);
+    let buf = render(&app);
+    let a = areas(&app);
+    let at = (a.canvas_inner.x + 3, a.canvas_inner.y + 2);
+    assert_eq!(buf[at].fg, WHITE, "white on a dark colour");
+    assert_eq!(buf[at].bg, WHITE, "the other half keeps its colour");
+    // On white it turns black.
+    press(&mut app, [key('j')]);
+    let buf = render(&app);
+    assert_eq!(buf[at].bg, Color::Rgb(0, 0, 0));
+    assert_eq!(buf[at].fg, RED);
+    // Rulers on the border: column on the bottom edge, row on the left.
+    assert_eq!(buf[(at.0, a.canvas.bottom() - 1)].symbol(), "▲");
+    assert_eq!(buf[(a.canvas.x, at.1)].symbol(), "▶");
+    assert_eq!(buf[(at.0 + 1, a.canvas.bottom() - 1)].symbol(), "─");
+    // The title reads the position and the colour under the cursor.
+    assert!(
+        row(&buf, a.canvas.y).contains("(3,5) white"),
+        "{}",
+        row(&buf, 0)
+    );
+}
+
+#[test]
+fn the_palette_shows_every_colour_with_its_key_and_marks_the_selection() {
+    let mut app = online();
+    press(&mut app, [key('5')]);
+    let buf = render(&app);
+    let bar = areas(&app).palette;
+    for (i, c) in crate::protocol::PALETTE.iter().enumerate() {
+        let slot = palette_slot(bar, i);
+        let key = char::from_digit(i as u32, 16).unwrap().to_string();
+        assert_eq!(buf[(slot.x + 1, slot.y)].symbol(), key);
+        let [r, g, b] = c.rgb;
+        assert_eq!(
+            buf[(slot.x + 2, slot.y)].bg,
+            Color::Rgb(r, g, b),
+            "{}",
+            c.name
+        );
+        let marker = if i == 5 { "▸" } else { " " };
+        assert_eq!(buf[(slot.x, slot.y)].symbol(), marker, "slot {i}");
+    }
+    assert!(
+        buf[(palette_slot(bar, 5).x + 1, bar.y)]
+            .modifier
+            .contains(Modifier::BOLD)
+    );
+    assert!(row(&buf, bar.y).contains("red  [ ] 0-f"));
+}
+
+#[test]
+fn in_the_narrowest_layout_all_16_colours_still_show() {
+    let mut app = online_on(64, 64, MIN_SIZE, ColorMode::TrueColor);
+    press(&mut app, [key('e')]);
+    let buf = render(&app);
+    let bar = areas(&app).palette;
+    for i in 0..16 {
+        let slot = palette_slot(bar, i);
+        assert_eq!(slot.width, 3, "compact slots at {} columns", bar.width);
+        let key = char::from_digit(i as u32, 16).unwrap().to_string();
+        assert_eq!(buf[(slot.x, slot.y)].symbol(), key);
+        let reversed = buf[(slot.x, slot.y)].modifier.contains(Modifier::REVERSED);
+        assert_eq!(reversed, i == 14, "only the selected key is reversed");
+    }
+    // The status keeps who and where; the key hint gives way.
+    let status = row(&buf, areas(&app).status.y);
+    assert!(
+        status.contains("● connected") && status.contains("alice"),
+        "{status}"
+    );
+}
+
+#[test]
+fn without_true_colour_the_nearest_of_256_is_used() {
+    assert_eq!(nearest_ansi256([0xFF, 0xFF, 0xFF]), 231);
+    assert_eq!(nearest_ansi256([0xE5, 0x00, 0x00]), 160);
+    assert_eq!(nearest_ansi256([0x00, 0x00, 0xEA]), 20);
+    assert_eq!(nearest_ansi256([0x22, 0x22, 0x22]), 235);
+    assert_eq!(nearest_ansi256([0x88, 0x88, 0x88]), 102);
+    // All 16 palette colours stay distinct.
+    let mut seen: Vec<u8> = crate::protocol::PALETTE
+        .iter()
+        .map(|c| nearest_ansi256(c.rgb))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 16);
+
+    let mut app = online_on(64, 64, (120, 40), ColorMode::Ansi256);
+    press(&mut app, [key('l')]);
+    place(&mut app, 1, 3, 4, 5);
+    let buf = render(&app);
+    let inner = inner(&app);
+    assert_eq!(buf[(inner.x + 3, inner.y + 2)].fg, Color::Indexed(160));
+    assert_eq!(buf[(inner.x + 3, inner.y + 2)].bg, Color::Indexed(231));
+}
+
+#[test]
+fn the_status_bar_tells_the_connection_state() {
+    let mut app = online();
+    app.update(net(ClientEvent::Rtt(Duration::from_micros(1500))), t0());
+    let buf = render(&app);
+    let status = row(&buf, areas(&app).status.y);
+    for part in [
+        "● connected",
+        SERVER,
+        "alice",
+        "2 online",
+        "rtt 1.5 ms",
+        "? help",
+    ] {
+        assert!(status.contains(part), "{status:?} lacks {part:?}");
+    }
+
+    let now = t0();
+    app.update(
+        net(ClientEvent::Disconnected {
+            reason: "cannot connect to 127.0.0.1:7878: Connection refused".into(),
+            retry_in: Duration::from_secs(4),
+        }),
+        now,
+    );
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(status.contains("◌ reconnecting in 4s"), "{status}");
+    assert!(status.contains("Connection refused"), "{status}");
+    app.update(AppEvent::Tick, now + Duration::from_millis(1500));
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(status.contains("reconnecting in 3s"), "{status}");
+
+    // Placed while offline: drawn at once, counted as queued.
+    press(&mut app, [key('5'), key(' ')]);
+    let buf = render(&app);
+    let status = row(&buf, areas(&app).status.y);
+    assert!(status.contains("1 queued"), "{status}");
+    assert!(status.contains("pixel is queued"), "{status}");
+    let inner = inner(&app);
+    // The cursor is on the queued pixel: red shows as its contrast (white);
+    // move away to see the colour itself.
+    press(&mut app, [key('l')]);
+    assert_eq!(render(&app)[(inner.x, inner.y)].fg, RED);
+}
+
+#[test]
+fn a_server_error_shows_in_the_status_bar() {
+    let mut app = online();
+    let tag = match &press(&mut app, [key(' ')])[..] {
+        [Intent::Send { tag, .. }] => *tag,
+        other => panic!("{other:?}"),
+    };
+    app.update(
+        net(ClientEvent::Reply {
+            tag,
+            result: Ok(crate::protocol::Reply::Error(
+                crate::protocol::WireError::new(
+                    crate::protocol::ErrorCode::Other("cooldown".into()),
+                    "1200",
+                ),
+            )),
+        }),
+        t0(),
+    );
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(
+        status.contains("pixel (0,0) not placed: cooldown: 1200"),
+        "{status}"
+    );
+}
+
+#[test]
+fn in_a_small_terminal_the_canvas_scrolls_with_the_cursor() {
+    let mut app = online_on(64, 64, (80, 24), ColorMode::TrueColor);
+    place(&mut app, 1, 0, 0, 5);
+    place(&mut app, 2, 63, 63, 12);
+    let inner = inner(&app);
+    assert!(inner.width < 64 && inner.height < 32);
+    let buf = render(&app);
+    // Top-left pixel is at the top-left cell; the cursor is on it.
+    assert_eq!(buf[(inner.x, inner.y)].fg, WHITE, "contrast of red");
+    press(&mut app, vec![key('L'); 8]);
+    press(&mut app, vec![key('J'); 8]);
+    let buf = render(&app);
+    // The bottom-right pixel is now the bottom-right cell's upper half
+    // (64 is even: the last row of cells holds rows 62 and 63).
+    let corner = (inner.right() - 1, inner.bottom() - 1);
+    assert_eq!(buf[corner].bg, WHITE, "(63,63) under the cursor");
+    press(&mut app, [key('k')]);
+    let buf = render(&app);
+    assert_eq!(buf[corner].bg, Color::Rgb(0x00, 0x83, 0xC7));
+    assert_ne!(buf[(inner.x, inner.y)].fg, RED, "(0,0) scrolled out");
+    // Every visible cell is a canvas pixel: nothing stale, nothing blank.
+    for y in inner.top()..inner.bottom() {
+        for x in inner.left()..inner.right() {
+            assert_eq!(buf[(x, y)].symbol(), "▀", "({x},{y})");
+        }
+    }
+}
+
+#[test]
+fn the_help_lists_every_key_and_colour_and_fits_80x24() {
+    let mut app = online_on(64, 64, (80, 24), ColorMode::TrueColor);
+    press(&mut app, [key('?')]);
+    let text = screen(&render(&app));
+    for row in keys::DRAWING
+        .iter()
+        .chain(keys::CHATTING)
+        .chain(keys::ANYWHERE)
+    {
+        assert!(text.contains(row.keys), "help lacks {:?}", row.keys);
+        assert!(text.contains(row.help), "help lacks {:?}", row.help);
+    }
+    for (keys, help) in keys::MOUSE.iter().chain(keys::COMMANDS) {
+        assert!(
+            text.contains(keys) && text.contains(help),
+            "help lacks {keys:?}"
+        );
+    }
+    for (i, c) in crate::protocol::PALETTE.iter().enumerate() {
+        let key = char::from_digit(i as u32, 16).unwrap();
+        assert!(
+            text.contains(&format!("{key}    {}", c.name)),
+            "help lacks colour {key} {}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn the_chat_shows_messages_dms_and_the_focused_input() {
+    let mut app = online();
+    let ev = |e| net(ClientEvent::Event(e));
+    press(
+        &mut app,
+        [
+            ev(Event::Msg {
+                from: Arc::from("bob"),
+                text: Arc::from("hi alice"),
+            }),
+            ev(Event::Dm {
+                from: Arc::from("bob"),
+                text: Arc::from("secret"),
+            }),
+        ],
+    );
+    let buf = render(&app);
+    let text = screen(&buf);
+    assert!(text.contains("bob: hi alice"));
+    assert!(text.contains("[dm] bob: secret"));
+    assert!(text.contains("> Enter to chat"));
+
+    press(&mut app, [code(KeyCode::Enter), key('y'), key('o')]);
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    terminal.draw(|frame| draw(frame, &app)).unwrap();
+    let input = areas(&app).input;
+    assert!(row(terminal.backend().buffer(), input.y).contains("> yo"));
+    terminal
+        .backend_mut()
+        .assert_cursor_position((input.x + 4, input.y));
+}
+
+#[test]
+fn the_login_screen_shows_why_a_name_was_refused() {
+    let mut app = App::new(SERVER, None, ColorMode::TrueColor);
+    app.start();
+    app.update(
+        AppEvent::Resize {
+            width: 80,
+            height: 24,
+        },
+        t0(),
+    );
+    press(&mut app, "alice".chars().map(key));
+    press(&mut app, [code(KeyCode::Enter)]);
+    app.update(
+        net(ClientEvent::LoginRejected(crate::protocol::WireError::new(
+            crate::protocol::ErrorCode::NameTaken,
+            "alice is already online",
+        ))),
+        t0(),
+    );
+    let text = screen(&render(&app));
+    assert!(text.contains("name  alice"), "{text}");
+    assert!(text.contains("alice is already online"), "{text}");
+    assert!(text.contains(SERVER));
+    assert!(matches!(app.link, Link::Idle));
+}
+
+#[test]
+fn a_tiny_terminal_says_so_instead_of_drawing_garbage() {
+    let mut app = online();
+    app.update(
+        AppEvent::Resize {
+            width: 40,
+            height: 10,
+        },
+        t0(),
+    );
+    let text = screen(&render(&app));
+    assert!(text.contains("Too small: 40x10"), "{text}");
+    assert!(text.contains("(pixchat needs 50x12)"), "{text}");
+}

@@ -1,0 +1,205 @@
+//! The scripting subcommands of the real `pixchat` binary against a real
+//! server: exit codes, stdout in the text mode's lines, the server's error
+//! on stderr.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+
+use common::{TextClient, WAIT, start_default};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn pixchat(addr: SocketAddr) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixchat"));
+    cmd.args(["--server", &addr.to_string()])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(addr: SocketAddr, args: &[&str]) -> Output {
+    tokio::time::timeout(WAIT, pixchat(addr).args(args).output())
+        .await
+        .expect("pixchat finishes in time")
+        .expect("run pixchat")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn set_places_one_pixel_and_prints_its_seq() {
+    let server = start_default().await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    let out = run(server.addr, &["set", "3", "4", "red", "--name", "bot"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\n");
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 1 3 4 5 bot");
+    assert_eq!(watcher.until("LEFT").await, "LEFT bot");
+
+    let out = run(server.addr, &["set", "0", "0", "15", "--name", "bot"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 2 0 0 15 bot");
+}
+
+#[tokio::test]
+async fn failures_exit_non_zero_with_the_servers_error() {
+    let server = start_default().await;
+    let _holder = TextClient::joined(server.addr, "holder").await;
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["set", "64", "0", "red", "--name", "bot"],
+            "out_of_range: x must be 0-63 and y 0-63",
+        ),
+        (&["set", "1", "1", "16", "--name", "bot"], "out_of_range"),
+        (
+            &["set", "1", "1", "mauve", "--name", "bot"],
+            "unknown colour",
+        ),
+        (&["say", "hi", "--name", "HOLDER"], "name_taken"),
+        (&["say", "hi", "--name", "no space"], "bad_name"),
+    ];
+    for (args, want) in cases {
+        let out = run(server.addr, args).await;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(want),
+            "{args:?}: stderr {err:?} lacks {want:?}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            text(&out.stdout)
+        );
+    }
+    let out = run(server.addr, &["say", "hi"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--name"));
+
+    // Nobody on port 1.
+    let out = run("127.0.0.1:1".parse().unwrap(), &["canvas"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot connect to 127.0.0.1:1"));
+}
+
+#[tokio::test]
+async fn say_sends_one_chat_message() {
+    let server = start_default().await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    let out = run(server.addr, &["say", "hello from cron", "--name", "cron"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(watcher.until("MSG").await, "MSG cron hello from cron");
+}
+
+#[tokio::test]
+async fn canvas_prints_exactly_what_the_text_mode_prints() {
+    let server = start_default().await;
+    let mut painter = TextClient::joined(server.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 0 0 black").await, "OK 1");
+    assert_eq!(painter.cmd("SET 63 63 15").await, "OK 2");
+    let out = run(server.addr, &["canvas"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut raw = TextClient::connect(server.addr).await;
+    raw.send("CANVAS").await;
+    let mut want = String::new();
+    loop {
+        let line = raw.line().await;
+        want.push_str(&line);
+        want.push('\n');
+        if line.starts_with("OK") {
+            break;
+        }
+    }
+    assert_eq!(text(&out.stdout), want);
+    assert!(want.starts_with("ROW 0 3000") && want.ends_with("f\nOK 2 64 64\n"));
+    // CANVAS needs no JOIN, so the reader never showed up as a user.
+    assert_eq!(painter.cmd("WHO").await, "OK 1 painter");
+}
+
+#[tokio::test]
+async fn watch_prints_event_lines_until_interrupted() {
+    let server = start_default().await;
+    let mut painter = TextClient::joined(server.addr, "painter").await;
+    let mut child = pixchat(server.addr)
+        .args(["watch", "--name", "eyes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(painter.until("JOINED").await, "JOINED eyes");
+    assert_eq!(painter.cmd("SET 2 3 green").await, "OK 1");
+    assert_eq!(painter.cmd("SAY look").await, "OK");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("watch still running");
+        seen.push(line);
+    }
+    assert_eq!(seen, ["PIXEL 1 2 3 10 painter", "MSG painter look"]);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "Ctrl-C is the normal end: {status:?}");
+    assert_eq!(painter.until("LEFT").await, "LEFT eyes");
+}
+
+#[tokio::test]
+async fn watch_fails_when_the_server_goes_away() {
+    let server = start_default().await;
+    let mut child = pixchat(server.addr)
+        .args(["watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut painter = TextClient::connect(server.addr).await;
+    // Without --name it joins as watch-XXXX.
+    let mut online = String::new();
+    for _ in 0..200 {
+        online = painter.cmd("WHO").await;
+        if online.contains("watch-") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(online.starts_with("OK 1 watch-"), "{online}");
+    server.stop().await;
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("a line in time")
+        .unwrap();
+    assert_eq!(
+        line.as_deref(),
+        Some("BYE shutting_down the server is shutting down")
+    );
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("shutting_down"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,443 @@
+//! The real `pixchat` terminal UI in a real pseudo-terminal (tmux) against
+//! the real `pixchat-server` binary: keys go in with `send-keys`, the screen
+//! (text and colours) comes back with `capture-pane`, and plain text-mode
+//! clients check what reached the server.
+//!
+//! Runs headless: tmux needs no terminal for a detached session. Every wait
+//! polls with a bound; the tmux server is killed by a guard even when a test
+//! fails.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{TextClient, WAIT};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How often the screen is read while waiting.
+const POLL: Duration = Duration::from_millis(50);
+
+/// `pixchat-server` as a child process.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the binary on `listen` and reads the address it logs.
+    async fn start(listen: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pixchat-server");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    return rest.split_whitespace().next().unwrap().parse().unwrap();
+                }
+            }
+            panic!("pixchat-server exited without listening on {listen}");
+        })
+        .await
+        .expect("the listening line in time");
+        // Keep reading the log so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Server { child, addr }
+    }
+
+    /// Kills the server at once, as a crash or `kill -9` would.
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill pixchat-server");
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private tmux server with one 120x40 session running `pixchat`; dropped,
+/// it kills the tmux server and everything in it.
+struct Tmux {
+    socket: String,
+    log: std::path::PathBuf,
+}
+
+impl Tmux {
+    /// Runs `pixchat --server ADDR ARGS...` in a new session. A shell around
+    /// it reports the exit status and keeps the pane, so the test can see
+    /// the terminal after the UI is gone.
+    fn start(addr: SocketAddr, args: &[&str]) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let socket = format!(
+            "pixchat-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let log = std::env::temp_dir().join(format!("{socket}.log"));
+        let mut line = format!(
+            "{} --server {addr} --log {}",
+            env!("CARGO_BIN_EXE_pixchat"),
+            log.display()
+        );
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        let script = format!("{line}; echo \"EXITED $?\"; sleep 600");
+        let tmux = Tmux { socket, log };
+        let status = tmux
+            .command()
+            .args(["new-session", "-d", "-s", "ui", "-x", "120", "-y", "40"])
+            .args(["env", "COLORTERM=truecolor", "sh", "-c", &script])
+            .status()
+            .expect("tmux is required for this test (.ci/run installs it)");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.args(["-f", "/dev/null", "-L", &self.socket])
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Presses keys, by tmux key name (`Space`, `Enter`, `Escape`, `l`).
+    fn keys(&self, keys: &[&str]) {
+        let out = self
+            .command()
+            .args(["send-keys", "-t", "ui"])
+            .args(keys)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "send-keys {keys:?}");
+    }
+
+    /// Types text literally.
+    fn type_text(&self, text: &str) {
+        let out = self
+            .command()
+            .args(["send-keys", "-t", "ui", "-l", text])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "send-keys -l {text:?}");
+    }
+
+    /// The screen as text, or with colour escapes (`-e`).
+    fn capture(&self, escapes: bool) -> String {
+        let mut cmd = self.command();
+        cmd.args(["capture-pane", "-p", "-t", "ui"]);
+        if escapes {
+            cmd.arg("-e");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until `ok` holds; fails after `limit` showing the
+    /// last screen and the client's log.
+    async fn wait_for(&self, what: &str, limit: Duration, ok: impl Fn(&Screen) -> bool) -> Screen {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let screen = Screen::parse(&self.capture(true));
+            if ok(&screen) {
+                return screen;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!(
+                    "no {what} within {limit:?}; the screen:\n{}\nthe client's log:\n{log}",
+                    screen.text()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the screen shows `text`.
+    async fn wait_text(&self, text: &str) -> Screen {
+        self.wait_for(text, WAIT, |s| s.text().contains(text)).await
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").output();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A colour as tmux reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Colour {
+    Default,
+    Rgb(u8, u8, u8),
+    Indexed(u8),
+}
+
+/// A captured screen: each cell's character and colours, read from
+/// `capture-pane -e` (SGR escapes, as tmux re-emits them per line).
+struct Screen {
+    rows: Vec<Vec<(char, Colour, Colour)>>,
+}
+
+impl Screen {
+    fn parse(captured: &str) -> Self {
+        let rows = captured
+            .lines()
+            .map(|line| {
+                let (mut fg, mut bg) = (Colour::Default, Colour::Default);
+                let mut cells = Vec::new();
+                let mut chars = line.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c != '\x1b' {
+                        cells.push((c, fg, bg));
+                        continue;
+                    }
+                    if chars.next() != Some('[') {
+                        continue;
+                    }
+                    let mut params = String::new();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            if c == 'm' {
+                                apply_sgr(&params, &mut fg, &mut bg);
+                            }
+                            break;
+                        }
+                        params.push(c);
+                    }
+                }
+                cells
+            })
+            .collect();
+        Screen { rows }
+    }
+
+    fn text(&self) -> String {
+        self.rows
+            .iter()
+            .map(|r| r.iter().map(|c| c.0).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn cell(&self, x: usize, y: usize) -> Option<(char, Colour, Colour)> {
+        self.rows.get(y)?.get(x).copied()
+    }
+
+    /// The colour of canvas pixel `(x, y)`, for a canvas block whose inner
+    /// top-left cell is screen `(1, 1)` and not scrolled: the upper half of
+    /// a cell is its foreground, the lower half its background.
+    fn pixel(&self, x: usize, y: usize) -> Option<Colour> {
+        let (c, fg, bg) = self.cell(1 + x, 1 + y / 2)?;
+        (c == '▀').then_some(if y.is_multiple_of(2) { fg } else { bg })
+    }
+}
+
+fn apply_sgr(params: &str, fg: &mut Colour, bg: &mut Colour) {
+    let nums: Vec<u16> = params.split(';').map(|p| p.parse().unwrap_or(0)).collect();
+    let mut i = 0;
+    while i < nums.len() {
+        let target = match nums[i] {
+            0 => {
+                (*fg, *bg) = (Colour::Default, Colour::Default);
+                None
+            }
+            39 => {
+                *fg = Colour::Default;
+                None
+            }
+            49 => {
+                *bg = Colour::Default;
+                None
+            }
+            38 => Some(&mut *fg),
+            48 => Some(&mut *bg),
+            _ => None,
+        };
+        if let Some(target) = target {
+            match nums.get(i + 1) {
+                Some(2) if i + 4 < nums.len() => {
+                    *target = Colour::Rgb(nums[i + 2] as u8, nums[i + 3] as u8, nums[i + 4] as u8);
+                    i += 4;
+                }
+                Some(5) if i + 2 < nums.len() => {
+                    *target = Colour::Indexed(nums[i + 2] as u8);
+                    i += 2;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+}
+
+const RED: Colour = Colour::Rgb(0xE5, 0x00, 0x00);
+const GREEN: Colour = Colour::Rgb(0x02, 0xBE, 0x01);
+const BLUE: Colour = Colour::Rgb(0x00, 0x83, 0xC7);
+const WHITE: Colour = Colour::Rgb(0xFF, 0xFF, 0xFF);
+
+/// The status bar, the screen's last line.
+fn status(screen: &Screen) -> String {
+    screen.text().lines().last().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn keys_draw_a_pixel_others_see_and_chat_goes_both_ways() {
+    let server = Server::start("127.0.0.1:0").await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    let ui = Tmux::start(server.addr, &["--name", "alice"]);
+    assert_eq!(watcher.until("JOINED").await, "JOINED alice");
+    ui.wait_for("the connected status", WAIT, |s| {
+        status(s).contains("● connected")
+    })
+    .await;
+
+    // Cursor to (3,4), red, place.
+    ui.keys(&["l", "l", "l", "j", "j", "j", "j", "5", "Space"]);
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 1 3 4 5 alice");
+    // Off the pixel, it shows red in the upper half of cell (3,2).
+    ui.keys(&["l"]);
+    ui.wait_for("red at (3,4)", WAIT, |s| s.pixel(3, 4) == Some(RED))
+        .await;
+
+    // Someone else's pixel appears too.
+    assert_eq!(watcher.cmd("SET 6 7 blue").await, "OK 2");
+    ui.wait_for("blue at (6,7)", WAIT, |s| s.pixel(6, 7) == Some(BLUE))
+        .await;
+
+    // Chat: Enter focuses the input, Enter sends.
+    ui.keys(&["Enter"]);
+    ui.type_text("hello from tmux");
+    ui.keys(&["Enter"]);
+    assert_eq!(watcher.until("MSG").await, "MSG alice hello from tmux");
+    ui.wait_text("alice: hello from tmux").await;
+    assert_eq!(watcher.cmd("SAY hi alice").await, "OK");
+    ui.wait_text("watcher: hi alice").await;
+    assert_eq!(watcher.cmd("TELL alice psst").await, "OK");
+    ui.wait_text("[dm] watcher: psst").await;
+    ui.type_text("/tell watcher back at you");
+    ui.keys(&["Enter"]);
+    assert_eq!(watcher.until("DM").await, "DM alice back at you");
+
+    // Esc back to drawing (separately: ESC then q at once reads as Alt-q,
+    // as in any terminal), then q quits and gives the terminal back.
+    ui.keys(&["Escape"]);
+    ui.wait_text("> Enter to chat").await;
+    ui.keys(&["q"]);
+    let screen = ui.wait_text("EXITED 0").await;
+    assert!(
+        !screen.text().contains("● connected"),
+        "the alternate screen is gone:\n{}",
+        screen.text()
+    );
+    assert_eq!(watcher.until("LEFT").await, "LEFT alice");
+}
+
+#[tokio::test]
+async fn the_first_screen_asks_for_a_name_and_says_when_it_is_taken() {
+    let server = Server::start("127.0.0.1:0").await;
+    let mut holder = TextClient::joined(server.addr, "bob").await;
+    let ui = Tmux::start(server.addr, &[]);
+    ui.wait_text("Pick a name").await;
+    ui.type_text("BOB");
+    ui.keys(&["Enter"]);
+    ui.wait_text("BOB is already online").await;
+    ui.keys(&["BSpace", "BSpace", "BSpace"]);
+    ui.type_text("carol");
+    ui.keys(&["Enter"]);
+    assert_eq!(holder.until("JOINED").await, "JOINED carol");
+    ui.wait_for("the main screen", WAIT, |s| {
+        status(s).contains("● connected") && status(s).contains("carol")
+    })
+    .await;
+    ui.keys(&["C-c"]);
+    ui.wait_text("EXITED 0").await;
+}
+
+#[tokio::test]
+async fn after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_meanwhile() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let first = Server::start(&listen).await;
+    let mut painter = TextClient::joined(first.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 1 1 red").await, "OK 1");
+    let ui = Tmux::start(first.addr, &["--name", "alice"]);
+    ui.wait_for("the first canvas", WAIT, |s| {
+        status(s).contains("● connected") && s.pixel(1, 1) == Some(RED)
+    })
+    .await;
+
+    first.kill().await;
+    let screen = ui
+        .wait_for("the reconnect countdown", WAIT, |s| {
+            status(s).contains("reconnecting in")
+        })
+        .await;
+    // The last canvas stays on screen while offline.
+    assert_eq!(screen.pixel(1, 1), Some(RED));
+
+    // A new server on the same port, with a new (empty) canvas.
+    let second = Server::start(&listen).await;
+    let mut painter = TextClient::joined(second.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 2 3 red").await, "OK 1");
+    assert_eq!(painter.cmd("SET 5 6 green").await, "OK 2");
+
+    let screen = ui
+        .wait_for("the new canvas", WAIT * 3, |s| {
+            status(s).contains("● connected")
+                && s.pixel(2, 3) == Some(RED)
+                && s.pixel(5, 6) == Some(GREEN)
+        })
+        .await;
+    // Never a mix of canvases: the old server's pixel is gone.
+    assert_eq!(screen.pixel(1, 1), Some(WHITE));
+    assert!(
+        screen.text().contains("the server has a new canvas"),
+        "{}",
+        screen.text()
+    );
+    // Still usable: a pixel placed now reaches the new server.
+    ui.keys(&["a", "Space"]);
+    assert_eq!(painter.until("PIXEL 3").await, "PIXEL 3 0 0 10 alice");
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+    drop(second);
+}
+
+#[test]
+fn the_screen_parser_reads_tmux_colours() {
+    let s = Screen::parse("\x1b[38;2;1;2;3m\x1b[48;5;9mab\x1b[0mc\n\x1b[1;38;5;200mZ");
+    assert_eq!(
+        s.cell(0, 0),
+        Some(('a', Colour::Rgb(1, 2, 3), Colour::Indexed(9)))
+    );
+    assert_eq!(
+        s.cell(1, 0),
+        Some(('b', Colour::Rgb(1, 2, 3), Colour::Indexed(9)))
+    );
+    assert_eq!(s.cell(2, 0), Some(('c', Colour::Default, Colour::Default)));
+    assert_eq!(
+        s.cell(0, 1),
+        Some(('Z', Colour::Indexed(200), Colour::Default))
+    );
+}
