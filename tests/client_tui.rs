@@ -15,50 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{TextClient, WAIT};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// How often the screen is read while waiting.
 const POLL: Duration = Duration::from_millis(50);
 
-/// `pixchat-server` as a child process.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Starts the binary on `listen` and reads the address it logs.
-    async fn start(listen: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-            .args(["--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start pixchat-server");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    return rest.split_whitespace().next().unwrap().parse().unwrap();
-                }
-            }
-            panic!("pixchat-server exited without listening on {listen}");
-        })
-        .await
-        .expect("the listening line in time");
-        // Keep reading the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server { child, addr }
-    }
-
-    /// Kills the server at once, as a crash or `kill -9` would.
-    async fn kill(mut self) {
-        self.child.kill().await.expect("kill pixchat-server");
-    }
-}
+type Server = common::ServerProcess;
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
@@ -303,7 +264,8 @@ fn status(screen: &Screen) -> String {
 
 #[tokio::test]
 async fn keys_draw_a_pixel_others_see_and_chat_goes_both_ways() {
-    let server = Server::start("127.0.0.1:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
     let mut watcher = TextClient::joined(server.addr, "watcher").await;
     let ui = Tmux::start(server.addr, &["--name", "alice"]);
     assert_eq!(watcher.until("JOINED").await, "JOINED alice");
@@ -355,7 +317,8 @@ async fn keys_draw_a_pixel_others_see_and_chat_goes_both_ways() {
 
 #[tokio::test]
 async fn the_first_screen_asks_for_a_name_and_says_when_it_is_taken() {
-    let server = Server::start("127.0.0.1:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
     let mut holder = TextClient::joined(server.addr, "bob").await;
     let ui = Tmux::start(server.addr, &[]);
     ui.wait_text("Pick a name").await;
@@ -378,7 +341,8 @@ async fn the_first_screen_asks_for_a_name_and_says_when_it_is_taken() {
 async fn after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_meanwhile() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let first = Server::start(&listen).await;
+    let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Server::start_on(&listen, dir1.path(), &[]).await;
     let mut painter = TextClient::joined(first.addr, "painter").await;
     assert_eq!(painter.cmd("SET 1 1 red").await, "OK 1");
     let ui = Tmux::start(first.addr, &["--name", "alice"]);
@@ -387,7 +351,7 @@ async fn after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_m
     })
     .await;
 
-    first.kill().await;
+    first.kill9().await;
     let screen = ui
         .wait_for("the reconnect countdown", WAIT, |s| {
             status(s).contains("reconnecting in")
@@ -396,8 +360,9 @@ async fn after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_m
     // The last canvas stays on screen while offline.
     assert_eq!(screen.pixel(1, 1), Some(RED));
 
-    // A new server on the same port, with a new (empty) canvas.
-    let second = Server::start(&listen).await;
+    // A new server on the same port, with a new (empty) canvas: another
+    // data directory.
+    let second = Server::start_on(&listen, dir2.path(), &[]).await;
     let mut painter = TextClient::joined(second.addr, "painter").await;
     assert_eq!(painter.cmd("SET 2 3 red").await, "OK 1");
     assert_eq!(painter.cmd("SET 5 6 green").await, "OK 2");
@@ -419,6 +384,50 @@ async fn after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_m
     // Still usable: a pixel placed now reaches the new server.
     ui.keys(&["a", "Space"]);
     assert_eq!(painter.until("PIXEL 3").await, "PIXEL 3 0 0 10 alice");
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+    drop(second);
+}
+
+#[tokio::test]
+async fn after_a_crash_and_restart_on_the_same_data_the_client_resumes_where_it_was() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start_on(&listen, dir.path(), &[]).await;
+    let mut painter = TextClient::joined(first.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 1 1 red").await, "OK 1");
+    let ui = Tmux::start(first.addr, &["--name", "alice"]);
+    ui.wait_for("the first canvas", WAIT, |s| {
+        status(s).contains("● connected") && s.pixel(1, 1) == Some(RED)
+    })
+    .await;
+    first.kill9().await;
+    ui.wait_for("the reconnect countdown", WAIT, |s| {
+        status(s).contains("reconnecting in")
+    })
+    .await;
+
+    // The same canvas comes back from disk; pixels drawn while the client
+    // is away must show up, next to what it already had.
+    let second = Server::start_on(&listen, dir.path(), &[]).await;
+    let mut painter = TextClient::joined(second.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 2 3 green").await, "OK 2");
+    let screen = ui
+        .wait_for("the resumed canvas", WAIT * 3, |s| {
+            status(s).contains("● connected") && s.pixel(2, 3) == Some(GREEN)
+        })
+        .await;
+    assert_eq!(
+        screen.pixel(1, 1),
+        Some(RED),
+        "the pixel from before the crash stays"
+    );
+    assert!(
+        !screen.text().contains("the server has a new canvas"),
+        "{}",
+        screen.text()
+    );
     ui.keys(&["q"]);
     ui.wait_text("EXITED 0").await;
     drop(second);

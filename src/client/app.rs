@@ -187,6 +187,13 @@ pub enum ChatLine {
         /// Message.
         text: String,
     },
+    /// Chat from before we joined, sent by the server after `JOIN`.
+    History {
+        /// Sender.
+        from: String,
+        /// Message.
+        text: String,
+    },
     /// Someone joined.
     Joined(String),
     /// Someone left.
@@ -816,6 +823,23 @@ impl App {
                 from: from.to_string(),
                 text: text.to_string(),
             }),
+            Event::History { from, text, .. } => {
+                // Every (re)join replays the latest chat; after a reconnect
+                // most of it is already on screen.
+                let seen = self.chat.iter().any(|l| {
+                    matches!(l, ChatLine::Msg { from: f, text: t } | ChatLine::History { from: f, text: t }
+                        if **f == *from && **t == *text)
+                });
+                if !seen {
+                    self.say(ChatLine::History {
+                        from: from.to_string(),
+                        text: text.to_string(),
+                    });
+                }
+            }
+            // The client pings every 15 s, which is what keeps the server's
+            // idle timer happy; nothing else to do.
+            Event::Keepalive => {}
             Event::Bye { code, text } => {
                 self.notify(now, format!("server: {text} ({code})"));
             }

@@ -451,6 +451,11 @@ fn chat_paragraph(app: &App) -> Paragraph<'_> {
                 Span::styled("] ", Style::new().fg(Color::Magenta).bold()),
                 Span::styled(text.as_str(), Style::new().fg(Color::Magenta)),
             ]),
+            ChatLine::History { from, text } => Line::from(vec![
+                Span::styled(from.as_str(), dim.bold()),
+                Span::styled(": ", dim),
+                Span::styled(text.as_str(), dim),
+            ]),
             ChatLine::Joined(name) => Line::styled(format!("→ {name} joined"), dim),
             ChatLine::Left(name) => Line::styled(format!("← {name} left"), dim),
             ChatLine::Info(text) => Line::styled(format!("· {text}"), dim),

@@ -97,8 +97,24 @@ impl ServerProcess {
     /// Starts the binary and reads its address from the `listening addr=`
     /// log line; `Err` carries its log if it exits instead.
     pub async fn try_start(dir: &std::path::Path, args: &[&str]) -> Result<ServerProcess, String> {
+        Self::try_start_on("127.0.0.1:0", dir, args).await
+    }
+
+    /// Like [`ServerProcess::start`] on a given address (to restart a
+    /// server on the same port).
+    pub async fn start_on(listen: &str, dir: &std::path::Path, args: &[&str]) -> ServerProcess {
+        Self::try_start_on(listen, dir, args)
+            .await
+            .expect("server starts")
+    }
+
+    async fn try_start_on(
+        listen: &str,
+        dir: &std::path::Path,
+        args: &[&str],
+    ) -> Result<ServerProcess, String> {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(dir)
             .args(args)
             .stdin(std::process::Stdio::null())
