@@ -30,6 +30,10 @@ pub const MAX_TEXT: usize = 512;
 pub const MAX_TOKEN: usize = 64;
 /// Largest canvas side the server accepts.
 pub const MAX_SIDE: u16 = 4096;
+/// Most names a `WELCOME` or `WHO` lists; with more users online they carry
+/// the count and the first names in order, so a crowd joining costs each
+/// newcomer a bounded frame instead of one that grows with the crowd.
+pub const MAX_LISTED_USERS: usize = 1000;
 
 /// One palette entry: a colour's wire name and its sRGB value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +239,9 @@ pub struct Welcome {
     pub seq: u64,
     /// Palette in index order.
     pub palette: Vec<([u8; 3], String)>,
-    /// Names online, the new user included.
+    /// How many users are online, the new user included.
+    pub online: u32,
+    /// Names online, sorted ignoring case; at most [`MAX_LISTED_USERS`].
     pub users: Vec<String>,
     /// True when the missed pixel events follow instead of a snapshot.
     pub resumed: bool,
@@ -279,7 +285,9 @@ pub enum Reply {
     },
     /// `WHO`.
     Who {
-        /// Names online.
+        /// How many users are online.
+        online: u32,
+        /// Names online, sorted ignoring case; at most [`MAX_LISTED_USERS`].
         users: Vec<String>,
     },
     /// `PING`.

@@ -131,6 +131,7 @@ async fn hello_join_welcome_snapshot_and_events() {
     assert_eq!(
         c.cmd(Command::Who).await,
         Reply::Who {
+            online: 2,
             users: vec!["binny".into(), "texter".into()]
         }
     );

@@ -103,6 +103,7 @@ async fn server_errors_come_back_as_errors_and_the_connection_stays_usable() {
     assert_eq!(
         c.request(&Command::Who).await.unwrap(),
         Reply::Who {
+            online: 1,
             users: vec!["erin".into()]
         }
     );

@@ -373,22 +373,27 @@ async fn compaction_keeps_the_canvas_and_bounds_the_journal() {
     for i in 0..3000u64 {
         assert_eq!(a.reply().await, format!("OK {}", i + 1));
     }
-    // Compaction runs in the background: wait (bounded) for the journal to
-    // shrink below what 3000 records would take.
+    // Compaction runs in the background and is started by new records:
+    // keep drawing (bounded) until the journal is shorter than 1000 records,
+    // far below the 3000+ it would hold without compaction.
     let log = dir.path().join("canvas.log");
     let mut small = false;
+    let mut seq = 3000;
     for _ in 0..100 {
         if std::fs::metadata(&log).map(|m| m.len()).unwrap_or(u64::MAX) < 32 * 1000 {
             small = true;
             break;
         }
+        seq += 1;
+        assert_eq!(a.cmd("SET 0 0 0").await, format!("OK {seq}"));
+        expected.insert((0, 0), 0);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(small, "the journal was never compacted");
     server.stop().await;
     let server = common::start_server(config()).await;
-    let (seq, rows) = TextClient::connect(server.addr).await.canvas().await;
-    assert_eq!(seq, 3000);
+    let (recovered, rows) = TextClient::connect(server.addr).await.canvas().await;
+    assert_eq!(recovered, seq);
     for ((x, y), color) in expected {
         assert_eq!(u64::from(rows[y as usize][x as usize]), color);
     }

@@ -1,5 +1,8 @@
 //! `pixchat-server`: parse flags, set up logging, serve until Ctrl-C or SIGTERM.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;

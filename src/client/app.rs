@@ -290,8 +290,11 @@ pub struct App {
     pub chat: VecDeque<ChatLine>,
     /// Rows scrolled back from the newest chat line (0: following).
     pub chat_scroll: usize,
-    /// Users online, sorted ignoring case.
+    /// Users online, sorted ignoring case (as many as the server named).
     pub users: Vec<String>,
+    /// Users online the server did not name: it lists at most
+    /// `MAX_LISTED_USERS` in `WELCOME` and `WHO`.
+    pub unlisted: u32,
     /// Last keepalive round trip.
     pub rtt: Option<Duration>,
     /// Current status-bar notice.
@@ -345,6 +348,7 @@ impl App {
             chat: VecDeque::new(),
             chat_scroll: 0,
             users: Vec::new(),
+            unlisted: 0,
             rtt: None,
             notice: None,
             pending: Vec::new(),
@@ -565,6 +569,11 @@ impl App {
         self.link = Link::Idle;
     }
 
+    /// Users online, named or not.
+    pub fn online(&self) -> usize {
+        self.users.len() + self.unlisted as usize
+    }
+
     /// Places the selected colour at `at`: sent at once when online,
     /// queued (and drawn as queued) when not.
     fn place(&mut self, at: (u16, u16), now: Instant) {
@@ -732,6 +741,7 @@ impl App {
     ) {
         self.screen = Screen::Main;
         self.link = Link::Online;
+        self.unlisted = welcome.online.saturating_sub(welcome.users.len() as u32);
         self.users = welcome.users;
         self.users.sort_by_key(|n| n.to_ascii_lowercase());
         if !welcome.palette.is_empty() {
@@ -812,7 +822,11 @@ impl App {
                 self.say(ChatLine::Joined(name.to_string()));
             }
             Event::Left { name } => {
+                let before = self.users.len();
                 self.users.retain(|u| !u.eq_ignore_ascii_case(&name));
+                if self.users.len() == before {
+                    self.unlisted = self.unlisted.saturating_sub(1);
+                }
                 self.say(ChatLine::Left(name.to_string()));
             }
             Event::Msg { from, text } => self.say(ChatLine::Msg {
@@ -864,12 +878,16 @@ impl App {
             (Sent::Pixel, _) => self.pending.retain(|p| p.tag != Some(tag)),
             (Sent::Say { .. }, Reply::Ok) => {}
             (Sent::Tell { to, text, .. }, Reply::Ok) => self.say(ChatLine::DmOut { to, text }),
-            (Sent::Who, Reply::Who { users }) => {
+            (Sent::Who, Reply::Who { online, users }) => {
+                let more = match online.saturating_sub(users.len() as u32) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
                 self.say(ChatLine::Info(format!(
-                    "online ({}): {}",
-                    users.len(),
+                    "online ({online}): {}{more}",
                     users.join(", ")
                 )));
+                self.unlisted = online.saturating_sub(users.len() as u32);
                 self.users = users;
                 self.users.sort_by_key(|n| n.to_ascii_lowercase());
             }

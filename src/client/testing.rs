@@ -60,6 +60,7 @@ pub fn welcome(name: &str, snap: &Snapshot, users: &[&str], resumed: bool) -> We
             .iter()
             .map(|c| (c.rgb, c.name.to_string()))
             .collect(),
+        online: users.len() as u32,
         users: users.iter().map(|u| u.to_string()).collect(),
         resumed,
     }

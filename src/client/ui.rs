@@ -382,7 +382,7 @@ fn draw_users(buf: &mut Buffer, area: Rect, app: &App) {
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
         .border_style(Style::new().fg(Color::DarkGray))
-        .title(format!(" online {} ", app.users.len()));
+        .title(format!(" online {} ", app.online()));
     let inner = block.inner(area);
     block.render(area, buf);
     let mut lines: Vec<Line> = app
@@ -541,7 +541,7 @@ fn draw_status(buf: &mut Buffer, area: Rect, app: &App) {
         left.extend([sep(), Span::styled(me.clone(), name_style(me).bold())]);
     }
     if app.link == Link::Online {
-        left.extend([sep(), Span::raw(format!("{} online", app.users.len()))]);
+        left.extend([sep(), Span::raw(format!("{} online", app.online()))]);
         if let Some(rtt) = app.rtt {
             left.extend([sep(), Span::raw(format!("rtt {}", format_rtt(rtt)))]);
         }

@@ -92,7 +92,7 @@ pub mod reply_type {
     pub const SNAPSHOT: u8 = 0x84;
     /// `SYNC_OK seq:u64`
     pub const SYNC_OK: u8 = 0x85;
-    /// `WHO_OK count:u32 name:str8*`
+    /// `WHO_OK online:u32 count:u32 name:str8*`
     pub const WHO_OK: u8 = 0x86;
     /// `PONG token:str8`
     pub const PONG: u8 = 0x87;
@@ -366,6 +366,7 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
                 out.extend_from_slice(rgb);
                 put_str8(out, name);
             }
+            out.put_u32(w.online);
             out.put_u32(w.users.len() as u32);
             for name in &w.users {
                 put_str8(out, name);
@@ -380,8 +381,9 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             out.put_u8(t::SYNC_OK);
             out.put_u64(*seq);
         }
-        Reply::Who { users } => {
+        Reply::Who { online, users } => {
             out.put_u8(t::WHO_OK);
+            out.put_u32(*online);
             out.put_u32(users.len() as u32);
             for name in users {
                 put_str8(out, name);
@@ -729,6 +731,7 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                     let rgb: [u8; 3] = r.bytes(3)?.try_into().map_err(|_| ())?;
                     palette.push((rgb, r.str8()?));
                 }
+                let online = r.u32()?;
                 let mut users = Vec::new();
                 for _ in 0..r.u32()? {
                     users.push(r.str8()?);
@@ -741,6 +744,7 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                     height,
                     seq,
                     palette,
+                    online,
                     users,
                     resumed,
                 }))
@@ -783,12 +787,13 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 reply(Reply::Sync { seq })
             }
             t::WHO_OK => {
+                let online = r.u32()?;
                 let mut users = Vec::new();
                 for _ in 0..r.u32()? {
                     users.push(r.str8()?);
                 }
                 r.end(())?;
-                reply(Reply::Who { users })
+                reply(Reply::Who { online, users })
             }
             t::PONG => {
                 let token = r.str8()?;

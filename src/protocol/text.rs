@@ -303,8 +303,8 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             out.extend_from_slice(&encode_canvas(snapshot));
             return;
         }
-        Reply::Who { users } => {
-            let _ = write!(line, "OK {}", users.len());
+        Reply::Who { online, users } => {
+            let _ = write!(line, "OK {online}");
             for name in users {
                 line.push(' ');
                 line.push_str(name);
@@ -557,6 +557,7 @@ mod tests {
         );
         encode_reply(
             &Reply::Who {
+                online: 2,
                 users: vec!["a".into(), "b".into()],
             },
             &mut out,

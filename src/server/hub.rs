@@ -15,7 +15,7 @@
 //! already-ordered event, so a backend that gets its order elsewhere (a
 //! Redis stream) can feed the same fan-out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,8 @@ use super::outbox::{Outbox, Outgoing, SharedSnapshot};
 use super::storage::{self, ChatLine, Journal, Persisted, StorageConfig, format};
 use super::unix_ms;
 use crate::protocol::{
-    Command, ErrorCode, Event, HELP_TEXT, HelloInfo, PALETTE, PROTOCOL_VERSION, Pixel, Placement,
-    Reply, Resume, Welcome, WireError, validate_name, validate_text,
+    Command, ErrorCode, Event, HELP_TEXT, HelloInfo, MAX_LISTED_USERS, PALETTE, PROTOCOL_VERSION,
+    Pixel, Placement, Reply, Resume, Welcome, WireError, validate_name, validate_text,
 };
 
 /// Everything the hub needs to start.
@@ -87,8 +87,9 @@ struct State {
     /// What survives restarts: canvas, authorship, recent chat.
     world: Persisted,
     history: History,
-    /// Keyed by lower-cased name: names are unique ignoring case.
-    users: HashMap<String, User>,
+    /// Keyed by lower-cased name: names are unique ignoring case, and the
+    /// order is the listing order, so listing the first names is cheap.
+    users: BTreeMap<String, User>,
     /// The last snapshot handed out, reused while the seq is unchanged so a
     /// crowd joining at once shares one copy and one encoding.
     snapshot: Option<Arc<SharedSnapshot>>,
@@ -146,7 +147,7 @@ impl Hub {
             state: Mutex::new(State {
                 world,
                 history,
-                users: HashMap::new(),
+                users: BTreeMap::new(),
                 snapshot: None,
                 last_placed: HashMap::new(),
                 banned: HashSet::new(),
@@ -223,8 +224,8 @@ impl Hub {
             Command::Canvas => self.canvas(session),
             Command::Sync { seq } => self.sync(session, seq),
             Command::Who => {
-                let users = self.lock().user_names();
-                Ok(self.reply(session, Reply::Who { users }))
+                let (online, users) = self.lock().user_names();
+                Ok(self.reply(session, Reply::Who { online, users }))
             }
             Command::Kick { name } => self.kick(session, &name, false),
             Command::Ban { name } => self.kick(session, &name, true),
@@ -324,6 +325,7 @@ impl Hub {
         session.outbox.subscribe(cursor);
         session.name = Some(name.clone());
 
+        let (online, users) = st.user_names();
         let canvas = &st.world.canvas;
         let latest = canvas.seq();
         let replay = resume
@@ -339,7 +341,8 @@ impl Hub {
                 .iter()
                 .map(|c| (c.rgb, c.name.to_string()))
                 .collect(),
-            users: st.user_names(),
+            online,
+            users,
             resumed: replay.is_some(),
         });
         let binary = session.outbox.mode() == Mode::Binary;
@@ -580,10 +583,15 @@ impl Hub {
 }
 
 impl State {
-    fn user_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.users.values().map(|u| u.name.to_string()).collect();
-        names.sort_by_key(|n| n.to_ascii_lowercase());
-        names
+    /// How many users are online and the first names in order.
+    fn user_names(&self) -> (u32, Vec<String>) {
+        let names = self
+            .users
+            .values()
+            .take(MAX_LISTED_USERS)
+            .map(|u| u.name.to_string())
+            .collect();
+        (self.users.len() as u32, names)
     }
 
     fn shared_snapshot(&mut self) -> Arc<SharedSnapshot> {

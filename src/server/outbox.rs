@@ -34,9 +34,6 @@ pub const REPLIES_IN_FLIGHT: usize = 64;
 pub const OTHERS_IN_FLIGHT: usize = 256;
 /// Batches are written once they reach this size.
 const BATCH_BYTES: usize = 64 * 1024;
-/// A writer buffer bigger than this is freed after the write, so one large
-/// snapshot does not pin memory for the connection's lifetime.
-const KEEP_BUFFER: usize = 16 * 1024;
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -433,9 +430,6 @@ pub async fn run_writer(
                 Err(Lagged) => break WriterEnd::Lagged,
             }
             buf.clear();
-            if buf.capacity() > KEEP_BUFFER {
-                buf = BytesMut::new();
-            }
         }
         if closing {
             break WriterEnd::Closed;
@@ -443,6 +437,9 @@ pub async fn run_writer(
         if more {
             continue;
         }
+        // An idle connection holds no buffer: with tens of thousands of
+        // watchers, a few KiB each is most of the server's memory.
+        buf = BytesMut::new();
         let listen = outbox.waits_on_log(&log);
         tokio::select! {
             _ = outbox.wake.notified() => {}

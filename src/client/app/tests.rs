@@ -271,6 +271,7 @@ fn tell_and_who_commands() {
         [reply(
             sends[0].0,
             Reply::Who {
+                online: 3,
                 users: vec!["alice".into(), "bob".into(), "Carol".into()],
             },
         )],

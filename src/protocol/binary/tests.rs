@@ -164,6 +164,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
                     ([0xFF, 0xFF, 0xFF], "white".into()),
                     ([0xE5, 0, 0], "red".into()),
                 ],
+                online: 2,
                 users: vec!["al".into(), "bob".into()],
                 resumed: false,
             })),
@@ -183,6 +184,7 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
         (
             "who_ok",
             R(Reply::Who {
+                online: 1,
                 users: vec!["al".into()],
             }),
         ),
@@ -333,6 +335,7 @@ fn the_default_palette_fits_the_welcome() {
             .iter()
             .map(|c| (c.rgb, c.name.to_string()))
             .collect(),
+        online: 0,
         users: vec![],
         resumed: true,
     };
@@ -461,12 +464,16 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
                     .iter()
                     .map(|c| (c.rgb, c.name.to_string()))
                     .collect(),
+                online: 2000,
                 users,
                 resumed,
             })),
         any::<u64>().prop_map(|seq| Reply::Set { seq }),
         any::<u64>().prop_map(|seq| Reply::Sync { seq }),
-        proptest::collection::vec(arb_name(), 0..10).prop_map(|users| Reply::Who { users }),
+        proptest::collection::vec(arb_name(), 0..10).prop_map(|users| Reply::Who {
+            online: users.len() as u32 + 7,
+            users
+        }),
         "[a-z0-9]{0,64}".prop_map(|token| Reply::Pong { token }),
         arb_text(200).prop_map(|text| Reply::Help { text }),
         Just(Reply::Bye),
