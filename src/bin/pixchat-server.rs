@@ -80,6 +80,24 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    // Every client is a file descriptor; the usual soft limit of 1024 would
+    // cap the server long before --max-clients. Raise it to the hard limit,
+    // and the hard limit too where we may (as root), as Redis does.
+    let want = cli.max_clients as u64 + 1024;
+    if let Ok((_, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        && hard < want
+    {
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, want, want);
+    }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if (limit as usize) < cli.max_clients + 64 => tracing::warn!(
+            limit,
+            max_clients = cli.max_clients,
+            "the open-file limit is below --max-clients; raise it (ulimit -n) to serve that many"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let config = pixchat::Config {
         width: cli.width,
         height: cli.height,
