@@ -701,7 +701,11 @@ impl App {
                     Screen::Login(form) => form.name.value().to_string(),
                     Screen::Main => self.me.clone().unwrap_or_default(),
                 };
-                self.refuse_login(&name, e.message);
+                self.refuse_login(&name, e.wire().message.clone());
+            }
+            ClientEvent::Evicted { code, text } => {
+                self.say(ChatLine::Error(format!("{code}: {text}")));
+                self.link = Link::Offline { reason: text };
             }
             ClientEvent::Event(event) => self.on_event(event, now),
             ClientEvent::Reply { tag, result } => self.on_reply(tag, result, now),

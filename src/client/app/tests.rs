@@ -389,10 +389,12 @@ fn login_screen_checks_the_name_and_shows_the_servers_refusal() {
     assert_eq!(intents, vec![Intent::Login(Login::new("alice"))]);
     press(
         &mut app,
-        [net(ClientEvent::LoginRejected(WireError::new(
-            ErrorCode::NameTaken,
-            "alice is already online",
-        )))],
+        [net(ClientEvent::LoginRejected(
+            crate::client::LoginError::Name(WireError::new(
+                ErrorCode::NameTaken,
+                "alice is already online",
+            )),
+        ))],
     );
     let Screen::Login(form) = &app.screen else {
         panic!("back on the login screen");

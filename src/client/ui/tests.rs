@@ -370,9 +370,11 @@ fn the_login_screen_shows_why_a_name_was_refused() {
     press(&mut app, "alice".chars().map(key));
     press(&mut app, [code(KeyCode::Enter)]);
     app.update(
-        net(ClientEvent::LoginRejected(crate::protocol::WireError::new(
-            crate::protocol::ErrorCode::NameTaken,
-            "alice is already online",
+        net(ClientEvent::LoginRejected(crate::client::LoginError::Name(
+            crate::protocol::WireError::new(
+                crate::protocol::ErrorCode::NameTaken,
+                "alice is already online",
+            ),
         ))),
         t0(),
     );
