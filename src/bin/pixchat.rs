@@ -19,6 +19,10 @@ struct Cli {
     /// Your user name; the UI asks for one when it is missing.
     #[arg(long, global = true)]
     name: Option<String>,
+    /// The server's password (or its admin password, which also allows
+    /// /kick and /ban); the UI asks for one when the server needs it.
+    #[arg(long, global = true, env = "PIXCHAT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
     /// Append logs to this file (the UI owns the screen, so it logs nowhere
     /// else; subcommands log errors to standard error).
     #[arg(long, global = true)]
@@ -78,6 +82,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             tui::run(tui::Options {
                 server: cli.server.clone(),
                 name: cli.name.clone(),
+                password: cli.password.clone().filter(|p| !p.is_empty()),
             })
             .await
         }
