@@ -823,12 +823,10 @@ impl App {
             self.notify(now, "no canvas yet: wait for the connection");
             return;
         }
-        if let Some(left) = self.cooldown_left() {
-            // The server would refuse it: say so rather than send it.
-            self.notify(
-                now,
-                format!("not placed: cooldown, {} left", format_tenths(left)),
-            );
+        if self.cooldown_left().is_some() {
+            // The server would refuse it: say so rather than send it. The
+            // status bar shows how long is left, counting down.
+            self.notify(now, "not placed: wait for the cooldown");
             return;
         }
         if self.pending.len() >= MAX_QUEUED_PIXELS {
@@ -983,7 +981,7 @@ impl App {
         let (reason, line) = match code {
             ErrorCode::Banned => (
                 "banned from this server".to_string(),
-                format!("banned from this server: {text}"),
+                format!("banned: {text}"),
             ),
             _ => (
                 "kicked by an admin · r reconnects".to_string(),
@@ -1143,10 +1141,7 @@ impl App {
                             if self.cooldown.is_none_or(|c| c.until < until) {
                                 self.cooldown = Some(Cooldown { until });
                             }
-                            self.notify(
-                                now,
-                                format!("pixel ({},{}) not placed: cooldown", p.x, p.y),
-                            );
+                            self.notify(now, format!("pixel ({},{}) not placed", p.x, p.y));
                         }
                         None => {
                             self.notify(now, format!("pixel ({},{}) not placed: {e}", p.x, p.y))

@@ -553,19 +553,10 @@ fn draw_status(buf: &mut Buffer, area: Rect, app: &App) {
             Span::styled(format!("{queued} queued"), Style::new().fg(Color::Yellow)),
         ]);
     }
-    if let Some(left_time) = app.cooldown_left() {
-        left.extend([
-            sep(),
-            Span::styled(
-                format!("cooldown {}", super::app::format_tenths(left_time)),
-                Style::new().fg(Color::Yellow).bold(),
-            ),
-        ]);
-    }
     let left = Line::from(left);
     // News (a notice, why we are offline) wins the space when both do not
     // fit; the key hint only takes room that is free.
-    let right = match (&app.notice, &app.link) {
+    let news = match (&app.notice, &app.link) {
         (Some(n), _) => Some(Span::styled(
             format!(" {} ", n.text),
             match n.kind {
@@ -580,14 +571,31 @@ fn draw_status(buf: &mut Buffer, area: Rect, app: &App) {
             format!(" {reason} "),
             Style::new().fg(Color::LightRed),
         )),
-        (None, _) => Some(Span::styled(hint(app), Style::new().fg(Color::DarkGray)))
-            .filter(|h| left.width() + h.width() <= usize::from(area.width)),
+        (None, _) => None,
+    };
+    // The countdown goes last, at the right edge, and the line is drawn
+    // right-aligned: in a narrow terminal it is the last thing cut.
+    let countdown = app.cooldown_left().map(|left_time| {
+        Span::styled(
+            format!(" cooldown {} ", super::app::format_tenths(left_time)),
+            Style::new().fg(Color::Black).bg(Color::Yellow).bold(),
+        )
+    });
+    let right = match (news, countdown) {
+        (None, None) => Some(Line::from(Span::styled(
+            hint(app),
+            Style::new().fg(Color::DarkGray),
+        )))
+        .filter(|h| left.width() + h.width() <= usize::from(area.width)),
+        (news, countdown) => Some(Line::from_iter(news.into_iter().chain(countdown))),
     };
     buf.set_style(area, Style::new().bg(Color::Black));
     left.render(area, buf);
     if let Some(right) = right {
         let width = (right.width() as u16).min(area.width);
-        Line::from(right).render(Rect::new(area.right() - width, area.y, width, 1), buf);
+        right
+            .right_aligned()
+            .render(Rect::new(area.right() - width, area.y, width, 1), buf);
     }
 }
 
