@@ -167,7 +167,7 @@ pub const DRAWING: &[Row] = &[
     },
     Row {
         keys: "[ ]  0-9 a-f",
-        help: "colour: prev / next, or by key",
+        help: "colour: prev/next, or by key",
         bindings: &[
             b(Key(Char('[')), Action::PrevColor),
             b(Key(Char(']')), Action::NextColor),
@@ -361,6 +361,30 @@ mod tests {
         assert_eq!(lookup(LOGIN, &key(Enter, none)), Some(Action::Send));
         // Letters are typed into the fields, q included.
         assert_eq!(lookup(LOGIN, &key(Char('q'), none)), None);
+    }
+
+    #[test]
+    fn the_readme_documents_every_key_and_command() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Terminal client").expect("the section")..];
+        for row in DRAWING.iter().chain(CHATTING).chain(LOGIN).chain(ANYWHERE) {
+            for binding in row.bindings {
+                if let Key(Char(c)) = binding.pattern {
+                    let shown = match c {
+                        ' ' => "`Space`".to_string(),
+                        c => format!("`{c}`"),
+                    };
+                    assert!(section.contains(&shown), "README lacks the key {shown}");
+                }
+            }
+        }
+        for (command, _) in COMMANDS {
+            let word = command.split(' ').next().unwrap();
+            assert!(
+                section.contains(&format!("`{word}")),
+                "README lacks {command}"
+            );
+        }
     }
 
     #[test]
