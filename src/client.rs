@@ -22,6 +22,6 @@ pub mod ui;
 mod testing;
 
 pub use net::{
-    Backoff, Client, ClientConfig, ClientError, ClientEvent, Connection, Joined, Login,
+    Backoff, Client, ClientConfig, ClientError, ClientEvent, Connection, Joined, Login, LoginError,
     RequestError, SendError,
 };

@@ -7,13 +7,15 @@ mod common;
 use std::net::SocketAddr;
 use std::process::{Output, Stdio};
 
-use common::{TextClient, WAIT, start_default};
+use common::{TextClient, WAIT, start_default, start_server};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn pixchat(addr: SocketAddr) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixchat"));
     cmd.args(["--server", &addr.to_string()])
+        // Only what a test passes counts, not the environment's.
+        .env_remove("PIXCHAT_PASSWORD")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
@@ -202,4 +204,173 @@ async fn watch_fails_when_the_server_goes_away() {
         "{}",
         text(&out.stderr)
     );
+}
+
+const PASSWORD: &str = "s3cret";
+
+async fn start_locked() -> common::TestServer {
+    start_server(pixchat::Config {
+        password: Some(PASSWORD.into()),
+        ..pixchat::Config::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn on_a_password_server_every_subcommand_needs_the_password() {
+    let server = start_locked().await;
+    let mut watcher = TextClient::connect(server.addr).await;
+    assert_eq!(watcher.cmd(&format!("AUTH {PASSWORD}")).await, "OK");
+    assert_eq!(watcher.cmd("JOIN watcher").await, "OK watcher 64 64 0");
+
+    let out = run(
+        server.addr,
+        &[
+            "set",
+            "3",
+            "4",
+            "red",
+            "--name",
+            "bot",
+            "--password",
+            PASSWORD,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1\n");
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 1 3 4 5 bot");
+
+    // Without it, or with a wrong one: refused, nothing printed or placed.
+    let cases: [(&[&str], &str); 5] = [
+        (&["set", "0", "0", "red", "--name", "bot"], "forbidden"),
+        (&["say", "hi", "--name", "bot"], "forbidden"),
+        (&["canvas"], "forbidden"),
+        (&["whose", "3", "4"], "forbidden"),
+        (
+            &[
+                "set",
+                "0",
+                "0",
+                "red",
+                "--name",
+                "bot",
+                "--password",
+                "nope",
+            ],
+            "forbidden: wrong password",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(server.addr, args).await;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(want),
+            "{args:?}: stderr {err:?} lacks {want:?}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {:?}", text(&out.stdout));
+    }
+    let out = run(server.addr, &["canvas"]).await;
+    assert!(
+        text(&out.stderr).contains("--password or PIXCHAT_PASSWORD"),
+        "a missing password names the flag: {}",
+        text(&out.stderr)
+    );
+
+    // The environment variable does as well as the flag.
+    let out = tokio::time::timeout(
+        WAIT,
+        pixchat(server.addr)
+            .args(["say", "from env", "--name", "envy"])
+            .env("PIXCHAT_PASSWORD", PASSWORD)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(watcher.until("MSG").await, "MSG envy from env");
+
+    let out = run(server.addr, &["canvas", "--password", PASSWORD]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with("OK 1 64 64\n"));
+
+    // watch joins after AUTH too.
+    let mut child = pixchat(server.addr)
+        .args(["watch", "--name", "eyes", "--password", PASSWORD])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(watcher.until("JOINED").await, "JOINED eyes");
+    assert_eq!(watcher.cmd("SAY psst").await, "OK");
+    // The chat so far comes first (HISTORY lines), then the live message.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("MSG")) {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("watch still running");
+        seen.push(line);
+    }
+    assert!(
+        seen[0].starts_with("HISTORY ") && seen[0].ends_with(" envy from env"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last().unwrap(), "MSG watcher psst");
+    child.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn whose_prints_name_time_and_seq_or_nobody() {
+    let server = start_default().await;
+    let mut painter = TextClient::joined(server.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 5 6 blue").await, "OK 1");
+    let want = painter.cmd("WHOSE 5 6").await;
+
+    let out = run(server.addr, &["whose", "5", "6"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    // The text mode's answer without its OK.
+    assert_eq!(format!("OK {printed}"), format!("{want}\n"));
+    let fields: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!((fields[0], fields[2]), ("painter", "1"));
+    assert!(fields[1].parse::<u64>().unwrap() > 1_600_000_000_000);
+
+    let out = run(server.addr, &["whose", "0", "0"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "nobody\n");
+
+    let out = run(server.addr, &["whose", "64", "0"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("out_of_range"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn help_names_the_password_variable_but_never_its_value() {
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_pixchat"))
+            .arg("--help")
+            .env("PIXCHAT_PASSWORD", "hunter2-secret")
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(help.contains("--password"), "{help}");
+    assert!(help.contains("PIXCHAT_PASSWORD"), "{help}");
+    assert!(!help.contains("hunter2-secret"), "{help}");
+    assert!(help.contains("whose"), "{help}");
 }

@@ -7,8 +7,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{TextClient, WAIT, start_default};
-use pixchat::client::{Backoff, Client, ClientConfig, ClientError, ClientEvent, Connection, Login};
+use common::{TextClient, WAIT, start_default, start_server};
+use pixchat::client::{
+    Backoff, Client, ClientConfig, ClientError, ClientEvent, Connection, Login, LoginError,
+    RequestError,
+};
 use pixchat::protocol::{Command, ErrorCode, Event, Reply, Resume};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -377,14 +380,14 @@ async fn a_refused_login_waits_for_a_better_one() {
         _ => None,
     })
     .await;
-    assert_eq!(err.code, ErrorCode::BadName);
+    assert_eq!(err.wire().code, ErrorCode::BadName);
     client.login(Login::new("TAKEN")).unwrap();
     let err = expect(&mut events, "name_taken", |e| match e {
         ClientEvent::LoginRejected(e) => Some(e.clone()),
         _ => None,
     })
     .await;
-    assert_eq!(err.code, ErrorCode::NameTaken);
+    assert_eq!(err.wire().code, ErrorCode::NameTaken);
     client.login(Login::new("fresh")).unwrap();
     let name = expect(&mut events, "the join", |e| match e {
         ClientEvent::Joined { welcome, .. } => Some(welcome.name.clone()),
@@ -392,5 +395,270 @@ async fn a_refused_login_waits_for_a_better_one() {
     })
     .await;
     assert_eq!(name, "fresh");
+    client.shutdown().await;
+}
+
+const PASSWORD: &str = "s3cret";
+const ADMIN: &str = "b0ss";
+
+/// A server that wants `PASSWORD`, with `ADMIN` as its admin password.
+async fn start_locked() -> common::TestServer {
+    start_server(pixchat::Config {
+        password: Some(PASSWORD.into()),
+        admin_password: Some(ADMIN.into()),
+        ..pixchat::Config::default()
+    })
+    .await
+}
+
+fn login(name: &str, password: &str) -> Login {
+    Login::new(name).with_password(Some(password.into()))
+}
+
+#[tokio::test]
+async fn a_connection_logs_in_to_a_password_server_only_with_the_password() {
+    let server = start_locked().await;
+
+    let mut c = Connection::connect(server.addr).await.unwrap();
+    let err = c.join(&Login::new("nopw"), None).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Login(LoginError::PasswordRequired(e)) if e.code == ErrorCode::Forbidden),
+        "{err:?}"
+    );
+
+    let err = c.join(&login("guess", "letmein"), None).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Login(LoginError::WrongPassword(e)) if e.code == ErrorCode::Forbidden),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "forbidden: wrong password");
+
+    // The same connection, now with the password: AUTH, then JOIN.
+    let joined = c.join(&login("alice", PASSWORD), None).await.unwrap();
+    assert_eq!(joined.welcome.users, ["alice"]);
+    let reply = c
+        .request(&Command::Set {
+            x: 3,
+            y: 4,
+            color: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply, Reply::Set { seq: 1 });
+
+    // WHOSE needs no JOIN, only AUTH.
+    let mut reader = Connection::connect(server.addr).await.unwrap();
+    let err = reader.whose(3, 4).await.unwrap_err();
+    assert_eq!(err.wire().map(|e| &e.code), Some(&ErrorCode::Forbidden));
+    reader.auth(PASSWORD).await.unwrap();
+    let placed = reader.whose(3, 4).await.unwrap().expect("alice placed it");
+    assert_eq!((placed.name.as_str(), placed.seq), ("alice", 1));
+    assert!(placed.unix_ms > 0);
+    assert_eq!(reader.whose(0, 0).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_banned_name_is_a_name_refusal_not_a_password_prompt() {
+    // With a password: after a good AUTH, forbidden can only be the ban.
+    let server = start_locked().await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd(&format!("AUTH {ADMIN}")).await, "OK");
+    assert_eq!(admin.cmd("BAN troll").await, "OK");
+    let mut c = Connection::connect(server.addr).await.unwrap();
+    let err = c.join(&login("troll", PASSWORD), None).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Login(LoginError::Name(e)) if e.code == ErrorCode::Forbidden),
+        "{err:?}"
+    );
+
+    // Without a password on a server that needs none: the same.
+    let open = start_server(pixchat::Config {
+        admin_password: Some(ADMIN.into()),
+        ..pixchat::Config::default()
+    })
+    .await;
+    let mut admin = TextClient::connect(open.addr).await;
+    assert_eq!(admin.cmd(&format!("AUTH {ADMIN}")).await, "OK");
+    assert_eq!(admin.cmd("BAN troll").await, "OK");
+    let mut c = Connection::connect(open.addr).await.unwrap();
+    let err = c.join(&Login::new("troll"), None).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Login(LoginError::Name(e)) if e.message.contains("banned")),
+        "{err:?}"
+    );
+    // Its admin password is a password: a wrong one is refused.
+    let err = c
+        .join(&login("friend", "whatever"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Login(LoginError::WrongPassword(_))),
+        "{err:?}"
+    );
+
+    // A password for a server without any is no obstacle.
+    let plain = start_default().await;
+    let mut c = Connection::connect(plain.addr).await.unwrap();
+    let joined = c.join(&login("friend", "whatever"), None).await.unwrap();
+    assert_eq!(joined.welcome.name, "friend");
+}
+
+#[tokio::test]
+async fn the_client_authenticates_again_on_every_reconnect() {
+    let server = start_locked().await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut config = fast(proxy.addr, "dot");
+    config.login = Some(login("dot", PASSWORD));
+    let (client, mut events) = Client::spawn(config);
+    expect(&mut events, "the first join", |e| {
+        matches!(e, ClientEvent::Joined { .. }).then_some(())
+    })
+    .await;
+    proxy.cut();
+    expect(&mut events, "the drop", |e| {
+        matches!(e, ClientEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    // Any refusal (the server answers JOIN without AUTH with forbidden)
+    // would show up here before the join.
+    let rejoined = expect(&mut events, "the rejoin", |e| match e {
+        ClientEvent::Joined { welcome, .. } => Some(Ok(welcome.name.clone())),
+        ClientEvent::LoginRejected(e) => Some(Err(e.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(rejoined, Ok("dot".to_string()));
+    client.send(1, Command::Who).unwrap();
+    let who = expect(&mut events, "the WHO reply", |e| match e {
+        ClientEvent::Reply { tag: 1, result } => Some(result.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        who,
+        Ok(Reply::Who {
+            online: 1,
+            users: vec!["dot".into()]
+        })
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_password_waits_for_a_new_login_instead_of_retrying() {
+    let server = start_locked().await;
+    let (client, mut events) = Client::spawn(fast(server.addr, "pat"));
+    let first = expect(&mut events, "the refusal", |e| match e {
+        ClientEvent::LoginRejected(e) => Some(e.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(first, LoginError::PasswordRequired(_)),
+        "{first:?}"
+    );
+
+    client.login(login("pat", "nope")).unwrap();
+    let second = expect(&mut events, "the second refusal", |e| match e {
+        ClientEvent::LoginRejected(e) => Some(e.clone()),
+        ClientEvent::Joined { .. } => panic!("joined with a wrong password"),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(second, LoginError::WrongPassword(_)), "{second:?}");
+
+    // Parked: a command is answered at once as not connected, and nothing
+    // (no retry, no second refusal) comes before that answer.
+    client.send(1, Command::Who).unwrap();
+    let next = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            next,
+            ClientEvent::Reply {
+                tag: 1,
+                result: Err(RequestError::NotConnected)
+            }
+        ),
+        "{next:?}"
+    );
+
+    client.login(login("pat", PASSWORD)).unwrap();
+    expect(&mut events, "the join", |e| match e {
+        ClientEvent::Joined { .. } => Some(()),
+        ClientEvent::LoginRejected(e) => panic!("refused: {e}"),
+        _ => None,
+    })
+    .await;
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kicked_client_does_not_come_back_by_itself() {
+    let server = start_locked().await;
+    let mut config = fast(server.addr, "dot");
+    config.login = Some(login("dot", PASSWORD));
+    // Without a delay a client that retried would be back at once.
+    config.backoff = Backoff::new(Duration::ZERO, Duration::ZERO);
+    let (client, mut events) = Client::spawn(config);
+    expect(&mut events, "the join", |e| {
+        matches!(e, ClientEvent::Joined { .. }).then_some(())
+    })
+    .await;
+
+    let mut admin = TextClient::connect(server.addr).await;
+    // A user's password does not allow kicking.
+    assert_eq!(admin.cmd(&format!("AUTH {PASSWORD}")).await, "OK");
+    assert!(admin.cmd("KICK dot").await.starts_with("ERR forbidden"));
+    assert_eq!(admin.cmd(&format!("AUTH {ADMIN}")).await, "OK");
+    assert_eq!(admin.cmd("KICK dot").await, "OK");
+
+    let bye = expect(&mut events, "the BYE", |e| match e {
+        ClientEvent::Event(Event::Bye { code, .. }) => Some(code.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(bye, ErrorCode::Kicked);
+    // Next in order: the eviction, not a drop-and-retry.
+    let next = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            &next,
+            ClientEvent::Evicted {
+                code: ErrorCode::Kicked,
+                ..
+            }
+        ),
+        "{next:?}"
+    );
+    client.send(1, Command::Who).unwrap();
+    let next = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            next,
+            ClientEvent::Reply {
+                tag: 1,
+                result: Err(RequestError::NotConnected)
+            }
+        ),
+        "a parked client answers at once, nothing before: {next:?}"
+    );
+    assert_eq!(admin.cmd("WHO").await, "OK 0");
+
+    // Asked to, it comes back (resuming where it was).
+    client.login(login("dot", PASSWORD)).unwrap();
+    expect(&mut events, "the join after the kick", |e| {
+        matches!(e, ClientEvent::Joined { .. }).then_some(())
+    })
+    .await;
+    assert_eq!(admin.cmd("WHO").await, "OK 1 dot");
     client.shutdown().await;
 }

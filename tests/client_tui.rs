@@ -433,6 +433,48 @@ async fn after_a_crash_and_restart_on_the_same_data_the_client_resumes_where_it_
     drop(second);
 }
 
+#[tokio::test]
+async fn on_a_password_server_the_first_screen_asks_for_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--password", "s3cret"]).await;
+    let mut watcher = TextClient::connect(server.addr).await;
+    assert_eq!(watcher.cmd("AUTH s3cret").await, "OK");
+    assert_eq!(watcher.cmd("JOIN watcher").await, "OK watcher 64 64 0");
+
+    let ui = Tmux::start(server.addr, &["--name", "alice"]);
+    let screen = ui.wait_text("this server needs a password").await;
+    let text = screen.text();
+    assert!(text.contains("name      alice"), "{text}");
+    assert!(text.contains("password  "), "{text}");
+
+    // A wrong one first: said so, and still the same screen.
+    ui.type_text("guess");
+    ui.keys(&["Enter"]);
+    ui.wait_text("wrong password").await;
+    ui.type_text("s3cret");
+    let screen = ui.wait_text("password  ••••••").await;
+    assert!(
+        !screen.text().contains("s3cret"),
+        "the password shows in plain text:\n{}",
+        screen.text()
+    );
+    ui.keys(&["Enter"]);
+    assert_eq!(watcher.until("JOINED").await, "JOINED alice");
+    ui.wait_for("the main screen", WAIT, |s| {
+        status(s).contains("● connected") && status(s).contains("alice")
+    })
+    .await;
+
+    // Cursor to (2,1), red, place: the text client sees it.
+    ui.keys(&["l", "l", "j", "5", "Space"]);
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 1 2 1 5 alice");
+    // And w says who placed it.
+    ui.keys(&["w"]);
+    ui.wait_text("(2,1) placed by alice").await;
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+}
+
 #[test]
 fn the_screen_parser_reads_tmux_colours() {
     let s = Screen::parse("\x1b[38;2;1;2;3m\x1b[48;5;9mab\x1b[0mc\n\x1b[1;38;5;200mZ");

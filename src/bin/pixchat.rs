@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pixchat::client::{Login, script, tui};
+use pixchat::client::{ClientError, Login, script, tui};
+use pixchat::protocol::ErrorCode;
 use tracing_subscriber::EnvFilter;
 
 /// Draw and chat together on a pixchat server. Without a subcommand it
@@ -19,6 +20,10 @@ struct Cli {
     /// Your user name; the UI asks for one when it is missing.
     #[arg(long, global = true)]
     name: Option<String>,
+    /// The server's password (or its admin password, which also allows
+    /// /kick and /ban); the UI asks for one when the server needs it.
+    #[arg(long, global = true, env = "PIXCHAT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
     /// Append logs to this file (the UI owns the screen, so it logs nowhere
     /// else; subcommands log errors to standard error).
     #[arg(long, global = true)]
@@ -48,6 +53,13 @@ enum Action {
     Watch,
     /// Print the canvas as the text mode's CANVAS answer does.
     Canvas,
+    /// Print who placed the pixel at X Y last: NAME UNIX_MS SEQ, or nobody.
+    Whose {
+        /// Column, from 0.
+        x: u32,
+        /// Row, from 0.
+        y: u32,
+    },
 }
 
 #[tokio::main]
@@ -58,19 +70,34 @@ async fn main() -> ExitCode {
         Err(e) => {
             // One line with the whole chain (`join as bob: name_taken: ...`),
             // what a script's log should show.
-            eprintln!("pixchat: {e:#}");
+            eprintln!("pixchat: {e:#}{}", password_hint(&cli, &e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The server's words for a missing password name its protocol command;
+/// a person at a shell wants the flag.
+fn password_hint(cli: &Cli, e: &anyhow::Error) -> &'static str {
+    let forbidden = e
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<ClientError>())
+        .any(|c| c.wire().is_some_and(|w| w.code == ErrorCode::Forbidden));
+    if forbidden && cli.password.as_deref().is_none_or(str::is_empty) {
+        " (give the password with --password or PIXCHAT_PASSWORD)"
+    } else {
+        ""
     }
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     init_logging(cli)?;
     let server = cli.server.as_str();
+    let password = cli.password.clone().filter(|p| !p.is_empty());
     let login = |what: &str| {
         cli.name
             .clone()
-            .map(Login::new)
+            .map(|name| Login::new(name).with_password(password.clone()))
             .with_context(|| format!("{what} needs --name NAME"))
     };
     match &cli.command {
@@ -78,6 +105,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             tui::run(tui::Options {
                 server: cli.server.clone(),
                 name: cli.name.clone(),
+                password,
             })
             .await
         }
@@ -88,13 +116,19 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Some(Action::Say { text }) => script::say(server, &login("say")?, text).await,
         Some(Action::Watch) => {
-            let login = Login::new(cli.name.clone().unwrap_or_else(script::watcher_name));
+            let login = Login::new(cli.name.clone().unwrap_or_else(script::watcher_name))
+                .with_password(password.clone());
             let stop = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
             script::watch(server, &login, &mut std::io::stdout(), stop).await
         }
-        Some(Action::Canvas) => script::canvas(server, &mut std::io::stdout()).await,
+        Some(Action::Canvas) => {
+            script::canvas(server, password.as_deref(), &mut std::io::stdout()).await
+        }
+        Some(Action::Whose { x, y }) => {
+            script::whose(server, password.as_deref(), *x, *y, &mut std::io::stdout()).await
+        }
     }
 }
 

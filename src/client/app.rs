@@ -6,10 +6,10 @@
 //! Tests drive it with plain values and read the public fields.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ratatui::crossterm::event::{
-    Event as TermEvent, KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind,
+    Event as TermEvent, KeyEvent, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui::layout::{Position, Rect};
 use tui_input::Input;
@@ -17,9 +17,11 @@ use tui_input::backend::crossterm::EventHandler;
 
 use super::event::AppEvent;
 use super::keys::{self, Action};
-use super::net::{ClientEvent, Login, RequestError};
+use super::net::{ClientEvent, Login, LoginError, RequestError};
 use super::ui::{self, ColorMode};
-use crate::protocol::{Command, Event, PALETTE, Pixel, Reply, Snapshot, Welcome, validate_name};
+use crate::protocol::{
+    Command, ErrorCode, Event, PALETTE, Pixel, Placement, Reply, Snapshot, Welcome, validate_name,
+};
 
 /// Chat lines kept for scrolling back.
 pub const CHAT_LINES: usize = 1000;
@@ -100,14 +102,41 @@ pub enum Screen {
     Main,
 }
 
-/// The first screen, when no usable `--name` was given. Issue 6's server
-/// password adds a second field here (and a focus between the two).
-#[derive(Debug, Clone, Default)]
+/// The first screen, when no usable `--name` was given, or the server
+/// refused the name or the password.
+#[derive(Clone, Default)]
 pub struct LoginForm {
     /// The name being typed.
     pub name: Input,
-    /// Why the last name was refused, by us or the server.
+    /// The password being typed (drawn masked). Shown only once the server
+    /// asked for one, or when the refused login had one.
+    pub password: Option<Input>,
+    /// The field keys go to.
+    pub field: Field,
+    /// Why the last login was refused, by us or the server.
     pub error: Option<String>,
+}
+
+impl std::fmt::Debug for LoginForm {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginForm")
+            .field("name", &self.name.value())
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("field", &self.field)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+/// A field of the login screen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Field {
+    /// The user name.
+    #[default]
+    Name,
+    /// The server password.
+    Password,
 }
 
 /// Where keys go on the main screen.
@@ -145,6 +174,12 @@ pub enum Link {
         /// When the next attempt starts.
         at: Instant,
         /// What went wrong.
+        reason: String,
+    },
+    /// Sent away by an admin (kicked or banned): no reconnecting until the
+    /// user asks ([`keys::DRAWING`]'s `r`).
+    Evicted {
+        /// What happened, for the status bar.
         reason: String,
     },
     /// Given up.
@@ -211,6 +246,58 @@ pub struct Notice {
     pub text: String,
     /// When it goes away.
     pub until: Instant,
+    /// How it is drawn.
+    pub kind: NoticeKind,
+}
+
+/// What a notice is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// Something failed or needs attention.
+    Error,
+    /// An answer the user asked for.
+    Info,
+}
+
+/// Pixels are refused until `until`: the server answered `cooldown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cooldown {
+    /// When placing works again.
+    pub until: Instant,
+}
+
+/// The wall clock at one instant, so "how long ago" can be worked out
+/// from the monotonic time passed to [`App::update`]. Read once at start;
+/// tests set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// The instant.
+    pub at: Instant,
+    /// Unix time at `at`, in milliseconds.
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// The system clock now.
+    pub fn now() -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            at: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    /// Unix milliseconds at `now`.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        match now.checked_duration_since(self.at) {
+            Some(d) => self.unix_ms.saturating_add(d.as_millis() as u64),
+            None => self
+                .unix_ms
+                .saturating_sub(self.at.duration_since(now).as_millis() as u64),
+        }
+    }
 }
 
 /// A pixel placed but not yet confirmed by the server.
@@ -256,6 +343,16 @@ enum Sent {
     },
     Who,
     Canvas,
+    Whose {
+        x: u16,
+        y: u16,
+    },
+    Kick {
+        name: String,
+    },
+    Ban {
+        name: String,
+    },
 }
 
 /// The whole client state; see the module docs.
@@ -307,6 +404,10 @@ pub struct App {
     pub color_mode: ColorMode,
     /// The time of the latest update, for countdowns drawn on screen.
     pub now: Instant,
+    /// Maps `now` to Unix time, for how long ago a pixel was placed.
+    pub wall: WallClock,
+    /// Placing is refused until then (the server's `cooldown`).
+    pub cooldown: Option<Cooldown>,
     in_flight: HashMap<u64, Sent>,
     next_tag: u64,
     intents: Vec<Intent>,
@@ -316,6 +417,11 @@ pub struct App {
     joined_before: bool,
     /// The name to join with at start, from `--name`.
     initial_name: Option<String>,
+    /// The password to join with: `--password`, or the one typed last.
+    password: Option<String>,
+    /// The login sent last, to fill the form when it is refused and to
+    /// reconnect with.
+    login: Option<Login>,
 }
 
 impl App {
@@ -355,20 +461,31 @@ impl App {
             size: (80, 24),
             color_mode,
             now: Instant::now(),
+            wall: WallClock::now(),
+            cooldown: None,
             in_flight: HashMap::new(),
             next_tag: 1,
             intents: Vec::new(),
             resyncing: false,
             joined_before: false,
             initial_name: name,
+            password: None,
+            login: None,
         }
+    }
+
+    /// The same client with a password (`--password`) for every login.
+    pub fn with_password(mut self, password: Option<String>) -> Self {
+        self.password = password.filter(|p| !p.is_empty());
+        self
     }
 
     /// The intents to start with: joining with the `--name` given, or the
     /// login screen showing why that name cannot work.
     pub fn start(&mut self) -> Vec<Intent> {
         if let Some(name) = self.initial_name.take() {
-            self.submit_name(name);
+            let login = Login::new(name).with_password(self.password.clone());
+            self.submit_login(login);
         }
         std::mem::take(&mut self.intents)
     }
@@ -389,6 +506,9 @@ impl App {
         }
         if self.notice.as_ref().is_some_and(|n| n.until <= now) {
             self.notice = None;
+        }
+        if self.cooldown.is_some_and(|c| c.until <= now) {
+            self.cooldown = None;
         }
         std::mem::take(&mut self.intents)
     }
@@ -421,10 +541,32 @@ impl App {
         self.pending.iter().filter(|p| p.tag.is_none()).count()
     }
 
+    /// How long placing is still refused, if it is.
+    pub fn cooldown_left(&self) -> Option<Duration> {
+        self.cooldown
+            .map(|c| c.until.saturating_duration_since(self.now))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// True while something on screen changes faster than once a second
+    /// (the cooldown countdown), so the loop should redraw more often.
+    pub fn animating(&self) -> bool {
+        self.cooldown.is_some()
+    }
+
     fn notify(&mut self, now: Instant, text: impl Into<String>) {
         self.notice = Some(Notice {
             text: text.into(),
             until: now + NOTICE_TIME,
+            kind: NoticeKind::Error,
+        });
+    }
+
+    fn inform(&mut self, now: Instant, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            until: now + NOTICE_TIME,
+            kind: NoticeKind::Info,
         });
     }
 
@@ -456,14 +598,21 @@ impl App {
             return;
         }
         if let Screen::Login(form) = &mut self.screen {
-            match key.code {
-                KeyCode::Enter => {
-                    let name = form.name.value().trim().to_string();
-                    self.submit_name(name);
+            match keys::lookup(keys::LOGIN, &key) {
+                Some(Action::Send) => self.submit_form(),
+                Some(Action::NextField) if form.password.is_some() => {
+                    form.field = match form.field {
+                        Field::Name => Field::Password,
+                        Field::Password => Field::Name,
+                    };
                 }
-                KeyCode::Esc => self.intents.push(Intent::Quit),
+                Some(Action::Quit) => self.intents.push(Intent::Quit),
                 _ => {
-                    form.name.handle_event(&TermEvent::Key(key));
+                    let input = match (form.field, &mut form.password) {
+                        (Field::Password, Some(password)) => password,
+                        _ => &mut form.name,
+                    };
+                    input.handle_event(&TermEvent::Key(key));
                 }
             }
             return;
@@ -507,7 +656,9 @@ impl App {
             Action::Follow => self.chat_scroll = 0,
             Action::Help => self.overlay = Overlay::Help,
             Action::Quit => self.intents.push(Intent::Quit),
-            Action::Send | Action::Back => {}
+            Action::Whose => self.ask_whose(now),
+            Action::Reconnect => self.reconnect(now),
+            Action::Send | Action::Back | Action::NextField => {}
         }
     }
 
@@ -549,21 +700,72 @@ impl App {
         };
     }
 
-    fn submit_name(&mut self, name: String) {
-        match validate_name(&name) {
+    /// Enter on the login screen: from a good name to an empty password
+    /// field first, else join with what the form holds.
+    fn submit_form(&mut self) {
+        let Screen::Login(form) = &mut self.screen else {
+            return;
+        };
+        let name = form.name.value().trim().to_string();
+        let typed = form.password.as_ref().map(|p| p.value().to_string());
+        if validate_name(&name).is_ok() && typed.as_deref() == Some("") {
+            if form.field == Field::Password {
+                form.error = Some("type the server's password".into());
+            }
+            form.field = Field::Password;
+            return;
+        }
+        if typed.is_some() {
+            self.password = typed;
+        }
+        let login = Login::new(name).with_password(self.password.clone());
+        self.submit_login(login);
+    }
+
+    fn submit_login(&mut self, login: Login) {
+        match validate_name(&login.name) {
             Ok(()) => {
                 if let Screen::Login(form) = &mut self.screen {
                     form.error = None;
                 }
-                self.intents.push(Intent::Login(Login::new(name)));
+                self.login = Some(login.clone());
+                self.intents.push(Intent::Login(login));
             }
-            Err(e) => self.refuse_login(&name, e.message),
+            Err(e) => self.show_login(login.name.clone(), Field::Name, e.message),
         }
     }
 
-    fn refuse_login(&mut self, name: &str, why: String) {
+    /// The server refused the login sent last: back to the form, at the
+    /// field to fix.
+    fn login_rejected(&mut self, e: LoginError) {
+        let name = self
+            .login
+            .as_ref()
+            .map_or(String::new(), |l| l.name.clone());
+        match e {
+            LoginError::PasswordRequired(_) => {
+                self.password = None;
+                self.show_login(name, Field::Password, "this server needs a password".into());
+            }
+            LoginError::WrongPassword(_) => {
+                self.password = None;
+                self.show_login(name, Field::Password, "wrong password".into());
+            }
+            LoginError::Name(e) => self.show_login(name, Field::Name, e.message),
+        }
+    }
+
+    /// Opens the login screen on `field`, saying `why`. The password
+    /// field shows when the server asked for one or we have one.
+    fn show_login(&mut self, name: String, field: Field, why: String) {
+        let password = match field {
+            Field::Password => Some(Input::default()),
+            Field::Name => self.password.clone().map(Input::new),
+        };
         self.screen = Screen::Login(LoginForm {
-            name: Input::new(name.to_string()),
+            name: Input::new(name),
+            password,
+            field,
             error: Some(why),
         });
         self.link = Link::Idle;
@@ -574,11 +776,66 @@ impl App {
         self.users.len() + self.unlisted as usize
     }
 
+    /// `r`: joins again at once with the last login, after an admin's kick
+    /// or instead of waiting for the next attempt.
+    fn reconnect(&mut self, now: Instant) {
+        match (&self.link, &self.login) {
+            (Link::Evicted { .. } | Link::Retrying { .. }, Some(login)) => {
+                self.intents.push(Intent::Login(login.clone()));
+                self.link = Link::Connecting { attempt: 1 };
+            }
+            (Link::Online, _) => self.inform(now, "connected already"),
+            _ => {}
+        }
+    }
+
+    /// `w`: asks the server who placed the pixel under the cursor.
+    fn ask_whose(&mut self, now: Instant) {
+        if self.canvas.is_none() {
+            return;
+        }
+        if self.link != Link::Online {
+            self.notify(now, "offline: cannot ask who placed it");
+            return;
+        }
+        let (x, y) = self.cursor;
+        let cmd = Command::Whose {
+            x: x.into(),
+            y: y.into(),
+        };
+        self.send(cmd, Sent::Whose { x, y });
+    }
+
+    /// Says who placed `(x, y)` and how long ago, in the chat and the
+    /// status bar.
+    fn show_whose(&mut self, x: u16, y: u16, placement: Option<Placement>, now: Instant) {
+        let text = match placement {
+            Some(p) => {
+                let ago = self.wall.unix_ms(now).saturating_sub(p.unix_ms);
+                format!(
+                    "({x},{y}) placed by {} {}, seq {}",
+                    p.name,
+                    format_ago(ago),
+                    p.seq
+                )
+            }
+            None => format!("({x},{y}) nobody has placed this pixel"),
+        };
+        self.say(ChatLine::Info(text.clone()));
+        self.inform(now, text);
+    }
+
     /// Places the selected colour at `at`: sent at once when online,
     /// queued (and drawn as queued) when not.
     fn place(&mut self, at: (u16, u16), now: Instant) {
         if self.canvas.is_none() {
             self.notify(now, "no canvas yet: wait for the connection");
+            return;
+        }
+        if self.cooldown_left().is_some() {
+            // The server would refuse it: say so rather than send it. The
+            // status bar shows how long is left, counting down.
+            self.notify(now, "not placed: wait for the cooldown");
             return;
         }
         if self.pending.len() >= MAX_QUEUED_PIXELS {
@@ -705,13 +962,8 @@ impl App {
         match event {
             ClientEvent::Connecting { attempt } => self.link = Link::Connecting { attempt },
             ClientEvent::Joined { welcome, snapshot } => self.on_joined(welcome, snapshot, now),
-            ClientEvent::LoginRejected(e) => {
-                let name = match &self.screen {
-                    Screen::Login(form) => form.name.value().to_string(),
-                    Screen::Main => self.me.clone().unwrap_or_default(),
-                };
-                self.refuse_login(&name, e.message);
-            }
+            ClientEvent::LoginRejected(e) => self.login_rejected(e),
+            ClientEvent::Evicted { code, text } => self.evicted(code, text),
             ClientEvent::Event(event) => self.on_event(event, now),
             ClientEvent::Reply { tag, result } => self.on_reply(tag, result, now),
             ClientEvent::Rtt(rtt) => self.rtt = Some(rtt),
@@ -731,6 +983,24 @@ impl App {
                 self.link = Link::Offline { reason };
             }
         }
+    }
+
+    /// An admin sent us away: offline until the user presses `r`.
+    fn evicted(&mut self, code: ErrorCode, text: String) {
+        let (reason, line) = match code {
+            ErrorCode::Banned => (
+                "banned from this server".to_string(),
+                format!("banned: {text}"),
+            ),
+            _ => (
+                "kicked by an admin · r reconnects".to_string(),
+                format!("kicked: {text}; press r to reconnect"),
+            ),
+        };
+        self.say(ChatLine::Error(line));
+        self.users.clear();
+        self.rtt = None;
+        self.link = Link::Evicted { reason };
     }
 
     fn on_joined(
@@ -854,6 +1124,11 @@ impl App {
             // The client pings every 15 s, which is what keeps the server's
             // idle timer happy; nothing else to do.
             Event::Keepalive => {}
+            // An admin's kick or ban: `Evicted` follows and says it.
+            Event::Bye {
+                code: ErrorCode::Kicked | ErrorCode::Banned,
+                ..
+            } => {}
             Event::Bye { code, text } => {
                 self.notify(now, format!("server: {text} ({code})"));
             }
@@ -872,7 +1147,20 @@ impl App {
             (Sent::Pixel, Reply::Error(e)) => {
                 if let Some(i) = self.pending.iter().position(|p| p.tag == Some(tag)) {
                     let p = self.pending.remove(i);
-                    self.notify(now, format!("pixel ({},{}) not placed: {e}", p.x, p.y));
+                    match cooldown_ms(&e) {
+                        // The status bar counts it down; the notice says
+                        // which pixel it cost.
+                        Some(ms) => {
+                            let until = now + Duration::from_millis(ms);
+                            if self.cooldown.is_none_or(|c| c.until < until) {
+                                self.cooldown = Some(Cooldown { until });
+                            }
+                            self.notify(now, format!("pixel ({},{}) not placed", p.x, p.y));
+                        }
+                        None => {
+                            self.notify(now, format!("pixel ({},{}) not placed: {e}", p.x, p.y))
+                        }
+                    }
                 }
             }
             (Sent::Pixel, _) => self.pending.retain(|p| p.tag != Some(tag)),
@@ -891,6 +1179,17 @@ impl App {
                 self.users = users;
                 self.users.sort_by_key(|n| n.to_ascii_lowercase());
             }
+            (Sent::Whose { x, y }, Reply::Whose(placement)) => {
+                self.show_whose(x, y, placement, now);
+            }
+            (Sent::Kick { name }, Reply::Ok) => {
+                self.say(ChatLine::Info(format!("kicked {name}")));
+            }
+            (Sent::Ban { name }, Reply::Ok) => {
+                self.say(ChatLine::Info(format!(
+                    "banned {name} (until the server restarts)"
+                )));
+            }
             (Sent::Canvas, Reply::Canvas(s)) => {
                 self.resyncing = false;
                 if self.canvas.as_ref().is_none_or(|c| c.id == s.canvas_id) {
@@ -901,7 +1200,11 @@ impl App {
                 match sent {
                     Sent::Canvas => self.resyncing = false,
                     Sent::Say { line } | Sent::Tell { line, .. } => self.restore_line(line),
-                    Sent::Pixel | Sent::Who => {}
+                    Sent::Pixel
+                    | Sent::Who
+                    | Sent::Whose { .. }
+                    | Sent::Kick { .. }
+                    | Sent::Ban { .. } => {}
                 }
                 self.say(ChatLine::Error(e.to_string()));
                 self.notify(now, e.to_string());
@@ -932,6 +1235,9 @@ impl App {
                 );
             }
             Sent::Canvas => self.resyncing = false,
+            Sent::Whose { .. } | Sent::Kick { .. } | Sent::Ban { .. } => {
+                self.notify(now, format!("no answer: {why}"));
+            }
             Sent::Who => {}
         }
     }
@@ -981,11 +1287,49 @@ fn parse_chat(line: &str) -> Result<ChatInput, String> {
             ))
         }
         "who" => Ok(ChatInput::Send(Command::Who, Sent::Who)),
+        "kick" | "ban" => {
+            let name = args.trim();
+            if name.is_empty() || name.contains(' ') {
+                return Err(format!("usage: /{} NAME", word.to_ascii_lowercase()));
+            }
+            let name = name.to_string();
+            Ok(if word.eq_ignore_ascii_case("kick") {
+                ChatInput::Send(Command::Kick { name: name.clone() }, Sent::Kick { name })
+            } else {
+                ChatInput::Send(Command::Ban { name: name.clone() }, Sent::Ban { name })
+            })
+        }
         "help" => Ok(ChatInput::Local(Action::Help)),
         "quit" => Ok(ChatInput::Local(Action::Quit)),
         _ => Err(format!(
-            "unknown command /{word}: try /tell NAME text, /who, /help, /quit (// to say a line starting with /)"
+            "unknown command /{word}: try /tell NAME text, /who, /kick NAME, /ban NAME, /help, /quit (// to say a line starting with /)"
         )),
+    }
+}
+
+/// The milliseconds a `cooldown` error says are left.
+fn cooldown_ms(e: &crate::protocol::WireError) -> Option<u64> {
+    (e.code == ErrorCode::Cooldown)
+        .then(|| e.message.trim().parse().ok())
+        .flatten()
+}
+
+/// A duration in seconds with one decimal, rounded up, so it never shows
+/// 0.0 while time is left: "2.4 s".
+pub fn format_tenths(d: Duration) -> String {
+    let tenths = d.as_millis().div_ceil(100);
+    format!("{}.{} s", tenths / 10, tenths % 10)
+}
+
+/// How long ago something happened, `ms` milliseconds back, in words.
+pub fn format_ago(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0 => "just now".into(),
+        1..60 => format!("{secs} s ago"),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..172_800 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
     }
 }
 

@@ -42,6 +42,13 @@ pub enum Action {
     Send,
     /// Chat: back to drawing.
     Back,
+    /// Ask who placed the pixel under the cursor (`WHOSE`).
+    Whose,
+    /// Reconnect now: after an admin's kick, or instead of waiting out the
+    /// reconnect countdown.
+    Reconnect,
+    /// Login screen: the other field (name, password).
+    NextField,
 }
 
 /// A key, as the table matches it.
@@ -113,7 +120,7 @@ const fn mv(dx: i32, dy: i32) -> Action {
     Action::Move { dx, dy }
 }
 
-use KeyCode::{Char, Down, End, Enter, Esc, Left, PageDown, PageUp, Right, Up};
+use KeyCode::{BackTab, Char, Down, End, Enter, Esc, Left, PageDown, PageUp, Right, Tab, Up};
 use Pattern::{Ctrl, HexDigit, Key, Shift};
 
 /// Keys that work on every screen.
@@ -159,17 +166,18 @@ pub const DRAWING: &[Row] = &[
         bindings: &[b(Key(Char(' ')), Action::Place)],
     },
     Row {
-        keys: "[  ]",
-        help: "previous / next colour",
+        keys: "[ ]  0-9 a-f",
+        help: "colour: prev/next, or by key",
         bindings: &[
             b(Key(Char('[')), Action::PrevColor),
             b(Key(Char(']')), Action::NextColor),
+            b(HexDigit, Action::PickColor(0)),
         ],
     },
     Row {
-        keys: "0-9  a-f",
-        help: "pick a colour by its key",
-        bindings: &[b(HexDigit, Action::PickColor(0))],
+        keys: "w",
+        help: "who placed the pixel here",
+        bindings: &[b(Key(Char('w')), Action::Whose)],
     },
     Row {
         keys: "Enter",
@@ -189,6 +197,11 @@ pub const DRAWING: &[Row] = &[
             b(Key(PageDown), Action::ScrollDown),
             b(Key(End), Action::Follow),
         ],
+    },
+    Row {
+        keys: "r",
+        help: "reconnect now (when offline)",
+        bindings: &[b(Key(Char('r')), Action::Reconnect)],
     },
     Row {
         keys: "?",
@@ -229,10 +242,35 @@ pub const CHATTING: &[Row] = &[
     },
 ];
 
+/// Keys on the login screen (the first screen, when a name or password
+/// is missing or was refused). Everything else edits the focused field.
+pub const LOGIN: &[Row] = &[
+    Row {
+        keys: "Enter",
+        help: "next field, or join",
+        bindings: &[b(Key(Enter), Action::Send)],
+    },
+    Row {
+        keys: "Tab ↑ ↓",
+        help: "switch between name and password",
+        bindings: &[
+            b(Key(Tab), Action::NextField),
+            b(Key(BackTab), Action::NextField),
+            b(Shift(BackTab), Action::NextField),
+            b(Key(Up), Action::NextField),
+            b(Key(Down), Action::NextField),
+        ],
+    },
+    Row {
+        keys: "Esc",
+        help: "quit",
+        bindings: &[b(Key(Esc), Action::Quit)],
+    },
+];
+
 /// What the mouse does, for the help.
 pub const MOUSE: &[(&str, &str)] = &[
-    ("click a cell", "place on its upper pixel;"),
-    ("", "click again for the lower one"),
+    ("click a cell", "place (click again: lower)"),
     ("click a colour", "select it"),
     ("wheel on chat", "scroll the chat"),
 ];
@@ -241,6 +279,8 @@ pub const MOUSE: &[(&str, &str)] = &[
 pub const COMMANDS: &[(&str, &str)] = &[
     ("/tell NAME text", "direct msg"),
     ("/who", "who is online"),
+    ("/kick NAME", "admin: kick"),
+    ("/ban NAME", "admin: ban"),
     ("/help", "this help"),
     ("/quit", "quit"),
 ];
@@ -306,8 +346,50 @@ mod tests {
     }
 
     #[test]
+    fn whose_reconnect_and_the_login_fields() {
+        let none = KeyModifiers::NONE;
+        assert_eq!(lookup(DRAWING, &key(Char('w'), none)), Some(Action::Whose));
+        assert_eq!(
+            lookup(DRAWING, &key(Char('r'), none)),
+            Some(Action::Reconnect)
+        );
+        assert_eq!(lookup(LOGIN, &key(Tab, none)), Some(Action::NextField));
+        assert_eq!(
+            lookup(LOGIN, &key(BackTab, KeyModifiers::SHIFT)),
+            Some(Action::NextField)
+        );
+        assert_eq!(lookup(LOGIN, &key(Enter, none)), Some(Action::Send));
+        // Letters are typed into the fields, q included.
+        assert_eq!(lookup(LOGIN, &key(Char('q'), none)), None);
+    }
+
+    #[test]
+    fn the_readme_documents_every_key_and_command() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Terminal client").expect("the section")..];
+        for row in DRAWING.iter().chain(CHATTING).chain(LOGIN).chain(ANYWHERE) {
+            for binding in row.bindings {
+                if let Key(Char(c)) = binding.pattern {
+                    let shown = match c {
+                        ' ' => "`Space`".to_string(),
+                        c => format!("`{c}`"),
+                    };
+                    assert!(section.contains(&shown), "README lacks the key {shown}");
+                }
+            }
+        }
+        for (command, _) in COMMANDS {
+            let word = command.split(' ').next().unwrap();
+            assert!(
+                section.contains(&format!("`{word}")),
+                "README lacks {command}"
+            );
+        }
+    }
+
+    #[test]
     fn no_key_means_two_things_in_one_context() {
-        for rows in [DRAWING, CHATTING] {
+        for rows in [DRAWING, CHATTING, LOGIN] {
             let bindings: Vec<&Binding> = rows
                 .iter()
                 .chain(ANYWHERE)

@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::binary::{ClientCodec, FrameError};
 use crate::protocol::{
-    Command, ErrorCode, Event, HelloInfo, PROTOCOL_VERSION, Reply, Resume, ServerMsg, Snapshot,
-    Welcome, WireError,
+    Command, ErrorCode, Event, HelloInfo, PROTOCOL_VERSION, Placement, Reply, Resume, ServerMsg,
+    Snapshot, Welcome, WireError,
 };
 
 /// How long connecting (TCP and `HELLO`) may take.
@@ -71,18 +71,68 @@ pub const MAX_BUFFERED_EVENTS: usize = 65_536;
 /// How long a polite goodbye (`QUIT`) may take when closing.
 const QUIT_GRACE: Duration = Duration::from_millis(500);
 
-/// Who to join as. Issue 6 adds an optional server password; it belongs
-/// here, sent by [`Connection::join`] before `JOIN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who to join as, and the password that lets us in.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Login {
     /// The user name to ask for.
     pub name: String,
+    /// The server password (or the admin password, which also grants
+    /// `KICK` and `BAN`). [`Connection::join`] sends it as `AUTH` before
+    /// `JOIN`, so a [`Client`] presents it again on every reconnect.
+    pub password: Option<String>,
 }
 
 impl Login {
-    /// A login with just a name.
+    /// A login with just a name, for a server without a password.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            password: None,
+        }
+    }
+
+    /// The same login with `password`; an empty one counts as none, as it
+    /// does for the server's `--password`.
+    pub fn with_password(mut self, password: Option<String>) -> Self {
+        self.password = password.filter(|p| !p.is_empty());
+        self
+    }
+}
+
+impl std::fmt::Debug for Login {
+    /// Never prints the password: logins end up in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// Why the server would not let a login in. Each carries the server's own
+/// error, which is what [`Display`](std::fmt::Display) shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// The server needs a password and the login has none.
+    #[error("{0}")]
+    PasswordRequired(WireError),
+    /// The server refused the password (`AUTH` answered `forbidden`).
+    #[error("{0}")]
+    WrongPassword(WireError),
+    /// The server refused the name: `bad_name`, `name_taken`, or
+    /// `forbidden` for a name an admin banned.
+    #[error("{0}")]
+    Name(WireError),
+}
+
+impl LoginError {
+    /// The server's error.
+    pub fn wire(&self) -> &WireError {
+        match self {
+            LoginError::PasswordRequired(e)
+            | LoginError::WrongPassword(e)
+            | LoginError::Name(e) => e,
+        }
     }
 }
 
@@ -110,6 +160,9 @@ pub enum ClientError {
     /// The server answered the command with an error.
     #[error("{0}")]
     Server(WireError),
+    /// The server refused the login (password or name).
+    #[error(transparent)]
+    Login(#[from] LoginError),
     /// The server said goodbye (`BYE`) and closed the connection.
     #[error("the server closed the connection: {code}: {text}")]
     Bye {
@@ -140,6 +193,7 @@ impl ClientError {
     pub fn wire(&self) -> Option<&WireError> {
         match self {
             ClientError::Server(e) => Some(e),
+            ClientError::Login(e) => Some(e.wire()),
             _ => None,
         }
     }
@@ -206,21 +260,51 @@ impl Connection {
         &self.hello
     }
 
-    /// Joins. With `resume` (the canvas id and last seq this client applied)
-    /// the server replays what was missed instead of sending the canvas, if
-    /// it still can; [`Joined::snapshot`] says which happened.
+    /// Presents a password (`AUTH`). A refused one is
+    /// [`LoginError::WrongPassword`]. A server without passwords answers
+    /// `bad_args`: there is nothing to unlock, so that counts as success.
+    pub async fn auth(&mut self, password: &str) -> Result<(), ClientError> {
+        let cmd = Command::Auth {
+            password: password.to_string(),
+        };
+        match self.request(&cmd).await {
+            Ok(Reply::Ok) => Ok(()),
+            Ok(other) => Err(unexpected("AUTH", &other)),
+            Err(ClientError::Server(e)) if e.code == ErrorCode::Forbidden => {
+                Err(LoginError::WrongPassword(e).into())
+            }
+            Err(ClientError::Server(e)) if e.code == ErrorCode::BadArgs => {
+                tracing::debug!(error = %e, "the server needs no password");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Joins, after `AUTH` when the login has a password. With `resume`
+    /// (the canvas id and last seq this client applied) the server replays
+    /// what was missed instead of sending the canvas, if it still can;
+    /// [`Joined::snapshot`] says which happened. A refused login is
+    /// [`ClientError::Login`].
     pub async fn join(
         &mut self,
         login: &Login,
         resume: Option<Resume>,
     ) -> Result<Joined, ClientError> {
+        if let Some(password) = &login.password {
+            self.auth(password).await?;
+        }
         let cmd = Command::Join {
             name: login.name.clone(),
             resume,
         };
-        let welcome = match self.request(&cmd).await? {
-            Reply::Welcome(w) => w,
-            other => return Err(unexpected("JOIN", &other)),
+        let welcome = match self.request(&cmd).await {
+            Ok(Reply::Welcome(w)) => w,
+            Ok(other) => return Err(unexpected("JOIN", &other)),
+            Err(ClientError::Server(e)) => {
+                return Err(self.join_refused(e, login.password.is_some()).await);
+            }
+            Err(e) => return Err(e),
         };
         let snapshot = if welcome.resumed {
             None
@@ -231,6 +315,34 @@ impl Connection {
             }
         };
         Ok(Joined { welcome, snapshot })
+    }
+
+    /// Makes sense of an error answering `JOIN`. `forbidden` means either
+    /// that the server wants a password or that the name is banned. After a
+    /// password it can only be the ban; without one, `WHO` tells the two
+    /// apart, as it is refused only before `AUTH`.
+    async fn join_refused(&mut self, e: WireError, authed: bool) -> ClientError {
+        match e.code {
+            ErrorCode::BadName | ErrorCode::NameTaken => LoginError::Name(e).into(),
+            ErrorCode::Forbidden if authed => LoginError::Name(e).into(),
+            ErrorCode::Forbidden => match self.request(&Command::Who).await {
+                Err(ClientError::Server(w)) if w.code == ErrorCode::Forbidden => {
+                    LoginError::PasswordRequired(e).into()
+                }
+                Ok(_) => LoginError::Name(e).into(),
+                Err(other) => other,
+            },
+            _ => ClientError::Server(e),
+        }
+    }
+
+    /// Who placed the pixel at `(x, y)` last, and when; `None` if nobody
+    /// has. Works before joining (after `AUTH` on a password server).
+    pub async fn whose(&mut self, x: u32, y: u32) -> Result<Option<Placement>, ClientError> {
+        match self.request(&Command::Whose { x, y }).await? {
+            Reply::Whose(placement) => Ok(placement),
+            other => Err(unexpected("WHOSE", &other)),
+        }
     }
 
     /// Sends `cmd` and returns its reply; an `ERROR` reply is
@@ -415,9 +527,11 @@ pub enum ClientEvent {
         /// The canvas, unless resumed.
         snapshot: Option<Arc<Snapshot>>,
     },
-    /// The server refused the login (`bad_name`, or `name_taken` before
-    /// any join succeeded). The client waits for [`Client::login`].
-    LoginRejected(WireError),
+    /// The server refused the login: a password is needed or wrong, or the
+    /// name is bad, banned, or taken before any join succeeded (a
+    /// `name_taken` later is most likely our own old connection, and is
+    /// retried). The client waits for [`Client::login`].
+    LoginRejected(LoginError),
     /// An event from the server.
     Event(Event),
     /// The answer to the command sent with this tag.
@@ -437,6 +551,16 @@ pub enum ClientEvent {
         reason: String,
         /// Delay before the next attempt.
         retry_in: Duration,
+    },
+    /// An admin sent us away (`BYE kicked` or `BYE banned`; the `BYE`
+    /// itself came just before as an event). The client does not
+    /// reconnect by itself, which would only undo the admin's decision:
+    /// it waits for [`Client::login`].
+    Evicted {
+        /// `kicked` or `banned`.
+        code: ErrorCode,
+        /// The server's words.
+        text: String,
     },
     /// The client gave up for good (the server speaks another protocol
     /// version).
@@ -500,8 +624,9 @@ impl Client {
         )
     }
 
-    /// Joins with this login (the first time, or after
-    /// [`ClientEvent::LoginRejected`]).
+    /// Joins with this login: the first time, after
+    /// [`ClientEvent::LoginRejected`] or [`ClientEvent::Evicted`], or at once
+    /// instead of waiting out a reconnect delay.
     pub fn login(&self, login: Login) -> Result<(), SendError> {
         self.push(ToClient::Login(login))
     }
@@ -534,6 +659,14 @@ enum End {
     Stopped,
     /// The connection broke; reconnect.
     Lost(String),
+    /// An admin sent us away; wait for the caller.
+    Evicted(ErrorCode, String),
+}
+
+/// Whether a `BYE` means an admin sent us away, rather than a connection
+/// worth making again.
+fn is_eviction(code: &ErrorCode) -> bool {
+    matches!(code, ErrorCode::Kicked | ErrorCode::Banned)
 }
 
 struct Supervisor {
@@ -592,11 +725,25 @@ impl Supervisor {
                     match self.session(conn).await? {
                         End::Stopped => return Ok(()),
                         End::Lost(reason) => reason,
+                        End::Evicted(code, text) => {
+                            self.evicted(code, text).await?;
+                            continue;
+                        }
                     }
                 }
-                Err(ClientError::Server(e)) if self.is_login_refusal(&e) => {
+                Err(ClientError::Login(e)) if self.is_login_refusal(&e) => {
                     self.login = None;
                     self.emit(ClientEvent::LoginRejected(e)).await?;
+                    continue;
+                }
+                // Sent away while still joining.
+                Err(ClientError::Bye { code, text }) if is_eviction(&code) => {
+                    self.emit(ClientEvent::Event(Event::Bye {
+                        code: code.clone(),
+                        text: text.clone(),
+                    }))
+                    .await?;
+                    self.evicted(code, text).await?;
                     continue;
                 }
                 Err(ClientError::Server(e)) if e.code == ErrorCode::UnsupportedVersion => {
@@ -616,15 +763,22 @@ impl Supervisor {
         }
     }
 
-    /// A refused name is the user's to fix, except a `name_taken` after we
+    /// A refused password or name is the user's to fix (retrying the same
+    /// login would only be refused again), except a `name_taken` after we
     /// were online: that is most likely our own old connection, not yet
     /// noticed as gone by the server, so it is retried like a drop.
-    fn is_login_refusal(&self, e: &WireError) -> bool {
-        match e.code {
-            ErrorCode::BadName => true,
-            ErrorCode::NameTaken => !self.joined_once,
-            _ => false,
+    fn is_login_refusal(&self, e: &LoginError) -> bool {
+        match e {
+            LoginError::PasswordRequired(_) | LoginError::WrongPassword(_) => true,
+            LoginError::Name(e) => e.code != ErrorCode::NameTaken || !self.joined_once,
         }
+    }
+
+    /// Forgets the login, so the loop waits for the caller to log in again.
+    async fn evicted(&mut self, code: ErrorCode, text: String) -> Result<(), Gone> {
+        self.login = None;
+        self.backoff.reset();
+        self.emit(ClientEvent::Evicted { code, text }).await
     }
 
     async fn emit(&self, event: ClientEvent) -> Result<(), Gone> {
@@ -721,9 +875,11 @@ impl Supervisor {
                     };
                     match msg {
                         ServerMsg::Event(Event::Bye { code, text }) => {
-                            let reason = format!("the server said goodbye: {code}: {text}");
-                            self.deliver(Event::Bye { code, text }).await?;
-                            break End::Lost(reason);
+                            self.deliver(Event::Bye { code: code.clone(), text: text.clone() }).await?;
+                            if is_eviction(&code) {
+                                break End::Evicted(code, text);
+                            }
+                            break End::Lost(format!("the server said goodbye: {code}: {text}"));
                         }
                         ServerMsg::Event(e) => self.deliver(e).await?,
                         ServerMsg::Unknown { kind } if kind < 0x80 => {}

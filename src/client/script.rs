@@ -1,7 +1,8 @@
-//! The scripting subcommands (`pixchat set|say|watch|canvas`): one short
-//! binary-mode session each, output in the text mode's exact lines, and the
-//! server's own error as the failure, so shell scripts and cron jobs can
-//! check `$?` and read stderr.
+//! The scripting subcommands (`pixchat set|say|watch|canvas|whose`): one
+//! short binary-mode session each, output in the text mode's exact lines
+//! (or one plain line), and the server's own error as the failure, so shell
+//! scripts and cron jobs can check `$?` and read stderr. On a server with a
+//! password each session starts with `AUTH`, whether it joins or not.
 
 use std::future::Future;
 use std::io::Write;
@@ -31,6 +32,16 @@ pub fn parse_color(s: &str) -> anyhow::Result<u32> {
 /// joined connections get events), and names must be unique.
 pub fn watcher_name() -> String {
     format!("watch-{:04x}", rand::random::<u16>())
+}
+
+/// A connection that may use commands that need no `JOIN`: after `AUTH`
+/// when there is a password.
+async fn authed(server: &str, password: Option<&str>) -> anyhow::Result<Connection> {
+    let mut conn = Connection::connect(server).await?;
+    if let Some(password) = password {
+        conn.auth(password).await?;
+    }
+    Ok(conn)
 }
 
 async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
@@ -102,13 +113,38 @@ pub async fn watch(
 /// Writes the canvas as the text mode's `CANVAS` answer: `ROW <y> <hex>`
 /// lines, then `OK <seq> <width> <height>`. Needs no name: `CANVAS` works
 /// before `JOIN`, so it does not show up as a user.
-pub async fn canvas(server: &str, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut conn = Connection::connect(server).await?;
+pub async fn canvas(
+    server: &str,
+    password: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut conn = authed(server, password).await?;
     let snapshot = match conn.request(&Command::Canvas).await? {
         Reply::Canvas(s) => s,
         other => anyhow::bail!("CANVAS was answered with {other:?}"),
     };
     out.write_all(&text::encode_canvas(&snapshot))
+        .and_then(|_| out.flush())
+        .context("write to standard output")?;
+    let _ = conn.quit().await;
+    Ok(())
+}
+
+/// Writes who placed the pixel at `(x, y)` last as `NAME UNIX_MS SEQ`, or
+/// `nobody`. Needs no name: `WHOSE` works before `JOIN`.
+pub async fn whose(
+    server: &str,
+    password: Option<&str>,
+    x: u32,
+    y: u32,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut conn = authed(server, password).await?;
+    let line = match conn.whose(x, y).await? {
+        Some(p) => format!("{} {} {}\n", p.name, p.unix_ms, p.seq),
+        None => "nobody\n".to_string(),
+    };
+    out.write_all(line.as_bytes())
         .and_then(|_| out.flush())
         .context("write to standard output")?;
     let _ = conn.quit().await;

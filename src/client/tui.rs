@@ -22,17 +22,33 @@ use super::ui::{self, ColorMode};
 /// How often the screen is refreshed with nothing happening (countdowns,
 /// notices expiring).
 const TICK: Duration = Duration::from_secs(1);
+/// The refresh while a countdown in tenths of a second is on screen.
+const FAST_TICK: Duration = Duration::from_millis(100);
 /// Network reports applied before one redraw, so a burst of pixels costs
 /// one frame, not one frame each.
 const BATCH: usize = 4096;
 
 /// What the terminal UI needs to start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Server address.
     pub server: String,
     /// Join at once with this name; without it the UI asks.
     pub name: Option<String>,
+    /// The server password; without it the UI asks when the server wants
+    /// one.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Options {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("server", &self.server)
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// The terminal in raw mode, on the alternate screen, with mouse capture.
@@ -70,7 +86,8 @@ impl Drop for Term {
 /// Runs the terminal UI until the user quits.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (client, mut net) = Client::spawn(ClientConfig::new(options.server.clone()));
-    let mut app = App::new(options.server, options.name, ColorMode::from_env());
+    let mut app = App::new(options.server, options.name, ColorMode::from_env())
+        .with_password(options.password);
     let result = drive(&mut app, &client, &mut net).await;
     client.shutdown().await;
     result
@@ -113,6 +130,7 @@ async fn drive(
             },
             Some(event) = net.recv() => AppEvent::Net(event),
             _ = tick.tick() => AppEvent::Tick,
+            _ = tokio::time::sleep(FAST_TICK), if app.animating() => AppEvent::Tick,
             _ = signals.recv() => AppEvent::Quit,
         };
         quit = step(app, client, event);

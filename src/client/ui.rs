@@ -15,7 +15,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, BorderType, Clear, Padding, Paragraph, Widget, Wrap};
 
-use super::app::{App, ChatLine, Focus, Link, LoginForm, Overlay, Screen};
+use super::app::{App, ChatLine, Field, Focus, Link, LoginForm, NoticeKind, Overlay, Screen};
 use super::keys;
 use crate::protocol::MAX_NAME;
 
@@ -278,7 +278,7 @@ fn draw_canvas(buf: &mut Buffer, areas: &Areas, app: &App) {
             Link::Online | Link::Connecting { .. } | Link::Idle => {
                 format!("connecting to {}…", app.server)
             }
-            Link::Retrying { reason, .. } | Link::Offline { reason } => {
+            Link::Retrying { reason, .. } | Link::Offline { reason } | Link::Evicted { reason } => {
                 format!("no canvas yet: {reason}")
             }
         };
@@ -527,7 +527,7 @@ fn link_label(app: &App) -> Span<'static> {
                 Style::new().fg(Color::Yellow).bold(),
             )
         }
-        Link::Idle | Link::Offline { .. } => {
+        Link::Idle | Link::Offline { .. } | Link::Evicted { .. } => {
             Span::styled("○ offline", Style::new().fg(Color::Red).bold())
         }
     }
@@ -556,29 +556,55 @@ fn draw_status(buf: &mut Buffer, area: Rect, app: &App) {
     let left = Line::from(left);
     // News (a notice, why we are offline) wins the space when both do not
     // fit; the key hint only takes room that is free.
-    let right = match (&app.notice, &app.link) {
+    let news = match (&app.notice, &app.link) {
         (Some(n), _) => Some(Span::styled(
             format!(" {} ", n.text),
-            Style::new().fg(Color::LightRed).bold(),
+            match n.kind {
+                NoticeKind::Error => Style::new().fg(Color::LightRed).bold(),
+                NoticeKind::Info => Style::new().fg(Color::LightCyan).bold(),
+            },
         )),
-        (None, Link::Retrying { reason, .. } | Link::Offline { reason }) => Some(Span::styled(
+        (
+            None,
+            Link::Retrying { reason, .. } | Link::Offline { reason } | Link::Evicted { reason },
+        ) => Some(Span::styled(
             format!(" {reason} "),
             Style::new().fg(Color::LightRed),
         )),
-        (None, _) => Some(Span::styled(hint(app), Style::new().fg(Color::DarkGray)))
-            .filter(|h| left.width() + h.width() <= usize::from(area.width)),
+        (None, _) => None,
+    };
+    // The countdown goes last, at the right edge, and the line is drawn
+    // right-aligned: in a narrow terminal it is the last thing cut.
+    let countdown = app.cooldown_left().map(|left_time| {
+        Span::styled(
+            format!(" cooldown {} ", super::app::format_tenths(left_time)),
+            Style::new().fg(Color::Black).bg(Color::Yellow).bold(),
+        )
+    });
+    let right = match (news, countdown) {
+        (None, None) => Some(Line::from(Span::styled(
+            hint(app),
+            Style::new().fg(Color::DarkGray),
+        )))
+        .filter(|h| left.width() + h.width() <= usize::from(area.width)),
+        (news, countdown) => Some(Line::from_iter(news.into_iter().chain(countdown))),
     };
     buf.set_style(area, Style::new().bg(Color::Black));
     left.render(area, buf);
     if let Some(right) = right {
         let width = (right.width() as u16).min(area.width);
-        Line::from(right).render(Rect::new(area.right() - width, area.y, width, 1), buf);
+        right
+            .right_aligned()
+            .render(Rect::new(area.right() - width, area.y, width, 1), buf);
     }
 }
 
 /// The keys that matter most where the focus is.
 fn hint(app: &App) -> &'static str {
     match (&app.screen, app.focus) {
+        (Screen::Login(form), _) if form.password.is_some() => {
+            " Tab switches field  Enter joins  Esc quits "
+        }
         (Screen::Login(_), _) => " Enter joins  Esc quits ",
         (Screen::Main, Focus::Chat) => " Enter sends  Esc back ",
         (Screen::Main, Focus::Canvas) => " ? help  q quit ",
@@ -615,7 +641,7 @@ fn draw_login(frame: &mut Frame, area: Rect, app: &App, form: &LoginForm) {
         height: area.height.saturating_sub(1),
         ..area
     };
-    let boxed = centered(body, 54, 12);
+    let boxed = centered(body, 54, if form.password.is_some() { 13 } else { 12 });
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
         .border_style(Style::new().fg(ACCENT))
@@ -636,13 +662,33 @@ fn draw_login(frame: &mut Frame, area: Rect, app: &App, form: &LoginForm) {
         Line::styled("(1-24 letters, digits, _ - .)", dim),
         Line::raw(""),
     ];
+    // Labels as wide as the widest shown, so the fields line up.
+    let label_w = if form.password.is_some() { 10 } else { 6 };
+    let label = |text: &str, field: Field| {
+        let style = if form.password.is_some() && form.field == field {
+            Style::new().fg(ACCENT).bold()
+        } else {
+            Style::new().bold()
+        };
+        Span::styled(format!("{text:<label_w$}"), style)
+    };
+    // Fields are drawn as wide as the longest name, so each reads as one.
+    let field_style = Style::new().bg(Color::DarkGray).fg(Color::White);
     let name_row = inner.y + lines.len() as u16;
-    // The field is drawn as wide as the longest name, so it reads as one.
-    let field = format!("{:<width$}", form.name.value(), width = MAX_NAME + 1);
+    let name = format!("{:<width$}", form.name.value(), width = MAX_NAME + 1);
     lines.push(Line::from(vec![
-        Span::styled("name  ", Style::new().bold()),
-        Span::styled(field, Style::new().bg(Color::DarkGray).fg(Color::White)),
+        label("name", Field::Name),
+        Span::styled(name, field_style),
     ]));
+    if let Some(password) = &form.password {
+        // Masked: one dot per character, never the text itself.
+        let dots = "•".repeat(password.value().chars().count());
+        let masked = format!("{dots:<width$}", width = MAX_NAME + 1);
+        lines.push(Line::from(vec![
+            label("password", Field::Password),
+            Span::styled(masked, field_style),
+        ]));
+    }
     lines.push(Line::raw(""));
     lines.push(match &form.error {
         Some(e) => Line::styled(e.clone(), Style::new().fg(Color::LightRed).bold()),
@@ -654,9 +700,13 @@ fn draw_login(frame: &mut Frame, area: Rect, app: &App, form: &LoginForm) {
     if area.height > 1 {
         draw_status(buf, status, app);
     }
-    if app.overlay == Overlay::None && name_row < inner.bottom() {
-        let x = inner.x + 6 + form.name.visual_cursor().min(usize::from(u16::MAX)) as u16;
-        frame.set_cursor_position((x.min(inner.right().saturating_sub(1)), name_row));
+    let (row, col) = match (&form.password, form.field) {
+        (Some(password), Field::Password) => (name_row + 1, password.cursor()),
+        _ => (name_row, form.name.visual_cursor()),
+    };
+    if app.overlay == Overlay::None && row < inner.bottom() {
+        let x = inner.x + label_w as u16 + col.min(usize::from(u16::MAX)) as u16;
+        frame.set_cursor_position((x.min(inner.right().saturating_sub(1)), row));
     }
 }
 

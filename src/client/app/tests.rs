@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 
 use super::*;
+use crate::client::LoginError;
 use crate::client::testing::*;
 use crate::protocol::{ErrorCode, WireError};
 
@@ -197,12 +198,12 @@ fn a_server_error_is_a_brief_notice_not_a_crash() {
     let tag = sent(&press(&mut app, [key(' ')]))[0].0;
     let start = t0();
     app.update(
-        reply(tag, error(ErrorCode::Other("cooldown".into()), "1500")),
+        reply(tag, error(ErrorCode::RateLimited, "slow down")),
         start,
     );
     assert!(app.pending.is_empty(), "a refused pixel is not kept");
     let notice = app.notice.clone().expect("a notice");
-    assert!(notice.text.contains("cooldown"), "{}", notice.text);
+    assert!(notice.text.contains("rate_limited"), "{}", notice.text);
     app.update(AppEvent::Tick, start + NOTICE_TIME / 2);
     assert!(app.notice.is_some());
     app.update(AppEvent::Tick, start + NOTICE_TIME);
@@ -390,9 +391,8 @@ fn login_screen_checks_the_name_and_shows_the_servers_refusal() {
     assert_eq!(intents, vec![Intent::Login(Login::new("alice"))]);
     press(
         &mut app,
-        [net(ClientEvent::LoginRejected(WireError::new(
-            ErrorCode::NameTaken,
-            "alice is already online",
+        [net(ClientEvent::LoginRejected(LoginError::Name(
+            WireError::new(ErrorCode::NameTaken, "alice is already online"),
         )))],
     );
     let Screen::Login(form) = &app.screen else {
@@ -580,5 +580,381 @@ fn the_chat_keeps_a_bounded_scrollback() {
             from: "bob".into(),
             text: format!("{}", CHAT_LINES + 9)
         })
+    );
+}
+
+fn login_form(app: &App) -> &LoginForm {
+    match &app.screen {
+        Screen::Login(form) => form,
+        Screen::Main => panic!("expected the login screen"),
+    }
+}
+
+fn rejected(e: LoginError) -> AppEvent {
+    net(ClientEvent::LoginRejected(e))
+}
+
+fn needs_password() -> LoginError {
+    LoginError::PasswordRequired(WireError::new(
+        ErrorCode::Forbidden,
+        "this server needs a password: AUTH <password> first",
+    ))
+}
+
+fn with_pw(name: &str, password: &str) -> Login {
+    Login::new(name).with_password(Some(password.into()))
+}
+
+#[test]
+fn a_server_that_wants_a_password_gets_a_password_field() {
+    let mut app = App::new(SERVER, None, ColorMode::TrueColor);
+    app.start();
+    assert!(login_form(&app).password.is_none(), "no field until asked");
+    press(&mut app, typed("alice"));
+    assert_eq!(
+        press(&mut app, [code(KeyCode::Enter)]),
+        vec![Intent::Login(Login::new("alice"))]
+    );
+    press(&mut app, [rejected(needs_password())]);
+    let form = login_form(&app);
+    assert_eq!(form.name.value(), "alice", "the name stays");
+    assert_eq!(form.field, Field::Password, "the focus is on the password");
+    assert_eq!(form.password.as_ref().unwrap().value(), "");
+    assert_eq!(form.error.as_deref(), Some("this server needs a password"));
+    assert_eq!(app.link, Link::Idle);
+
+    // Typing goes to the password; Enter joins with both.
+    press(&mut app, typed("s3cret"));
+    assert_eq!(login_form(&app).name.value(), "alice");
+    assert_eq!(
+        press(&mut app, [code(KeyCode::Enter)]),
+        vec![Intent::Login(with_pw("alice", "s3cret"))]
+    );
+}
+
+#[test]
+fn a_name_flag_without_a_password_lands_on_the_password_field() {
+    let mut app = App::new(SERVER, Some("alice".into()), ColorMode::TrueColor);
+    assert_eq!(app.start(), vec![Intent::Login(Login::new("alice"))]);
+    assert!(matches!(app.screen, Screen::Main));
+    press(&mut app, [rejected(needs_password())]);
+    let form = login_form(&app);
+    assert_eq!((form.name.value(), form.field), ("alice", Field::Password));
+}
+
+#[test]
+fn tab_and_enter_move_between_name_and_password() {
+    let mut app = App::new(SERVER, None, ColorMode::TrueColor);
+    app.start();
+    // Without a password field, Tab stays on the name (and types nothing).
+    press(&mut app, [code(KeyCode::Tab)]);
+    assert_eq!(login_form(&app).field, Field::Name);
+    press(&mut app, typed("al"));
+    press(&mut app, [code(KeyCode::Enter), rejected(needs_password())]);
+
+    // Back to the name with Tab (or Shift-Tab), edit it, and Enter goes on
+    // to the empty password rather than sending a login without one.
+    press(&mut app, [code(KeyCode::Tab)]);
+    assert_eq!(login_form(&app).field, Field::Name);
+    press(&mut app, typed("ice"));
+    assert_eq!(login_form(&app).name.value(), "alice");
+    assert!(press(&mut app, [code(KeyCode::Enter)]).is_empty());
+    assert_eq!(login_form(&app).field, Field::Password);
+    // Enter on an empty password says what is missing.
+    assert!(press(&mut app, [code(KeyCode::Enter)]).is_empty());
+    assert!(
+        login_form(&app)
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("password")
+    );
+    press(&mut app, [shift(KeyCode::BackTab)]);
+    assert_eq!(login_form(&app).field, Field::Name);
+    press(&mut app, [code(KeyCode::Down)]);
+    assert_eq!(login_form(&app).field, Field::Password);
+    press(&mut app, typed("pw"));
+    // From the name field, Enter joins once the password is filled in.
+    press(&mut app, [code(KeyCode::Up)]);
+    assert_eq!(
+        press(&mut app, [code(KeyCode::Enter)]),
+        vec![Intent::Login(with_pw("alice", "pw"))]
+    );
+}
+
+#[test]
+fn a_wrong_password_says_so_and_stays_on_the_login_screen() {
+    let mut app = App::new(SERVER, Some("alice".into()), ColorMode::TrueColor)
+        .with_password(Some("guess".into()));
+    assert_eq!(app.start(), vec![Intent::Login(with_pw("alice", "guess"))]);
+    press(
+        &mut app,
+        [rejected(LoginError::WrongPassword(WireError::new(
+            ErrorCode::Forbidden,
+            "wrong password",
+        )))],
+    );
+    let form = login_form(&app);
+    assert_eq!(form.error.as_deref(), Some("wrong password"));
+    assert_eq!(form.field, Field::Password);
+    assert_eq!(form.password.as_ref().unwrap().value(), "", "typed anew");
+    assert_eq!(app.link, Link::Idle);
+    press(&mut app, typed("right"));
+    assert_eq!(
+        press(&mut app, [code(KeyCode::Enter)]),
+        vec![Intent::Login(with_pw("alice", "right"))]
+    );
+
+    // A banned name after a good password: back on the name, the password
+    // kept (masked) so only the name needs fixing.
+    press(
+        &mut app,
+        [rejected(LoginError::Name(WireError::new(
+            ErrorCode::Forbidden,
+            "alice is banned from this server",
+        )))],
+    );
+    let form = login_form(&app);
+    assert_eq!(form.field, Field::Name);
+    assert_eq!(form.password.as_ref().unwrap().value(), "right");
+    assert_eq!(
+        form.error.as_deref(),
+        Some("alice is banned from this server")
+    );
+    press(&mut app, [ctrl('u')]);
+    press(&mut app, typed("alicia"));
+    assert_eq!(
+        press(&mut app, [code(KeyCode::Enter)]),
+        vec![Intent::Login(with_pw("alicia", "right"))]
+    );
+}
+
+#[test]
+fn a_cooldown_counts_down_and_holds_pixels_until_it_ends() {
+    let mut app = online();
+    let start = t0();
+    let tag = sent(&app.update(key(' '), start))[0].0;
+    app.update(reply(tag, error(ErrorCode::Cooldown, "2400")), start);
+    assert!(app.pending.is_empty(), "shown as not placed");
+    assert!(
+        app.notice
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("(0,0) not placed"),
+        "{:?}",
+        app.notice
+    );
+    assert_eq!(app.cooldown_left(), Some(Duration::from_millis(2400)));
+    assert!(app.animating(), "a countdown needs fast redraws");
+
+    let later = start + Duration::from_millis(1000);
+    app.update(AppEvent::Tick, later);
+    assert_eq!(app.cooldown_left(), Some(Duration::from_millis(1400)));
+    assert_eq!(format_tenths(app.cooldown_left().unwrap()), "1.4 s");
+    // Space now would only be refused: nothing is sent, and it says why.
+    assert!(sent(&app.update(key(' '), later)).is_empty());
+    assert!(app.pending.is_empty());
+    assert_eq!(
+        app.notice.as_ref().unwrap().text,
+        "not placed: wait for the cooldown"
+    );
+
+    let over = start + Duration::from_millis(2400);
+    app.update(AppEvent::Tick, over);
+    assert_eq!(app.cooldown_left(), None);
+    assert!(!app.animating());
+    assert_eq!(sent(&app.update(key(' '), over)).len(), 1);
+}
+
+#[test]
+fn a_kick_leaves_the_client_offline_until_r() {
+    let mut app = App::new(SERVER, Some("alice".into()), ColorMode::TrueColor)
+        .with_password(Some("pw".into()));
+    app.start();
+    app.update(joined(snapshot(1, 8, 6, 0), &["alice", "bob"]), t0());
+    let intents = press(
+        &mut app,
+        [
+            net(ClientEvent::Event(Event::Bye {
+                code: ErrorCode::Kicked,
+                text: "an admin disconnected you".into(),
+            })),
+            net(ClientEvent::Evicted {
+                code: ErrorCode::Kicked,
+                text: "an admin disconnected you".into(),
+            }),
+        ],
+    );
+    assert!(intents.is_empty(), "no reconnect by itself: {intents:?}");
+    assert!(
+        matches!(&app.link, Link::Evicted { reason } if reason.contains("kicked")),
+        "{:?}",
+        app.link
+    );
+    assert!(app.users.is_empty());
+    assert!(matches!(
+        app.chat.back(),
+        Some(ChatLine::Error(t)) if t.contains("an admin disconnected you") && t.contains("press r")
+    ));
+    // The canvas stays; drawing queues as offline.
+    assert!(app.canvas.is_some());
+    assert!(sent(&press(&mut app, [key(' ')])).is_empty());
+    assert_eq!(app.queued(), 1);
+    // Ticks pass, nothing happens; r joins again with the same login.
+    assert!(press(&mut app, [AppEvent::Tick, AppEvent::Tick]).is_empty());
+    assert_eq!(
+        press(&mut app, [key('r')]),
+        vec![Intent::Login(with_pw("alice", "pw"))]
+    );
+    assert_eq!(app.link, Link::Connecting { attempt: 1 });
+}
+
+#[test]
+fn a_ban_says_banned_from_this_server() {
+    let mut app = online();
+    press(
+        &mut app,
+        [net(ClientEvent::Evicted {
+            code: ErrorCode::Banned,
+            text: "an admin banned you from this server".into(),
+        })],
+    );
+    assert_eq!(
+        app.link,
+        Link::Evicted {
+            reason: "banned from this server".into()
+        }
+    );
+    assert!(matches!(
+        app.chat.back(),
+        Some(ChatLine::Error(t)) if t == "banned: an admin banned you from this server"
+    ));
+}
+
+#[test]
+fn r_skips_the_reconnect_countdown_but_does_nothing_online() {
+    let mut app = online();
+    assert!(press(&mut app, [key('r')]).is_empty());
+    assert_eq!(app.link, Link::Online);
+    press(
+        &mut app,
+        [net(ClientEvent::Disconnected {
+            reason: "gone".into(),
+            retry_in: Duration::from_secs(20),
+        })],
+    );
+    assert_eq!(
+        press(&mut app, [key('r')]),
+        vec![Intent::Login(Login::new("alice"))]
+    );
+}
+
+#[test]
+fn w_asks_who_placed_the_pixel_under_the_cursor_and_shows_the_answer() {
+    let mut app = online();
+    let now = t0();
+    app.wall = WallClock {
+        at: now,
+        unix_ms: 1_700_000_000_000,
+    };
+    press(&mut app, [key('l'), key('l'), key('j')]);
+    let intents = app.update(key('w'), now);
+    let sends = sent(&intents);
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].1, Command::Whose { x: 2, y: 1 });
+    app.update(
+        reply(
+            sends[0].0,
+            Reply::Whose(Some(Placement {
+                name: "bob".into(),
+                unix_ms: 1_700_000_000_000 - 125_000,
+                seq: 17,
+            })),
+        ),
+        now,
+    );
+    let want = "(2,1) placed by bob 2 min ago, seq 17";
+    assert_eq!(app.chat.back(), Some(&ChatLine::Info(want.into())));
+    let notice = app.notice.as_ref().unwrap();
+    assert_eq!(
+        (notice.text.as_str(), notice.kind),
+        (want, NoticeKind::Info)
+    );
+
+    let tag = sent(&app.update(key('w'), now))[0].0;
+    app.update(reply(tag, Reply::Whose(None)), now);
+    assert_eq!(
+        app.chat.back(),
+        Some(&ChatLine::Info("(2,1) nobody has placed this pixel".into()))
+    );
+
+    // Offline there is nobody to ask.
+    app.update(
+        net(ClientEvent::Disconnected {
+            reason: "gone".into(),
+            retry_in: Duration::from_secs(1),
+        }),
+        now,
+    );
+    assert!(sent(&app.update(key('w'), now)).is_empty());
+}
+
+#[test]
+fn ages_read_as_people_say_them() {
+    assert_eq!(format_ago(400), "just now");
+    assert_eq!(format_ago(42_000), "42 s ago");
+    assert_eq!(format_ago(125_000), "2 min ago");
+    assert_eq!(format_ago(3 * 3_600_000 + 5), "3 h ago");
+    assert_eq!(format_ago(5 * 86_400_000), "5 days ago");
+    assert_eq!(format_tenths(Duration::from_millis(2400)), "2.4 s");
+    assert_eq!(format_tenths(Duration::from_millis(2401)), "2.5 s");
+    assert_eq!(format_tenths(Duration::from_millis(1)), "0.1 s");
+}
+
+#[test]
+fn kick_and_ban_commands_go_to_the_server_and_show_the_answer() {
+    let mut app = online();
+    press(&mut app, typed("/kick bob"));
+    let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
+    assert_eq!(sends[0].1, Command::Kick { name: "bob".into() });
+    press(&mut app, [reply(sends[0].0, Reply::Ok)]);
+    assert_eq!(app.chat.back(), Some(&ChatLine::Info("kicked bob".into())));
+
+    press(&mut app, typed("/ban carol"));
+    let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
+    assert_eq!(
+        sends[0].1,
+        Command::Ban {
+            name: "carol".into()
+        }
+    );
+    // Not an admin: the server's refusal is a brief status error.
+    let start = t0();
+    app.update(
+        reply(
+            sends[0].0,
+            error(
+                ErrorCode::Forbidden,
+                "KICK and BAN need the admin password (AUTH)",
+            ),
+        ),
+        start,
+    );
+    let notice = app.notice.clone().unwrap();
+    assert_eq!(notice.kind, NoticeKind::Error);
+    assert!(
+        notice.text.starts_with("forbidden: KICK and BAN need"),
+        "{}",
+        notice.text
+    );
+    app.update(AppEvent::Tick, start + NOTICE_TIME);
+    assert!(app.notice.is_none());
+
+    press(&mut app, typed("/kick"));
+    assert!(sent(&press(&mut app, [code(KeyCode::Enter)])).is_empty());
+    assert_eq!(
+        app.chat.back(),
+        Some(&ChatLine::Error("usage: /kick NAME".into()))
     );
 }

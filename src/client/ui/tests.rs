@@ -251,8 +251,8 @@ fn a_server_error_shows_in_the_status_bar() {
             tag,
             result: Ok(crate::protocol::Reply::Error(
                 crate::protocol::WireError::new(
-                    crate::protocol::ErrorCode::Other("cooldown".into()),
-                    "1200",
+                    crate::protocol::ErrorCode::RateLimited,
+                    "too many commands",
                 ),
             )),
         }),
@@ -260,9 +260,134 @@ fn a_server_error_shows_in_the_status_bar() {
     );
     let status = row(&render(&app), areas(&app).status.y);
     assert!(
-        status.contains("pixel (0,0) not placed: cooldown: 1200"),
+        status.contains("pixel (0,0) not placed: rate_limited: too many commands"),
         "{status}"
     );
+}
+
+#[test]
+fn a_cooldown_counts_down_in_the_status_bar() {
+    let mut app = online();
+    let start = t0();
+    let tag = match &app.update(key(' '), start)[..] {
+        [Intent::Send { tag, .. }] => *tag,
+        other => panic!("{other:?}"),
+    };
+    app.update(
+        net(ClientEvent::Reply {
+            tag,
+            result: Ok(crate::protocol::Reply::Error(
+                crate::protocol::WireError::new(crate::protocol::ErrorCode::Cooldown, "2400"),
+            )),
+        }),
+        start,
+    );
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(status.ends_with(" cooldown 2.4 s "), "{status:?}");
+    assert!(status.contains("pixel (0,0) not placed"), "{status}");
+    app.update(AppEvent::Tick, start + Duration::from_millis(1300));
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(status.contains("cooldown 1.1 s"), "{status}");
+    app.update(AppEvent::Tick, start + Duration::from_millis(2400));
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(
+        !status.contains("cooldown"),
+        "the countdown is gone: {status}"
+    );
+    // The notice about the refused pixel stays its usual time.
+    assert!(status.contains("pixel (0,0) not placed"), "{status}");
+}
+
+#[test]
+fn in_a_narrow_terminal_the_countdown_is_the_last_thing_cut() {
+    let mut app = online_on(64, 64, MIN_SIZE, ColorMode::TrueColor);
+    app.update(net(ClientEvent::Rtt(Duration::from_micros(3800))), t0());
+    let start = t0();
+    let tag = match &app.update(key(' '), start)[..] {
+        [Intent::Send { tag, .. }] => *tag,
+        other => panic!("{other:?}"),
+    };
+    app.update(
+        net(ClientEvent::Reply {
+            tag,
+            result: Ok(crate::protocol::Reply::Error(
+                crate::protocol::WireError::new(crate::protocol::ErrorCode::Cooldown, "12000"),
+            )),
+        }),
+        start,
+    );
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(status.ends_with(" cooldown 12.0 s "), "{status:?}");
+    assert!(status.contains("not placed"), "{status:?}");
+}
+
+#[test]
+fn kicked_and_banned_show_offline_with_the_reason() {
+    let mut app = online();
+    app.update(
+        net(ClientEvent::Evicted {
+            code: crate::protocol::ErrorCode::Kicked,
+            text: "an admin disconnected you".into(),
+        }),
+        t0(),
+    );
+    let text = screen(&render(&app));
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(status.contains("○ offline"), "{status}");
+    assert!(
+        status.contains("kicked by an admin · r reconnects"),
+        "{status}"
+    );
+    assert!(text.contains("press r to reconnect"), "{text}");
+
+    let mut app = online();
+    app.update(
+        net(ClientEvent::Evicted {
+            code: crate::protocol::ErrorCode::Banned,
+            text: "an admin banned you from this server".into(),
+        }),
+        t0(),
+    );
+    let status = row(&render(&app), areas(&app).status.y);
+    assert!(
+        status.contains("○ offline") && status.contains("banned from this server"),
+        "{status}"
+    );
+}
+
+#[test]
+fn the_whose_answer_shows_in_the_status_bar_and_the_chat() {
+    let mut app = online();
+    let now = t0();
+    app.wall = crate::client::app::WallClock {
+        at: now,
+        unix_ms: 1_700_000_000_000,
+    };
+    let tag = match &app.update(key('w'), now)[..] {
+        [Intent::Send { tag, .. }] => *tag,
+        other => panic!("{other:?}"),
+    };
+    app.update(
+        net(ClientEvent::Reply {
+            tag,
+            result: Ok(crate::protocol::Reply::Whose(Some(
+                crate::protocol::Placement {
+                    name: "bob".into(),
+                    unix_ms: 1_700_000_000_000 - 42_000,
+                    seq: 7,
+                },
+            ))),
+        }),
+        now,
+    );
+    let buf = render(&app);
+    let status = row(&buf, areas(&app).status.y);
+    let want = "(0,0) placed by bob 42 s ago, seq 7";
+    assert!(status.contains(want), "{status}");
+    let x = status.find(want).unwrap();
+    let cell = &buf[(status[..x].chars().count() as u16, areas(&app).status.y)];
+    assert_eq!(cell.fg, Color::LightCyan, "an answer, not an error");
+    assert!(screen(&buf).contains(&format!("· {want}")));
 }
 
 #[test]
@@ -304,8 +429,16 @@ fn the_help_lists_every_key_and_colour_and_fits_80x24() {
         .chain(keys::CHATTING)
         .chain(keys::ANYWHERE)
     {
-        assert!(text.contains(row.keys), "help lacks {:?}", row.keys);
-        assert!(text.contains(row.help), "help lacks {:?}", row.help);
+        assert!(
+            text.contains(row.keys),
+            "help lacks {:?}:\n{text}",
+            row.keys
+        );
+        assert!(
+            text.contains(row.help),
+            "help lacks {:?}:\n{text}",
+            row.help
+        );
     }
     for (keys, help) in keys::MOUSE.iter().chain(keys::COMMANDS) {
         assert!(
@@ -370,9 +503,11 @@ fn the_login_screen_shows_why_a_name_was_refused() {
     press(&mut app, "alice".chars().map(key));
     press(&mut app, [code(KeyCode::Enter)]);
     app.update(
-        net(ClientEvent::LoginRejected(crate::protocol::WireError::new(
-            crate::protocol::ErrorCode::NameTaken,
-            "alice is already online",
+        net(ClientEvent::LoginRejected(crate::client::LoginError::Name(
+            crate::protocol::WireError::new(
+                crate::protocol::ErrorCode::NameTaken,
+                "alice is already online",
+            ),
         ))),
         t0(),
     );
@@ -396,4 +531,64 @@ fn a_tiny_terminal_says_so_instead_of_drawing_garbage() {
     let text = screen(&render(&app));
     assert!(text.contains("Too small: 40x10"), "{text}");
     assert!(text.contains("(pixchat needs 50x12)"), "{text}");
+}
+
+/// The login screen after the server asked for a password, `typed` typed
+/// into the password field.
+fn password_screen(typed: &str) -> App {
+    let mut app = App::new(SERVER, Some("alice".into()), ColorMode::TrueColor);
+    app.start();
+    app.update(
+        AppEvent::Resize {
+            width: 80,
+            height: 24,
+        },
+        t0(),
+    );
+    app.update(
+        net(ClientEvent::LoginRejected(
+            crate::client::LoginError::PasswordRequired(crate::protocol::WireError::new(
+                crate::protocol::ErrorCode::Forbidden,
+                "this server needs a password: AUTH <password> first",
+            )),
+        )),
+        t0(),
+    );
+    press(&mut app, typed.chars().map(key));
+    app
+}
+
+#[test]
+fn the_password_field_is_masked() {
+    // Letters that appear nowhere else on this screen.
+    let secret = "ZQXJVY";
+    let app = password_screen(secret);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|frame| draw(frame, &app)).unwrap();
+    let buf = terminal.backend().buffer().clone();
+    let text = screen(&buf);
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            let symbol = buf[(x, y)].symbol();
+            assert!(
+                !secret.chars().any(|c| symbol.contains(c)),
+                "plaintext {symbol:?} at ({x},{y}):\n{text}"
+            );
+        }
+    }
+    let line = text
+        .lines()
+        .find(|l| l.contains("password  "))
+        .unwrap_or_else(|| panic!("no password field:\n{text}"));
+    assert!(line.contains("password  ••••••"), "{line}");
+    assert!(!line.contains("•••••••"), "one dot per character: {line}");
+    assert!(text.contains("name      alice"), "{text}");
+    assert!(text.contains("this server needs a password"), "{text}");
+    assert!(text.contains("Tab switches field"), "{text}");
+    // The cursor sits after the last dot.
+    let (cx, cy) = (
+        line.find('•').map(|b| line[..b].chars().count()).unwrap() as u16 + 6,
+        text.lines().position(|l| l == line).unwrap() as u16,
+    );
+    terminal.backend_mut().assert_cursor_position((cx, cy));
 }
