@@ -512,7 +512,7 @@ error_codes! {
     IdleTimeout => "idle_timeout",
     /// (as `BYE`) an admin disconnected this user.
     Kicked => "kicked",
-    /// (as `BYE`) an admin banned this user's name.
+    /// `JOIN` with a banned name, or (as `BYE`) an admin banned this user.
     Banned => "banned",
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.

@@ -238,7 +238,7 @@ async fn passwords_gate_everything_and_admins_kick_and_ban() {
     // A banned name stays out; bob (only kicked) may come back.
     let mut eve2 = TextClient::connect(server.addr).await;
     assert_eq!(eve2.cmd("AUTH sesame").await, "OK");
-    assert!(eve2.cmd("JOIN EVE").await.starts_with("ERR forbidden "));
+    assert!(eve2.cmd("JOIN EVE").await.starts_with("ERR banned "));
     let mut bob2 = TextClient::connect(server.addr).await;
     assert_eq!(bob2.cmd("AUTH sesame").await, "OK");
     assert_eq!(bob2.cmd("JOIN bob").await, "OK bob 64 64 1");

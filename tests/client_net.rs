@@ -459,7 +459,7 @@ async fn a_connection_logs_in_to_a_password_server_only_with_the_password() {
 
 #[tokio::test]
 async fn a_banned_name_is_a_name_refusal_not_a_password_prompt() {
-    // With a password: after a good AUTH, forbidden can only be the ban.
+    // The server says `banned`, which the client reports as a name problem.
     let server = start_locked().await;
     let mut admin = TextClient::connect(server.addr).await;
     assert_eq!(admin.cmd(&format!("AUTH {ADMIN}")).await, "OK");
@@ -467,7 +467,7 @@ async fn a_banned_name_is_a_name_refusal_not_a_password_prompt() {
     let mut c = Connection::connect(server.addr).await.unwrap();
     let err = c.join(&login("troll", PASSWORD), None).await.unwrap_err();
     assert!(
-        matches!(&err, ClientError::Login(LoginError::Name(e)) if e.code == ErrorCode::Forbidden),
+        matches!(&err, ClientError::Login(LoginError::Name(e)) if e.code == ErrorCode::Banned),
         "{err:?}"
     );
 
@@ -483,7 +483,7 @@ async fn a_banned_name_is_a_name_refusal_not_a_password_prompt() {
     let mut c = Connection::connect(open.addr).await.unwrap();
     let err = c.join(&Login::new("troll"), None).await.unwrap_err();
     assert!(
-        matches!(&err, ClientError::Login(LoginError::Name(e)) if e.message.contains("banned")),
+        matches!(&err, ClientError::Login(LoginError::Name(e)) if e.code == ErrorCode::Banned),
         "{err:?}"
     );
     // Its admin password is a password: a wrong one is refused.

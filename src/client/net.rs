@@ -302,7 +302,7 @@ impl Connection {
             Ok(Reply::Welcome(w)) => w,
             Ok(other) => return Err(unexpected("JOIN", &other)),
             Err(ClientError::Server(e)) => {
-                return Err(self.join_refused(e, login.password.is_some()).await);
+                return Err(self.join_refused(e, login.password.is_some()));
             }
             Err(e) => return Err(e),
         };
@@ -317,21 +317,14 @@ impl Connection {
         Ok(Joined { welcome, snapshot })
     }
 
-    /// Makes sense of an error answering `JOIN`. `forbidden` means either
-    /// that the server wants a password or that the name is banned. After a
-    /// password it can only be the ban; without one, `WHO` tells the two
-    /// apart, as it is refused only before `AUTH`.
-    async fn join_refused(&mut self, e: WireError, authed: bool) -> ClientError {
+    /// Makes sense of an error answering `JOIN`: a name the user must
+    /// change, a password the server wants, or anything else.
+    fn join_refused(&self, e: WireError, authed: bool) -> ClientError {
         match e.code {
-            ErrorCode::BadName | ErrorCode::NameTaken => LoginError::Name(e).into(),
-            ErrorCode::Forbidden if authed => LoginError::Name(e).into(),
-            ErrorCode::Forbidden => match self.request(&Command::Who).await {
-                Err(ClientError::Server(w)) if w.code == ErrorCode::Forbidden => {
-                    LoginError::PasswordRequired(e).into()
-                }
-                Ok(_) => LoginError::Name(e).into(),
-                Err(other) => other,
-            },
+            ErrorCode::BadName | ErrorCode::NameTaken | ErrorCode::Banned => {
+                LoginError::Name(e).into()
+            }
+            ErrorCode::Forbidden if !authed => LoginError::PasswordRequired(e).into(),
             _ => ClientError::Server(e),
         }
     }

@@ -303,7 +303,7 @@ impl Hub {
         let mut st = self.lock();
         if st.banned.contains(&key) {
             return Err(WireError::new(
-                ErrorCode::Forbidden,
+                ErrorCode::Banned,
                 format!("{name} is banned from this server"),
             ));
         }
@@ -505,6 +505,13 @@ impl Hub {
                 format!("nobody called {name} is online"),
             ));
         }
+        tracing::info!(
+            admin = session.name.as_deref().unwrap_or("-"),
+            target = name,
+            action = if ban { "ban" } else { "kick" },
+            online = target.is_some(),
+            "moderation"
+        );
         if let Some(outbox) = target {
             let (code, text) = if ban {
                 (ErrorCode::Banned, "an admin banned you from this server")
