@@ -2,20 +2,31 @@
 //! sees it, against pixchat or, for comparison, Redis pub/sub.
 //!
 //! Module map:
-//! - [`wire`]: pixchat frames read in place; [`resp`]: a minimal RESP reader.
+//! - [`fanout`]: watchers and writers, the pacing, the run and its counts;
+//!   pixchat's side of it (binary mode, [`wire`] frames read in place).
+//! - [`redis`]: the same workload over Redis `SUBSCRIBE`/`PUBLISH`, with a
+//!   minimal RESP reader ([`resp`]).
+//! - [`compare`]: both targets, alternating, with medians and ratios.
+//! - [`join_storm`], [`idle`]: the other two workloads.
 //! - [`latency`]: send-time slots and histograms; [`procstat`]: CPU and
-//!   memory from `/proc`; [`report`]: JSON and the tables; [`progress`]: the
-//!   line on stderr.
+//!   memory from `/proc`; [`spawn`]: servers the bench starts and stops;
+//!   [`report`]: JSON and the tables; [`progress`]: the line on stderr.
 //!
 //! Everything runs in one process with one monotonic clock, only against
 //! loopback addresses, and every wait is bounded.
 
+pub mod compare;
+pub mod fanout;
+pub mod idle;
 pub mod inbuf;
+pub mod join_storm;
 pub mod latency;
 pub mod procstat;
 pub mod progress;
+pub mod redis;
 pub mod report;
 pub mod resp;
+pub mod spawn;
 pub mod wire;
 
 use std::fmt;

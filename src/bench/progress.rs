@@ -117,6 +117,7 @@ fn line(
 ) -> String {
     let ready = c.watchers_ready.load(Ordering::Relaxed);
     match (c.started.get(), c.stopped.get()) {
+        (None, _) if writers == 0 => format!("{label}: {ready}/{clients} clients joined"),
         (None, _) => format!(
             "{label}: setting up, {ready}/{clients} watchers, {}/{writers} writers",
             c.writers_ready.load(Ordering::Relaxed)

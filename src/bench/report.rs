@@ -491,8 +491,13 @@ pub fn render_compare(c: &CompareReport) -> String {
     for (key, label, unit, _) in METRICS {
         let p = c.pixchat.spread.get(key).map(|x| x.median);
         let r = c.redis.spread.get(key).map(|x| x.median);
+        // Ratios of the load generator's or other processes' CPU say
+        // nothing about the targets.
+        let compared = !matches!(*key, "bench_cpu_cores" | "other_cpu_cores");
         let ratio = match (p, r, unit) {
-            (Some(p), Some(r), Unit::Rate | Unit::Micros | Unit::Kib | Unit::Cores) if r > 0.0 => {
+            (Some(p), Some(r), Unit::Rate | Unit::Micros | Unit::Kib | Unit::Cores)
+                if r > 0.0 && compared =>
+            {
                 format!("{:.2}", p / r)
             }
             _ => String::new(),
