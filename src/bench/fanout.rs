@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -93,6 +93,12 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
     /// Watchers that have returned, for any reason.
     pub finished: AtomicU64,
+    /// Set once the writers are done.
+    pub fin: OnceLock<Final>,
+    /// Cancelled once `fin` is set, to wake idle watchers. A token rather
+    /// than a watch channel because a watcher pins its `cancelled()` future
+    /// once, instead of registering a new waiter on every read.
+    pub finalized: CancellationToken,
 }
 
 impl Shared {
@@ -134,8 +140,6 @@ pub(crate) struct Final {
     /// Redis: placements acknowledged per writer.
     pub acked: Vec<u64>,
 }
-
-pub(crate) type FinalRx = watch::Receiver<Option<Arc<Final>>>;
 
 /// How a watcher ended.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -533,7 +537,6 @@ async fn pixchat_watcher(
     sh: Arc<Shared>,
     gate: Arc<Semaphore>,
     ready: mpsc::Sender<Result<(), String>>,
-    mut fin: FinalRx,
 ) -> WatcherOutcome {
     let mut out = WatcherOutcome::default();
     let joined = tokio::select! {
@@ -570,7 +573,9 @@ async fn pixchat_watcher(
     sh.counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
     let _ = ready.send(Ok(())).await;
     drop(ready);
-    let mut fin_open = true;
+    let stop = sh.stop.cancelled();
+    let finalized = sh.finalized.cancelled();
+    tokio::pin!(stop, finalized);
     let mut now = sh.epoch.now_nanos();
     out.end = loop {
         let (mut got, mut bye, mut fault) = (0u64, None, None);
@@ -607,16 +612,17 @@ async fn pixchat_watcher(
         if let Some(f) = fault {
             break End::Failed(f);
         }
-        if fin.borrow().as_ref().is_some_and(|f| last >= f.seq) {
+        // Read once: the writers may finish between this check and the
+        // select, and then `finalized` must still wake this watcher.
+        let fin = sh.fin.get();
+        if fin.is_some_and(|f| last >= f.seq) {
             sh.counters.watchers_done.fetch_add(1, Ordering::Relaxed);
             break End::Complete;
         }
         tokio::select! {
             biased;
-            _ = sh.stop.cancelled() => break End::Deadline,
-            r = fin.changed(), if fin_open => {
-                fin_open = r.is_ok();
-            }
+            _ = &mut stop => break End::Deadline,
+            _ = &mut finalized, if fin.is_none() => {}
             r = stream.read(reader.spare()) => match r {
                 Ok(0) => break End::Closed,
                 Ok(n) => {
@@ -627,7 +633,7 @@ async fn pixchat_watcher(
             },
         }
     };
-    if let Some(f) = fin.borrow().as_ref() {
+    if let Some(f) = sh.fin.get() {
         out.lost += f.seq.saturating_sub(last);
     }
     out
@@ -826,6 +832,8 @@ pub async fn run(
         tag: run_tag(),
         stop: CancellationToken::new(),
         finished: AtomicU64::new(0),
+        fin: OnceLock::new(),
+        finalized: CancellationToken::new(),
     });
     // Whatever happens (an error, Ctrl-C dropping this future), every task
     // of the run stops with it.
@@ -848,16 +856,15 @@ pub async fn run(
             .setup_timeout
             .unwrap_or(Duration::from_secs(60 + w.clients as u64 / 100));
     let (ready_tx, mut ready_rx) = mpsc::channel(1024);
-    let (final_tx, final_rx) = watch::channel(None::<Arc<Final>>);
     let gate = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut watchers = Vec::with_capacity(w.clients);
     for id in 0..w.clients {
-        let (sh, gate, ready, fin) = (sh.clone(), gate.clone(), ready_tx.clone(), final_rx.clone());
+        let (sh, gate, ready) = (sh.clone(), gate.clone(), ready_tx.clone());
         let done = sh.clone();
         watchers.push(tokio::spawn(async move {
             let out = match target {
-                Target::Pixchat => pixchat_watcher(id, sh, gate, ready, fin).await,
-                Target::Redis => super::redis::watcher(id, sh, gate, ready, fin).await,
+                Target::Pixchat => pixchat_watcher(id, sh, gate, ready).await,
+                Target::Redis => super::redis::watcher(id, sh, gate, ready).await,
             };
             done.finished.fetch_add(1, Ordering::Relaxed);
             out
@@ -916,7 +923,8 @@ pub async fn run(
             .unwrap_or(0),
         acked: runs.iter().map(|r| r.state.accepted()).collect(),
     };
-    let _ = final_tx.send(Some(Arc::new(fin)));
+    let _ = sh.fin.set(fin);
+    sh.finalized.cancel();
 
     // Drain: until every watcher has everything, or the deadline.
     let drain_deadline = end + w.drain;
@@ -1028,11 +1036,12 @@ fn build_report(
     let behind: u64 = runs.iter().map(|r| r.send.behind).sum();
     let sent: u64 = runs.iter().map(|r| r.send.sent).sum();
     let server_rss = after.server.map(|s| s.rss_kib);
-    let other = match (cpu.machine_cores, cpu.server_s, cpu.bench_s) {
-        (Some(m), s, Some(b)) => {
-            let server = s.unwrap_or(0.0) / cpu.wall_s.max(1e-9);
-            Some((m - server - b / cpu.wall_s.max(1e-9)).max(0.0))
-        }
+    let per_s = |secs: f64| secs / cpu.wall_s.max(1e-9);
+    let other = match (cpu.machine_cores, cpu.bench_s) {
+        (Some(m), Some(b)) => Some(
+            (m - per_s(cpu.server_s.unwrap_or(0.0)) - per_s(b) - cpu.softirq_cores.unwrap_or(0.0))
+                .max(0.0),
+        ),
         _ => None,
     };
     RunReport {
@@ -1069,9 +1078,15 @@ fn build_report(
         server_cpu_cores: cpu.server_s.map(|s| s / cpu.wall_s.max(1e-9)),
         server_rss_kib: server_rss,
         server_peak_rss_kib: after.server.map(|s| s.peak_kib),
+        server_writes_per_s: cpu.server_writes.map(|n| n as f64 / cpu.wall_s.max(1e-9)),
+        deliveries_per_server_write: cpu
+            .server_writes
+            .filter(|&n| n > 0)
+            .map(|n| sum(|o| o.received_in_window) as f64 / n as f64),
         bench_cpu_s: cpu.bench_s,
         bench_cpu_cores: cpu.bench_s.map(|s| s / cpu.wall_s.max(1e-9)),
         machine_cpu_cores: cpu.machine_cores,
+        softirq_cpu_cores: cpu.softirq_cores,
         other_cpu_cores: other,
         machine_cores: procstat::online_cores(),
         setup_s: 0.0,
@@ -1123,6 +1138,8 @@ mod tests {
             tag: "0a1b".into(),
             stop: CancellationToken::new(),
             finished: AtomicU64::new(0),
+            fin: OnceLock::new(),
+            finalized: CancellationToken::new(),
         };
         assert_eq!(sh.writer_of(sh.writer_name(11).as_bytes()), Some(11));
         assert_eq!(sh.writer_of(b"w0a1b-12"), None, "no such writer");

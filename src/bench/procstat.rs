@@ -32,6 +32,12 @@ pub struct Sample {
     pub rss_kib: u64,
     /// Peak resident memory, in KiB (`VmHWM`).
     pub peak_kib: u64,
+    /// Write system calls so far (`syscw` in `/proc/<pid>/io`): on loopback
+    /// each is roughly one segment, the expensive unit, so writes per event
+    /// delivered shows whether a server batches.
+    pub write_calls: Option<u64>,
+    /// Read system calls so far (`syscr`).
+    pub read_calls: Option<u64>,
 }
 
 /// Clock ticks per second of `/proc` CPU times (`sysconf(_SC_CLK_TCK)`,
@@ -52,11 +58,23 @@ pub fn ticks_to_secs(ticks: u64) -> f64 {
 pub fn sample(p: Proc) -> io::Result<Sample> {
     let stat = std::fs::read_to_string(p.path("stat"))?;
     let status = std::fs::read_to_string(p.path("status"))?;
+    // Readable for our own processes (same user); absent elsewhere.
+    let io = std::fs::read_to_string(p.path("io")).unwrap_or_default();
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     Ok(Sample {
         cpu_ticks: parse_cpu_ticks(&stat).ok_or_else(|| bad("unreadable /proc stat"))?,
         rss_kib: parse_status_kib(&status, "VmRSS").unwrap_or(0),
         peak_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
+        write_calls: parse_io(&io, "syscw"),
+        read_calls: parse_io(&io, "syscr"),
+    })
+}
+
+/// A `key: value` line of `/proc/<pid>/io`.
+pub fn parse_io(io: &str, key: &str) -> Option<u64> {
+    io.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.trim().parse().ok()
     })
 }
 
@@ -79,16 +97,27 @@ pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// Machine-wide CPU time from `/proc/stat`: (busy ticks, all ticks), summed
-/// over every core. Busy is everything but idle and iowait.
-pub fn machine_ticks() -> io::Result<(u64, u64)> {
+/// Machine-wide CPU time from `/proc/stat`, summed over every core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineTicks {
+    /// Everything but idle and iowait.
+    pub busy: u64,
+    /// Of which softirq: loopback TCP's receive path runs there, and the
+    /// kernel charges it to no process.
+    pub softirq: u64,
+    /// All ticks.
+    pub all: u64,
+}
+
+/// Reads `/proc/stat`.
+pub fn machine_ticks() -> io::Result<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     parse_machine_ticks(&stat)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/stat"))
 }
 
 /// Parses the `cpu` line of `/proc/stat`.
-pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+pub fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let values: Vec<u64> = line
         .split_whitespace()
@@ -98,7 +127,11 @@ pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
         .collect::<Option<_>>()?;
     let all: u64 = values.iter().sum();
     let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
-    Some((all - idle, all))
+    Some(MachineTicks {
+        busy: all - idle,
+        softirq: values.get(6).copied().unwrap_or(0),
+        all,
+    })
 }
 
 /// CPU use between two readings, in cores (1.0 = one core busy all along).
@@ -117,8 +150,8 @@ pub struct Snapshot {
     pub server: Option<Sample>,
     /// This process.
     pub bench: Option<Sample>,
-    /// Machine (busy, all) ticks.
-    pub machine: Option<(u64, u64)>,
+    /// Machine ticks.
+    pub machine: Option<MachineTicks>,
     /// When the readings were taken.
     pub at: std::time::Instant,
 }
@@ -144,6 +177,12 @@ pub struct CpuUse {
     pub bench_s: Option<f64>,
     /// Cores busy on the whole machine, averaged (all processes).
     pub machine_cores: Option<f64>,
+    /// Of which softirq (mostly loopback networking), in cores.
+    pub softirq_cores: Option<f64>,
+    /// Server write system calls.
+    pub server_writes: Option<u64>,
+    /// Server read system calls.
+    pub server_reads: Option<u64>,
     /// Wall time between the snapshots.
     pub wall_s: f64,
 }
@@ -155,19 +194,27 @@ impl CpuUse {
         let diff = |x: Option<Sample>, y: Option<Sample>| {
             Some(ticks_to_secs(y?.cpu_ticks.saturating_sub(x?.cpu_ticks)))
         };
-        let machine = match (a.machine, b.machine) {
-            (Some((busy0, all0)), Some((busy1, all1))) if all1 > all0 => {
-                // Share of all cores' time that was busy, times the number of
-                // cores: the same unit as a process's cores.
-                let share = (busy1 - busy0) as f64 / (all1 - all0) as f64;
-                Some(share * online_cores() as f64)
+        // Shares of all cores' time, times the number of cores: the same
+        // unit as a process's cores.
+        let (machine, softirq) = match (a.machine, b.machine) {
+            (Some(m0), Some(m1)) if m1.all > m0.all => {
+                let all = (m1.all - m0.all) as f64 / online_cores() as f64;
+                (
+                    Some(m1.busy.saturating_sub(m0.busy) as f64 / all),
+                    Some(m1.softirq.saturating_sub(m0.softirq) as f64 / all),
+                )
             }
-            _ => None,
+            _ => (None, None),
         };
+        let calls =
+            |f: fn(&Sample) -> Option<u64>| Some(f(&b.server?)?.saturating_sub(f(&a.server?)?));
         Self {
+            server_writes: calls(|s| s.write_calls),
+            server_reads: calls(|s| s.read_calls),
             server_s: diff(a.server, b.server),
             bench_s: diff(a.bench, b.bench),
             machine_cores: machine,
+            softirq_cores: softirq,
             wall_s: wall.as_secs_f64(),
         }
     }
@@ -200,9 +247,24 @@ mod tests {
     }
 
     #[test]
+    fn system_call_counts_from_proc_io() {
+        let io = "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 3\nread_bytes: 0\n";
+        assert_eq!(parse_io(io, "syscr"), Some(10));
+        assert_eq!(parse_io(io, "syscw"), Some(3));
+        assert_eq!(parse_io("", "syscw"), None);
+    }
+
+    #[test]
     fn machine_busy_excludes_idle_and_iowait() {
-        let stat = "cpu  100 10 50 800 40 0 0 0 0 0\ncpu0 50 5 25 400 20 0 0 0 0 0\n";
-        assert_eq!(parse_machine_ticks(stat), Some((160, 1000)));
+        let stat = "cpu  100 10 50 800 40 0 7 0 0 0\ncpu0 50 5 25 400 20 0 0 0 0 0\n";
+        assert_eq!(
+            parse_machine_ticks(stat),
+            Some(MachineTicks {
+                busy: 167,
+                softirq: 7,
+                all: 1007
+            })
+        );
     }
 
     #[test]

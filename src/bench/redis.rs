@@ -21,7 +21,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::fanout::{
-    End, FinalRx, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, send_loop,
+    End, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, send_loop,
 };
 use super::inbuf::InBuf;
 use super::latency::{Lookup, record};
@@ -98,7 +98,6 @@ pub(crate) async fn watcher(
     sh: Arc<Shared>,
     gate: Arc<Semaphore>,
     ready: mpsc::Sender<Result<(), String>>,
-    mut fin: FinalRx,
 ) -> WatcherOutcome {
     let mut out = WatcherOutcome::default();
     let joined = tokio::select! {
@@ -128,7 +127,9 @@ pub(crate) async fn watcher(
     drop(ready);
     // The next k expected from each writer.
     let mut next = vec![0u64; sh.tables.len()];
-    let mut fin_open = true;
+    let stop = sh.stop.cancelled();
+    let finalized = sh.finalized.cancelled();
+    tokio::pin!(stop, finalized);
     let mut now = sh.epoch.now_nanos();
     out.end = loop {
         let (mut got, mut fault) = (0u64, None);
@@ -174,20 +175,16 @@ pub(crate) async fn watcher(
         if let Some(f) = fault {
             break End::Failed(f);
         }
-        if fin
-            .borrow()
-            .as_ref()
-            .is_some_and(|f| next.iter().zip(&f.acked).all(|(n, a)| n >= a))
-        {
+        // Read once: see the pixchat watcher.
+        let fin = sh.fin.get();
+        if fin.is_some_and(|f| next.iter().zip(&f.acked).all(|(n, a)| n >= a)) {
             sh.counters.watchers_done.fetch_add(1, Ordering::Relaxed);
             break End::Complete;
         }
         tokio::select! {
             biased;
-            _ = sh.stop.cancelled() => break End::Deadline,
-            r = fin.changed(), if fin_open => {
-                fin_open = r.is_ok();
-            }
+            _ = &mut stop => break End::Deadline,
+            _ = &mut finalized, if fin.is_none() => {}
             r = stream.read(buf.spare(0)) => match r {
                 Ok(0) => break End::Closed,
                 Ok(n) => {
@@ -198,7 +195,7 @@ pub(crate) async fn watcher(
             },
         }
     };
-    if let Some(f) = fin.borrow().as_ref() {
+    if let Some(f) = sh.fin.get() {
         out.lost += next
             .iter()
             .zip(&f.acked)

@@ -81,6 +81,13 @@ pub struct RunReport {
     /// Server peak resident memory so far, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_kib: Option<u64>,
+    /// Server write system calls per second within the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_writes_per_s: Option<f64>,
+    /// Events delivered per server write system call (higher = more
+    /// batching; 1 or less = one write per event per watcher).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_per_server_write: Option<f64>,
     /// Bench CPU seconds within the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bench_cpu_s: Option<f64>,
@@ -90,8 +97,12 @@ pub struct RunReport {
     /// Cores busy on the whole machine within the window (every process).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine_cpu_cores: Option<f64>,
-    /// Cores used by other processes (machine minus server minus bench): a
-    /// shared machine shows up here.
+    /// Cores spent in softirq, charged to no process: mostly the loopback
+    /// TCP receive path of the server and the bench.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub softirq_cpu_cores: Option<f64>,
+    /// Cores used by other processes (machine minus server, bench and
+    /// softirq): a shared machine shows up here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_cpu_cores: Option<f64>,
     /// Cores this machine has.
@@ -164,6 +175,7 @@ enum Unit {
     Count,
     Cores,
     Kib,
+    Ratio,
 }
 
 const METRICS: &[Metric] = &[
@@ -189,8 +201,17 @@ const METRICS: &[Metric] = &[
     ("server_rss_kib", "server RSS", Unit::Kib, |r| {
         r.server_rss_kib.map(|k| k as f64)
     }),
+    (
+        "deliveries_per_server_write",
+        "deliveries/write",
+        Unit::Ratio,
+        |r| r.deliveries_per_server_write,
+    ),
     ("bench_cpu_cores", "bench CPU (cores)", Unit::Cores, |r| {
         r.bench_cpu_cores
+    }),
+    ("softirq_cpu_cores", "softirq (cores)", Unit::Cores, |r| {
+        r.softirq_cpu_cores
     }),
     ("other_cpu_cores", "other CPU (cores)", Unit::Cores, |r| {
         r.other_cpu_cores
@@ -372,6 +393,7 @@ fn fmt_unit(unit: Unit, v: f64) -> String {
         Unit::Count => format!("{v:.0}"),
         Unit::Cores => format!("{v:.2}"),
         Unit::Kib => kib(v),
+        Unit::Ratio => format!("{v:.1}"),
     }
 }
 
@@ -431,10 +453,18 @@ pub fn render_run(r: &RunReport) -> String {
         opt(r.server_rss_kib, |v| kib(v as f64)),
         opt(r.server_peak_rss_kib, |v| kib(v as f64)),
     );
+    if let (Some(w), Some(d)) = (r.server_writes_per_s, r.deliveries_per_server_write) {
+        let _ = writeln!(
+            s,
+            "  server writes  {}/s, {d:.1} events delivered per write",
+            si(w)
+        );
+    }
     let _ = writeln!(
         s,
-        "  CPU            bench {} cores, machine {} of {} cores busy (others {})",
+        "  CPU            bench {} cores, softirq {}, machine {} of {} cores busy (others {})",
         opt(r.bench_cpu_cores, |v| format!("{v:.2}")),
+        opt(r.softirq_cpu_cores, |v| format!("{v:.2}")),
         opt(r.machine_cpu_cores, |v| format!("{v:.2}")),
         r.machine_cores,
         opt(r.other_cpu_cores, |v| format!("{v:.2}")),
@@ -493,11 +523,16 @@ pub fn render_compare(c: &CompareReport) -> String {
         let r = c.redis.spread.get(key).map(|x| x.median);
         // Ratios of the load generator's or other processes' CPU say
         // nothing about the targets.
-        let compared = !matches!(*key, "bench_cpu_cores" | "other_cpu_cores");
+        let compared = !matches!(
+            *key,
+            "bench_cpu_cores" | "softirq_cpu_cores" | "other_cpu_cores"
+        );
         let ratio = match (p, r, unit) {
-            (Some(p), Some(r), Unit::Rate | Unit::Micros | Unit::Kib | Unit::Cores)
-                if r > 0.0 && compared =>
-            {
+            (
+                Some(p),
+                Some(r),
+                Unit::Rate | Unit::Micros | Unit::Kib | Unit::Cores | Unit::Ratio,
+            ) if r > 0.0 && compared => {
                 format!("{:.2}", p / r)
             }
             _ => String::new(),
@@ -557,9 +592,12 @@ mod tests {
             server_cpu_cores: Some(1.0),
             server_rss_kib: Some(2048),
             server_peak_rss_kib: Some(4096),
+            server_writes_per_s: Some(1000.0),
+            deliveries_per_server_write: Some(10.0),
             bench_cpu_s: Some(4.0),
             bench_cpu_cores: Some(0.8),
             machine_cpu_cores: Some(1.9),
+            softirq_cpu_cores: Some(0.1),
             other_cpu_cores: Some(0.1),
             machine_cores: 2,
             setup_s: 0.5,
