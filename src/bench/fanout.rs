@@ -1078,9 +1078,9 @@ fn build_report(
         server_cpu_cores: cpu.server_s.map(|s| s / cpu.wall_s.max(1e-9)),
         server_rss_kib: server_rss,
         server_peak_rss_kib: after.server.map(|s| s.peak_kib),
-        server_writes_per_s: cpu.server_writes.map(|n| n as f64 / cpu.wall_s.max(1e-9)),
-        deliveries_per_server_write: cpu
-            .server_writes
+        tcp_segments_per_s: cpu.tcp_segments.map(|n| n as f64 / cpu.wall_s.max(1e-9)),
+        deliveries_per_segment: cpu
+            .tcp_segments
             .filter(|&n| n > 0)
             .map(|n| sum(|o| o.received_in_window) as f64 / n as f64),
         bench_cpu_s: cpu.bench_s,

@@ -32,12 +32,6 @@ pub struct Sample {
     pub rss_kib: u64,
     /// Peak resident memory, in KiB (`VmHWM`).
     pub peak_kib: u64,
-    /// Write system calls so far (`syscw` in `/proc/<pid>/io`): on loopback
-    /// each is roughly one segment, the expensive unit, so writes per event
-    /// delivered shows whether a server batches.
-    pub write_calls: Option<u64>,
-    /// Read system calls so far (`syscr`).
-    pub read_calls: Option<u64>,
 }
 
 /// Clock ticks per second of `/proc` CPU times (`sysconf(_SC_CLK_TCK)`,
@@ -58,24 +52,33 @@ pub fn ticks_to_secs(ticks: u64) -> f64 {
 pub fn sample(p: Proc) -> io::Result<Sample> {
     let stat = std::fs::read_to_string(p.path("stat"))?;
     let status = std::fs::read_to_string(p.path("status"))?;
-    // Readable for our own processes (same user); absent elsewhere.
-    let io = std::fs::read_to_string(p.path("io")).unwrap_or_default();
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     Ok(Sample {
         cpu_ticks: parse_cpu_ticks(&stat).ok_or_else(|| bad("unreadable /proc stat"))?,
         rss_kib: parse_status_kib(&status, "VmRSS").unwrap_or(0),
         peak_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
-        write_calls: parse_io(&io, "syscw"),
-        read_calls: parse_io(&io, "syscr"),
     })
 }
 
-/// A `key: value` line of `/proc/<pid>/io`.
-pub fn parse_io(io: &str, key: &str) -> Option<u64> {
-    io.lines().find_map(|l| {
-        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-        rest.trim().parse().ok()
-    })
+/// TCP segments sent so far by every process in this network namespace
+/// (`Tcp: OutSegs` in `/proc/net/snmp`). On loopback a segment is what
+/// costs CPU (bytes are cheap), so segments per event delivered shows
+/// whether a server batches: one write syscall of many events is one
+/// segment. System calls do not show it: `/proc/<pid>/io` counts `write`,
+/// but Rust's sockets use `send`.
+pub fn tcp_out_segments() -> io::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    parse_out_segments(&snmp)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/net/snmp"))
+}
+
+/// Parses `OutSegs` from the two `Tcp:` lines (names, then values).
+pub fn parse_out_segments(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let names = tcp.next()?;
+    let values = tcp.next()?;
+    let at = names.split_whitespace().position(|n| n == "OutSegs")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 /// utime + stime from a `/proc/<pid>/stat` line. The command name (field 2)
@@ -152,6 +155,8 @@ pub struct Snapshot {
     pub bench: Option<Sample>,
     /// Machine ticks.
     pub machine: Option<MachineTicks>,
+    /// TCP segments sent on this machine so far.
+    pub tcp_out_segments: Option<u64>,
     /// When the readings were taken.
     pub at: std::time::Instant,
 }
@@ -163,6 +168,7 @@ impl Snapshot {
             server: server.and_then(|pid| sample(Proc::Pid(pid)).ok()),
             bench: sample(Proc::Myself).ok(),
             machine: machine_ticks().ok(),
+            tcp_out_segments: tcp_out_segments().ok(),
             at: std::time::Instant::now(),
         }
     }
@@ -179,10 +185,8 @@ pub struct CpuUse {
     pub machine_cores: Option<f64>,
     /// Of which softirq (mostly loopback networking), in cores.
     pub softirq_cores: Option<f64>,
-    /// Server write system calls.
-    pub server_writes: Option<u64>,
-    /// Server read system calls.
-    pub server_reads: Option<u64>,
+    /// TCP segments sent on the machine (all processes).
+    pub tcp_segments: Option<u64>,
     /// Wall time between the snapshots.
     pub wall_s: f64,
 }
@@ -206,11 +210,12 @@ impl CpuUse {
             }
             _ => (None, None),
         };
-        let calls =
-            |f: fn(&Sample) -> Option<u64>| Some(f(&b.server?)?.saturating_sub(f(&a.server?)?));
+        let segments = match (a.tcp_out_segments, b.tcp_out_segments) {
+            (Some(x), Some(y)) => Some(y.saturating_sub(x)),
+            _ => None,
+        };
         Self {
-            server_writes: calls(|s| s.write_calls),
-            server_reads: calls(|s| s.read_calls),
+            tcp_segments: segments,
             server_s: diff(a.server, b.server),
             bench_s: diff(a.bench, b.bench),
             machine_cores: machine,
@@ -247,11 +252,13 @@ mod tests {
     }
 
     #[test]
-    fn system_call_counts_from_proc_io() {
-        let io = "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 3\nread_bytes: 0\n";
-        assert_eq!(parse_io(io, "syscr"), Some(10));
-        assert_eq!(parse_io(io, "syscw"), Some(3));
-        assert_eq!(parse_io("", "syscw"), None);
+    fn tcp_segments_from_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin InSegs OutSegs RetransSegs\n\
+                    Tcp: 1 200 590 591 3\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(parse_out_segments(snmp), Some(591));
+        assert_eq!(parse_out_segments("Tcp: OutSegs\n"), None);
+        assert!(tcp_out_segments().is_ok(), "/proc/net/snmp on Linux");
     }
 
     #[test]

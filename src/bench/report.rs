@@ -81,13 +81,14 @@ pub struct RunReport {
     /// Server peak resident memory so far, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_kib: Option<u64>,
-    /// Server write system calls per second within the window.
+    /// TCP segments sent per second on the whole machine within the window
+    /// (server, bench and anything else on loopback).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_writes_per_s: Option<f64>,
-    /// Events delivered per server write system call (higher = more
-    /// batching; 1 or less = one write per event per watcher).
+    pub tcp_segments_per_s: Option<f64>,
+    /// Events delivered per TCP segment (higher = more batching; about 1 =
+    /// one segment per event per watcher).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub deliveries_per_server_write: Option<f64>,
+    pub deliveries_per_segment: Option<f64>,
     /// Bench CPU seconds within the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bench_cpu_s: Option<f64>,
@@ -201,11 +202,14 @@ const METRICS: &[Metric] = &[
     ("server_rss_kib", "server RSS", Unit::Kib, |r| {
         r.server_rss_kib.map(|k| k as f64)
     }),
+    ("tcp_segments_per_s", "TCP segments/s", Unit::Rate, |r| {
+        r.tcp_segments_per_s
+    }),
     (
-        "deliveries_per_server_write",
-        "deliveries/write",
+        "deliveries_per_segment",
+        "deliveries/segment",
         Unit::Ratio,
-        |r| r.deliveries_per_server_write,
+        |r| r.deliveries_per_segment,
     ),
     ("bench_cpu_cores", "bench CPU (cores)", Unit::Cores, |r| {
         r.bench_cpu_cores
@@ -453,10 +457,10 @@ pub fn render_run(r: &RunReport) -> String {
         opt(r.server_rss_kib, |v| kib(v as f64)),
         opt(r.server_peak_rss_kib, |v| kib(v as f64)),
     );
-    if let (Some(w), Some(d)) = (r.server_writes_per_s, r.deliveries_per_server_write) {
+    if let (Some(w), Some(d)) = (r.tcp_segments_per_s, r.deliveries_per_segment) {
         let _ = writeln!(
             s,
-            "  server writes  {}/s, {d:.1} events delivered per write",
+            "  TCP segments   {}/s on the machine, {d:.1} events delivered per segment",
             si(w)
         );
     }
@@ -592,8 +596,8 @@ mod tests {
             server_cpu_cores: Some(1.0),
             server_rss_kib: Some(2048),
             server_peak_rss_kib: Some(4096),
-            server_writes_per_s: Some(1000.0),
-            deliveries_per_server_write: Some(10.0),
+            tcp_segments_per_s: Some(1000.0),
+            deliveries_per_segment: Some(10.0),
             bench_cpu_s: Some(4.0),
             bench_cpu_cores: Some(0.8),
             machine_cpu_cores: Some(1.9),
