@@ -44,6 +44,8 @@ impl ServerSource {
     /// Starts the server if this source says so (room for `connections`
     /// clients); returns the guard that stops it, and where to connect.
     pub fn start(&self, connections: usize) -> anyhow::Result<(Option<ServerProcess>, Endpoint)> {
+        // Before starting anything: a run that cannot fit fails at once.
+        super::check_fd_budget(connections)?;
         // Room for the bench's connections and a few more (a probe, a
         // straggler from the previous run).
         let max_clients = connections + 64;

@@ -157,15 +157,67 @@ pub(crate) enum End {
     Failed(String),
 }
 
+/// How far a watcher got: what the end-of-run tally compares with what
+/// the server accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// Never joined.
+    #[default]
+    None,
+    /// pixchat: the last seq received (or the welcome's, if none).
+    Seq(u64),
+    /// Redis: the next placement number expected from each writer.
+    Next(Vec<u64>),
+}
+
 /// One watcher's counts.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WatcherOutcome {
     pub received: u64,
     pub received_in_window: u64,
+    /// Events skipped over (gaps); events never received at the end are
+    /// added by [`tail_losses`].
     pub lost: u64,
     pub out_of_order: u64,
     pub unmatched: u64,
+    pub position: Position,
     pub end: End,
+}
+
+/// Events that watchers never received at the end of the run. What the
+/// server accepted is the larger of what the writers saw acknowledged and
+/// what any watcher received: a writer whose connection was dropped (it is
+/// a joined client too, and can be a slow consumer) never sees its last
+/// acknowledgements, but the events went out to the others.
+pub(crate) fn tail_losses(outcomes: &[WatcherOutcome], fin: Option<&Final>) -> u64 {
+    let mut top_seq = fin.map_or(0, |f| f.seq);
+    let mut top_next: Vec<u64> = fin.map(|f| f.acked.clone()).unwrap_or_default();
+    for o in outcomes {
+        match &o.position {
+            Position::Seq(s) => top_seq = top_seq.max(*s),
+            Position::Next(next) => {
+                if top_next.len() < next.len() {
+                    top_next.resize(next.len(), 0);
+                }
+                for (t, n) in top_next.iter_mut().zip(next) {
+                    *t = (*t).max(*n);
+                }
+            }
+            Position::None => {}
+        }
+    }
+    outcomes
+        .iter()
+        .map(|o| match &o.position {
+            Position::Seq(s) => top_seq - s,
+            Position::Next(next) => top_next
+                .iter()
+                .enumerate()
+                .map(|(w, t)| t - next.get(w).copied().unwrap_or(0))
+                .sum(),
+            Position::None => 0,
+        })
+        .sum()
 }
 
 /// One writer's acknowledgements, shared by its sending and receiving
@@ -328,7 +380,13 @@ pub(crate) async fn send_loop<W: AsyncWrite + Unpin>(
         match first {
             Ok(p) => p.forget(),
             Err(_) => {
-                res.error = Some("connection closed".into());
+                // The reading half closed the window: it knows why.
+                let why = state
+                    .fault
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                res.error = Some(why.unwrap_or_else(|| "connection closed".into()));
                 break;
             }
         }
@@ -633,9 +691,7 @@ async fn pixchat_watcher(
             },
         }
     };
-    if let Some(f) = sh.fin.get() {
-        out.lost += f.seq.saturating_sub(last);
-    }
+    out.position = Position::Seq(last);
     out
 }
 
@@ -1067,7 +1123,7 @@ fn build_report(
         mean_us: lat.mean_us,
         latency_samples: lat.samples,
         unmatched,
-        lost: sum(|o| o.lost),
+        lost: sum(|o| o.lost) + tail_losses(outcomes, sh.fin.get()),
         out_of_order: sum(|o| o.out_of_order),
         watchers_incomplete: outcomes.iter().filter(|o| o.end != End::Complete).count() as u64,
         slow_consumers: outcomes
@@ -1121,6 +1177,35 @@ mod tests {
             .sum();
         assert_eq!(total, 2000);
         assert_eq!(Pacer::new(0.0, 4, 0), None);
+    }
+
+    #[test]
+    fn tail_losses_count_up_to_what_anyone_saw() {
+        let w = |position| WatcherOutcome {
+            position,
+            ..WatcherOutcome::default()
+        };
+        let fin = Final {
+            seq: 10,
+            acked: vec![5, 5],
+        };
+        // pixchat: one watcher complete, one stopped at 7, one saw 12 (the
+        // writers missed acknowledgements for 11 and 12).
+        let seqs = [
+            w(Position::Seq(10)),
+            w(Position::Seq(7)),
+            w(Position::Seq(12)),
+        ];
+        assert_eq!(tail_losses(&seqs, Some(&fin)), 2 + 5);
+        assert_eq!(tail_losses(&seqs, None), 2 + 5);
+        // Redis: per writer.
+        let next = [
+            w(Position::Next(vec![5, 5])),
+            w(Position::Next(vec![5, 2])),
+            w(Position::Next(vec![6, 5])),
+            w(Position::None),
+        ];
+        assert_eq!(tail_losses(&next, Some(&fin)), 1 + (1 + 3));
     }
 
     #[test]

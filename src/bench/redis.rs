@@ -21,7 +21,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::fanout::{
-    End, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, send_loop,
+    End, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, send_loop,
 };
 use super::inbuf::InBuf;
 use super::latency::{Lookup, record};
@@ -195,13 +195,7 @@ pub(crate) async fn watcher(
             },
         }
     };
-    if let Some(f) = sh.fin.get() {
-        out.lost += next
-            .iter()
-            .zip(&f.acked)
-            .map(|(n, a)| a.saturating_sub(*n))
-            .sum::<u64>();
-    }
+    out.position = Position::Next(next);
     out
 }
 
@@ -240,9 +234,7 @@ pub(crate) async fn writer(
         _ = sh.stop.cancelled() => return None,
     };
     let send = send_loop(&mut wr, id, &sh, &state, t0, |k, buf: &mut BytesMut| {
-        let mut cmd = Vec::with_capacity(48);
-        resp::encode(&[b"PUBLISH", CHANNEL, &payload(id as u32, k)], &mut cmd);
-        buf.extend_from_slice(&cmd);
+        resp::encode(&[b"PUBLISH", CHANNEL, &payload(id as u32, k)], buf);
     })
     .await;
     let keep_open = sh.stop.clone();

@@ -7,6 +7,8 @@
 //! Here a pushed message is parsed where it lies in the read buffer, exactly
 //! as the pixchat watchers parse `PIXEL` frames.
 
+use bytes::BufMut;
+
 /// Most elements an array may have here (a pushed message has three).
 pub const MAX_ITEMS: usize = 4;
 /// Longest bulk string accepted (our payloads are 16 bytes; replies are short).
@@ -162,18 +164,34 @@ pub fn parse(data: &[u8]) -> Result<Option<(Resp<'_>, usize)>, RespFault> {
     )))
 }
 
-/// Appends a command as a RESP array of bulk strings.
-pub fn encode(args: &[&[u8]], out: &mut Vec<u8>) {
-    out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+/// Appends a command as a RESP array of bulk strings (no allocation: the
+/// writers encode one per placement).
+pub fn encode(args: &[&[u8]], out: &mut impl BufMut) {
+    out.put_u8(b'*');
+    put_decimal(args.len(), out);
+    out.put_slice(b"\r\n");
     for a in args {
-        out.push(b'$');
-        out.extend_from_slice(a.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
+        out.put_u8(b'$');
+        put_decimal(a.len(), out);
+        out.put_slice(b"\r\n");
+        out.put_slice(a);
+        out.put_slice(b"\r\n");
     }
+}
+
+/// Appends `n` in decimal.
+fn put_decimal(mut n: usize, out: &mut impl BufMut) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -253,6 +271,12 @@ mod tests {
         let mut out = Vec::new();
         encode(&[b"PUBLISH", b"px", b"ab"], &mut out);
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$2\r\npx\r\n$2\r\nab\r\n");
+        let mut out = Vec::new();
+        encode(&[&[b'x'; 1234][..]], &mut out);
+        assert!(out.starts_with(b"*1\r\n$1234\r\nxxx"));
+        let mut out = Vec::new();
+        encode(&[b""], &mut out);
+        assert_eq!(out, b"*1\r\n$0\r\n\r\n");
     }
 
     proptest! {
