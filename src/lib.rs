@@ -5,7 +5,7 @@
 //!   [`protocol::text`] (netcat lines) and [`protocol::binary`] (frames).
 //! - [`server`]: the accept loop, connections, the hub (users, canvas,
 //!   ordering) and the broadcast log.
-//! - [`bench`]: `pixchat-bench`, the load generator (fan-out against pixchat
+//! - [`bench`](mod@bench): `pixchat-bench`, the load generator (fan-out against pixchat
 //!   and Redis pub/sub, join storms, idle connections).
 
 #![forbid(unsafe_code)]

@@ -84,17 +84,17 @@ enum Cmd {
 /// The load every workload shares; unset flags take the workload's default.
 #[derive(Debug, Args)]
 struct Load {
-    /// Watcher connections [fanout, compare: 100; idle: 1000].
+    /// Watcher connections (default: 100; idle: 1000).
     #[arg(long)]
     clients: Option<usize>,
-    /// Writer connections [1].
+    /// Writer connections (default: 1).
     #[arg(long)]
     writers: Option<usize>,
     /// Placements per second by all writers together; 0 = max rate
-    /// [fanout, compare: 0; idle: 333].
+    /// (default: 0; idle: 333).
     #[arg(long)]
     rate: Option<f64>,
-    /// Seconds the writers place pixels [fanout, compare: 5; idle: 10].
+    /// Seconds the writers place pixels (default: 5; idle: 10).
     #[arg(long)]
     duration: Option<f64>,
     /// Unacknowledged placements each writer may have in flight.
@@ -103,7 +103,7 @@ struct Load {
     /// Seconds to wait after the end for events still under way.
     #[arg(long, default_value_t = 10.0)]
     drain: f64,
-    /// Seconds connecting and joining everyone may take [60 + clients/100].
+    /// Seconds connecting and joining everyone may take (default: 60 + clients/100).
     #[arg(long)]
     setup_timeout: Option<f64>,
 }
@@ -148,7 +148,7 @@ struct PixchatServer {
     /// pid of the --addr server, to read its CPU time and memory.
     #[arg(long, requires = "addr")]
     server_pid: Option<u32>,
-    /// pixchat-server binary to start [next to this executable].
+    /// pixchat-server binary to start (default: the one next to this executable).
     #[arg(long)]
     server_bin: Option<PathBuf>,
     /// Extra flag for a started pixchat-server (repeat for more), e.g.
@@ -190,7 +190,7 @@ struct RedisServer {
     /// pid of the --redis-addr server.
     #[arg(long, requires = "redis_addr")]
     redis_pid: Option<u32>,
-    /// redis-server binary to start [redis-server on PATH].
+    /// redis-server binary to start (default: redis-server on PATH).
     #[arg(long)]
     redis_bin: Option<PathBuf>,
     /// Extra flag for a started redis-server (repeat for more).
