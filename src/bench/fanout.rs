@@ -1093,11 +1093,11 @@ fn build_report(
     let sent: u64 = runs.iter().map(|r| r.send.sent).sum();
     let server_rss = after.server.map(|s| s.rss_kib);
     let per_s = |secs: f64| secs / cpu.wall_s.max(1e-9);
+    // Without CONFIG_IRQ_TIME_ACCOUNTING (the usual case) softirq time is
+    // charged to the process it interrupted, so the server's and the
+    // bench's times already hold their share and softirq is not subtracted.
     let other = match (cpu.machine_cores, cpu.bench_s) {
-        (Some(m), Some(b)) => Some(
-            (m - per_s(cpu.server_s.unwrap_or(0.0)) - per_s(b) - cpu.softirq_cores.unwrap_or(0.0))
-                .max(0.0),
-        ),
+        (Some(m), Some(b)) => Some((m - per_s(cpu.server_s.unwrap_or(0.0)) - per_s(b)).max(0.0)),
         _ => None,
     };
     RunReport {

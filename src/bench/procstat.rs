@@ -105,8 +105,9 @@ pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
 pub struct MachineTicks {
     /// Everything but idle and iowait.
     pub busy: u64,
-    /// Of which softirq: loopback TCP's receive path runs there, and the
-    /// kernel charges it to no process.
+    /// Of which softirq: loopback TCP's receive path runs there. Unless
+    /// the kernel has CONFIG_IRQ_TIME_ACCOUNTING, these ticks are also
+    /// charged to the process that was interrupted.
     pub softirq: u64,
     /// All ticks.
     pub all: u64,

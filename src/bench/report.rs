@@ -98,12 +98,16 @@ pub struct RunReport {
     /// Cores busy on the whole machine within the window (every process).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine_cpu_cores: Option<f64>,
-    /// Cores spent in softirq, charged to no process: mostly the loopback
-    /// TCP receive path of the server and the bench.
+    /// Cores spent in softirq on the machine: mostly the loopback TCP
+    /// receive path of the server and the bench. Unless the kernel has
+    /// CONFIG_IRQ_TIME_ACCOUNTING, this time is also inside the server's and
+    /// the bench's own CPU times (charged to whichever process it
+    /// interrupted): a part of them, not an addition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub softirq_cpu_cores: Option<f64>,
-    /// Cores used by other processes (machine minus server, bench and
-    /// softirq): a shared machine shows up here.
+    /// Cores used by everything else (machine minus server minus bench): a
+    /// shared machine shows up here (and, on kernels that account IRQ time
+    /// apart, softirq).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_cpu_cores: Option<f64>,
     /// Cores this machine has.
@@ -466,12 +470,12 @@ pub fn render_run(r: &RunReport) -> String {
     }
     let _ = writeln!(
         s,
-        "  CPU            bench {} cores, softirq {}, machine {} of {} cores busy (others {})",
+        "  CPU            bench {} cores, machine {} of {} cores busy, others {}; softirq {} (networking, mostly inside the server's and bench's times)",
         opt(r.bench_cpu_cores, |v| format!("{v:.2}")),
-        opt(r.softirq_cpu_cores, |v| format!("{v:.2}")),
         opt(r.machine_cpu_cores, |v| format!("{v:.2}")),
         r.machine_cores,
         opt(r.other_cpu_cores, |v| format!("{v:.2}")),
+        opt(r.softirq_cpu_cores, |v| format!("{v:.2}")),
     );
     if let (Some(before), Some(joined), Some(per)) = (
         r.rss_before_kib,
