@@ -7,9 +7,12 @@
 //!   ordering) and the broadcast log.
 //! - [`client`]: the async client library (connect, join, resume, reconnect)
 //!   and the `pixchat` terminal client built on it.
+//! - [`bench`](mod@bench): `pixchat-bench`, the load generator (fan-out against pixchat
+//!   and Redis pub/sub, join storms, idle connections).
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod protocol;
 pub mod server;

@@ -83,21 +83,7 @@ async fn main() -> anyhow::Result<()> {
     // Every client is a file descriptor; the usual soft limit of 1024 would
     // cap the server long before --max-clients. Raise it to the hard limit,
     // and the hard limit too where we may (as root), as Redis does.
-    let want = cli.max_clients as u64 + 1024;
-    if let Ok((_, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
-        && hard < want
-    {
-        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, want, want);
-    }
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if (limit as usize) < cli.max_clients + 64 => tracing::warn!(
-            limit,
-            max_clients = cli.max_clients,
-            "the open-file limit is below --max-clients; raise it (ulimit -n) to serve that many"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
-    }
+    raise_open_file_limit(cli.max_clients as u64 + 1024);
     let config = pixchat::Config {
         width: cli.width,
         height: cli.height,
@@ -127,6 +113,29 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     pixchat::run(listener, config, shutdown).await
+}
+
+/// Raises the open-file limit towards `want`: the hard limit too where we
+/// may (as root with CAP_SYS_RESOURCE), then the soft limit up to the hard.
+fn raise_open_file_limit(want: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if hard < want {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want, want);
+    }
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(hard, |(_, h)| h);
+    let target = want.min(hard).max(soft);
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    } else if target < want {
+        tracing::warn!(
+            limit = target,
+            wanted = want,
+            "the open-file limit is below what --max-clients needs; raise the hard limit (ulimit -Hn)"
+        );
+    }
 }
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM.

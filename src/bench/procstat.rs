@@ -1,0 +1,284 @@
+//! CPU time and memory of a process (the server, Redis, or the bench itself)
+//! and of the whole machine, read from `/proc`. Linux only; elsewhere every
+//! reading is an error and the report leaves the field out.
+
+use std::io;
+use std::time::Duration;
+
+/// Which process to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proc {
+    /// This process.
+    Myself,
+    /// Another process, by pid.
+    Pid(u32),
+}
+
+impl Proc {
+    fn path(&self, file: &str) -> String {
+        match self {
+            Proc::Myself => format!("/proc/self/{file}"),
+            Proc::Pid(pid) => format!("/proc/{pid}/{file}"),
+        }
+    }
+}
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sample {
+    /// User plus system CPU time so far, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident memory now, in KiB (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident memory, in KiB (`VmHWM`).
+    pub peak_kib: u64,
+}
+
+/// Clock ticks per second of `/proc` CPU times (`sysconf(_SC_CLK_TCK)`,
+/// 100 on Linux).
+pub fn ticks_per_second() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t as u64,
+        _ => 100,
+    }
+}
+
+/// Converts clock ticks to seconds.
+pub fn ticks_to_secs(ticks: u64) -> f64 {
+    ticks as f64 / ticks_per_second() as f64
+}
+
+/// Reads a process's CPU time and memory.
+pub fn sample(p: Proc) -> io::Result<Sample> {
+    let stat = std::fs::read_to_string(p.path("stat"))?;
+    let status = std::fs::read_to_string(p.path("status"))?;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    Ok(Sample {
+        cpu_ticks: parse_cpu_ticks(&stat).ok_or_else(|| bad("unreadable /proc stat"))?,
+        rss_kib: parse_status_kib(&status, "VmRSS").unwrap_or(0),
+        peak_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
+    })
+}
+
+/// TCP segments sent so far by every process in this network namespace
+/// (`Tcp: OutSegs` in `/proc/net/snmp`). On loopback a segment is what
+/// costs CPU (bytes are cheap), so segments per event delivered shows
+/// whether a server batches: one write syscall of many events is one
+/// segment. System calls do not show it: `/proc/<pid>/io` counts `write`,
+/// but Rust's sockets use `send`.
+pub fn tcp_out_segments() -> io::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    parse_out_segments(&snmp)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/net/snmp"))
+}
+
+/// Parses `OutSegs` from the two `Tcp:` lines (names, then values).
+pub fn parse_out_segments(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let names = tcp.next()?;
+    let values = tcp.next()?;
+    let at = names.split_whitespace().position(|n| n == "OutSegs")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// utime + stime from a `/proc/<pid>/stat` line. The command name (field 2)
+/// is in parentheses and may contain spaces, so fields are counted from the
+/// last `)`: the state is field 3, utime field 14, stime field 15.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `Key:   1234 kB` line of `/proc/<pid>/status`, in KiB.
+pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Machine-wide CPU time from `/proc/stat`, summed over every core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineTicks {
+    /// Everything but idle and iowait.
+    pub busy: u64,
+    /// Of which softirq: loopback TCP's receive path runs there. Unless
+    /// the kernel has CONFIG_IRQ_TIME_ACCOUNTING, these ticks are also
+    /// charged to the process that was interrupted.
+    pub softirq: u64,
+    /// All ticks.
+    pub all: u64,
+}
+
+/// Reads `/proc/stat`.
+pub fn machine_ticks() -> io::Result<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    parse_machine_ticks(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/stat"))
+}
+
+/// Parses the `cpu` line of `/proc/stat`.
+pub fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8) // user nice system idle iowait irq softirq steal
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let all: u64 = values.iter().sum();
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some(MachineTicks {
+        busy: all - idle,
+        softirq: values.get(6).copied().unwrap_or(0),
+        all,
+    })
+}
+
+/// CPU use between two readings, in cores (1.0 = one core busy all along).
+pub fn cores(ticks: u64, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        return 0.0;
+    }
+    ticks_to_secs(ticks) / wall.as_secs_f64()
+}
+
+/// Readings of the server, the bench and the machine taken together, so the
+/// difference between two of them covers the same interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    /// The server, when its pid is known and readable.
+    pub server: Option<Sample>,
+    /// This process.
+    pub bench: Option<Sample>,
+    /// Machine ticks.
+    pub machine: Option<MachineTicks>,
+    /// TCP segments sent on this machine so far.
+    pub tcp_out_segments: Option<u64>,
+    /// When the readings were taken.
+    pub at: std::time::Instant,
+}
+
+impl Snapshot {
+    /// Reads everything now.
+    pub fn take(server: Option<u32>) -> Self {
+        Self {
+            server: server.and_then(|pid| sample(Proc::Pid(pid)).ok()),
+            bench: sample(Proc::Myself).ok(),
+            machine: machine_ticks().ok(),
+            tcp_out_segments: tcp_out_segments().ok(),
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
+/// CPU used between two snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuUse {
+    /// Server CPU seconds.
+    pub server_s: Option<f64>,
+    /// Bench CPU seconds.
+    pub bench_s: Option<f64>,
+    /// Cores busy on the whole machine, averaged (all processes).
+    pub machine_cores: Option<f64>,
+    /// Of which softirq (mostly loopback networking), in cores.
+    pub softirq_cores: Option<f64>,
+    /// TCP segments sent on the machine (all processes).
+    pub tcp_segments: Option<u64>,
+    /// Wall time between the snapshots.
+    pub wall_s: f64,
+}
+
+impl CpuUse {
+    /// The CPU used from `a` to `b`.
+    pub fn between(a: &Snapshot, b: &Snapshot) -> Self {
+        let wall = b.at.saturating_duration_since(a.at);
+        let diff = |x: Option<Sample>, y: Option<Sample>| {
+            Some(ticks_to_secs(y?.cpu_ticks.saturating_sub(x?.cpu_ticks)))
+        };
+        // Shares of all cores' time, times the number of cores: the same
+        // unit as a process's cores.
+        let (machine, softirq) = match (a.machine, b.machine) {
+            (Some(m0), Some(m1)) if m1.all > m0.all => {
+                let all = (m1.all - m0.all) as f64 / online_cores() as f64;
+                (
+                    Some(m1.busy.saturating_sub(m0.busy) as f64 / all),
+                    Some(m1.softirq.saturating_sub(m0.softirq) as f64 / all),
+                )
+            }
+            _ => (None, None),
+        };
+        let segments = match (a.tcp_out_segments, b.tcp_out_segments) {
+            (Some(x), Some(y)) => Some(y.saturating_sub(x)),
+            _ => None,
+        };
+        Self {
+            tcp_segments: segments,
+            server_s: diff(a.server, b.server),
+            bench_s: diff(a.bench, b.bench),
+            machine_cores: machine,
+            softirq_cores: softirq,
+            wall_s: wall.as_secs_f64(),
+        }
+    }
+}
+
+/// Cores this machine has online.
+pub fn online_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_survive_a_name_with_spaces_and_parens() {
+        let stat = "4242 (pix (chat) server) S 1 4242 4242 0 -1 4194560 \
+                    900 0 0 0 1234 567 0 0 20 0 3 0 100 2000000 500 \
+                    18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn status_values_in_kib() {
+        let status = "Name:\tpixchat-server\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn tcp_segments_from_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm RtoMin InSegs OutSegs RetransSegs\n\
+                    Tcp: 1 200 590 591 3\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(parse_out_segments(snmp), Some(591));
+        assert_eq!(parse_out_segments("Tcp: OutSegs\n"), None);
+        assert!(tcp_out_segments().is_ok(), "/proc/net/snmp on Linux");
+    }
+
+    #[test]
+    fn machine_busy_excludes_idle_and_iowait() {
+        let stat = "cpu  100 10 50 800 40 0 7 0 0 0\ncpu0 50 5 25 400 20 0 0 0 0 0\n";
+        assert_eq!(
+            parse_machine_ticks(stat),
+            Some(MachineTicks {
+                busy: 167,
+                softirq: 7,
+                all: 1007
+            })
+        );
+    }
+
+    #[test]
+    fn this_process_can_be_read() {
+        let s = sample(Proc::Myself).expect("/proc/self on Linux");
+        assert!(s.rss_kib > 0);
+        assert!(ticks_per_second() > 0);
+    }
+}

@@ -1,0 +1,309 @@
+//! The fan-out workload against Redis pub/sub: watchers `SUBSCRIBE` to one
+//! channel, writers `PUBLISH` 16-byte messages to it, with the same pacing,
+//! window and counts as pixchat's side (see [`super::fanout`]).
+//!
+//! A message carries the writer id (u32), the placement number k (u64) and
+//! four bytes of padding, all big-endian: the watcher finds the send time
+//! in slot `k % slots` of that writer's table. Redis has no seq, but it
+//! handles one connection's commands in order, so each watcher expects
+//! every writer's k to arrive as 0, 1, 2, ... without gaps; at the end the
+//! k it never got, up to the number of acknowledged `PUBLISH`es, are lost.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::fanout::{
+    End, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, send_loop,
+};
+use super::inbuf::InBuf;
+use super::latency::{Lookup, record};
+use super::resp::{self, Resp, Scalar};
+use super::{CONNECT_TIMEOUT, JOIN_TIMEOUT};
+
+/// The channel every message goes to.
+pub const CHANNEL: &[u8] = b"px";
+/// Bytes per message, as in the Redis measurements.
+pub const PAYLOAD: usize = 16;
+/// The padding that fills a message to [`PAYLOAD`] bytes.
+const PAD: &[u8; 4] = b"pxch";
+
+/// The message for placement `k` of writer `writer`.
+pub fn payload(writer: u32, k: u64) -> [u8; PAYLOAD] {
+    let mut p = [0u8; PAYLOAD];
+    p[..4].copy_from_slice(&writer.to_be_bytes());
+    p[4..12].copy_from_slice(&k.to_be_bytes());
+    p[12..].copy_from_slice(PAD);
+    p
+}
+
+/// Reads a message back: (writer, k), or `None` if it is not one of ours.
+pub fn parse_payload(p: &[u8]) -> Option<(u32, u64)> {
+    if p.len() != PAYLOAD || &p[12..] != PAD {
+        return None;
+    }
+    let writer = u32::from_be_bytes(p[..4].try_into().ok()?);
+    let k = u64::from_be_bytes(p[4..12].try_into().ok()?);
+    Some((writer, k))
+}
+
+async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<TcpStream> {
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .context("connect timed out")?
+        .with_context(|| format!("connect to Redis on {addr}"))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Connects and subscribes; returns once Redis confirms the subscription.
+async fn subscribe(addr: std::net::SocketAddr) -> anyhow::Result<(TcpStream, InBuf)> {
+    let mut s = connect(addr).await?;
+    let mut cmd = Vec::new();
+    resp::encode(&[b"SUBSCRIBE", CHANNEL], &mut cmd);
+    s.write_all(&cmd).await?;
+    let mut buf = InBuf::new(WATCHER_BUFFER);
+    loop {
+        let n = s.read(buf.spare(0)).await?;
+        if n == 0 {
+            bail!("Redis closed the connection before confirming SUBSCRIBE");
+        }
+        buf.advance(n);
+        while let Some((v, used)) = resp::parse(buf.data())? {
+            match (v, v.items()) {
+                (_, [Scalar::Bulk(Some(b"subscribe")), ..]) => {
+                    buf.consume(used);
+                    return Ok((s, buf));
+                }
+                (Resp::Scalar(Scalar::Error(e)), _) => {
+                    bail!("Redis answered {}", String::from_utf8_lossy(e))
+                }
+                _ => buf.consume(used),
+            }
+        }
+    }
+}
+
+/// A Redis watcher: subscribes, reports ready, then counts every message
+/// until it has every acknowledged placement or the run stops.
+pub(crate) async fn watcher(
+    id: usize,
+    sh: Arc<Shared>,
+    gate: Arc<Semaphore>,
+    ready: mpsc::Sender<Result<(), String>>,
+) -> WatcherOutcome {
+    let mut out = WatcherOutcome::default();
+    let joined = tokio::select! {
+        _ = sh.stop.cancelled() => return out,
+        j = async {
+            let _permit = gate.acquire().await;
+            tokio::time::timeout(JOIN_TIMEOUT, subscribe(sh.addr)).await
+        } => j,
+    };
+    let (mut stream, mut buf) = match joined {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(format!("watcher {id}: {e:#}"))).await;
+            out.end = End::Failed(format!("{e:#}"));
+            return out;
+        }
+        Err(_) => {
+            let _ = ready
+                .send(Err(format!("watcher {id}: subscribe timed out")))
+                .await;
+            out.end = End::Failed("subscribe timed out".into());
+            return out;
+        }
+    };
+    sh.counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
+    let _ = ready.send(Ok(())).await;
+    drop(ready);
+    // The next k expected from each writer.
+    let mut next = vec![0u64; sh.tables.len()];
+    let stop = sh.stop.cancelled();
+    let finalized = sh.finalized.cancelled();
+    tokio::pin!(stop, finalized);
+    let mut now = sh.epoch.now_nanos();
+    out.end = loop {
+        let (mut got, mut fault) = (0u64, None);
+        {
+            // Held only while parsing what is buffered: no await inside.
+            let mut h = sh.hist.shard(id).lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let (v, used) = match resp::parse(buf.data()) {
+                    Ok(Some(x)) => x,
+                    Ok(None) => break,
+                    Err(e) => {
+                        fault = Some(e.to_string());
+                        break;
+                    }
+                };
+                if let Some((w, k)) = v.message().and_then(|(_, p)| parse_payload(p)) {
+                    let w = w as usize;
+                    if let Some(expected) = next.get_mut(w) {
+                        if k < *expected {
+                            out.out_of_order += 1;
+                        } else {
+                            out.lost += k - *expected;
+                            *expected = k + 1;
+                            got += 1;
+                            let (slot, generation) = sh.tables[w].position(k);
+                            match sh.tables[w].lookup(slot, generation, u64::MAX) {
+                                Lookup::Sent(sent) => record(&mut h, sent, now),
+                                Lookup::Unmatched => out.unmatched += 1,
+                            }
+                        }
+                    }
+                }
+                buf.consume(used);
+            }
+        }
+        if got > 0 {
+            out.received += got;
+            if sh.in_window(now) {
+                out.received_in_window += got;
+            }
+            sh.counters.deliveries.fetch_add(got, Ordering::Relaxed);
+        }
+        if let Some(f) = fault {
+            break End::Failed(f);
+        }
+        // Read once: see the pixchat watcher.
+        let fin = sh.fin.get();
+        if fin.is_some_and(|f| next.iter().zip(&f.acked).all(|(n, a)| n >= a)) {
+            sh.counters.watchers_done.fetch_add(1, Ordering::Relaxed);
+            break End::Complete;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stop => break End::Deadline,
+            _ = &mut finalized, if fin.is_none() => {}
+            r = stream.read(buf.spare(0)) => match r {
+                Ok(0) => break End::Closed,
+                Ok(n) => {
+                    buf.advance(n);
+                    now = sh.epoch.now_nanos();
+                }
+                Err(e) => break End::Failed(e.to_string()),
+            },
+        }
+    };
+    out.position = Position::Next(next);
+    out
+}
+
+/// A Redis writer: connects, waits for the start, publishes, and reads the
+/// replies (receiver counts) until the run stops.
+pub(crate) async fn writer(
+    id: usize,
+    sh: Arc<Shared>,
+    ready: mpsc::Sender<Result<(), String>>,
+    mut start: watch::Receiver<Option<Instant>>,
+) -> Option<WriterRun> {
+    let stream = match tokio::time::timeout(JOIN_TIMEOUT, connect(sh.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(format!("writer {id}: {e:#}"))).await;
+            return None;
+        }
+        Err(_) => {
+            let _ = ready
+                .send(Err(format!("writer {id}: connect timed out")))
+                .await;
+            return None;
+        }
+    };
+    let (rd, mut wr) = stream.into_split();
+    let state = Arc::new(WriterState::new(sh.workload.window));
+    let receiver = tokio::spawn(publish_replies(rd, sh.clone(), state.clone()));
+    sh.counters.writers_ready.fetch_add(1, Ordering::Relaxed);
+    let _ = ready.send(Ok(())).await;
+    drop(ready);
+    let t0 = tokio::select! {
+        t = start.wait_for(Option::is_some) => match t {
+            Ok(t) => t.expect("checked"),
+            Err(_) => return None,
+        },
+        _ = sh.stop.cancelled() => return None,
+    };
+    let send = send_loop(&mut wr, id, &sh, &state, t0, |k, buf: &mut BytesMut| {
+        resp::encode(&[b"PUBLISH", CHANNEL, &payload(id as u32, k)], buf);
+    })
+    .await;
+    let keep_open = sh.stop.clone();
+    tokio::spawn(async move {
+        keep_open.cancelled().await;
+        drop(wr);
+    });
+    Some(WriterRun {
+        send,
+        state,
+        receiver: Some(receiver),
+    })
+}
+
+/// A Redis writer's reading half: one integer reply per `PUBLISH`.
+async fn publish_replies(mut rd: OwnedReadHalf, sh: Arc<Shared>, state: Arc<WriterState>) {
+    let mut buf = InBuf::new(4096);
+    let mut now = sh.epoch.now_nanos();
+    loop {
+        let (mut acks, mut rejected, mut fault) = (0u64, 0u64, None);
+        loop {
+            match resp::parse(buf.data()) {
+                Ok(Some((v, used))) => {
+                    match v {
+                        Resp::Scalar(Scalar::Int(_)) => acks += 1,
+                        Resp::Scalar(Scalar::Error(_)) => rejected += 1,
+                        _ => {}
+                    }
+                    buf.consume(used);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    fault = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        state.rejected.fetch_add(rejected, Ordering::Relaxed);
+        let in_window = if sh.in_window(now) { acks } else { 0 };
+        state.answered(&sh, acks + rejected, in_window);
+        if let Some(f) = fault {
+            return state.fail(f);
+        }
+        tokio::select! {
+            _ = sh.stop.cancelled() => return,
+            r = rd.read(buf.spare(0)) => match r {
+                Ok(0) => return state.fail("Redis closed the writer's connection".into()),
+                Ok(n) => {
+                    buf.advance(n);
+                    now = sh.epoch.now_nanos();
+                }
+                Err(e) => return state.fail(format!("read failed: {e}")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_carry_writer_and_placement() {
+        let p = payload(7, 1 << 40);
+        assert_eq!(p.len(), 16);
+        assert_eq!(parse_payload(&p), Some((7, 1 << 40)));
+        assert_eq!(parse_payload(&p[..15]), None);
+        let mut other = p;
+        other[15] = b'x';
+        assert_eq!(parse_payload(&other), None);
+    }
+}

@@ -1,0 +1,175 @@
+//! Smoke tests of the real `pixchat-bench` binary: short, light runs against
+//! real servers that check the counts and the JSON shape, never timings.
+
+mod common;
+
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// Longest a smoke run may take before the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `pixchat-bench` with `args` and returns (success, stdout, stderr).
+async fn bench(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        RUN_LIMIT,
+        Command::new(env!("CARGO_BIN_EXE_pixchat-bench"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("pixchat-bench finishes in time")
+    .expect("run pixchat-bench");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(stdout: &str, stderr: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON object ({e}):\n{stdout}\nstderr:\n{stderr}")
+    })
+}
+
+/// Checks one target's numbers: everything delivered, nothing lost.
+fn assert_delivered(run: &serde_json::Value, what: &str) {
+    for key in [
+        "deliveries_per_s",
+        "placements_per_s",
+        "p50_us",
+        "p99_us",
+        "lost",
+    ] {
+        assert!(run[key].is_number(), "{what}: {key} missing in {run}");
+    }
+    assert_eq!(run["lost"], 0, "{what}: lost events in {run}");
+    assert_eq!(
+        run["out_of_order"], 0,
+        "{what}: events out of order in {run}"
+    );
+    assert!(
+        run["deliveries_per_s"].as_f64().unwrap() > 0.0,
+        "{what}: nothing delivered in {run}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_against_a_running_server_loses_nothing() {
+    let server = common::start_server(pixchat::Config {
+        width: Some(1024),
+        height: Some(1024),
+        ..pixchat::Config::default()
+    })
+    .await;
+    let addr = server.addr.to_string();
+    let (ok, out, err) = bench(&[
+        "fanout",
+        "--addr",
+        &addr,
+        "--clients",
+        "4",
+        "--writers",
+        "2",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    assert!(ok, "pixchat-bench failed:\n{err}");
+    let run = json(&out, &err);
+    assert_delivered(&run, "pixchat");
+    assert_eq!(run["target"], "pixchat");
+    assert_eq!(run["watchers_incomplete"], 0, "{run}");
+    // Each of the 4 watchers receives every accepted placement.
+    assert_eq!(
+        run["deliveries"].as_u64().unwrap(),
+        4 * run["placements"].as_u64().unwrap(),
+        "{run}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fanout_starts_and_stops_its_own_server() {
+    let (ok, out, err) = bench(&[
+        "fanout",
+        "--server-bin",
+        env!("CARGO_BIN_EXE_pixchat-server"),
+        "--server-arg=--history=1000",
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--clients",
+        "3",
+        "--rate",
+        "100",
+        "--duration",
+        "0.5",
+        "--json",
+    ])
+    .await;
+    assert!(ok, "pixchat-bench failed:\n{err}");
+    let run = json(&out, &err);
+    assert_delivered(&run, "pixchat");
+    // The bench knew the server's pid, so it read its CPU and memory.
+    assert!(run["server_rss_kib"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["server_cpu_s"].is_number(), "{run}");
+}
+
+#[tokio::test]
+async fn compare_reports_both_targets_and_the_ratio() {
+    let redis = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()))
+        .unwrap_or(false);
+    if !redis {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is missing on CI (apt-get install redis-server)"
+        );
+        eprintln!("SKIPPED compare_reports_both_targets_and_the_ratio: no redis-server on PATH");
+        return;
+    }
+    let (ok, out, err) = bench(&[
+        "compare",
+        "--server-bin",
+        env!("CARGO_BIN_EXE_pixchat-server"),
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--clients",
+        "3",
+        "--rate",
+        "100",
+        "--duration",
+        "0.5",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    assert!(ok, "pixchat-bench compare failed:\n{err}");
+    let report = json(&out, &err);
+    assert_delivered(&report["pixchat"], "pixchat");
+    assert_delivered(&report["redis"], "redis");
+    assert!(
+        report["ratio_deliveries"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn refuses_to_load_another_machine() {
+    let (ok, _, err) = bench(&["fanout", "--addr", "10.1.2.3:7878", "--quiet"]).await;
+    assert!(!ok);
+    assert!(err.contains("not a loopback address"), "{err}");
+}
