@@ -4,6 +4,7 @@
 
 pub mod canvas;
 pub mod connection;
+pub mod fanout;
 pub mod hub;
 pub mod log;
 pub mod outbox;
@@ -179,6 +180,9 @@ pub async fn run(
         .await
         .context("recover the canvas")??;
     let hub = Arc::new(hub);
+    for shard in 0..hub.fanout().shards() {
+        tokio::spawn(hub.fanout().clone().run(shard, shutdown.clone()));
+    }
     let (width, height) = hub.size();
     let addr = listener
         .local_addr()

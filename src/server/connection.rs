@@ -60,8 +60,8 @@ pub async fn serve(
     // are found by the kernel's keepalive probes.
     let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     let (rd, wr) = stream.into_split();
-    let outbox = Arc::new(Outbox::new(mode));
-    let writer = tokio::spawn(run_writer(wr, outbox.clone(), hub.log().clone()));
+    let outbox = Arc::new(Outbox::new(mode, wr));
+    let writer = tokio::spawn(run_writer(outbox.clone(), hub.log().clone()));
     let mut session = hub.session(outbox.clone());
     let mut reader = Reader {
         hub: &hub,
@@ -219,6 +219,12 @@ impl Reader<'_> {
         let mut heard = Instant::now();
         let mut pinged = false;
         loop {
+            // Everything the peer sent so far is handled: write the replies
+            // now, from this task, rather than waking the writer for them.
+            // (A partly received command leaves that to the writer task.)
+            if frames.read_buffer().is_empty() {
+                outbox.flush_replies(self.hub.log());
+            }
             // One reply slot per command, taken before reading it, so a peer
             // that never reads its replies stops being read instead of
             // growing its queue.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use super::canvas::{Canvas, History};
+use super::fanout::Fanout;
 use super::log::{EventLog, LogLimits, Mode};
 use super::outbox::{Outbox, Outgoing, SharedSnapshot};
 use super::storage::{self, ChatLine, Journal, Persisted, StorageConfig, format};
@@ -105,6 +106,7 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     log: Arc<EventLog>,
+    fanout: Arc<Fanout>,
     journal: Option<Journal>,
     cooldown: Duration,
     password: Option<String>,
@@ -143,7 +145,9 @@ impl Hub {
         for pixel in replayed.into_iter().skip(skip) {
             history.push(pixel);
         }
+        let pacers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
+            fanout: Arc::new(Fanout::new(log.clone(), pacers)),
             state: Mutex::new(State {
                 world,
                 history,
@@ -172,6 +176,11 @@ impl Hub {
                 Access::User
             },
         }
+    }
+
+    /// The pacers that write broadcast events to the watchers.
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
     }
 
     /// The broadcast log the writers read from.
@@ -322,7 +331,9 @@ impl Hub {
                 outbox: session.outbox.clone(),
             },
         );
+        self.log.set_watchers(st.users.len());
         session.outbox.subscribe(cursor);
+        self.fanout.add(session.outbox.clone());
         session.name = Some(name.clone());
 
         let (online, users) = st.user_names();
@@ -548,6 +559,7 @@ impl Hub {
         };
         let mut st = self.lock();
         st.users.remove(&name.to_ascii_lowercase());
+        self.log.set_watchers(st.users.len());
         session.outbox.unsubscribe(self.log.end());
         self.commit(Event::Left { name }, |_| 0);
     }

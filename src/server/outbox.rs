@@ -1,6 +1,15 @@
 //! One client's way out: a short queue of private messages (replies, DMs),
-//! a cursor into the shared broadcast [`EventLog`], and the writer task that
-//! merges both into the socket in the order the hub decided.
+//! a cursor into the shared broadcast [`EventLog`], and the socket they are
+//! merged into, in the order the hub decided.
+//!
+//! Anyone may [`Outbox::flush`]: the connection's reader right after it
+//! queued replies, the fan-out pacer when the watcher's write slot comes up,
+//! the writer task when the socket drains. A flush gathers what is due and
+//! writes it with a non-blocking write under the outbox lock, so writes stay
+//! in order and no task has to be woken to make one. Only when the kernel
+//! buffer is full does the connection's writer task take over, waiting for
+//! the socket to drain (or for the client to fall out of the broadcast
+//! window).
 //!
 //! Every queued message carries a *tag*: the log index that was the end of
 //! the log when the hub queued it. The writer sends log events up to the tag
@@ -11,11 +20,11 @@
 //! contains it, never goes out before the pixel is on disk.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +43,9 @@ pub const REPLIES_IN_FLIGHT: usize = 64;
 pub const OTHERS_IN_FLIGHT: usize = 256;
 /// Batches are written once they reach this size.
 const BATCH_BYTES: usize = 64 * 1024;
+/// Most bytes one flush writes before it lets the caller move on, so one
+/// client with a big backlog does not hold up the pacer's round.
+const FLUSH_BYTES: usize = 256 * 1024;
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -167,6 +179,17 @@ struct State {
     /// Next log index to send; `None` until the client joins.
     cursor: Option<u64>,
     others: usize,
+    /// Gathered but not yet accepted by the socket.
+    pending: BytesMut,
+    /// The socket's buffer is full: only the writer task writes, once it
+    /// drains.
+    blocked: bool,
+    /// `Close` was gathered: once `pending` is written, shut down.
+    closing: bool,
+    /// The connection is over (closed, lagged or failed).
+    done: bool,
+    /// It is over because the client fell out of the broadcast window.
+    lagged: bool,
 }
 
 /// See the module docs.
@@ -174,6 +197,7 @@ struct State {
 pub struct Outbox {
     mode: Mode,
     state: Mutex<State>,
+    sock: OwnedWriteHalf,
     wake: Notify,
     reply_slots: Semaphore,
     /// Cancelled when the connection must end at once (lagged, write
@@ -195,12 +219,30 @@ pub enum WriterEnd {
     Failed,
 }
 
+/// What a flush left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Nothing is due now.
+    Idle,
+    /// The byte budget ran out with more due: flush again.
+    More,
+    /// The socket is full; the writer task waits for it.
+    Blocked,
+    /// Everything is written and the connection should shut down.
+    Close,
+    /// The client fell out of the broadcast window.
+    Lagged,
+    /// The socket failed or the connection is over.
+    Done,
+}
+
 impl Outbox {
-    /// An outbox for a connection speaking `mode`.
-    pub fn new(mode: Mode) -> Self {
+    /// An outbox writing to `sock` in `mode`.
+    pub fn new(mode: Mode, sock: OwnedWriteHalf) -> Self {
         Self {
             mode,
             state: Mutex::new(State::default()),
+            sock,
             wake: Notify::new(),
             reply_slots: Semaphore::new(REPLIES_IN_FLIGHT),
             kill: CancellationToken::new(),
@@ -296,55 +338,99 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Moves what is due into `out`, up to about one batch.
-    fn gather(&self, log: &EventLog, out: &mut BytesMut) -> Result<Gathered, Lagged> {
+    /// True while the client receives broadcasts and the connection lives.
+    pub fn is_watching(&self) -> bool {
+        let st = self.lock();
+        st.cursor.is_some() && !st.done
+    }
+
+    /// Whether a flush could write something now: published events past
+    /// the cursor, or a queued message whose gate is open.
+    pub fn has_due(&self, visible: u64) -> bool {
+        let st = self.lock();
+        !st.blocked
+            && !st.done
+            && (!st.pending.is_empty()
+                || st.cursor.is_some_and(|c| c < visible)
+                || st.queue.front().is_some_and(|e| e.gate <= visible))
+    }
+
+    /// Gathers what is due and writes it without waiting; see [`Flush`].
+    pub fn flush(&self, log: &EventLog) -> Flush {
         let mut st = self.lock();
-        let mut replies = 0;
-        let mut done = Gathered::default();
+        if st.lagged {
+            return Flush::Lagged;
+        }
+        if st.done {
+            return Flush::Done;
+        }
+        if st.blocked {
+            return Flush::Blocked;
+        }
+        let mut written = 0;
         loop {
-            if out.len() >= BATCH_BYTES {
-                done.more = true;
-                break;
-            }
-            let visible = log.visible();
-            let (target, gate) = match st.queue.front() {
-                Some(e) => (e.tag.min(visible), e.gate),
-                None => (visible, 0),
-            };
-            if let Some(cursor) = st.cursor.filter(|&c| c < target) {
-                let budget = BATCH_BYTES - out.len();
-                let reached = log.copy(self.mode, cursor, target, budget, out)?;
-                st.cursor = Some(reached);
-                if reached < target {
-                    done.more = true;
-                    break;
+            if st.pending.is_empty() {
+                if st.closing {
+                    return Flush::Close;
+                }
+                if written >= FLUSH_BYTES {
+                    return Flush::More;
+                }
+                match gather(&mut st, self.mode, log) {
+                    Ok(0) => {}
+                    Ok(replies) => self.reply_slots.add_permits(replies),
+                    Err(Lagged) => {
+                        st.done = true;
+                        st.lagged = true;
+                        st.pending = BytesMut::new();
+                        return Flush::Lagged;
+                    }
+                }
+                if st.pending.is_empty() {
+                    if st.closing {
+                        return Flush::Close;
+                    }
+                    // An idle connection holds no buffer: with tens of
+                    // thousands of watchers, a few KiB each is most of the
+                    // server's memory.
+                    st.pending = BytesMut::new();
+                    return Flush::Idle;
                 }
             }
-            // A gated message waits for the journal; the writer wakes again
-            // when more of the log is published.
-            if gate > visible {
-                break;
-            }
-            let Some(Entry { item, .. }) = st.queue.pop_front() else {
-                break;
-            };
-            match item {
-                Outgoing::Event(_) => st.others = st.others.saturating_sub(1),
-                Outgoing::Unsubscribe => st.cursor = None,
-                Outgoing::Close => {}
-                _ => replies += 1,
-            }
-            item.encode(self.mode, out);
-            if matches!(item, Outgoing::Close) {
-                done.closing = true;
-                break;
+            match self.sock.try_write(&st.pending) {
+                Ok(n) => {
+                    st.pending.advance(n);
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.blocked = true;
+                    drop(st);
+                    self.wake.notify_one();
+                    return Flush::Blocked;
+                }
+                Err(_) => {
+                    st.done = true;
+                    return Flush::Done;
+                }
             }
         }
-        drop(st);
-        if replies > 0 {
-            self.reply_slots.add_permits(replies);
+    }
+
+    /// Replies were queued: write them now, unless the writer task owns the
+    /// socket (then it writes them as soon as it can).
+    pub fn flush_replies(&self, log: &EventLog) {
+        if self.flush(log) != Flush::Idle {
+            self.wake.notify_one();
         }
-        Ok(done)
+    }
+
+    /// Asks the writer task to flush (it has work the caller leaves to it).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn unblock(&self) {
+        self.lock().blocked = false;
     }
 
     fn cursor(&self) -> Option<u64> {
@@ -352,30 +438,99 @@ impl Outbox {
     }
 
     /// Whether more of the log being published could give the writer work:
-    /// it is subscribed, or its next message waits for the journal.
+    /// its next message waits for the journal.
     fn waits_on_log(&self, log: &EventLog) -> bool {
         let st = self.lock();
-        st.cursor.is_some() || st.queue.front().is_some_and(|e| e.gate > log.visible())
+        st.queue.front().is_some_and(|e| e.gate > log.visible())
+    }
+
+    fn finish(&self) {
+        let mut st = self.lock();
+        st.done = true;
+        st.pending = BytesMut::new();
+    }
+
+    /// Shuts down the sending side, so the peer sees the end of stream.
+    fn shutdown(&self) {
+        let _ = socket2::SockRef::from(self.sock.as_ref()).shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Writes `bytes` best effort, for a goodbye to a client that is being
+    /// dropped.
+    async fn write_last(&self, bytes: &[u8]) {
+        let attempt = async {
+            let mut at = 0;
+            while at < bytes.len() {
+                self.sock.writable().await?;
+                match self.sock.try_write(&bytes[at..]) {
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, io::Error>(())
+        };
+        let _ = tokio::time::timeout(CLOSE_FLUSH, attempt).await;
+    }
+}
+
+/// Moves what is due into `st.pending`, up to about one batch. Returns how
+/// many replies it took.
+fn gather(st: &mut State, mode: Mode, log: &EventLog) -> Result<usize, Lagged> {
+    let State {
+        queue,
+        cursor,
+        others,
+        pending,
+        closing,
+        ..
+    } = st;
+    let mut replies = 0;
+    let visible = log.visible();
+    loop {
+        if pending.len() >= BATCH_BYTES {
+            break Ok(replies);
+        }
+        let (target, gate) = match queue.front() {
+            Some(e) => (e.tag.min(visible), e.gate),
+            None => (visible, 0),
+        };
+        if let Some(c) = cursor.filter(|&c| c < target) {
+            let budget = BATCH_BYTES - pending.len();
+            match log.copy(mode, c, target, budget, pending) {
+                Ok(reached) => {
+                    *cursor = Some(reached);
+                    if reached < target {
+                        break Ok(replies);
+                    }
+                }
+                Err(_) => break Err(Lagged),
+            }
+        }
+        // A gated message waits for the journal; it is flushed again when
+        // more of the log is published.
+        if gate > visible {
+            break Ok(replies);
+        }
+        let Some(Entry { item, .. }) = queue.pop_front() else {
+            break Ok(replies);
+        };
+        match item {
+            Outgoing::Event(_) => *others = others.saturating_sub(1),
+            Outgoing::Unsubscribe => *cursor = None,
+            Outgoing::Close => {}
+            _ => replies += 1,
+        }
+        item.encode(mode, pending);
+        if matches!(item, Outgoing::Close) {
+            *closing = true;
+            break Ok(replies);
+        }
     }
 }
 
 #[derive(Debug)]
 struct Lagged;
-
-impl From<super::log::Lagged> for Lagged {
-    fn from(_: super::log::Lagged) -> Self {
-        Lagged
-    }
-}
-
-/// What one `gather` left behind.
-#[derive(Debug, Default)]
-struct Gathered {
-    /// The queue held `Close`: write and stop.
-    closing: bool,
-    /// The batch filled up before everything due was taken.
-    more: bool,
-}
 
 /// Resolves once the log no longer holds the event at `cursor`.
 async fn passed_by(log: &EventLog, cursor: Option<u64>) {
@@ -390,68 +545,65 @@ async fn passed_by(log: &EventLog, cursor: Option<u64>) {
     }
 }
 
-/// Runs until the outbox is closed, the client lags, or the socket fails.
-pub async fn run_writer(
-    mut sock: OwnedWriteHalf,
-    outbox: Arc<Outbox>,
-    log: Arc<EventLog>,
-) -> WriterEnd {
+/// The connection's writer task: writes what the others could not (a full
+/// socket, a large backlog, replies queued by other connections), and ends
+/// the connection. Runs until the outbox is closed, the client lags, or the
+/// socket fails.
+pub async fn run_writer(outbox: Arc<Outbox>, log: Arc<EventLog>) -> WriterEnd {
     let mut log_rx = log.subscribe();
-    let mut buf = BytesMut::new();
     let end = loop {
         log_rx.borrow_and_update();
-        let Gathered { closing, more } = match outbox.gather(&log, &mut buf) {
-            Ok(g) => g,
-            Err(Lagged) => {
-                buf.clear();
-                let bye = Outgoing::Event(Event::Bye {
-                    code: ErrorCode::SlowConsumer,
-                    text: "you fell too far behind the event stream; reconnect and SYNC".into(),
-                });
-                bye.encode(outbox.mode, &mut buf);
-                // The peer is not reading, so this may never get through.
-                let _ = tokio::time::timeout(CLOSE_FLUSH, sock.write_all(&buf)).await;
-                break WriterEnd::Lagged;
-            }
-        };
-        if !buf.is_empty() {
-            let cursor = outbox.cursor();
-            let written = tokio::select! {
-                r = sock.write_all(&buf) => Ok(r.is_ok()),
-                // A killed connection must not wait for a peer that never reads.
-                _ = outbox.kill.cancelled(), if !closing => Ok(false),
-                // Nor may a peer that stopped reading hold its place in the
-                // log: once the window passes it, it is dropped at once.
-                _ = passed_by(&log, cursor), if cursor.is_some() => Err(Lagged),
-            };
-            match written {
-                Ok(true) => {}
-                Ok(false) => break WriterEnd::Failed,
-                Err(Lagged) => break WriterEnd::Lagged,
-            }
-            buf.clear();
-        }
-        if closing {
-            break WriterEnd::Closed;
-        }
-        if more {
-            continue;
-        }
-        // An idle connection holds no buffer: with tens of thousands of
-        // watchers, a few KiB each is most of the server's memory.
-        buf = BytesMut::new();
-        let listen = outbox.waits_on_log(&log);
-        tokio::select! {
-            _ = outbox.wake.notified() => {}
-            r = log_rx.changed(), if listen => {
-                if r.is_err() {
-                    break WriterEnd::Closed;
+        match outbox.flush(&log) {
+            Flush::Idle => {
+                let listen = outbox.waits_on_log(&log);
+                tokio::select! {
+                    _ = outbox.wake.notified() => {}
+                    r = log_rx.changed(), if listen => {
+                        if r.is_err() {
+                            break WriterEnd::Closed;
+                        }
+                    }
+                    _ = outbox.kill.cancelled() => break WriterEnd::Failed,
                 }
             }
-            _ = outbox.kill.cancelled() => break WriterEnd::Failed,
+            Flush::More => tokio::task::yield_now().await,
+            Flush::Blocked => {
+                let cursor = outbox.cursor();
+                tokio::select! {
+                    r = outbox.sock.writable() => {
+                        if r.is_err() {
+                            break WriterEnd::Failed;
+                        }
+                        outbox.unblock();
+                    }
+                    // A peer that stopped reading may not hold its place in
+                    // the log: once the window passes it, it is dropped.
+                    _ = passed_by(&log, cursor), if cursor.is_some() => {
+                        outbox.finish();
+                        break WriterEnd::Lagged;
+                    }
+                    // A killed connection must not wait for a peer that
+                    // never reads.
+                    _ = outbox.kill.cancelled() => break WriterEnd::Failed,
+                }
+            }
+            Flush::Close => break WriterEnd::Closed,
+            Flush::Lagged => {
+                let mut bye = BytesMut::new();
+                Outgoing::Event(Event::Bye {
+                    code: ErrorCode::SlowConsumer,
+                    text: "you fell too far behind the event stream; reconnect and SYNC".into(),
+                })
+                .encode(outbox.mode, &mut bye);
+                // The peer is not reading, so this may never get through.
+                outbox.write_last(&bye).await;
+                break WriterEnd::Lagged;
+            }
+            Flush::Done => break WriterEnd::Failed,
         }
     };
-    let _ = tokio::time::timeout(CLOSE_FLUSH, sock.shutdown()).await;
+    outbox.finish();
+    outbox.shutdown();
     outbox.kill.cancel();
     end
 }
