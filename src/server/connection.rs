@@ -295,6 +295,13 @@ impl Reader<'_> {
                 }
                 Some(Ok(Ok(cmd))) => cmd,
             };
+            if matches!(cmd, Command::Set { .. } | Command::Say { .. }) {
+                tokio::select! {
+                    _ = self.hub.fanout().wait_for_room() => {}
+                    _ = outbox.kill.cancelled() => return Stop::Done,
+                    _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                }
+            }
             match self.hub.handle(session, cmd) {
                 Ok(After::Continue) => {}
                 Ok(After::Close) => return Stop::Done,

@@ -1,24 +1,37 @@
-//! The fan-out pacer: writes broadcast events to every watcher, many events
-//! to a write.
+//! The fan-out pacers: they write broadcast events to every watcher, many
+//! events to a write.
 //!
 //! On loopback a small write costs a few microseconds to send and as much
 //! to receive, while bytes are nearly free, so what limits fan-out is the
-//! number of writes. Each watcher is written at most once per flush
-//! interval ([`EventLog::flush_interval`], which grows with the number of
-//! watchers so the whole server stays near [`super::log::FLUSH_BUDGET`]
-//! writes per second). Watchers sit in buckets by a random phase and the
-//! pacer visits the buckets in turn, so writes spread evenly over the
-//! interval instead of arriving as one burst, and an event waits at most one
-//! interval. After a quiet spell the first events go out at once.
+//! number of writes. Each watcher is therefore written at most once per
+//! *flush interval*. Watchers sit in buckets by a random phase and a pacer
+//! sweeps the buckets in turn on a fixed time grid, so writes spread evenly
+//! over the interval instead of arriving as one burst, and an event waits at
+//! most one interval. After a quiet interval the first events go out at
+//! once.
 //!
-//! The pacer writes with non-blocking writes ([`Outbox::flush`]); no task is
+//! The interval adapts: the pacers measure how long their sweeps take, and
+//! a controller stretches the interval while fan-out takes more than
+//! [`FANOUT_SHARE`] of the cores, and shrinks it again when it takes much
+//! less. What a write costs depends on the machine, the number of sockets
+//! and the batch size; the share is what stays fixed, so fan-out never
+//! crowds out reading commands (or, on one box, the clients).
+//!
+//! Pacers write with non-blocking writes ([`Outbox::flush`]); no task is
 //! woken per watcher. A watcher whose socket is full is left to its own
 //! writer task until it drains.
+//!
+//! Producers are held back when fan-out falls too far behind
+//! ([`Fanout::wait_for_room`]): a client placing pixels at full speed slows
+//! down to what the watchers can be sent, rather than running the others
+//! out of the broadcast window.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::log::EventLog;
@@ -26,6 +39,24 @@ use super::outbox::{Flush, Outbox};
 
 /// Buckets a flush interval is divided into.
 const BUCKETS: usize = 16;
+/// The share of every core that fan-out aims to stay under (measured as
+/// the pacers' thread CPU time).
+pub const FANOUT_SHARE: f64 = 0.4;
+/// Shortest interval, and the most writes per second it may cost, whatever
+/// the controller says: with few watchers the interval is this short. A
+/// 2-core box moves about 200,000 small TCP segments per second in all; on
+/// it, with the load generator beside the server, more writes than that
+/// only add queueing (measured with pixchat-bench, see BENCHMARKS.md).
+const INTERVAL_MIN: Duration = Duration::from_micros(500);
+const WRITES_MAX: u64 = 200_000;
+/// Longest interval.
+const INTERVAL_MAX: Duration = Duration::from_secs(1);
+/// How often the controller looks at the pacers' busy time.
+const CONTROL_EVERY: Duration = Duration::from_millis(50);
+/// How far the log may run ahead of the slowest bucket before producers
+/// wait. Far below the broadcast window, so watchers that keep up are never
+/// dropped because someone drew faster than fan-out could send.
+pub const MAX_AHEAD: u64 = 16_384;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -33,30 +64,48 @@ pub struct Fanout {
     log: Arc<EventLog>,
     shards: Vec<Shard>,
     next_shard: AtomicUsize,
+    /// The flush interval in nanoseconds.
+    interval_ns: AtomicU64,
+    /// Time the pacers spent sweeping, in nanoseconds, since the start.
+    busy_ns: AtomicU64,
+    /// Notified after every sweep, for producers waiting for room.
+    progress: Notify,
 }
 
 #[derive(Debug)]
 struct Shard {
     buckets: Vec<Mutex<Vec<Arc<Outbox>>>>,
+    /// The lowest log index every bucket of this shard was swept to.
+    frontier: AtomicU64,
 }
 
 impl Fanout {
     /// A fan-out over `shards` pacers (one per core keeps both busy).
     pub fn new(log: Arc<EventLog>, shards: usize) -> Self {
+        let start = log.visible();
         Self {
             log,
             shards: (0..shards.max(1))
                 .map(|_| Shard {
                     buckets: (0..BUCKETS).map(|_| Mutex::new(Vec::new())).collect(),
+                    frontier: AtomicU64::new(start),
                 })
                 .collect(),
             next_shard: AtomicUsize::new(0),
+            interval_ns: AtomicU64::new(INTERVAL_MIN.as_nanos() as u64),
+            busy_ns: AtomicU64::new(0),
+            progress: Notify::new(),
         }
     }
 
     /// Number of pacers to run.
     pub fn shards(&self) -> usize {
         self.shards.len()
+    }
+
+    /// The current flush interval.
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_ns.load(Ordering::Relaxed))
     }
 
     /// Starts broadcasting to a watcher (it has just subscribed). It is
@@ -68,6 +117,30 @@ impl Fanout {
             .lock()
             .expect("bucket lock poisoned")
             .push(outbox);
+    }
+
+    /// The lowest log index all watchers' buckets have been swept to.
+    fn frontier(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.frontier.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Waits while the log is more than [`MAX_AHEAD`] events ahead of the
+    /// fan-out. Producers call it before placing a pixel or chatting.
+    pub async fn wait_for_room(&self) {
+        loop {
+            let progressed = self.progress.notified();
+            tokio::pin!(progressed);
+            // Registered before the check, so a sweep in between is not missed.
+            progressed.as_mut().enable();
+            if self.log.end().saturating_sub(self.frontier()) <= MAX_AHEAD {
+                return;
+            }
+            progressed.await;
+        }
     }
 
     /// Writes due events to the watchers of one bucket; true if any was due.
@@ -92,6 +165,59 @@ impl Fanout {
         wrote
     }
 
+    /// Sweeps buckets, timing the work and recording progress.
+    fn sweep_buckets(
+        &self,
+        shard: usize,
+        buckets: impl Iterator<Item = usize>,
+        seen: &mut [u64; BUCKETS],
+    ) {
+        let started = thread_cpu();
+        let visible = self.log.visible();
+        for bucket in buckets {
+            if seen[bucket] < visible {
+                self.sweep(shard, bucket);
+                seen[bucket] = visible;
+            }
+        }
+        let frontier = seen.iter().copied().min().unwrap_or(visible);
+        self.shards[shard]
+            .frontier
+            .store(frontier, Ordering::Release);
+        self.busy_ns
+            .fetch_add(thread_cpu().saturating_sub(started), Ordering::Relaxed);
+        self.progress.notify_waiters();
+    }
+
+    /// Adjusts the interval so fan-out stays near its share of the cores.
+    fn control(&self, busy_ns: u64, over: Duration) {
+        let cores = self.shards.len() as f64;
+        let used = busy_ns as f64 / over.as_nanos().max(1) as f64;
+        let target = FANOUT_SHARE * cores;
+        let now = self.interval().as_secs_f64();
+        let next = if used > target {
+            // Proportional: the work per interval is about fixed (one write
+            // per watcher), so stretching by used/target brings it back.
+            now * (used / target).min(2.0)
+        } else if used < 0.6 * target {
+            now * 0.9
+        } else {
+            now
+        };
+        let floor =
+            INTERVAL_MIN.max(Duration::from_secs(self.log.watchers() as u64) / WRITES_MAX as u32);
+        let next = Duration::from_secs_f64(next).clamp(floor, INTERVAL_MAX);
+        if (next.as_secs_f64() - now).abs() > now * 0.2 {
+            tracing::debug!(
+                interval_ms = next.as_secs_f64() * 1e3,
+                fanout_cores = used,
+                "flush interval"
+            );
+        }
+        self.interval_ns
+            .store(next.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// Runs pacer `shard` until `shutdown`.
     ///
     /// The interval is cut into [`BUCKETS`] slots on a fixed grid, one per
@@ -100,21 +226,22 @@ impl Fanout {
     /// sweeps every bucket whose slot has begun since its last visit. A
     /// bucket is thus written at most about once per interval, and at the
     /// start of its slot, so an event waits at most one interval. After a
-    /// quiet interval the first event goes to every bucket at once.
+    /// quiet interval the first event goes to every bucket at once. Pacer 0
+    /// also runs the interval controller.
     pub async fn run(self: Arc<Self>, shard: usize, shutdown: CancellationToken) {
         let mut published = self.log.subscribe();
-        let epoch = tokio::time::Instant::now();
+        let epoch = Instant::now();
         // Log index each bucket had been sent up to at its last sweep.
         let mut seen = [self.log.visible(); BUCKETS];
         // Slots that began up to here have been swept. Kept as a time, not
-        // a slot number, because the slot length changes with the number
-        // of watchers.
+        // a slot number, because the slot length changes with the interval.
         let mut swept_to = epoch;
         let mut last_full = epoch;
+        let mut controlled = (epoch, 0u64);
         loop {
             let visible = self.log.visible();
             let behind = seen.iter().any(|&s| s < visible);
-            let slot = slot_length(self.log.flush_interval());
+            let slot = slot_length(self.interval());
             let next = epoch + slot * (slot_index(epoch, swept_to, slot) + 1);
             tokio::select! {
                 r = published.changed() => if r.is_err() { return },
@@ -122,39 +249,44 @@ impl Fanout {
                 _ = shutdown.cancelled() => return,
             }
             published.borrow_and_update();
-            let now = tokio::time::Instant::now();
-            let visible = self.log.visible();
-            let interval = self.log.flush_interval();
+            let now = Instant::now();
+            let interval = self.interval();
             if !behind && now.duration_since(last_full) >= interval {
-                for (bucket, seen) in seen.iter_mut().enumerate() {
-                    self.sweep(shard, bucket);
-                    *seen = visible;
-                }
+                self.sweep_buckets(shard, 0..BUCKETS, &mut seen);
                 last_full = now;
             } else {
                 let slot = slot_length(interval);
                 let to = slot_index(epoch, now, slot);
                 let from = (slot_index(epoch, swept_to, slot) + 1)
                     .max(to.saturating_sub(BUCKETS as u32 - 1));
-                for k in from..=to {
-                    let bucket = k as usize % BUCKETS;
-                    if seen[bucket] < visible {
-                        self.sweep(shard, bucket);
-                        seen[bucket] = visible;
-                    }
-                }
+                self.sweep_buckets(shard, (from..=to).map(|k| k as usize % BUCKETS), &mut seen);
             }
             swept_to = now;
+            if shard == 0 && now.duration_since(controlled.0) >= CONTROL_EVERY {
+                let busy = self.busy_ns.load(Ordering::Relaxed);
+                self.control(busy - controlled.1, now.duration_since(controlled.0));
+                controlled = (now, busy);
+            }
         }
     }
 }
 
+/// CPU time this thread has used, in nanoseconds. Sweeps are timed in CPU
+/// time rather than wall time: on a busy machine a sweep is preempted, and
+/// wall time would count the other processes' work as fan-out's.
+fn thread_cpu() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 /// One bucket's share of the flush interval.
 fn slot_length(interval: Duration) -> Duration {
-    (interval / BUCKETS as u32).max(Duration::from_micros(50))
+    (interval / BUCKETS as u32).max(Duration::from_micros(30))
 }
 
 /// Number of the slot that `at` falls in.
-fn slot_index(epoch: tokio::time::Instant, at: tokio::time::Instant, slot: Duration) -> u32 {
+fn slot_index(epoch: Instant, at: Instant, slot: Duration) -> u32 {
     (at.duration_since(epoch).as_nanos() / slot.as_nanos()) as u32
 }

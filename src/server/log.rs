@@ -11,7 +11,6 @@
 use std::collections::VecDeque;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::watch;
@@ -113,25 +112,12 @@ struct Inner {
     limits: LogLimits,
 }
 
-/// Small writes the whole server aims to make per second for broadcast
-/// events. On loopback a small write costs a few microseconds to send and as
-/// much to receive, so a box moves only a few hundred thousand of them per
-/// second while bytes are nearly free: writing each watcher's pending events
-/// at most every `watchers / FLUSH_BUDGET` seconds keeps the CPU for the
-/// events themselves instead of one segment per event per watcher. Measured
-/// on the 2-core machine with the load generator beside the server, 200k
-/// writes/s left headroom, while 250k saturated it and latency rose.
-pub const FLUSH_BUDGET: usize = 200_000;
-/// Bounds of the per-watcher interval between broadcast writes.
-const FLUSH_MIN: Duration = Duration::from_micros(500);
-const FLUSH_MAX: Duration = Duration::from_millis(100);
-
 /// See the module docs.
 #[derive(Debug)]
 pub struct EventLog {
     inner: RwLock<Inner>,
     end_tx: watch::Sender<u64>,
-    /// Joined clients, which set how often each of them is written to.
+    /// Joined clients.
     watchers: AtomicUsize,
 }
 
@@ -251,11 +237,9 @@ impl EventLog {
         self.watchers.store(n, Ordering::Relaxed);
     }
 
-    /// The least time between two writes of broadcast events to one
-    /// watcher (see [`FLUSH_BUDGET`]). Replies are never held back.
-    pub fn flush_interval(&self) -> Duration {
-        let n = self.watchers.load(Ordering::Relaxed) as u32;
-        (Duration::from_secs(1) * n / FLUSH_BUDGET as u32).clamp(FLUSH_MIN, FLUSH_MAX)
+    /// Clients that receive broadcasts.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever more events become sendable.
