@@ -51,6 +51,9 @@ const INTERVAL_MIN: Duration = Duration::from_micros(500);
 const WRITES_MAX: u64 = 200_000;
 /// Longest interval.
 const INTERVAL_MAX: Duration = Duration::from_secs(1);
+/// Sweeps whose wall time exceeds their CPU time by this factor were mostly
+/// waiting for a core.
+const CONTENDED: f64 = 1.5;
 /// How often the controller looks at the pacers' busy time.
 const CONTROL_EVERY: Duration = Duration::from_millis(50);
 /// How far the log may run ahead of the slowest bucket before producers
@@ -68,6 +71,7 @@ pub struct Fanout {
     interval_ns: AtomicU64,
     /// Time the pacers spent sweeping, in nanoseconds, since the start.
     busy_ns: AtomicU64,
+    wall_ns: AtomicU64,
     /// Notified after every sweep, for producers waiting for room.
     progress: Notify,
 }
@@ -94,6 +98,7 @@ impl Fanout {
             next_shard: AtomicUsize::new(0),
             interval_ns: AtomicU64::new(INTERVAL_MIN.as_nanos() as u64),
             busy_ns: AtomicU64::new(0),
+            wall_ns: AtomicU64::new(0),
             progress: Notify::new(),
         }
     }
@@ -173,6 +178,7 @@ impl Fanout {
         seen: &mut [u64; BUCKETS],
     ) {
         let started = thread_cpu();
+        let wall = std::time::Instant::now();
         let visible = self.log.visible();
         for bucket in buckets {
             if seen[bucket] < visible {
@@ -186,19 +192,27 @@ impl Fanout {
             .store(frontier, Ordering::Release);
         self.busy_ns
             .fetch_add(thread_cpu().saturating_sub(started), Ordering::Relaxed);
+        self.wall_ns
+            .fetch_add(wall.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.progress.notify_waiters();
     }
 
-    /// Adjusts the interval so fan-out stays near its share of the cores.
-    fn control(&self, busy_ns: u64, over: Duration) {
+    /// Adjusts the interval so fan-out stays near its share of the cores,
+    /// and gives way when the machine is contended: when sweeps spend much
+    /// of their time preempted (wall time well above CPU time), writing
+    /// more often would only queue, so fewer, bigger writes are better.
+    fn control(&self, busy_ns: u64, wall_ns: u64, over: Duration) {
         let cores = self.shards.len() as f64;
         let used = busy_ns as f64 / over.as_nanos().max(1) as f64;
         let target = FANOUT_SHARE * cores;
+        let contended = used > 0.3 * target && wall_ns as f64 > CONTENDED * busy_ns as f64;
         let now = self.interval().as_secs_f64();
         let next = if used > target {
             // Proportional: the work per interval is about fixed (one write
             // per watcher), so stretching by used/target brings it back.
             now * (used / target).min(2.0)
+        } else if contended {
+            now * 1.1
         } else if used < 0.6 * target {
             now * 0.9
         } else {
@@ -237,7 +251,7 @@ impl Fanout {
         // a slot number, because the slot length changes with the interval.
         let mut swept_to = epoch;
         let mut last_full = epoch;
-        let mut controlled = (epoch, 0u64);
+        let mut controlled = (epoch, 0u64, 0u64);
         loop {
             let visible = self.log.visible();
             let behind = seen.iter().any(|&s| s < visible);
@@ -264,8 +278,13 @@ impl Fanout {
             swept_to = now;
             if shard == 0 && now.duration_since(controlled.0) >= CONTROL_EVERY {
                 let busy = self.busy_ns.load(Ordering::Relaxed);
-                self.control(busy - controlled.1, now.duration_since(controlled.0));
-                controlled = (now, busy);
+                let wall = self.wall_ns.load(Ordering::Relaxed);
+                self.control(
+                    busy - controlled.1,
+                    wall - controlled.2,
+                    now.duration_since(controlled.0),
+                );
+                controlled = (now, busy, wall);
             }
         }
     }
