@@ -54,6 +54,9 @@ const INTERVAL_MAX: Duration = Duration::from_secs(1);
 /// Sweeps whose wall time exceeds their CPU time by this factor were mostly
 /// waiting for a core.
 const CONTENDED: f64 = 1.5;
+/// How far contention may stretch the interval, and never beyond this.
+const GIVE_WAY_MAX: f64 = 2.0;
+const GIVE_WAY_LIMIT: Duration = Duration::from_millis(20);
 /// How often the controller looks at the pacers' busy time.
 const CONTROL_EVERY: Duration = Duration::from_millis(50);
 /// How far the log may run ahead of the slowest bucket before producers
@@ -69,6 +72,10 @@ pub struct Fanout {
     next_shard: AtomicUsize,
     /// The flush interval in nanoseconds.
     interval_ns: AtomicU64,
+    /// The controller's base interval in seconds (f64 bits), and the
+    /// factor contention stretches it by.
+    base: AtomicU64,
+    give_way: AtomicU64,
     /// Time the pacers spent sweeping, in nanoseconds, since the start.
     busy_ns: AtomicU64,
     wall_ns: AtomicU64,
@@ -97,6 +104,8 @@ impl Fanout {
                 .collect(),
             next_shard: AtomicUsize::new(0),
             interval_ns: AtomicU64::new(INTERVAL_MIN.as_nanos() as u64),
+            base: AtomicU64::new(INTERVAL_MIN.as_secs_f64().to_bits()),
+            give_way: AtomicU64::new(1.0f64.to_bits()),
             busy_ns: AtomicU64::new(0),
             wall_ns: AtomicU64::new(0),
             progress: Notify::new(),
@@ -201,30 +210,49 @@ impl Fanout {
     /// and gives way when the machine is contended: when sweeps spend much
     /// of their time preempted (wall time well above CPU time), writing
     /// more often would only queue, so fewer, bigger writes are better.
+    ///
+    /// The two are kept apart: the share sets a base interval, and
+    /// contention multiplies it by at most [`GIVE_WAY_MAX`] (and not past
+    /// [`GIVE_WAY_LIMIT`]), so a busy machine costs some latency but never
+    /// all of it.
     fn control(&self, busy_ns: u64, wall_ns: u64, over: Duration) {
         let cores = self.shards.len() as f64;
         let used = busy_ns as f64 / over.as_nanos().max(1) as f64;
         let target = FANOUT_SHARE * cores;
-        let contended = used > 0.3 * target && wall_ns as f64 > CONTENDED * busy_ns as f64;
-        let now = self.interval().as_secs_f64();
-        let next = if used > target {
+        let base = f64::from_bits(self.base.load(Ordering::Relaxed));
+        let base = if used > target {
             // Proportional: the work per interval is about fixed (one write
             // per watcher), so stretching by used/target brings it back.
-            now * (used / target).min(2.0)
-        } else if contended {
-            now * 1.1
+            base * (used / target).min(2.0)
         } else if used < 0.6 * target {
-            now * 0.9
+            base * 0.9
         } else {
-            now
+            base
         };
-        let floor =
-            INTERVAL_MIN.max(Duration::from_secs(self.log.watchers() as u64) / WRITES_MAX as u32);
-        let next = Duration::from_secs_f64(next).clamp(floor, INTERVAL_MAX);
-        if (next.as_secs_f64() - now).abs() > now * 0.2 {
+        let floor = INTERVAL_MIN
+            .max(Duration::from_secs(self.log.watchers() as u64) / WRITES_MAX as u32)
+            .as_secs_f64();
+        let base = base.clamp(floor, INTERVAL_MAX.as_secs_f64());
+        let contended = used > 0.3 * target && wall_ns as f64 > CONTENDED * busy_ns as f64;
+        let give_way = f64::from_bits(self.give_way.load(Ordering::Relaxed));
+        let give_way = if contended {
+            (give_way * 1.1).min(GIVE_WAY_MAX)
+        } else {
+            (give_way * 0.95).max(1.0)
+        };
+        self.base.store(base.to_bits(), Ordering::Relaxed);
+        self.give_way.store(give_way.to_bits(), Ordering::Relaxed);
+        let before = self.interval().as_secs_f64();
+        // Past a few tens of milliseconds the wait for the next write slot
+        // is most of an event's latency, so contention may not stretch
+        // intervals that long.
+        let stretched = (base * give_way).min(GIVE_WAY_LIMIT.as_secs_f64());
+        let next = Duration::from_secs_f64(base.max(stretched)).min(INTERVAL_MAX);
+        if (next.as_secs_f64() - before).abs() > before * 0.2 {
             tracing::debug!(
                 interval_ms = next.as_secs_f64() * 1e3,
                 fanout_cores = used,
+                give_way,
                 "flush interval"
             );
         }
