@@ -36,6 +36,14 @@ pub const DEFAULT_HISTORY: usize = 100_000;
 pub const DEFAULT_DATA_DIR: &str = "./pixchat-data";
 /// Journal records that trigger a compaction into a new snapshot.
 pub const DEFAULT_COMPACT_AFTER: u64 = 100_000;
+/// Prefix of the Redis keys of a cluster when none is given.
+pub const DEFAULT_REDIS_PREFIX: &str = "pixchat:";
+/// Events the cluster's Redis stream keeps (about), for servers catching up
+/// after an outage and for `SYNC` on a server that starts late.
+pub const DEFAULT_STREAM_LEN: u64 = 100_000;
+/// Seconds after which a cluster server that stopped heartbeating is gone
+/// and its users are shown as left.
+pub const DEFAULT_HEARTBEAT_TTL_SECS: u64 = 5;
 /// Seconds a binary connection may stay silent (a `KEEPALIVE` goes out at
 /// half of it).
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;

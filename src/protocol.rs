@@ -514,6 +514,11 @@ error_codes! {
     Kicked => "kicked",
     /// `JOIN` with a banned name, or (as `BYE`) an admin banned this user.
     Banned => "banned",
+    /// Cluster mode: Redis is unreachable; the change was not made.
+    Unavailable => "unavailable",
+    /// (as `BYE`) cluster mode: the server reloaded the canvas from Redis
+    /// and its clients must reconnect.
+    Resync => "resync",
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.
     CrossProtocol => "cross_protocol",

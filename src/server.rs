@@ -3,6 +3,7 @@
 //! and a clean shutdown on a cancellation token that finishes durable writes.
 
 pub mod canvas;
+pub mod cluster;
 pub mod connection;
 pub mod fanout;
 pub mod hub;
@@ -49,6 +50,9 @@ pub struct Config {
     pub send_buffer: Option<usize>,
     /// Durable storage; `None` keeps everything in memory.
     pub storage: Option<StorageConfig>,
+    /// Share the canvas with other servers through Redis (then `storage`
+    /// is not used: Redis is the source of truth).
+    pub cluster: Option<cluster::ClusterConfig>,
     /// Abuse and overload limits.
     pub limits: Limits,
     /// Password every client must give (`AUTH`) before anything else.
@@ -99,6 +103,7 @@ impl Default for Config {
             log: LogLimits::default(),
             send_buffer: Some(crate::DEFAULT_SEND_BUFFER),
             storage: None,
+            cluster: None,
             limits: Limits::default(),
             password: None,
             admin_password: None,
@@ -175,11 +180,16 @@ pub async fn run(
         password: config.password.clone(),
         admin_password: config.admin_password.clone(),
     };
-    // Recovery reads and fsyncs files: keep it off the async workers.
-    let hub = tokio::task::spawn_blocking(move || Hub::open(&hub_config))
-        .await
-        .context("recover the canvas")??;
-    let hub = Arc::new(hub);
+    let hub = match config.cluster.clone() {
+        Some(cluster_config) => start_cluster(cluster_config, hub_config, size, &shutdown).await?,
+        None => {
+            // Recovery reads and fsyncs files: keep it off the async workers.
+            let hub = tokio::task::spawn_blocking(move || Hub::open(&hub_config))
+                .await
+                .context("recover the canvas")??;
+            Arc::new(hub)
+        }
+    };
     for shard in 0..hub.fanout().shards() {
         tokio::spawn(hub.fanout().clone().run(shard, shutdown.clone()));
     }
@@ -245,12 +255,42 @@ pub async fn run(
     {
         warn!("some connections did not close in time");
     }
+    if let Some(cluster) = hub.cluster() {
+        cluster.depart(&hub.local_names()).await;
+    }
     let closing = hub.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
         .context("flush the journal")?;
     info!("stopped");
     Ok(())
+}
+
+/// Joins the Redis cluster: loads the shared canvas, then keeps the replica
+/// current from the stream and this server registered, until `shutdown`.
+async fn start_cluster(
+    cluster_config: cluster::ClusterConfig,
+    hub_config: HubConfig,
+    size: Option<(u16, u16)>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Hub>> {
+    let cluster = cluster::Cluster::connect(cluster_config, size, hub_config.default_size).await?;
+    let loaded = cluster.load(hub_config.history).await?;
+    let position = loaded.position.clone();
+    let hub = Arc::new(Hub::open_clustered(&hub_config, cluster.clone(), loaded));
+    let applier = hub.clone();
+    let reconciler = hub.clone();
+    let reconciling = cluster.clone();
+    tokio::spawn(cluster.clone().tail(
+        position,
+        move |event| applier.apply_remote(event),
+        async move |forced: bool, position: String| {
+            reconciler.reconcile(&reconciling, forced, &position).await
+        },
+        shutdown.clone(),
+    ));
+    tokio::spawn(cluster.keep_alive(shutdown.clone()));
+    Ok(hub)
 }
 
 fn server_full() -> WireError {

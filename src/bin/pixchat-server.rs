@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use pixchat::server::cluster::ClusterConfig;
 use pixchat::server::storage::{Fsync, StorageConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +69,13 @@ struct Cli {
     /// Password that grants `KICK` and `BAN` (after `AUTH`).
     #[arg(long, env = "PIXCHAT_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// Share one canvas with every server on this Redis (e.g.
+    /// redis://127.0.0.1:6379); Redis then keeps the canvas, not --data-dir.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Prefix of every Redis key (servers with the same prefix share a canvas).
+    #[arg(long, default_value = pixchat::DEFAULT_REDIS_PREFIX, requires = "redis")]
+    redis_prefix: String,
 }
 
 #[tokio::main]
@@ -89,7 +97,13 @@ async fn main() -> anyhow::Result<()> {
         height: cli.height,
         max_clients: cli.max_clients,
         history: cli.history,
-        storage: (!cli.memory).then(|| StorageConfig {
+        cluster: cli.redis.clone().map(|url| ClusterConfig {
+            url,
+            prefix: cli.redis_prefix.clone(),
+            stream_len: pixchat::DEFAULT_STREAM_LEN,
+            heartbeat_ttl: Duration::from_secs(pixchat::DEFAULT_HEARTBEAT_TTL_SECS),
+        }),
+        storage: (!cli.memory && cli.redis.is_none()).then(|| StorageConfig {
             dir: cli.data_dir.clone(),
             fsync: cli.fsync,
             new_canvas: cli.new_canvas,

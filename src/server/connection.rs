@@ -302,7 +302,12 @@ impl Reader<'_> {
                     _ = self.shutdown.cancelled() => return Stop::Shutdown,
                 }
             }
-            match self.hub.handle(session, cmd) {
+            let handled = tokio::select! {
+                r = self.hub.handle_async(session, cmd) => r,
+                _ = outbox.kill.cancelled() => return Stop::Done,
+                _ = self.shutdown.cancelled() => return Stop::Shutdown,
+            };
+            match handled {
                 Ok(After::Continue) => {}
                 Ok(After::Close) => return Stop::Done,
                 Err(err) => {

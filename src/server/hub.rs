@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+mod remote;
+
 use super::canvas::{Canvas, History};
+use super::cluster::{Cluster, Loaded};
 use super::fanout::Fanout;
 use super::log::{EventLog, LogLimits, Mode};
 use super::outbox::{Outbox, Outgoing, SharedSnapshot};
@@ -51,6 +54,15 @@ pub struct HubConfig {
     pub password: Option<String>,
     /// Grants `KICK` and `BAN`.
     pub admin_password: Option<String>,
+}
+
+/// A cluster-mode `JOIN` waiting for its `JOINED` event from the stream.
+#[derive(Debug)]
+struct PendingJoin {
+    name: String,
+    outbox: Arc<Outbox>,
+    resume: Option<Resume>,
+    done: tokio::sync::oneshot::Sender<Arc<str>>,
 }
 
 /// What a session may do.
@@ -88,9 +100,14 @@ struct State {
     /// What survives restarts: canvas, authorship, recent chat.
     world: Persisted,
     history: History,
-    /// Keyed by lower-cased name: names are unique ignoring case, and the
-    /// order is the listing order, so listing the first names is cheap.
+    /// This server's joined sessions, by lower-cased name.
     users: BTreeMap<String, User>,
+    /// Everyone online (on every server of a cluster), by lower-cased
+    /// name: names are unique ignoring case, and the order is the listing
+    /// order, so listing the first names is cheap.
+    roster: BTreeMap<String, Arc<str>>,
+    /// Cluster mode: JOINs waiting for their event, by nonce.
+    joining: HashMap<u64, PendingJoin>,
     /// The last snapshot handed out, reused while the seq is unchanged so a
     /// crowd joining at once shares one copy and one encoding.
     snapshot: Option<Arc<SharedSnapshot>>,
@@ -107,7 +124,11 @@ pub struct Hub {
     state: Mutex<State>,
     log: Arc<EventLog>,
     fanout: Arc<Fanout>,
+    /// Cluster mode: Redis orders every change.
+    cluster: Option<Arc<Cluster>>,
     journal: Option<Journal>,
+    /// Pixel events kept for `SYNC`.
+    history_capacity: usize,
     cooldown: Duration,
     password: Option<String>,
     admin_password: Option<String>,
@@ -140,28 +161,58 @@ impl Hub {
                 (None, Persisted::new(canvas), Vec::new())
             }
         };
+        Ok(Self::assemble(config, log, journal, world, replayed, None))
+    }
+
+    /// A hub whose canvas lives in a Redis cluster, starting from `loaded`.
+    pub fn open_clustered(config: &HubConfig, cluster: Arc<Cluster>, loaded: Loaded) -> Self {
+        let log = Arc::new(EventLog::new(config.log));
+        let hub = Self::assemble(
+            config,
+            log,
+            None,
+            loaded.world,
+            loaded.recent,
+            Some(cluster),
+        );
+        hub.lock().roster = roster_of(loaded.users);
+        hub
+    }
+
+    fn assemble(
+        config: &HubConfig,
+        log: Arc<EventLog>,
+        journal: Option<Journal>,
+        world: Persisted,
+        replayed: Vec<Pixel>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         let mut history = History::new(config.history);
         let skip = replayed.len().saturating_sub(config.history);
         for pixel in replayed.into_iter().skip(skip) {
             history.push(pixel);
         }
         let pacers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
+        Self {
+            cluster,
             fanout: Arc::new(Fanout::new(log.clone(), pacers)),
             state: Mutex::new(State {
                 world,
                 history,
                 users: BTreeMap::new(),
+                roster: BTreeMap::new(),
+                joining: HashMap::new(),
                 snapshot: None,
                 last_placed: HashMap::new(),
                 banned: HashSet::new(),
             }),
             log,
             journal,
+            history_capacity: config.history,
             cooldown: config.cooldown,
             password: config.password.clone(),
             admin_password: config.admin_password.clone(),
-        })
+        }
     }
 
     /// A fresh session with the access a connection starts with.
@@ -201,27 +252,7 @@ impl Hub {
     /// Runs one command for `session`, queueing its reply. Errors come back
     /// to the caller, which queues them as the reply.
     pub fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
-        let binary = session.outbox.mode() == Mode::Binary;
-        if binary && !session.hello && !matches!(cmd, Command::Hello { .. }) {
-            return Err(WireError::new(
-                ErrorCode::HelloRequired,
-                "the first binary frame must be HELLO",
-            ));
-        }
-        let open = matches!(
-            cmd,
-            Command::Hello { .. }
-                | Command::Auth { .. }
-                | Command::Ping { .. }
-                | Command::Help
-                | Command::Quit
-        );
-        if session.access == Access::None && !open {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                "this server needs a password: AUTH <password> first",
-            ));
-        }
+        gate(session, &cmd)?;
         match cmd {
             Command::Hello { version } => self.hello(session, version),
             Command::Auth { password } => self.auth(session, &password),
@@ -323,19 +354,29 @@ impl Hub {
             ));
         }
         let name: Arc<str> = Arc::from(name);
+        st.roster.insert(key, name.clone());
+        self.admit(&mut st, &session.outbox, name.clone(), resume);
+        session.name = Some(name);
+        Ok(After::Continue)
+    }
+
+    /// Announces a joined user and lets its session in: the `JOINED` event
+    /// goes to everyone already subscribed, then the session subscribes
+    /// right after it (so it does not get its own), and is sent the welcome
+    /// and the canvas (or the pixels since `resume`) and recent chat, all
+    /// tagged at the same log position.
+    fn admit(&self, st: &mut State, outbox: &Arc<Outbox>, name: Arc<str>, resume: Option<Resume>) {
         let cursor = self.commit(Event::Joined { name: name.clone() }, |_| 0);
         st.users.insert(
-            key,
+            name.to_ascii_lowercase(),
             User {
                 name: name.clone(),
-                outbox: session.outbox.clone(),
+                outbox: outbox.clone(),
             },
         );
         self.log.set_watchers(st.users.len());
-        session.outbox.subscribe(cursor);
-        self.fanout.add(session.outbox.clone());
-        session.name = Some(name.clone());
-
+        outbox.subscribe(cursor);
+        self.fanout.add(outbox.clone());
         let (online, users) = st.user_names();
         let canvas = &st.world.canvas;
         let latest = canvas.seq();
@@ -356,10 +397,10 @@ impl Hub {
             users,
             resumed: replay.is_some(),
         });
-        let binary = session.outbox.mode() == Mode::Binary;
+        let binary = outbox.mode() == Mode::Binary;
         let snapshot = (binary && replay.is_none()).then(|| st.shared_snapshot());
         let history = st.world.chat.iter().cloned().collect();
-        session.outbox.push_reply(
+        outbox.push_reply(
             cursor,
             Outgoing::Join {
                 welcome,
@@ -368,7 +409,6 @@ impl Hub {
                 history,
             },
         );
-        Ok(After::Continue)
     }
 
     fn say(&self, session: &Session, text: String) -> Result<After, WireError> {
@@ -558,10 +598,30 @@ impl Hub {
             return;
         };
         let mut st = self.lock();
-        st.users.remove(&name.to_ascii_lowercase());
+        let key = name.to_ascii_lowercase();
+        // Only if the entry is still this session's: a resync or a kick may
+        // have replaced it.
+        if st
+            .users
+            .get(&key)
+            .is_some_and(|u| Arc::ptr_eq(&u.outbox, &session.outbox))
+        {
+            st.users.remove(&key);
+        }
         self.log.set_watchers(st.users.len());
         session.outbox.unsubscribe(self.log.end());
-        self.commit(Event::Left { name }, |_| 0);
+        match &self.cluster {
+            // The cluster announces the leave to every server, this one
+            // included, through the stream.
+            Some(cluster) => {
+                let cluster = cluster.clone();
+                tokio::spawn(async move { cluster.leave(&name).await });
+            }
+            None => {
+                st.roster.remove(&key);
+                self.commit(Event::Left { name }, |_| 0);
+            }
+        }
     }
 
     /// Appends an ordered event to the broadcast log and its records (if
@@ -605,12 +665,12 @@ impl State {
     /// How many users are online and the first names in order.
     fn user_names(&self) -> (u32, Vec<String>) {
         let names = self
-            .users
+            .roster
             .values()
             .take(MAX_LISTED_USERS)
-            .map(|u| u.name.to_string())
+            .map(|n| n.to_string())
             .collect();
-        (self.users.len() as u32, names)
+        (self.roster.len() as u32, names)
     }
 
     fn shared_snapshot(&mut self) -> Arc<SharedSnapshot> {
@@ -633,6 +693,40 @@ impl State {
                 .retain(|_, t| now.duration_since(*t) < cooldown);
         }
     }
+}
+
+/// Refuses a command the session may not send yet: anything before a
+/// binary `HELLO`, anything but a few before `AUTH` on a password server.
+fn gate(session: &Session, cmd: &Command) -> Result<(), WireError> {
+    let binary = session.outbox.mode() == Mode::Binary;
+    if binary && !session.hello && !matches!(cmd, Command::Hello { .. }) {
+        return Err(WireError::new(
+            ErrorCode::HelloRequired,
+            "the first binary frame must be HELLO",
+        ));
+    }
+    let open = matches!(
+        cmd,
+        Command::Hello { .. }
+            | Command::Auth { .. }
+            | Command::Ping { .. }
+            | Command::Help
+            | Command::Quit
+    );
+    if session.access == Access::None && !open {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            "this server needs a password: AUTH <password> first",
+        ));
+    }
+    Ok(())
+}
+
+fn roster_of(names: Vec<String>) -> BTreeMap<String, Arc<str>> {
+    names
+        .into_iter()
+        .map(|n| (n.to_ascii_lowercase(), Arc::from(n)))
+        .collect()
 }
 
 fn joined(session: &Session) -> Result<Arc<str>, WireError> {

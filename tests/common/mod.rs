@@ -408,3 +408,117 @@ impl BinClient {
         self.reply().await
     }
 }
+
+/// A `redis-server` child process on a free loopback port, for the cluster
+/// tests; stopped by its pid.
+pub struct RedisProcess {
+    pub child: Option<tokio::process::Child>,
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+}
+
+impl RedisProcess {
+    /// True when `redis-server` can be run. Under CI a missing Redis is a
+    /// failure; elsewhere the caller skips loudly.
+    pub fn available() -> bool {
+        let found = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                std::env::var("CI").is_err(),
+                "redis-server is missing under CI: .ci/run installs it"
+            );
+            eprintln!(
+                "\n*** SKIPPING: redis-server is not installed (apt-get install redis-server) ***\n"
+            );
+        }
+        found
+    }
+
+    /// Starts Redis with an append-only file fsynced on every write, keeping
+    /// its files in `dir`, on a free port.
+    pub async fn start(dir: &std::path::Path) -> RedisProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = RedisProcess {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        r.restart().await;
+        r
+    }
+
+    /// Starts (again) on the same port and directory.
+    pub async fn restart(&mut self) {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--daemonize", "no", "--protected-mode", "no", "--dir"])
+            .arg(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        // Wait until it answers.
+        for _ in 0..200 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                let _ = s.write_all(b"PING\r\n").await;
+                let mut buf = [0u8; 16];
+                if let Ok(Ok(n)) = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+                )
+                .await
+                    && buf[..n].starts_with(b"+PONG")
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM (Redis flushes its append-only file) and waits for the exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().expect("running").to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+            let _ = tokio::time::timeout(WAIT, child.wait()).await;
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Some(pid) = child.id()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}

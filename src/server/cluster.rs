@@ -1,0 +1,1005 @@
+//! Several servers, one canvas: Redis is the source of truth and the
+//! ordering authority.
+//!
+//! Every change is one Lua script in Redis that validates, updates the
+//! shared state and appends an event to a capped stream (`XADD`): placing a
+//! pixel assigns the next seq, writes the canvas and the author and checks
+//! the cluster-wide cooldown in one atomic step. Every server tails the
+//! stream (`XREAD BLOCK`) and applies the events, in stream order, to its
+//! own replica of the canvas, which it serves snapshots, `SYNC` and `WHOSE`
+//! from and fans out to its own clients; so every client on every server
+//! sees the same events in the same order. A server that loses Redis
+//! reconnects with backoff and continues from the last stream id it
+//! applied, so it misses nothing the stream still holds; while Redis is
+//! unreachable, changes are refused with `ERR unavailable` and reads are
+//! served from the replica.
+//!
+//! Keys, under the prefix (`pixchat:` by default): `meta` (hash: canvas id,
+//! size, seq, chat seq), `pixels` (string, one byte per pixel), `whose`
+//! (hash: pixel index → `seq:unix_ms:name`), `events` (the stream), `chat`
+//! (list of the last 100 messages), `users` (hash: lower-cased name →
+//! `server name`), `servers` (set of server ids), `alive:<id>` (a heartbeat
+//! with a time to live), `banned` (set), `cooldown:<name>`.
+//!
+//! The scripts touch keys they compute from a prefix, which standalone
+//! Redis allows; Redis Cluster would need every key in one hash slot.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, Script, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::canvas::{Canvas, PixelMeta};
+use super::storage::{CHAT_HISTORY, ChatLine, Persisted};
+use crate::protocol::{ErrorCode, PALETTE, Pixel, WireError};
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Stream entries kept (approximately) for servers catching up.
+    pub stream_len: u64,
+    /// A server whose heartbeat is this old is gone: its users are left.
+    pub heartbeat_ttl: Duration,
+}
+
+/// An event read from the shared stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteEvent {
+    /// A pixel was placed.
+    Pixel {
+        /// Canvas seq.
+        seq: u64,
+        /// Column.
+        x: u16,
+        /// Row.
+        y: u16,
+        /// Palette index.
+        color: u8,
+        /// Author.
+        name: Arc<str>,
+        /// When.
+        unix_ms: u64,
+    },
+    /// A chat message.
+    Msg(ChatLine),
+    /// A direct message for whoever holds `to` (lower-cased).
+    Dm {
+        /// Sender.
+        from: Arc<str>,
+        /// Lower-cased recipient.
+        to: String,
+        /// Message.
+        text: Arc<str>,
+    },
+    /// Someone joined on some server.
+    Joined {
+        /// Their name.
+        name: Arc<str>,
+        /// The server they joined.
+        server: String,
+        /// Ties the event to the local JOIN that asked for it.
+        nonce: u64,
+    },
+    /// Someone left (or their server died).
+    Left {
+        /// Their name.
+        name: Arc<str>,
+    },
+    /// An admin kicked (or banned) a user.
+    Kick {
+        /// Lower-cased name.
+        name: String,
+        /// Banned, not just kicked.
+        ban: bool,
+    },
+}
+
+/// What a server loads when it starts, or resyncs: the state and the
+/// stream position it corresponds to.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Canvas, authorship, chat.
+    pub world: Persisted,
+    /// Everyone online, by the `users` hash.
+    pub users: Vec<String>,
+    /// Recent pixel events, oldest first, to serve `SYNC` from.
+    pub recent: Vec<Pixel>,
+    /// Stream id the state includes everything up to.
+    pub position: String,
+}
+
+/// What Redis holds now, to check a replica against.
+#[derive(Debug)]
+pub struct Probe {
+    /// The shared canvas id.
+    pub canvas_id: u64,
+    /// Its seq.
+    pub seq: u64,
+    /// Id of the oldest entry the stream still holds.
+    pub oldest: Option<String>,
+}
+
+impl Probe {
+    /// True when the stream no longer holds the entries right after
+    /// `position` (they were trimmed, or the stream is new).
+    pub fn trimmed_past(&self, position: &str) -> bool {
+        match (&self.oldest, stream_id(position)) {
+            (Some(oldest), Some(pos)) => {
+                stream_id(oldest).is_some_and(|o| o > pos && pos != (0, 0))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A stream id `ms-seq` as a comparable pair.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// See the module docs.
+pub struct Cluster {
+    config: ClusterConfig,
+    server_id: String,
+    client: redis::Client,
+    commands: Mutex<Option<ConnectionManager>>,
+    up: AtomicBool,
+    scripts: Scripts,
+    /// Leaves to retry once Redis is back.
+    pending_leaves: Mutex<VecDeque<String>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("server_id", &self.server_id)
+            .field("prefix", &self.config.prefix)
+            .field("up", &self.up.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+struct Scripts {
+    init: Script,
+    load: Script,
+    place: Script,
+    say: Script,
+    join: Script,
+    leave: Script,
+    tell: Script,
+    kick: Script,
+    heartbeat: Script,
+    reap: Script,
+}
+
+/// Creates the canvas if Redis has none; returns its id and size.
+const INIT: &str = r"
+local p = ARGV[1]
+if redis.call('EXISTS', p .. 'meta') == 0 then
+  redis.call('HSET', p .. 'meta', 'id', ARGV[2], 'width', ARGV[3], 'height', ARGV[4], 'seq', 0, 'chat_seq', 0)
+  redis.call('SET', p .. 'pixels', string.rep('\0', tonumber(ARGV[3]) * tonumber(ARGV[4])))
+end
+return redis.call('HMGET', p .. 'meta', 'id', 'width', 'height')
+";
+
+/// Everything a replica needs, read atomically with the stream position.
+const LOAD: &str = r"
+local p = ARGV[1]
+local meta = redis.call('HMGET', p .. 'meta', 'id', 'width', 'height', 'seq', 'chat_seq')
+local pixels = redis.call('GET', p .. 'pixels')
+local whose = redis.call('HGETALL', p .. 'whose')
+local chat = redis.call('LRANGE', p .. 'chat', 0, -1)
+local users = redis.call('HVALS', p .. 'users')
+local recent = redis.call('XREVRANGE', p .. 'events', '+', '-', 'COUNT', ARGV[2])
+return {meta, pixels, whose, chat, users, recent}
+";
+
+/// Places a pixel: range, cooldown, seq, canvas, author, event.
+const PLACE: &str = r"
+local p = ARGV[1]
+local size = redis.call('HMGET', p .. 'meta', 'width', 'height')
+local w, h = tonumber(size[1]), tonumber(size[2])
+local x, y, c = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if x >= w or y >= h or c >= tonumber(ARGV[9]) then return {'out_of_range'} end
+local cd = tonumber(ARGV[7])
+if cd > 0 then
+  local key = p .. 'cooldown:' .. ARGV[10]
+  local left = redis.call('PTTL', key)
+  if left > 0 then return {'cooldown', left} end
+  redis.call('SET', key, 1, 'PX', cd)
+end
+local seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
+local idx = y * w + x
+redis.call('SETRANGE', p .. 'pixels', idx, string.char(c))
+redis.call('HSET', p .. 'whose', idx, seq .. ':' .. ARGV[6] .. ':' .. ARGV[5])
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[8], '*',
+  't', 'p', 's', seq, 'x', x, 'y', y, 'c', c, 'n', ARGV[5], 'ms', ARGV[6])
+return {'ok', seq}
+";
+
+/// Chat: the next chat seq, the history list, the event.
+const SAY: &str = r"
+local p = ARGV[1]
+local s = redis.call('HINCRBY', p .. 'meta', 'chat_seq', 1)
+redis.call('RPUSH', p .. 'chat', s .. ' ' .. ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+redis.call('LTRIM', p .. 'chat', -tonumber(ARGV[6]), -1)
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*',
+  't', 'm', 's', s, 'n', ARGV[2], 'x', ARGV[3], 'ms', ARGV[4])
+return s
+";
+
+/// Claims a name cluster-wide. ARGV[7] = '1' re-registers a user this
+/// server already holds (after losing Redis): no event if it still does.
+const JOIN: &str = r"
+local p = ARGV[1]
+if redis.call('SISMEMBER', p .. 'banned', ARGV[2]) == 1 then return 'banned' end
+local cur = redis.call('HGET', p .. 'users', ARGV[2])
+if cur then
+  local owner = string.match(cur, '^(%S+)')
+  if owner == ARGV[4] then
+    if ARGV[7] == '1' then return 'ok' end
+  elseif redis.call('EXISTS', p .. 'alive:' .. owner) == 1 then
+    return 'name_taken'
+  end
+end
+redis.call('HSET', p .. 'users', ARGV[2], ARGV[4] .. ' ' .. ARGV[3])
+redis.call('SADD', p .. 'servers', ARGV[4])
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[6], '*',
+  't', 'j', 'n', ARGV[3], 'v', ARGV[4], 'k', ARGV[5])
+return 'ok'
+";
+
+/// Releases a name this server holds.
+const LEAVE: &str = r"
+local p = ARGV[1]
+local cur = redis.call('HGET', p .. 'users', ARGV[2])
+if cur and string.match(cur, '^(%S+)') == ARGV[4] then
+  redis.call('HDEL', p .. 'users', ARGV[2])
+  redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*', 't', 'l', 'n', ARGV[3])
+end
+return 'ok'
+";
+
+/// A direct message, for whichever server holds the recipient.
+const TELL: &str = r"
+local p = ARGV[1]
+if not redis.call('HGET', p .. 'users', ARGV[2]) then return 'no_such_user' end
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*',
+  't', 'd', 'f', ARGV[3], 'to', ARGV[2], 'x', ARGV[4])
+return 'ok'
+";
+
+/// Kick (or ban) a user wherever they are.
+const KICK: &str = r"
+local p = ARGV[1]
+if ARGV[3] == '1' then redis.call('SADD', p .. 'banned', ARGV[2]) end
+if not redis.call('HGET', p .. 'users', ARGV[2]) then
+  if ARGV[3] == '1' then return 'ok' end
+  return 'no_such_user'
+end
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[4], '*', 't', 'k', 'n', ARGV[2], 'b', ARGV[3])
+return 'ok'
+";
+
+/// This server is alive for another time to live.
+const HEARTBEAT: &str = r"
+local p = ARGV[1]
+redis.call('SET', p .. 'alive:' .. ARGV[2], 1, 'PX', ARGV[3])
+redis.call('SADD', p .. 'servers', ARGV[2])
+return 1
+";
+
+/// Every user of a server whose heartbeat expired leaves. Not while Redis
+/// itself has been up for less than a time to live: after a Redis restart
+/// every heartbeat looks expired until the servers have reconnected.
+const REAP: &str = r"
+local p = ARGV[1]
+local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
+if up < tonumber(ARGV[3]) then return 0 end
+local dead = {}
+local any = false
+for _, s in ipairs(redis.call('SMEMBERS', p .. 'servers')) do
+  if redis.call('EXISTS', p .. 'alive:' .. s) == 0 then
+    dead[s] = true
+    any = true
+    redis.call('SREM', p .. 'servers', s)
+  end
+end
+if not any then return 0 end
+local n = 0
+local all = redis.call('HGETALL', p .. 'users')
+for i = 1, #all, 2 do
+  local owner, name = string.match(all[i + 1], '^(%S+) (%S+)$')
+  if owner and dead[owner] then
+    redis.call('HDEL', p .. 'users', all[i])
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[2], '*', 't', 'l', 'n', name)
+    n = n + 1
+  end
+end
+return n
+";
+
+fn unavailable() -> WireError {
+    WireError::new(
+        ErrorCode::Unavailable,
+        "the cluster's Redis is unreachable; try again shortly",
+    )
+}
+
+impl Cluster {
+    /// Connects, creating the shared canvas if there is none. `size` is the
+    /// size asked for on the command line, if any.
+    pub async fn connect(
+        config: ClusterConfig,
+        size: Option<(u16, u16)>,
+        default_size: (u16, u16),
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let client = redis::Client::open(config.url.as_str())
+            .with_context(|| format!("parse the Redis URL {}", config.url))?;
+        let manager = ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1)),
+        )
+        .await
+        .with_context(|| format!("connect to Redis at {}", config.url))?;
+        let cluster = Arc::new(Cluster {
+            server_id: format!("{:016x}", rand::random::<u64>()),
+            config,
+            client,
+            commands: Mutex::new(Some(manager)),
+            up: AtomicBool::new(true),
+            scripts: Scripts {
+                init: Script::new(INIT),
+                load: Script::new(LOAD),
+                place: Script::new(PLACE),
+                say: Script::new(SAY),
+                join: Script::new(JOIN),
+                leave: Script::new(LEAVE),
+                tell: Script::new(TELL),
+                kick: Script::new(KICK),
+                heartbeat: Script::new(HEARTBEAT),
+                reap: Script::new(REAP),
+            },
+            pending_leaves: Mutex::new(VecDeque::new()),
+        });
+        let (w, h) = size.unwrap_or(default_size);
+        Canvas::new(0, w, h).map_err(|e| anyhow::anyhow!(e.message))?;
+        let reply: Vec<Option<String>> = cluster
+            .scripts
+            .init
+            .arg(&cluster.config.prefix)
+            .arg(rand::random::<u64>().to_string())
+            .arg(w)
+            .arg(h)
+            .invoke_async(&mut cluster.con()?)
+            .await
+            .context("create the shared canvas")?;
+        let stored = (
+            reply
+                .get(1)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse::<u16>().ok()),
+            reply
+                .get(2)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse::<u16>().ok()),
+        );
+        if let (Some((w, h)), (Some(sw), Some(sh))) = (size, stored)
+            && (w, h) != (sw, sh)
+        {
+            bail!(
+                "the shared canvas in Redis ({}) is {sw}x{sh}, not {w}x{h}; start without --width/--height",
+                cluster.config.prefix
+            );
+        }
+        cluster
+            .heartbeat()
+            .await
+            .context("register with the cluster")?;
+        info!(server_id = %cluster.server_id, prefix = %cluster.config.prefix, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This server's id in the cluster.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// Whether Redis answered lately.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn con(&self) -> Result<ConnectionManager, WireError> {
+        self.commands
+            .lock()
+            .expect("cluster lock poisoned")
+            .clone()
+            .ok_or_else(unavailable)
+    }
+
+    /// Runs a script for a command; any Redis failure is `unavailable`.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, WireError> {
+        if !self.is_up() {
+            return Err(unavailable());
+        }
+        let mut con = self.con()?;
+        invocation.invoke_async(&mut con).await.map_err(|e| {
+            warn!(error = %e, "Redis command failed");
+            unavailable()
+        })
+    }
+
+    /// Reads the whole shared state and the stream position it matches.
+    pub async fn load(&self, history: usize) -> anyhow::Result<Loaded> {
+        let mut con = self.con()?;
+        let value: Value = self
+            .scripts
+            .load
+            .arg(&self.config.prefix)
+            .arg(history.max(1))
+            .invoke_async(&mut con)
+            .await
+            .context("load the shared canvas")?;
+        parse_loaded(value).context("read the shared canvas")
+    }
+
+    /// Reads the canvas id, its seq and the oldest stream entry.
+    pub async fn probe(&self) -> Result<Probe, WireError> {
+        let mut con = self.con()?;
+        let p = &self.config.prefix;
+        let (meta, oldest): (Vec<Option<u64>>, Value) = redis::pipe()
+            .cmd("HMGET")
+            .arg(format!("{p}meta"))
+            .arg("id")
+            .arg("seq")
+            .cmd("XRANGE")
+            .arg(format!("{p}events"))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut con)
+            .await
+            .map_err(|_| unavailable())?;
+        let oldest = array(oldest)
+            .and_then(|a| a.into_iter().next())
+            .and_then(|e| redis::from_redis_value::<StreamEntry>(e).ok())
+            .map(|e| e.0.id);
+        Ok(Probe {
+            canvas_id: meta.first().copied().flatten().unwrap_or(0),
+            seq: meta.get(1).copied().flatten().unwrap_or(0),
+            oldest,
+        })
+    }
+
+    /// Places a pixel; returns its seq.
+    pub async fn place(
+        &self,
+        name: &str,
+        (x, y, color): (u16, u16, u8),
+        unix_ms: u64,
+        cooldown: Duration,
+    ) -> Result<u64, WireError> {
+        let mut inv = self.scripts.place.prepare_invoke();
+        inv.arg(&self.config.prefix)
+            .arg(x)
+            .arg(y)
+            .arg(color)
+            .arg(name)
+            .arg(unix_ms)
+            .arg(cooldown.as_millis() as u64)
+            .arg(self.config.stream_len)
+            .arg(PALETTE.len())
+            .arg(name.to_ascii_lowercase());
+        let reply: Vec<Value> = self.run(inv).await?;
+        match (word(reply.first()), reply.get(1)) {
+            (Some("ok"), Some(seq)) => int(seq).ok_or_else(unavailable),
+            (Some("cooldown"), left) => Err(WireError::new(
+                ErrorCode::Cooldown,
+                left.and_then(int).unwrap_or(1).to_string(),
+            )),
+            (Some("out_of_range"), _) => Err(WireError::new(
+                ErrorCode::OutOfRange,
+                "outside the canvas or palette",
+            )),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// Chat to everyone on every server.
+    pub async fn say(&self, name: &str, text: &str, unix_ms: u64) -> Result<(), WireError> {
+        let mut inv = self.scripts.say.prepare_invoke();
+        inv.arg(&self.config.prefix)
+            .arg(name)
+            .arg(text)
+            .arg(unix_ms)
+            .arg(self.config.stream_len)
+            .arg(CHAT_HISTORY);
+        let _: i64 = self.run(inv).await?;
+        Ok(())
+    }
+
+    /// Claims `name` for a session of this server; the `Joined` event with
+    /// `nonce` follows in the stream. `again` re-registers a user this server
+    /// already holds.
+    pub async fn join(&self, name: &str, nonce: u64, again: bool) -> Result<(), WireError> {
+        let mut inv = self.scripts.join.prepare_invoke();
+        inv.arg(&self.config.prefix)
+            .arg(name.to_ascii_lowercase())
+            .arg(name)
+            .arg(&self.server_id)
+            .arg(nonce)
+            .arg(self.config.stream_len)
+            .arg(if again { "1" } else { "0" });
+        let reply: String = self.run(inv).await?;
+        match reply.as_str() {
+            "ok" => Ok(()),
+            "banned" => Err(WireError::new(
+                ErrorCode::Banned,
+                format!("{name} is banned from this server"),
+            )),
+            "name_taken" => Err(WireError::new(
+                ErrorCode::NameTaken,
+                format!("{name} is already online"),
+            )),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// Releases a name of this server; retried after an outage.
+    pub async fn leave(&self, name: &str) {
+        if self.try_leave(name).await.is_err() {
+            self.pending_leaves
+                .lock()
+                .expect("cluster lock poisoned")
+                .push_back(name.to_string());
+        }
+    }
+
+    async fn try_leave(&self, name: &str) -> Result<(), WireError> {
+        let mut inv = self.scripts.leave.prepare_invoke();
+        inv.arg(&self.config.prefix)
+            .arg(name.to_ascii_lowercase())
+            .arg(name)
+            .arg(&self.server_id)
+            .arg(self.config.stream_len);
+        let _: String = self.run(inv).await?;
+        Ok(())
+    }
+
+    /// A direct message to `to`, wherever they are.
+    pub async fn tell(&self, from: &str, to: &str, text: &str) -> Result<(), WireError> {
+        let mut inv = self.scripts.tell.prepare_invoke();
+        inv.arg(&self.config.prefix)
+            .arg(to.to_ascii_lowercase())
+            .arg(from)
+            .arg(text)
+            .arg(self.config.stream_len);
+        let reply: String = self.run(inv).await?;
+        match reply.as_str() {
+            "ok" => Ok(()),
+            _ => Err(WireError::new(
+                ErrorCode::NoSuchUser,
+                format!("nobody called {to} is online"),
+            )),
+        }
+    }
+
+    /// Kicks or bans `name` wherever they are.
+    pub async fn kick(&self, name: &str, ban: bool) -> Result<(), WireError> {
+        let mut inv = self.scripts.kick.prepare_invoke();
+        inv.arg(&self.config.prefix)
+            .arg(name.to_ascii_lowercase())
+            .arg(if ban { "1" } else { "0" })
+            .arg(self.config.stream_len);
+        let reply: String = self.run(inv).await?;
+        match reply.as_str() {
+            "ok" => Ok(()),
+            _ => Err(WireError::new(
+                ErrorCode::NoSuchUser,
+                format!("nobody called {name} is online"),
+            )),
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), WireError> {
+        let mut con = self.con()?;
+        self.scripts
+            .heartbeat
+            .arg(&self.config.prefix)
+            .arg(&self.server_id)
+            .arg(self.config.heartbeat_ttl.as_millis() as u64)
+            .invoke_async::<i64>(&mut con)
+            .await
+            .map(|_| ())
+            .map_err(|_| unavailable())
+    }
+
+    async fn reap(&self) -> Result<i64, WireError> {
+        let mut con = self.con()?;
+        self.scripts
+            .reap
+            .arg(&self.config.prefix)
+            .arg(self.config.stream_len)
+            // Servers reconnect within a couple of seconds of a Redis
+            // restart and heartbeat at once; one time to live covers it.
+            .arg(self.config.heartbeat_ttl.as_secs().max(1))
+            .invoke_async::<i64>(&mut con)
+            .await
+            .map_err(|_| unavailable())
+    }
+
+    /// Keeps this server alive in the cluster, reaps dead servers' users
+    /// and retries leaves that failed, until `shutdown`.
+    pub async fn keep_alive(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = self.config.heartbeat_ttl / 5;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if self.heartbeat().await.is_err() {
+                continue;
+            }
+            loop {
+                let next = self
+                    .pending_leaves
+                    .lock()
+                    .expect("cluster lock poisoned")
+                    .pop_front();
+                let Some(name) = next else { break };
+                if self.try_leave(&name).await.is_err() {
+                    self.pending_leaves
+                        .lock()
+                        .expect("cluster lock poisoned")
+                        .push_front(name);
+                    break;
+                }
+            }
+            match self.reap().await {
+                Ok(n) if n > 0 => info!(users = n, "reaped the users of servers that stopped"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Leaves the cluster: releases every name this server holds (given by
+    /// the caller) and its heartbeat.
+    pub async fn depart(&self, names: &[String]) {
+        for name in names {
+            let _ = self.try_leave(name).await;
+        }
+        if let Ok(mut con) = self.con() {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(format!("{}alive:{}", self.config.prefix, self.server_id))
+                .query_async(&mut con)
+                .await;
+        }
+    }
+
+    /// Tails the stream from `position`, handing each event to `apply` in
+    /// order, until `shutdown`. On a lost connection it reconnects with
+    /// backoff and calls `reconnected(false, position)`, then continues from
+    /// the last id it delivered, unless `reconnected` reloaded the replica
+    /// and returned the position to continue from instead. When `apply`
+    /// refuses an event (it does not follow), `reconnected(true, ..)` must
+    /// reload.
+    pub async fn tail<A, R>(
+        self: Arc<Self>,
+        mut position: String,
+        mut apply: A,
+        mut reconnected: R,
+        shutdown: CancellationToken,
+    ) where
+        A: FnMut(RemoteEvent) -> bool,
+        R: AsyncFnMut(bool, String) -> Option<String>,
+    {
+        let events = format!("{}events", self.config.prefix);
+        let mut backoff = Duration::from_millis(100);
+        // The blocking read has its own connection, without a response
+        // timeout: XREAD BLOCK legitimately waits.
+        let tail_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(None);
+        'connect: loop {
+            let con = tokio::select! {
+                c = self.client.get_multiplexed_async_connection_with_config(&tail_config) => c,
+                _ = shutdown.cancelled() => return,
+            };
+            let mut con = match con {
+                Ok(c) => c,
+                Err(e) => {
+                    if self.up.swap(false, Ordering::Relaxed) {
+                        warn!(error = %e, "lost Redis; reconnecting");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue 'connect;
+                }
+            };
+            if !self.is_up() {
+                info!("Redis is back");
+                self.up.store(true, Ordering::Relaxed);
+                let _ = self.heartbeat().await;
+                if let Some(resynced) = reconnected(false, position.clone()).await {
+                    position = resynced;
+                }
+            }
+            backoff = Duration::from_millis(100);
+            loop {
+                let mut xread = redis::cmd("XREAD");
+                xread
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("BLOCK")
+                    .arg(1000)
+                    .arg("STREAMS")
+                    .arg(&events)
+                    .arg(&position);
+                let read = xread.query_async::<Option<redis::streams::StreamReadReply>>(&mut con);
+                let reply = tokio::select! {
+                    r = read => r,
+                    _ = shutdown.cancelled() => return,
+                };
+                let reply = match reply {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(error = %e, "lost Redis while reading events; reconnecting");
+                        self.up.store(false, Ordering::Relaxed);
+                        continue 'connect;
+                    }
+                };
+                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    position = entry.id.clone();
+                    let Some(event) = parse_event(&entry) else {
+                        warn!(id = %entry.id, "skipped an unreadable stream entry");
+                        continue;
+                    };
+                    if !apply(event) {
+                        // The replica and the stream disagree: reload.
+                        if let Some(resynced) = reconnected(true, position.clone()).await {
+                            position = resynced;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn word(v: Option<&Value>) -> Option<&str> {
+    match v? {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::Okay => Some("OK"),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Some(a),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+fn field(map: &std::collections::HashMap<String, Value>, key: &str) -> Option<String> {
+    map.get(key).and_then(text)
+}
+
+/// Turns one stream entry into an event.
+fn parse_event(entry: &redis::streams::StreamId) -> Option<RemoteEvent> {
+    let m = &entry.map;
+    let num = |k: &str| field(m, k).and_then(|v| v.parse::<u64>().ok());
+    Some(match field(m, "t")?.as_str() {
+        "p" => RemoteEvent::Pixel {
+            seq: num("s")?,
+            x: u16::try_from(num("x")?).ok()?,
+            y: u16::try_from(num("y")?).ok()?,
+            color: u8::try_from(num("c")?).ok()?,
+            name: Arc::from(field(m, "n")?),
+            unix_ms: num("ms")?,
+        },
+        "m" => RemoteEvent::Msg(ChatLine {
+            chat_seq: num("s")?,
+            unix_ms: num("ms")?,
+            from: Arc::from(field(m, "n")?),
+            text: Arc::from(field(m, "x")?),
+        }),
+        "d" => RemoteEvent::Dm {
+            from: Arc::from(field(m, "f")?),
+            to: field(m, "to")?,
+            text: Arc::from(field(m, "x")?),
+        },
+        "j" => RemoteEvent::Joined {
+            name: Arc::from(field(m, "n")?),
+            server: field(m, "v")?,
+            nonce: num("k").unwrap_or(0),
+        },
+        "l" => RemoteEvent::Left {
+            name: Arc::from(field(m, "n")?),
+        },
+        "k" => RemoteEvent::Kick {
+            name: field(m, "n")?,
+            ban: field(m, "b")? == "1",
+        },
+        _ => return None,
+    })
+}
+
+/// Reads the reply of the `LOAD` script.
+fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
+    let mut parts = array(value).context("not an array")?.into_iter();
+    let mut next = || parts.next().context("short reply");
+    let meta = array(next()?).context("meta")?;
+    let meta_num = |i: usize| meta.get(i).and_then(int).context("meta field");
+    let (id, width, height, seq, chat_seq) = (
+        meta_num(0)?,
+        u16::try_from(meta_num(1)?)?,
+        u16::try_from(meta_num(2)?)?,
+        meta_num(3)?,
+        meta_num(4)?,
+    );
+    let pixels = match next()? {
+        Value::BulkString(b) => b,
+        _ => bail!("the pixels are missing"),
+    };
+    let n = usize::from(width) * usize::from(height);
+    if pixels.len() != n {
+        bail!("the pixels do not fit a {width}x{height} canvas");
+    }
+    let mut meta_of: Vec<Option<PixelMeta>> = vec![None; n];
+    let whose = array(next()?).context("whose")?;
+    for pair in whose.chunks(2) {
+        let (Some(idx), Some(val)) = (pair.first().and_then(int), pair.get(1).and_then(text))
+        else {
+            continue;
+        };
+        let mut it = val.splitn(3, ':');
+        let (Some(s), Some(ms), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if let (Ok(seq), Ok(unix_ms), Some(slot)) =
+            (s.parse(), ms.parse(), meta_of.get_mut(idx as usize))
+        {
+            *slot = Some(PixelMeta {
+                name: Arc::from(name),
+                unix_ms,
+                seq,
+            });
+        }
+    }
+    let canvas = Canvas::restore(id, width, height, seq, pixels.into_iter().zip(meta_of))
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let mut world = Persisted::new(canvas);
+    for line in array(next()?).context("chat")?.iter().filter_map(text) {
+        let mut it = line.splitn(4, ' ');
+        if let (Some(s), Some(ms), Some(from), Some(body)) =
+            (it.next(), it.next(), it.next(), it.next())
+            && let (Ok(chat_seq), Ok(unix_ms)) = (s.parse(), ms.parse())
+        {
+            world.push_chat(ChatLine {
+                chat_seq,
+                unix_ms,
+                from: Arc::from(from),
+                text: Arc::from(body),
+            });
+        }
+    }
+    world.chat_seq = chat_seq;
+    let users = array(next()?)
+        .context("users")?
+        .iter()
+        .filter_map(text)
+        .filter_map(|v| v.split_once(' ').map(|(_, name)| name.to_string()))
+        .collect();
+    let recent_entries = array(next()?).context("recent events")?;
+    let mut position = "0-0".to_string();
+    let mut recent = Vec::new();
+    for (i, entry) in recent_entries.into_iter().enumerate() {
+        let Ok(entry) = redis::from_redis_value::<StreamEntry>(entry) else {
+            continue;
+        };
+        if i == 0 {
+            position = entry.0.id.clone();
+        }
+        if let Some(RemoteEvent::Pixel {
+            seq,
+            x,
+            y,
+            color,
+            name,
+            ..
+        }) = parse_event(&entry.0)
+            && seq <= world.canvas.seq()
+        {
+            recent.push(Pixel {
+                seq,
+                x,
+                y,
+                color,
+                name,
+            });
+        }
+    }
+    recent.reverse();
+    // History must be consecutive up to the canvas seq.
+    let latest = world.canvas.seq();
+    let keep = recent
+        .iter()
+        .rev()
+        .enumerate()
+        .take_while(|(i, p)| p.seq == latest - *i as u64)
+        .count();
+    let recent = recent.split_off(recent.len() - keep);
+    Ok(Loaded {
+        world,
+        users,
+        recent,
+        position,
+    })
+}
+
+/// One `XRANGE`-style entry (`[id, [field, value, ...]]`).
+struct StreamEntry(redis::streams::StreamId);
+
+impl redis::FromRedisValue for StreamEntry {
+    fn from_redis_value(v: Value) -> Result<Self, redis::ParsingError> {
+        let parts = match v {
+            Value::Array(a) => a,
+            _ => return Err("not an entry".into()),
+        };
+        let mut it = parts.into_iter();
+        let id: String = redis::from_redis_value(it.next().ok_or("no id")?)?;
+        let map = redis::from_redis_value(it.next().ok_or("no fields")?)?;
+        Ok(StreamEntry(redis::streams::StreamId {
+            id,
+            map,
+            ..Default::default()
+        }))
+    }
+}

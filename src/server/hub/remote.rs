@@ -1,0 +1,380 @@
+//! Cluster mode: commands that change shared state go to Redis, and the
+//! hub applies what comes back from the stream, in stream order, to its
+//! replica and its clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{After, Hub, PendingJoin, Session, State, gate, joined, roster_of};
+use crate::protocol::{
+    Command, ErrorCode, Event, Pixel, Reply, Resume, WireError, validate_name, validate_text,
+};
+use crate::server::canvas::History;
+use crate::server::cluster::{Cluster, Loaded, RemoteEvent};
+use crate::server::outbox::Outgoing;
+use crate::server::unix_ms;
+
+/// How long a JOIN waits for its event to come back from the stream.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
+impl Hub {
+    /// The cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Runs one command. In cluster mode the commands that change shared
+    /// state are sent to Redis and awaited; everything else is
+    /// [`Hub::handle`].
+    pub async fn handle_async(
+        &self,
+        session: &mut Session,
+        cmd: Command,
+    ) -> Result<After, WireError> {
+        let Some(cluster) = self.cluster.clone() else {
+            return self.handle(session, cmd);
+        };
+        gate(session, &cmd)?;
+        match cmd {
+            Command::Join { name, resume } => {
+                self.join_cluster(&cluster, session, name, resume).await
+            }
+            Command::Set { x, y, color } => {
+                let name = joined(session)?;
+                let placed = self.lock().world.canvas.check(x, y, color)?;
+                let seq = cluster
+                    .place(&name, placed, unix_ms(), self.cooldown)
+                    .await?;
+                Ok(self.reply(session, Reply::Set { seq }))
+            }
+            Command::Say { text } => {
+                let name = joined(session)?;
+                validate_text(&text)?;
+                cluster.say(&name, &text, unix_ms()).await?;
+                Ok(self.reply(session, Reply::Ok))
+            }
+            Command::Tell { to, text } => {
+                let from = joined(session)?;
+                validate_text(&text)?;
+                validate_name(&to).map_err(|_| {
+                    WireError::new(
+                        ErrorCode::NoSuchUser,
+                        format!("nobody called {to} is online"),
+                    )
+                })?;
+                cluster.tell(&from, &to, &text).await?;
+                Ok(self.reply(session, Reply::Ok))
+            }
+            Command::Kick { name } => self.kick_cluster(&cluster, session, &name, false).await,
+            Command::Ban { name } => self.kick_cluster(&cluster, session, &name, true).await,
+            other => self.handle(session, other),
+        }
+    }
+
+    async fn join_cluster(
+        &self,
+        cluster: &Cluster,
+        session: &mut Session,
+        name: String,
+        resume: Option<Resume>,
+    ) -> Result<After, WireError> {
+        if session.name.is_some() {
+            return Err(WireError::new(
+                ErrorCode::AlreadyJoined,
+                "you have joined already",
+            ));
+        }
+        validate_name(&name)?;
+        let key = name.to_ascii_lowercase();
+        let nonce = rand::random::<u64>() | 1;
+        let (done, joined) = tokio::sync::oneshot::channel();
+        {
+            let mut st = self.lock();
+            // Two sessions of this server joining the same name at once
+            // would both win in Redis (it is the same server): keep them
+            // apart here.
+            let pending = st
+                .joining
+                .values()
+                .any(|p| p.name.eq_ignore_ascii_case(&name));
+            if st.users.contains_key(&key) || pending {
+                return Err(WireError::new(
+                    ErrorCode::NameTaken,
+                    format!("{name} is already online"),
+                ));
+            }
+            st.joining.insert(
+                nonce,
+                PendingJoin {
+                    name: name.clone(),
+                    outbox: session.outbox.clone(),
+                    resume,
+                    done,
+                },
+            );
+        }
+        if let Err(e) = cluster.join(&name, nonce, false).await {
+            self.lock().joining.remove(&nonce);
+            return Err(e);
+        }
+        match tokio::time::timeout(JOIN_WAIT, joined).await {
+            Ok(Ok(name)) => {
+                session.name = Some(name);
+                Ok(After::Continue)
+            }
+            _ => {
+                self.lock().joining.remove(&nonce);
+                cluster.leave(&name).await;
+                Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "the cluster did not confirm the join in time; try again",
+                ))
+            }
+        }
+    }
+
+    async fn kick_cluster(
+        &self,
+        cluster: &Cluster,
+        session: &Session,
+        name: &str,
+        ban: bool,
+    ) -> Result<After, WireError> {
+        if session.access != super::Access::Admin {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                "KICK and BAN need the admin password (AUTH)",
+            ));
+        }
+        validate_name(name)?;
+        cluster.kick(name, ban).await?;
+        info!(
+            admin = session.name.as_deref().unwrap_or("-"),
+            target = name,
+            action = if ban { "ban" } else { "kick" },
+            "moderation"
+        );
+        Ok(self.reply(session, Reply::Ok))
+    }
+
+    /// Applies one event from the stream. Returns false when it does not
+    /// follow from the replica (a gap): the caller must resync.
+    pub fn apply_remote(&self, event: RemoteEvent) -> bool {
+        let mut st = self.lock();
+        match event {
+            RemoteEvent::Pixel {
+                seq,
+                x,
+                y,
+                color,
+                name,
+                unix_ms,
+            } => {
+                let have = st.world.canvas.seq();
+                if seq <= have {
+                    return true;
+                }
+                let Ok((x, y, color)) = st.world.canvas.check(x.into(), y.into(), color.into())
+                else {
+                    return false;
+                };
+                if seq != have + 1 {
+                    return false;
+                }
+                st.world.canvas.apply(x, y, color, &name, unix_ms);
+                let pixel = Pixel {
+                    seq,
+                    x,
+                    y,
+                    color,
+                    name,
+                };
+                self.commit(Event::Pixel(pixel.clone()), |_| 0);
+                st.history.push(pixel);
+            }
+            RemoteEvent::Msg(line) => {
+                if line.chat_seq <= st.world.chat_seq {
+                    return true;
+                }
+                self.commit(
+                    Event::Msg {
+                        from: line.from.clone(),
+                        text: line.text.clone(),
+                    },
+                    |_| 0,
+                );
+                st.world.push_chat(line);
+            }
+            RemoteEvent::Dm { from, to, text } => {
+                if let Some(user) = st.users.get(&to) {
+                    user.outbox
+                        .push_other(self.log.end(), Outgoing::Event(Event::Dm { from, text }));
+                }
+            }
+            RemoteEvent::Joined {
+                name,
+                server,
+                nonce,
+            } => {
+                st.roster.insert(name.to_ascii_lowercase(), name.clone());
+                let mine = self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.server_id() == server);
+                match st.joining.remove(&nonce).filter(|_| mine) {
+                    Some(pending) if !pending.done.is_closed() => {
+                        self.admit(&mut st, &pending.outbox, name.clone(), pending.resume);
+                        let _ = pending.done.send(name);
+                    }
+                    Some(_) => {
+                        // The session went away while waiting: announce the
+                        // join like anyone's, and release the name again.
+                        self.commit(Event::Joined { name: name.clone() }, |_| 0);
+                        if let Some(cluster) = self.cluster.clone() {
+                            tokio::spawn(async move { cluster.leave(&name).await });
+                        }
+                    }
+                    None => {
+                        self.commit(Event::Joined { name }, |_| 0);
+                    }
+                }
+            }
+            RemoteEvent::Left { name } => {
+                let key = name.to_ascii_lowercase();
+                // A user this server still serves stays listed: its own
+                // re-registration will follow.
+                if !st.users.contains_key(&key) {
+                    st.roster.remove(&key);
+                }
+                self.commit(Event::Left { name }, |_| 0);
+            }
+            RemoteEvent::Kick { name, ban } => {
+                if ban {
+                    st.banned.insert(name.clone());
+                }
+                if let Some(user) = st.users.get(&name) {
+                    let (code, text) = if ban {
+                        (ErrorCode::Banned, "an admin banned you from this server")
+                    } else {
+                        (ErrorCode::Kicked, "an admin disconnected you")
+                    };
+                    user.outbox.evict(
+                        self.log.end(),
+                        Event::Bye {
+                            code,
+                            text: text.into(),
+                        },
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// After Redis came back (or a gap): checks the replica still matches
+    /// Redis and re-registers this server's users. Returns the stream
+    /// position to continue from when the replica had to be reloaded.
+    pub async fn reconcile(
+        &self,
+        cluster: &Cluster,
+        forced: bool,
+        position: &str,
+    ) -> Option<String> {
+        let consistent = match cluster.probe().await {
+            Ok(probe) => {
+                let st = self.lock();
+                probe.canvas_id == st.world.canvas.id()
+                    && probe.seq >= st.world.canvas.seq()
+                    && !probe.trimmed_past(position)
+            }
+            Err(_) => return None,
+        };
+        if forced || !consistent {
+            warn!(forced, "the replica no longer matches Redis; reloading it");
+            match cluster.load(self.history_len()).await {
+                Ok(loaded) => {
+                    let position = loaded.position.clone();
+                    self.reset(loaded);
+                    return Some(position);
+                }
+                Err(e) => {
+                    warn!(error = %e, "reloading the canvas from Redis failed");
+                    return None;
+                }
+            }
+        }
+        // The reaper may have released our users while Redis was away.
+        let names: Vec<String> = self
+            .lock()
+            .users
+            .values()
+            .map(|u| u.name.to_string())
+            .collect();
+        for name in names {
+            if let Err(e) = cluster.join(&name, 0, true).await
+                && e.code != ErrorCode::Unavailable
+            {
+                let st = self.lock();
+                if let Some(user) = st.users.get(&name.to_ascii_lowercase()) {
+                    user.outbox.evict(
+                        self.log.end(),
+                        Event::Bye {
+                            code: e.code,
+                            text: "someone else took your name while the cluster was away".into(),
+                        },
+                    );
+                }
+            }
+        }
+        None
+    }
+
+    fn history_len(&self) -> usize {
+        self.history_capacity
+    }
+
+    /// Replaces the replica with `loaded` and sends every client of this
+    /// server away to reconnect: what they hold may not match any more.
+    fn reset(&self, loaded: Loaded) {
+        let mut st = self.lock();
+        let State {
+            world,
+            history,
+            roster,
+            users,
+            joining,
+            snapshot,
+            ..
+        } = &mut *st;
+        *world = loaded.world;
+        *history = History::new(self.history_capacity);
+        for pixel in loaded.recent {
+            history.push(pixel);
+        }
+        *roster = roster_of(loaded.users);
+        *snapshot = None;
+        joining.clear();
+        for user in users.values() {
+            user.outbox.evict(
+                self.log.end(),
+                Event::Bye {
+                    code: ErrorCode::Resync,
+                    text: "the server reloaded the canvas; reconnect".into(),
+                },
+            );
+        }
+        users.clear();
+        self.log.set_watchers(0);
+    }
+
+    /// Names of this server's users.
+    pub fn local_names(&self) -> Vec<String> {
+        self.lock()
+            .users
+            .values()
+            .map(|u| u.name.to_string())
+            .collect()
+    }
+}

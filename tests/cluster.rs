@@ -1,0 +1,336 @@
+//! Several real `pixchat-server` processes sharing one canvas through a real
+//! `redis-server` (started here on a free loopback port, stopped by pid).
+//! Skipped loudly when `redis-server` is missing, except under CI.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{BinClient, RedisProcess, ServerProcess, TextClient, parse_pixel};
+use pixchat::protocol::{Command, Event, Reply, Resume, ServerMsg};
+
+/// Redis and `n` servers on it, each with its own (unused) data dir.
+struct Cluster {
+    redis: RedisProcess,
+    servers: Vec<ServerProcess>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn cluster(n: usize) -> Option<Cluster> {
+    if !RedisProcess::available() {
+        return None;
+    }
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = RedisProcess::start(redis_dir.path()).await;
+    let mut dirs = vec![redis_dir];
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        servers.push(start_server(&redis, &mut dirs).await);
+    }
+    Some(Cluster {
+        redis,
+        servers,
+        _dirs: dirs,
+    })
+}
+
+async fn start_server(redis: &RedisProcess, dirs: &mut Vec<tempfile::TempDir>) -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--redis", &redis.url()]).await;
+    dirs.push(dir);
+    server
+}
+
+/// Reads the next `n` PIXEL events with a seq above `after`.
+async fn pixels_after(
+    c: &mut TextClient,
+    after: u64,
+    n: usize,
+) -> Vec<(u64, usize, usize, u8, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let p = pixels(c, 1).await.remove(0);
+        if p.0 > after {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Reads `n` PIXEL events (skipping other lines) as (seq, x, y, color, name).
+async fn pixels(c: &mut TextClient, n: usize) -> Vec<(u64, usize, usize, u8, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let l = c.line().await;
+        if l.starts_with("PIXEL") {
+            out.push(parse_pixel(&l));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_chat_dms_and_pixels_cross_servers_in_one_order() {
+    let Some(cl) = cluster(3).await else { return };
+    let [a, b, c] = [0, 1, 2].map(|i| cl.servers[i].addr);
+    let mut alice = TextClient::joined(a, "alice").await;
+    let mut bob = TextClient::joined(b, "bob").await;
+    alice.until("JOINED bob").await;
+    let mut carol = TextClient::joined(c, "carol").await;
+    alice.until("JOINED carol").await;
+    bob.until("JOINED carol").await;
+    assert_eq!(carol.cmd("WHO").await, "OK 3 alice bob carol");
+    // Names are unique across the cluster.
+    let mut dup = TextClient::connect(c).await;
+    assert!(dup.cmd("JOIN ALICE").await.starts_with("ERR name_taken "));
+
+    assert_eq!(alice.cmd("SAY hello cluster").await, "OK");
+    bob.until("MSG alice hello cluster").await;
+    carol.until("MSG alice hello cluster").await;
+    assert_eq!(bob.cmd("TELL Carol psst").await, "OK");
+    carol.until("DM bob psst").await;
+    // alice got no DM: the next thing she sees after the chat is bob's pixel.
+    assert!(bob.cmd("SET 1 1 1").await.starts_with("OK "));
+    assert_eq!(alice.until("PIXEL").await, "PIXEL 1 1 1 1 bob");
+
+    // Everyone draws at once, on three servers.
+    const EACH: usize = 40;
+    for i in 0..EACH {
+        for (c, row) in [(&mut alice, 2), (&mut bob, 3), (&mut carol, 4)] {
+            c.send(&format!("SET {} {row} {}", i % 64, (i + row) % 16))
+                .await;
+        }
+    }
+    let total = 3 * EACH;
+    // bob's and carol's own copies of the first pixel may still be unread.
+    let seen_a = pixels_after(&mut alice, 1, total).await;
+    let seen_b = pixels_after(&mut bob, 1, total).await;
+    let seen_c = pixels_after(&mut carol, 1, total).await;
+    assert_eq!(seen_a, seen_b, "servers A and B delivered different orders");
+    assert_eq!(seen_a, seen_c, "servers A and C delivered different orders");
+    let seqs: Vec<u64> = seen_a.iter().map(|p| p.0).collect();
+    assert_eq!(seqs, (2..=1 + total as u64).collect::<Vec<_>>());
+
+    // The canvas is the same everywhere.
+    let mut views = Vec::new();
+    for s in &cl.servers {
+        views.push(TextClient::connect(s.addr).await.canvas().await);
+    }
+    assert_eq!(views[0].0, 1 + total as u64);
+    assert!(views.iter().all(|v| *v == views[0]));
+    alice.send("QUIT").await;
+    carol.until("LEFT alice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_late_serves_the_whole_canvas() {
+    let Some(mut cl) = cluster(1).await else {
+        return;
+    };
+    let mut painter = TextClient::joined(cl.servers[0].addr, "painter").await;
+    for i in 0..30 {
+        assert_eq!(
+            painter.cmd(&format!("SET {i} {i} {}", i % 16)).await,
+            format!("OK {}", i + 1)
+        );
+    }
+    assert_eq!(painter.cmd("SAY before you came").await, "OK");
+    let mut dirs = Vec::new();
+    let late = start_server(&cl.redis, &mut dirs).await;
+    cl.servers.push(late);
+    let expected = TextClient::connect(cl.servers[0].addr).await.canvas().await;
+    let mut newcomer = TextClient::connect(cl.servers[1].addr).await;
+    assert_eq!(newcomer.canvas().await, expected);
+    assert_eq!(
+        newcomer
+            .cmd("WHOSE 7 7")
+            .await
+            .split(' ')
+            .take(2)
+            .collect::<Vec<_>>(),
+        ["OK", "painter"]
+    );
+    assert_eq!(newcomer.cmd("JOIN late").await, "OK late 64 64 30");
+    assert!(newcomer.line().await.ends_with(" painter before you came"));
+    // And live events flow to it.
+    assert_eq!(painter.cmd("SET 0 63 3").await, "OK 31");
+    assert_eq!(newcomer.until("PIXEL").await, "PIXEL 31 0 63 3 painter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_s_users_leave_and_the_others_keep_serving() {
+    let Some(mut cl) = cluster(3).await else {
+        return;
+    };
+    let mut alice = TextClient::joined(cl.servers[0].addr, "alice").await;
+    let _bob = TextClient::joined(cl.servers[1].addr, "bob").await;
+    alice.until("JOINED bob").await;
+    let mut carol = TextClient::joined(cl.servers[2].addr, "carol").await;
+    alice.until("JOINED carol").await;
+
+    let doomed = cl.servers.remove(1);
+    doomed.kill9().await;
+    // Within the heartbeat time to live (5 s) plus the reaper's period
+    // (and once Redis itself has been up that long): bounded at 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut left = false;
+    while !left && tokio::time::Instant::now() < deadline {
+        if let Some(l) = alice.try_line_within(Duration::from_secs(1)).await {
+            left = l == "LEFT bob";
+        }
+    }
+    assert!(left, "bob was never shown as left");
+    carol.until("LEFT bob").await;
+    assert_eq!(alice.cmd("WHO").await, "OK 2 alice carol");
+    // The others still serve, and bob's name is free again.
+    assert!(alice.cmd("SET 5 5 5").await.starts_with("OK "));
+    assert!(carol.until("PIXEL").await.ends_with(" 5 5 5 alice"));
+    let mut bob_again = TextClient::joined(cl.servers[1].addr, "bob").await;
+    assert_eq!(bob_again.cmd("WHO").await, "OK 3 alice bob carol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_loses_no_acknowledged_pixel_and_no_event() {
+    let Some(mut cl) = cluster(2).await else {
+        return;
+    };
+    let mut watchers = Vec::new();
+    for (i, s) in cl.servers.iter().enumerate() {
+        watchers.push(TextClient::joined(s.addr, &format!("watcher{i}")).await);
+    }
+    let mut painter = TextClient::joined(cl.servers[0].addr, "painter").await;
+    let mut acked = Vec::new();
+    let place = async |painter: &mut TextClient, i: u64, acked: &mut Vec<(u64, u64)>| {
+        let r = painter
+            .cmd(&format!("SET {} {} {}", i % 64, i / 64, i % 15 + 1))
+            .await;
+        if let Some(seq) = r.strip_prefix("OK ") {
+            acked.push((seq.parse::<u64>().unwrap(), i));
+            true
+        } else {
+            assert!(r.starts_with("ERR unavailable "), "{r}");
+            false
+        }
+    };
+    for i in 0..50 {
+        assert!(place(&mut painter, i, &mut acked).await);
+    }
+    // Redis goes away for a few seconds: changes are refused, reads work.
+    cl.redis.stop().await;
+    let mut refused = 0;
+    for i in 50..60 {
+        if !place(&mut painter, i, &mut acked).await {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "nothing was refused while Redis was down");
+    let mut reader = TextClient::connect(cl.servers[1].addr).await;
+    assert_eq!(reader.canvas().await.0, acked.len() as u64);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cl.redis.restart().await;
+    // Back: placing works again (once the server has reconnected).
+    let mut resumed = false;
+    for i in 60..160 {
+        if place(&mut painter, i, &mut acked).await {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "placing never worked again after Redis came back");
+    for j in 0..20 {
+        assert!(place(&mut painter, 1000 + j, &mut acked).await);
+    }
+    let last = acked.last().unwrap().0;
+    // Every acknowledged pixel is on every server's canvas, and every
+    // watcher got every event, in order, without a gap.
+    for (w, s) in watchers.iter_mut().zip(&cl.servers) {
+        let seen = pixels(w, last as usize).await;
+        let seqs: Vec<u64> = seen.iter().map(|p| p.0).collect();
+        assert_eq!(
+            seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "a watcher missed events"
+        );
+        let (seq, rows) = TextClient::connect(s.addr).await.canvas().await;
+        assert_eq!(seq, last);
+        for (_, i) in &acked {
+            let (x, y) = ((i % 64) as usize, (i / 64) as usize);
+            let newest = acked
+                .iter()
+                .rev()
+                .find(|(_, j)| j % 64 == i % 64 && j / 64 == i / 64);
+            if newest.map(|(_, j)| j) == Some(i) {
+                assert_eq!(u64::from(rows[y][x]), i % 15 + 1, "pixel {i} lost");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moving_to_another_server_resumes_where_it_was() {
+    let Some(cl) = cluster(3).await else { return };
+    let mut roamer = BinClient::connect(cl.servers[0].addr).await;
+    roamer
+        .send(Command::Join {
+            name: "roamer".into(),
+            resume: None,
+        })
+        .await;
+    let w = match roamer.reply().await {
+        Reply::Welcome(w) => w,
+        other => panic!("{other:?}"),
+    };
+    drop(roamer);
+    let mut painter = TextClient::joined(cl.servers[1].addr, "painter").await;
+    for i in 0..5 {
+        assert!(
+            painter
+                .cmd(&format!("SET {i} 9 {i}"))
+                .await
+                .starts_with("OK ")
+        );
+    }
+    // Wait until the roamer's old session is gone everywhere.
+    let mut gone = false;
+    for _ in 0..100 {
+        if !painter.cmd("WHO").await.contains("roamer") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone);
+    let mut roamer = BinClient::connect(cl.servers[2].addr).await;
+    roamer
+        .send(Command::Join {
+            name: "roamer".into(),
+            resume: Some(Resume {
+                canvas_id: w.canvas_id,
+                seq: w.seq,
+            }),
+        })
+        .await;
+    let w2 = match roamer.reply().await {
+        Reply::Welcome(w) => w,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        w2.resumed,
+        "the other server did not resume from seq {}",
+        w.seq
+    );
+    assert_eq!(w2.canvas_id, w.canvas_id);
+    for seq in w.seq + 1..=w2.seq {
+        loop {
+            match roamer.next().await {
+                ServerMsg::Event(Event::Pixel(p)) => {
+                    assert_eq!(p.seq, seq);
+                    break;
+                }
+                ServerMsg::Event(_) => {}
+                other => panic!("expected the missed pixels, got {other:?}"),
+            }
+        }
+    }
+}
