@@ -72,6 +72,8 @@ async fn help_lists_every_flag() {
         "--idle-timeout",
         "--password",
         "--admin-password",
+        "--redis",
+        "--redis-prefix",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
