@@ -1074,6 +1074,7 @@ pub async fn run(
     let cpu = CpuUse::between(&before, &after);
     let mut report = build_report(target, w, &sh, &outcomes, &runs, &cpu, &after);
     report.per_server = per_server(servers, w, &cpu, &after);
+    report.redis_pid = servers.redis_pid;
     report.setup_s = setup_s;
     report.drain_s = drain_s;
     if let Some(before) = rss_before {
@@ -1204,6 +1205,7 @@ fn build_report(
         server_peak_rss_kib: after.server.map(|s| s.peak_kib),
         servers: sh.addrs.len(),
         per_server: Vec::new(),
+        redis_pid: None,
         redis_cpu_s: cpu.redis_s,
         redis_cpu_cores: cpu.redis_s.map(per_s),
         redis_rss_kib: after.redis.map(|s| s.rss_kib),

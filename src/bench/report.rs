@@ -88,8 +88,11 @@ pub struct RunReport {
     pub servers: usize,
     /// Each server: address, clients, CPU and memory.
     pub per_server: Vec<ServerUse>,
-    /// CPU seconds of the Redis the pixchat servers share, when the bench
-    /// started it (cluster mode), within the window.
+    /// pid of the Redis the pixchat servers share, when the bench started
+    /// it (cluster mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_pid: Option<u32>,
+    /// CPU seconds of that Redis within the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_cpu_s: Option<f64>,
     /// The same as cores busy on average.
@@ -687,6 +690,7 @@ mod tests {
                 rss_kib: Some(2048),
                 peak_rss_kib: Some(4096),
             }],
+            redis_pid: None,
             redis_cpu_s: None,
             redis_cpu_cores: None,
             redis_rss_kib: None,
