@@ -32,6 +32,8 @@ pub struct ServerProcess {
     name: &'static str,
     log: Arc<Mutex<VecDeque<String>>>,
     dir: Option<tempfile::TempDir>,
+    /// SIGTERM has been sent (once is enough).
+    signalled: bool,
 }
 
 impl ServerProcess {
@@ -83,6 +85,7 @@ impl ServerProcess {
             name: "pixchat-server",
             log,
             dir: Some(dir),
+            signalled: false,
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Some(addr)) => {
@@ -143,6 +146,7 @@ impl ServerProcess {
             name: "redis-server",
             log,
             dir: Some(dir),
+            signalled: false,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
@@ -172,9 +176,13 @@ impl ServerProcess {
     /// Sends SIGTERM, unless the process has exited: once it is reaped its
     /// pid may be reused by another process.
     fn signal_stop(&mut self) {
+        if self.signalled {
+            return;
+        }
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
+        self.signalled = true;
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     }
