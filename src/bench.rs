@@ -3,7 +3,9 @@
 //!
 //! Module map:
 //! - [`fanout`]: watchers and writers, the pacing, the run and its counts;
-//!   pixchat's side of it (binary mode, [`wire`] frames read in place).
+//!   pixchat's side of it (binary mode, [`wire`] frames read in place). A
+//!   run loads one server or several pixchat servers sharing one canvas
+//!   through Redis ([`Servers`]).
 //! - [`redis`]: the same workload over Redis `SUBSCRIBE`/`PUBLISH`, with a
 //!   minimal RESP reader ([`resp`]).
 //! - [`compare`]: both targets, alternating, with medians and ratios.
@@ -174,6 +176,50 @@ pub struct Endpoint {
     pub pid: Option<u32>,
 }
 
+/// The servers one run loads: one or more pixchat servers, or one Redis.
+/// Several pixchat servers must share one canvas through Redis (cluster
+/// mode); clients are spread over them round-robin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Servers {
+    /// Where clients connect: client i of a kind (watcher, writer) goes to
+    /// `endpoints[i % len]`.
+    pub endpoints: Vec<Endpoint>,
+    /// The pid of the Redis that clustered pixchat servers share, when the
+    /// bench started it: its CPU is part of what the system costs.
+    pub redis_pid: Option<u32>,
+}
+
+impl Servers {
+    /// One server, no cluster Redis.
+    pub fn single(ep: Endpoint) -> Self {
+        Self {
+            endpoints: vec![ep],
+            redis_pid: None,
+        }
+    }
+
+    /// The server that client `i` (of one kind) connects to.
+    pub fn addr_for(&self, i: usize) -> SocketAddr {
+        self.endpoints[i % self.endpoints.len()].addr
+    }
+
+    /// The servers' pids, in order (`None` where unknown).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.endpoints.iter().map(|e| e.pid).collect()
+    }
+
+    /// The first server's address (the only one, for a single server).
+    pub fn first(&self) -> SocketAddr {
+        self.endpoints[0].addr
+    }
+}
+
+/// How many of `n` clients, dealt round-robin over `servers` servers, land
+/// on server `s`.
+pub fn share(n: usize, servers: usize, s: usize) -> usize {
+    n / servers + usize::from(s < n % servers)
+}
+
 /// Resolves `HOST:PORT` and refuses anything that is not loopback: the bench
 /// generates heavy load and must never point it at another machine.
 pub fn loopback_addr(spec: &str) -> anyhow::Result<SocketAddr> {
@@ -271,6 +317,29 @@ mod tests {
         for w in bad {
             assert!(w.check().is_err(), "{w:?}");
         }
+    }
+
+    #[test]
+    fn clients_are_dealt_round_robin() {
+        let ep = |port| Endpoint {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            pid: None,
+        };
+        let s = Servers {
+            endpoints: vec![ep(1), ep(2), ep(3)],
+            redis_pid: None,
+        };
+        let ports: Vec<u16> = (0..5).map(|i| s.addr_for(i).port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2]);
+        assert_eq!(
+            (0..3).map(|i| share(5, 3, i)).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(
+            (0..3).map(|i| share(1, 3, i)).collect::<Vec<_>>(),
+            [1, 0, 0]
+        );
+        assert_eq!(Servers::single(ep(9)).addr_for(7).port(), 9);
     }
 
     #[test]

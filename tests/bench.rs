@@ -124,8 +124,9 @@ async fn fanout_starts_and_stops_its_own_server() {
     assert!(run["server_cpu_s"].is_number(), "{run}");
 }
 
-#[tokio::test]
-async fn compare_reports_both_targets_and_the_ratio() {
+/// Whether `redis-server` is on PATH; without it a test is skipped with a
+/// loud note, except on CI (`CI=true`), where it fails.
+fn redis_available(test: &str) -> bool {
     let redis = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()))
         .unwrap_or(false);
@@ -134,7 +135,14 @@ async fn compare_reports_both_targets_and_the_ratio() {
             std::env::var("CI").as_deref() != Ok("true"),
             "redis-server is missing on CI (apt-get install redis-server)"
         );
-        eprintln!("SKIPPED compare_reports_both_targets_and_the_ratio: no redis-server on PATH");
+        eprintln!("\n*** SKIPPED {test}: no redis-server on PATH ***\n");
+    }
+    redis
+}
+
+#[tokio::test]
+async fn compare_reports_both_targets_and_the_ratio() {
+    if !redis_available("compare_reports_both_targets_and_the_ratio") {
         return;
     }
     let (ok, out, err) = bench(&[
@@ -165,6 +173,72 @@ async fn compare_reports_both_targets_and_the_ratio() {
         report["ratio_deliveries"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+}
+
+#[tokio::test]
+async fn fanout_over_two_clustered_servers_loses_nothing() {
+    if !redis_available("fanout_over_two_clustered_servers_loses_nothing") {
+        return;
+    }
+    let (ok, out, err) = bench(&[
+        "fanout",
+        "--servers",
+        "2",
+        "--server-bin",
+        env!("CARGO_BIN_EXE_pixchat-server"),
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--clients",
+        "4",
+        "--writers",
+        "2",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    assert!(ok, "pixchat-bench failed:\n{err}");
+    let run = json(&out, &err);
+    assert_delivered(&run, "two clustered servers");
+    assert_eq!(run["servers"], 2, "{run}");
+    assert_eq!(run["watchers_incomplete"], 0, "{run}");
+    // Every watcher, on either server, got every placement, including
+    // those placed through the other server.
+    assert_eq!(
+        run["deliveries"].as_u64().unwrap(),
+        4 * run["placements"].as_u64().unwrap(),
+        "{run}"
+    );
+    let each = run["per_server"].as_array().expect("per_server");
+    assert_eq!(each.len(), 2, "{run}");
+    for s in each {
+        assert_eq!(
+            (s["watchers"].as_u64(), s["writers"].as_u64()),
+            (Some(2), Some(1)),
+            "{run}"
+        );
+        assert!(s["cpu_s"].is_number(), "{run}");
+    }
+    assert!(run["redis_pid"].is_u64(), "{run}");
+    assert!(run["redis_cpu_s"].is_number(), "{run}");
+    assert!(run["total_server_cpu_cores"].is_number(), "{run}");
+    // Everything the bench started is gone once it has exited (it reaps
+    // its children, so their /proc entries are gone too).
+    let pids = each
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap())
+        .chain(run["redis_pid"].as_u64());
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} outlived the bench"
+        );
+    }
 }
 
 #[tokio::test]

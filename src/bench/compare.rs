@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::fanout::{self, RunOptions};
 use super::report::{CompareReport, RunReport, Summary};
-use super::spawn::ServerProcess;
-use super::{Endpoint, Target, Workload};
+use super::spawn::{ServerProcess, Started};
+use super::{Servers, Target, Workload};
 
 /// Pause between runs, for the previous run's sockets to be closed.
 const BETWEEN_RUNS: Duration = Duration::from_millis(500);
@@ -17,10 +17,12 @@ const BETWEEN_RUNS: Duration = Duration::from_millis(500);
 /// Where a run's server comes from.
 #[derive(Debug, Clone)]
 pub enum ServerSource {
-    /// An existing server (loopback), with its pid when known.
-    Given(Endpoint),
-    /// Start `pixchat-server` from `bin` with a canvas of this size and
-    /// these extra flags.
+    /// Existing servers (loopback), with their pids when known.
+    Given(Servers),
+    /// Start `servers` `pixchat-server`s from `bin` with a canvas of this
+    /// size and these extra flags; in cluster mode (`cluster` set) on a
+    /// Redis started for the run, each with `--redis` and one fresh
+    /// `--redis-prefix`.
     Pixchat {
         /// The binary.
         bin: PathBuf,
@@ -30,6 +32,10 @@ pub enum ServerSource {
         height: u16,
         /// Extra flags, passed after the bench's own.
         args: Vec<String>,
+        /// How many servers.
+        servers: usize,
+        /// The Redis to start for them, if they are to share a canvas.
+        cluster: Option<RedisSpec>,
     },
     /// Start `redis-server` from `bin` with these extra flags.
     Redis {
@@ -40,23 +46,39 @@ pub enum ServerSource {
     },
 }
 
+/// A `redis-server` to start: the binary and extra flags.
+#[derive(Debug, Clone)]
+pub struct RedisSpec {
+    /// The binary.
+    pub bin: PathBuf,
+    /// Extra flags, passed after the bench's own.
+    pub args: Vec<String>,
+}
+
+/// Connections one clustered pixchat server may hold to Redis (it uses a
+/// few); the cluster's Redis gets room for this many per server.
+const REDIS_CONNS_PER_SERVER: usize = 16;
+
 impl ServerSource {
-    /// Starts the server if this source says so (room for `connections`
-    /// clients); returns the guard that stops it, and where to connect.
-    pub fn start(&self, connections: usize) -> anyhow::Result<(Option<ServerProcess>, Endpoint)> {
+    /// Starts the servers if this source says so (room for `connections`
+    /// clients); returns the guard that stops them, and where to connect.
+    pub fn start(&self, connections: usize) -> anyhow::Result<(Started, Servers)> {
         // Before starting anything: a run that cannot fit fails at once.
         super::check_fd_budget(connections)?;
         // Room for the bench's connections and a few more (a probe, a
         // straggler from the previous run).
         let max_clients = connections + 64;
         match self {
-            ServerSource::Given(ep) => Ok((None, *ep)),
+            ServerSource::Given(servers) => Ok((Started::default(), servers.clone())),
             ServerSource::Pixchat {
                 bin,
                 width,
                 height,
                 args,
+                servers,
+                cluster,
             } => {
+                let mut started = Started::default();
                 let mut all = vec![
                     "--width".to_string(),
                     width.to_string(),
@@ -65,37 +87,73 @@ impl ServerSource {
                     "--max-clients".to_string(),
                     max_clients.to_string(),
                 ];
+                if let Some(redis) = cluster {
+                    let r = ServerProcess::start_redis(
+                        &redis.bin,
+                        64 + REDIS_CONNS_PER_SERVER * servers,
+                        &redis.args,
+                    )?;
+                    // A fresh prefix per run: nothing of an earlier run's
+                    // canvas, users or stream can leak into this one even
+                    // if the Redis were reused.
+                    all.extend([
+                        "--redis".to_string(),
+                        format!("redis://{}", r.addr),
+                        "--redis-prefix".to_string(),
+                        format!("pixchat-bench-{}:", super::run_tag()),
+                    ]);
+                    started.redis = Some(r);
+                }
                 all.extend(args.iter().cloned());
-                let p = ServerProcess::start_pixchat(bin, &all)?;
-                let ep = p.endpoint();
-                Ok((Some(p), ep))
+                // One after another: the first creates the shared canvas
+                // with its size, the others find it.
+                for _ in 0..*servers {
+                    started
+                        .servers
+                        .push(ServerProcess::start_pixchat(bin, &all)?);
+                }
+                let servers = Servers {
+                    endpoints: started
+                        .servers
+                        .iter()
+                        .map(ServerProcess::endpoint)
+                        .collect(),
+                    redis_pid: started.redis.as_ref().map(ServerProcess::pid),
+                };
+                Ok((started, servers))
             }
             ServerSource::Redis { bin, args } => {
                 let p = ServerProcess::start_redis(bin, max_clients, args)?;
-                let ep = p.endpoint();
-                Ok((Some(p), ep))
+                let servers = Servers::single(p.endpoint());
+                Ok((
+                    Started {
+                        servers: vec![p],
+                        redis: None,
+                    },
+                    servers,
+                ))
             }
         }
     }
 }
 
-/// Runs the fan-out workload once against a server from `source`, stopping
-/// the server afterwards if it was started here.
+/// Runs the fan-out workload once against the servers from `source`,
+/// stopping them afterwards if they were started here.
 pub async fn run_once(
     target: Target,
     source: &ServerSource,
     w: &Workload,
     opts: &RunOptions,
 ) -> anyhow::Result<RunReport> {
-    let (server, ep) = source.start(w.clients + w.writers)?;
-    let res = fanout::run(target, ep, w, opts).await;
-    if let (Err(_), Some(s)) = (&res, &server) {
-        let log = s.recent_log();
+    let (started, servers) = source.start(w.clients + w.writers)?;
+    let res = fanout::run(target, &servers, w, opts).await;
+    if res.is_err() {
+        let log = started.recent_logs();
         if !log.is_empty() {
-            eprintln!("{target} server log (last lines):\n{log}");
+            eprintln!("{target} server logs (last lines):\n{log}");
         }
     }
-    drop(server);
+    drop(started);
     res
 }
 

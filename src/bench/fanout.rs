@@ -15,6 +15,13 @@
 //! "now - sent". Loss: pixchat numbers every event (seq) and promises no gaps
 //! per connection, so a watcher counts gaps, repeats, and at the end the
 //! seqs it never got up to the last acknowledged placement.
+//!
+//! Several servers: watchers and writers are dealt round-robin over pixchat
+//! servers that share one canvas through Redis (cluster mode). Seqs are
+//! global there, and every server delivers every event in seq order, so the
+//! same counts hold: a watcher on any server must see every writer's
+//! placements without a gap, up to the highest seq acknowledged to any
+//! writer on any server.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,13 +38,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::latency::{Epoch, Lookup, Percentiles, Recorder, SHARDS, SendTable, record};
-use super::procstat::{self, CpuUse, Proc};
+use super::procstat::{self, CpuUse};
 use super::progress::{Counters, Progress};
-use super::report::RunReport;
+use super::report::{RunReport, ServerUse};
 use super::wire::{Frame, FrameReader, Keep, PixelRef};
 use super::{
-    CONNECT_TIMEOUT, Endpoint, JOIN_TIMEOUT, SETUP_CONCURRENCY, Target, Workload, check_fd_budget,
-    run_tag,
+    CONNECT_TIMEOUT, JOIN_TIMEOUT, SETUP_CONCURRENCY, Servers, Target, Workload, check_fd_budget,
+    run_tag, share,
 };
 use crate::protocol::binary::{encode_command, reply_type};
 use crate::protocol::{Command, PROTOCOL_VERSION};
@@ -75,7 +82,9 @@ pub struct RunOptions {
 pub(crate) struct Shared {
     pub epoch: Epoch,
     pub workload: Workload,
-    pub addr: SocketAddr,
+    /// The servers, in order: watcher i and writer i connect to
+    /// `addrs[i % len]`.
+    pub addrs: Vec<SocketAddr>,
     /// One send-time table per writer.
     pub tables: Vec<SendTable>,
     /// Canvas width (pixchat), to turn x and y back into a slot.
@@ -102,6 +111,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The server that watcher `id`, or writer `id`, connects to.
+    pub fn addr_for(&self, id: usize) -> SocketAddr {
+        self.addrs[id % self.addrs.len()]
+    }
+
     pub fn watcher_name(&self, id: usize) -> String {
         format!("v{}-{id}", self.tag)
     }
@@ -551,8 +565,16 @@ pub(crate) async fn join_pixchat(
     }
 }
 
-/// Asks a pixchat server for its canvas size (HELLO only, then closes).
-pub(crate) async fn probe_canvas(addr: SocketAddr) -> anyhow::Result<(u16, u16)> {
+/// What a pixchat server says about its canvas before anyone joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CanvasInfo {
+    pub id: u64,
+    pub width: u16,
+    pub height: u16,
+}
+
+/// Asks a pixchat server for its canvas (HELLO only, then closes).
+pub(crate) async fn probe_canvas(addr: SocketAddr) -> anyhow::Result<CanvasInfo> {
     let probe = async {
         let mut stream = TcpStream::connect(addr).await.context("connect")?;
         let mut hello = BytesMut::new();
@@ -572,7 +594,16 @@ pub(crate) async fn probe_canvas(addr: SocketAddr) -> anyhow::Result<(u16, u16)>
             reader.advance(n);
             if let Some(frame) = reader.next_frame()? {
                 return match frame {
-                    Frame::HelloOk { width, height, .. } => Ok((width, height)),
+                    Frame::HelloOk {
+                        canvas_id,
+                        width,
+                        height,
+                        ..
+                    } => Ok(CanvasInfo {
+                        id: canvas_id,
+                        width,
+                        height,
+                    }),
                     Frame::Error { code } => {
                         bail!("HELLO answered {}", String::from_utf8_lossy(code))
                     }
@@ -603,7 +634,7 @@ async fn pixchat_watcher(
             let _permit = gate.acquire().await;
             tokio::time::timeout(
                 JOIN_TIMEOUT,
-                join_pixchat(sh.addr, &sh.watcher_name(id), Keep::SkipBigSnapshots, WATCHER_BUFFER),
+                join_pixchat(sh.addr_for(id), &sh.watcher_name(id), Keep::SkipBigSnapshots, WATCHER_BUFFER),
             )
             .await
         } => j,
@@ -733,7 +764,7 @@ async fn pixchat_writer(
     let joined = tokio::time::timeout(
         JOIN_TIMEOUT,
         join_pixchat(
-            sh.addr,
+            sh.addr_for(id),
             &sh.writer_name(id),
             Keep::SkipBigSnapshots,
             WATCHER_BUFFER,
@@ -849,20 +880,55 @@ async fn pixchat_writer_acks(
     }
 }
 
-/// Runs the fan-out workload once against `ep` and reports what it saw.
+/// Checks that several pixchat servers share one canvas (the same id and
+/// size from each), as servers in cluster mode on one Redis and prefix do;
+/// returns it. Servers that do not share one would each number their own
+/// events, and every watcher would seem to lose the others'.
+pub(crate) async fn probe_shared_canvas(servers: &Servers) -> anyhow::Result<CanvasInfo> {
+    let first = probe_canvas(servers.first()).await?;
+    for ep in &servers.endpoints[1..] {
+        let other = probe_canvas(ep.addr).await?;
+        if other != first {
+            bail!(
+                "the servers on {} and {} do not share one canvas (canvas {:#x} {}x{} vs {:#x} {}x{}); \
+                 start them with the same --redis URL and --redis-prefix",
+                servers.first(),
+                ep.addr,
+                first.id,
+                first.width,
+                first.height,
+                other.id,
+                other.width,
+                other.height
+            );
+        }
+    }
+    Ok(first)
+}
+
+/// Runs the fan-out workload once against `servers` and reports what it
+/// saw.
 pub async fn run(
     target: Target,
-    ep: Endpoint,
+    servers: &Servers,
     w: &Workload,
     opts: &RunOptions,
 ) -> anyhow::Result<RunReport> {
     w.check()?;
     check_fd_budget(w.clients + w.writers)?;
+    if servers.endpoints.is_empty() {
+        bail!("no server to load");
+    }
     let (width, slots) = match target {
         Target::Pixchat => {
-            let (width, height) = probe_canvas(ep.addr).await?;
-            let pixels = u64::from(width) * u64::from(height);
-            (u64::from(width), pixels.min(MAX_SLOTS))
+            let canvas = probe_shared_canvas(servers).await?;
+            let pixels = u64::from(canvas.width) * u64::from(canvas.height);
+            (u64::from(canvas.width), pixels.min(MAX_SLOTS))
+        }
+        // Separate Redis servers share nothing: a message published on one
+        // never reaches the subscribers of another.
+        Target::Redis if servers.endpoints.len() > 1 => {
+            bail!("Redis pub/sub is loaded on one server only")
         }
         Target::Redis => (0, 1 << 20),
     };
@@ -876,7 +942,7 @@ pub async fn run(
     let sh = Arc::new(Shared {
         epoch: Epoch::now(),
         workload: w.clone(),
-        addr: ep.addr,
+        addrs: servers.endpoints.iter().map(|e| e.addr).collect(),
         tables: (0..w.writers)
             .map(|_| SendTable::new(slots as usize))
             .collect(),
@@ -902,8 +968,8 @@ pub async fn run(
         w.duration,
         opts.progress,
     );
-    let server = ep.pid.map(Proc::Pid);
-    let rss_before = server.and_then(|p| procstat::sample(p).ok());
+    let pids = servers.pids();
+    let rss_before = procstat::sum(&procstat::sample_all(&pids));
 
     // Watchers join, a bounded number at a time.
     let setup_start = Instant::now();
@@ -931,7 +997,7 @@ pub async fn run(
     let mut rss_joined = None;
     if let Some(settle) = opts.idle_settle {
         tokio::time::sleep(settle).await;
-        rss_joined = server.and_then(|p| procstat::sample(p).ok());
+        rss_joined = procstat::sum(&procstat::sample_all(&pids));
     }
 
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
@@ -954,11 +1020,11 @@ pub async fn run(
     let end = t0 + w.duration;
     sh.window_end_ns
         .store(sh.epoch.nanos(end), Ordering::Relaxed);
-    let before = procstat::Snapshot::take(ep.pid);
+    let before = procstat::Snapshot::take(&pids, servers.redis_pid);
     let _ = counters.started.set(t0);
     let _ = start_tx.send(Some(t0));
     tokio::time::sleep_until(end.into()).await;
-    let after = procstat::Snapshot::take(ep.pid);
+    let after = procstat::Snapshot::take(&pids, servers.redis_pid);
     let _ = counters.stopped.set(Instant::now());
 
     // Writers stop sending at the end and wait for their acknowledgements.
@@ -1006,7 +1072,9 @@ pub async fn run(
     progress.finish().await;
 
     let cpu = CpuUse::between(&before, &after);
-    let mut report = build_report(target, w, &sh, &outcomes, &runs, cpu, &after);
+    let mut report = build_report(target, w, &sh, &outcomes, &runs, &cpu, &after);
+    report.per_server = per_server(servers, w, &cpu, &after);
+    report.redis_pid = servers.redis_pid;
     report.setup_s = setup_s;
     report.drain_s = drain_s;
     if let Some(before) = rss_before {
@@ -1051,7 +1119,7 @@ fn build_report(
     sh: &Shared,
     outcomes: &[WatcherOutcome],
     runs: &[WriterRun],
-    cpu: CpuUse,
+    cpu: &CpuUse,
     after: &procstat::Snapshot,
 ) -> RunReport {
     let secs = w.duration.as_secs_f64();
@@ -1092,12 +1160,13 @@ fn build_report(
     let behind: u64 = runs.iter().map(|r| r.send.behind).sum();
     let sent: u64 = runs.iter().map(|r| r.send.sent).sum();
     let server_rss = after.server.map(|s| s.rss_kib);
-    let per_s = |secs: f64| secs / cpu.wall_s.max(1e-9);
+    let per_s = |secs: f64| cpu.cores(secs);
     // Without CONFIG_IRQ_TIME_ACCOUNTING (the usual case) softirq time is
     // charged to the process it interrupted, so the server's and the
     // bench's times already hold their share and softirq is not subtracted.
+    let servers_s = cpu.server_s.unwrap_or(0.0) + cpu.redis_s.unwrap_or(0.0);
     let other = match (cpu.machine_cores, cpu.bench_s) {
-        (Some(m), Some(b)) => Some((m - per_s(cpu.server_s.unwrap_or(0.0)) - per_s(b)).max(0.0)),
+        (Some(m), Some(b)) => Some((m - per_s(servers_s) - per_s(b)).max(0.0)),
         _ => None,
     };
     RunReport {
@@ -1134,6 +1203,13 @@ fn build_report(
         server_cpu_cores: cpu.server_s.map(|s| s / cpu.wall_s.max(1e-9)),
         server_rss_kib: server_rss,
         server_peak_rss_kib: after.server.map(|s| s.peak_kib),
+        servers: sh.addrs.len(),
+        per_server: Vec::new(),
+        redis_pid: None,
+        redis_cpu_s: cpu.redis_s,
+        redis_cpu_cores: cpu.redis_s.map(per_s),
+        redis_rss_kib: after.redis.map(|s| s.rss_kib),
+        total_server_cpu_cores: cpu.server_s.map(|s| per_s(s + cpu.redis_s.unwrap_or(0.0))),
         tcp_segments_per_s: cpu.tcp_segments.map(|n| n as f64 / cpu.wall_s.max(1e-9)),
         deliveries_per_segment: cpu
             .tcp_segments
@@ -1152,6 +1228,35 @@ fn build_report(
         rss_per_connection_bytes: None,
         notes,
     }
+}
+
+/// Each server's clients, CPU and memory.
+pub(crate) fn per_server(
+    servers: &Servers,
+    w: &Workload,
+    cpu: &CpuUse,
+    after: &procstat::Snapshot,
+) -> Vec<ServerUse> {
+    let n = servers.endpoints.len();
+    servers
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let cpu_s = cpu.servers_s.get(i).copied().flatten();
+            let sample = after.servers.get(i).copied().flatten();
+            ServerUse {
+                addr: ep.addr.to_string(),
+                pid: ep.pid,
+                watchers: share(w.clients, n, i),
+                writers: share(w.writers, n, i),
+                cpu_s,
+                cpu_cores: cpu_s.map(|s| cpu.cores(s)),
+                rss_kib: sample.map(|s| s.rss_kib),
+                peak_rss_kib: sample.map(|s| s.peak_kib),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1213,7 +1318,7 @@ mod tests {
         let sh = Shared {
             epoch: Epoch::now(),
             workload: Workload::default(),
-            addr: "127.0.0.1:1".parse().unwrap(),
+            addrs: vec!["127.0.0.1:1".parse().unwrap()],
             tables: (0..12).map(|_| SendTable::new(4)).collect(),
             width: 2,
             slots: 4,

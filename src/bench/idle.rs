@@ -11,17 +11,18 @@ use std::time::Duration;
 
 use super::fanout::{self, RunOptions};
 use super::report::RunReport;
-use super::{Endpoint, Target, Workload};
+use super::{Servers, Target, Workload};
 
 /// How long the server gets to settle after the last watcher joined.
 pub const SETTLE: Duration = Duration::from_secs(2);
 /// The trickle's default rate: what r/place 2017 was designed for.
 pub const DEFAULT_RATE: f64 = 333.0;
 
-/// Runs the idle workload once against `ep`.
+/// Runs the idle workload once against `servers` (with several, memory is
+/// summed over all of them).
 pub async fn run(
     target: Target,
-    ep: Endpoint,
+    servers: &Servers,
     w: &Workload,
     opts: &RunOptions,
 ) -> anyhow::Result<RunReport> {
@@ -29,8 +30,8 @@ pub async fn run(
         idle_settle: Some(SETTLE),
         ..opts.clone()
     };
-    let mut report = fanout::run(target, ep, w, &opts).await?;
-    if ep.pid.is_none() {
+    let mut report = fanout::run(target, servers, w, &opts).await?;
+    if servers.endpoints.iter().any(|e| e.pid.is_none()) {
         report
             .notes
             .push("no server pid (--server-pid): memory per connection not measured".into());

@@ -20,7 +20,7 @@ use super::procstat::{self, CpuUse};
 use super::progress::{Counters, Progress};
 use super::report::{kib, micros};
 use super::wire::Keep;
-use super::{Endpoint, check_fd_budget, run_tag};
+use super::{Servers, check_fd_budget, run_tag};
 
 /// Read buffer per client; it grows to hold the snapshot.
 const BUFFER: usize = 64 * 1024;
@@ -30,6 +30,9 @@ const BUFFER: usize = 64 * 1024;
 pub struct JoinStormReport {
     /// Clients that tried to join.
     pub clients: usize,
+    /// Servers they joined, round-robin (sharing one canvas through Redis
+    /// when more than one).
+    pub servers: usize,
     /// Clients that hold the full canvas.
     pub joined: usize,
     /// Canvas width.
@@ -48,9 +51,13 @@ pub struct JoinStormReport {
     pub bytes_received: u64,
     /// Bytes the clients sent (HELLO and JOIN).
     pub bytes_sent: u64,
-    /// Server CPU seconds during the storm.
+    /// Server CPU seconds during the storm (all servers together).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_s: Option<f64>,
+    /// CPU seconds of the cluster's Redis during the storm, when the bench
+    /// started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_s: Option<f64>,
     /// Server resident memory once all had joined, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_kib: Option<u64>,
@@ -67,10 +74,10 @@ pub struct JoinStormReport {
     pub notes: Vec<String>,
 }
 
-/// Runs one join storm of `clients` against `ep`; each client may take at
-/// most `timeout`.
+/// Runs one join storm of `clients` against `servers` (dealt round-robin);
+/// each client may take at most `timeout`.
 pub async fn run(
-    ep: Endpoint,
+    servers: &Servers,
     clients: usize,
     timeout: Duration,
     progress: bool,
@@ -79,6 +86,12 @@ pub async fn run(
         bail!("--clients must be 1-{}", super::MAX_CLIENTS);
     }
     check_fd_budget(clients)?;
+    if servers.endpoints.is_empty() {
+        bail!("no server to load");
+    }
+    if servers.endpoints.len() > 1 {
+        super::fanout::probe_shared_canvas(servers).await?;
+    }
     let tag = run_tag();
     let counters = Arc::new(Counters::default());
     let progress = Progress::start(
@@ -94,18 +107,17 @@ pub async fn run(
     for id in 0..clients {
         let mut start = start_rx.clone();
         let name = format!("j{tag}-{id}");
+        let addr = servers.addr_for(id);
         let counters = counters.clone();
         tasks.push(tokio::spawn(async move {
             let t0 = match start.wait_for(Option::is_some).await {
                 Ok(t) => t.expect("checked"),
                 Err(_) => bail!("the storm was called off"),
             };
-            let joined = tokio::time::timeout(
-                timeout,
-                join_pixchat(ep.addr, &name, Keep::Everything, BUFFER),
-            )
-            .await
-            .map_err(|_| anyhow::anyhow!("no full canvas within {timeout:?}"))??;
+            let joined =
+                tokio::time::timeout(timeout, join_pixchat(addr, &name, Keep::Everything, BUFFER))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no full canvas within {timeout:?}"))??;
             let took = t0.elapsed();
             counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
             Ok::<(Duration, Joined), anyhow::Error>((took, joined))
@@ -113,7 +125,8 @@ pub async fn run(
     }
     // Let every task reach its start line before the gun.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = procstat::Snapshot::take(ep.pid);
+    let pids = servers.pids();
+    let before = procstat::Snapshot::take(&pids, servers.redis_pid);
     let t0 = Instant::now();
     let _ = start_tx.send(Some(t0));
     let mut held = Vec::with_capacity(clients);
@@ -140,13 +153,14 @@ pub async fn run(
             Err(e) => *failures.entry(format!("task failed: {e}")).or_default() += 1,
         }
     }
-    let after = procstat::Snapshot::take(ep.pid);
+    let after = procstat::Snapshot::take(&pids, servers.redis_pid);
     progress.finish().await;
     let cpu = CpuUse::between(&before, &after);
     let lat = Percentiles::of(&hist);
     let (width, height) = held.first().map_or((0, 0), |j| (j.width, j.height));
     let report = JoinStormReport {
         clients,
+        servers: servers.endpoints.len(),
         joined: held.len(),
         width,
         height,
@@ -157,6 +171,7 @@ pub async fn run(
         bytes_received: received,
         bytes_sent: sent,
         server_cpu_s: cpu.server_s,
+        redis_cpu_s: cpu.redis_s,
         server_rss_kib: after.server.map(|s| s.rss_kib),
         server_peak_rss_kib: after.server.map(|s| s.peak_kib),
         bench_cpu_s: cpu.bench_s,
@@ -179,8 +194,13 @@ fn joined_request_len(j: &Joined) -> u64 {
 /// A join storm as a few lines of text.
 pub fn render(r: &JoinStormReport) -> String {
     let mut s = format!(
-        "join-storm: {} clients on a {}x{} canvas\n  all held the full canvas after {:.3} s ({} of {} joined)\n  per client      p50 {}  p99 {}  max {}\n  bytes           {} received, {} sent\n",
+        "join-storm: {} clients{} on a {}x{} canvas\n  all held the full canvas after {:.3} s ({} of {} joined)\n  per client      p50 {}  p99 {}  max {}\n  bytes           {} received, {} sent\n",
         r.clients,
+        if r.servers > 1 {
+            format!(" over {} servers", r.servers)
+        } else {
+            String::new()
+        },
         r.width,
         r.height,
         r.all_joined_s,
@@ -200,6 +220,9 @@ pub fn render(r: &JoinStormReport) -> String {
         r.bench_cpu_s.map_or("n/a".into(), |v| format!("{v:.2}")),
         r.machine_cpu_cores.map_or("n/a".into(), |v| format!("{v:.2}")),
     ));
+    if let Some(redis) = r.redis_cpu_s {
+        s.push_str(&format!("  cluster Redis   CPU {redis:.2} s\n"));
+    }
     for n in &r.notes {
         s.push_str(&format!("  note: {n}\n"));
     }

@@ -146,12 +146,17 @@ pub fn cores(ticks: u64, wall: Duration) -> f64 {
     ticks_to_secs(ticks) / wall.as_secs_f64()
 }
 
-/// Readings of the server, the bench and the machine taken together, so the
-/// difference between two of them covers the same interval.
-#[derive(Debug, Clone, Copy)]
+/// Readings of the servers, the bench and the machine taken together, so
+/// the difference between two of them covers the same interval.
+#[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The server, when its pid is known and readable.
+    /// All the servers together (CPU ticks, RSS and peak RSS summed), when
+    /// every one of them has a known and readable pid.
     pub server: Option<Sample>,
+    /// Each server, in the order given.
+    pub servers: Vec<Option<Sample>>,
+    /// The Redis that clustered pixchat servers share, when its pid is known.
+    pub redis: Option<Sample>,
     /// This process.
     pub bench: Option<Sample>,
     /// Machine ticks.
@@ -163,10 +168,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads everything now.
-    pub fn take(server: Option<u32>) -> Self {
+    /// Reads everything now: the servers with these pids (`None`: not
+    /// known), and the cluster's Redis if its pid is known.
+    pub fn take(servers: &[Option<u32>], redis: Option<u32>) -> Self {
+        let each = sample_all(servers);
         Self {
-            server: server.and_then(|pid| sample(Proc::Pid(pid)).ok()),
+            server: sum(&each),
+            servers: each,
+            redis: redis.and_then(|pid| sample(Proc::Pid(pid)).ok()),
             bench: sample(Proc::Myself).ok(),
             machine: machine_ticks().ok(),
             tcp_out_segments: tcp_out_segments().ok(),
@@ -175,11 +184,39 @@ impl Snapshot {
     }
 }
 
+/// Reads each of these processes (`None` for an unknown pid).
+pub fn sample_all(pids: &[Option<u32>]) -> Vec<Option<Sample>> {
+    pids.iter()
+        .map(|pid| pid.and_then(|p| sample(Proc::Pid(p)).ok()))
+        .collect()
+}
+
+/// The sum of several readings, or `None` if there are none or one is
+/// missing: a total over only some of the servers would understate the cost
+/// without saying so.
+pub fn sum(samples: &[Option<Sample>]) -> Option<Sample> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.iter().try_fold(Sample::default(), |acc, s| {
+        let s = (*s)?;
+        Some(Sample {
+            cpu_ticks: acc.cpu_ticks + s.cpu_ticks,
+            rss_kib: acc.rss_kib + s.rss_kib,
+            peak_kib: acc.peak_kib + s.peak_kib,
+        })
+    })
+}
+
 /// CPU used between two snapshots.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CpuUse {
-    /// Server CPU seconds.
+    /// All servers' CPU seconds together.
     pub server_s: Option<f64>,
+    /// Each server's CPU seconds, in the order given.
+    pub servers_s: Vec<Option<f64>>,
+    /// The cluster's Redis's CPU seconds.
+    pub redis_s: Option<f64>,
     /// Bench CPU seconds.
     pub bench_s: Option<f64>,
     /// Cores busy on the whole machine, averaged (all processes).
@@ -218,11 +255,23 @@ impl CpuUse {
         Self {
             tcp_segments: segments,
             server_s: diff(a.server, b.server),
+            servers_s: a
+                .servers
+                .iter()
+                .zip(&b.servers)
+                .map(|(x, y)| diff(*x, *y))
+                .collect(),
+            redis_s: diff(a.redis, b.redis),
             bench_s: diff(a.bench, b.bench),
             machine_cores: machine,
             softirq_cores: softirq,
             wall_s: wall.as_secs_f64(),
         }
+    }
+
+    /// CPU seconds as cores busy on average over the interval.
+    pub fn cores(&self, secs: f64) -> f64 {
+        secs / self.wall_s.max(1e-9)
     }
 }
 
@@ -273,6 +322,25 @@ mod tests {
                 all: 1007
             })
         );
+    }
+
+    #[test]
+    fn a_sum_needs_every_reading() {
+        let s = |cpu_ticks, rss_kib| Sample {
+            cpu_ticks,
+            rss_kib,
+            peak_kib: rss_kib * 2,
+        };
+        assert_eq!(
+            sum(&[Some(s(10, 100)), Some(s(5, 50))]),
+            Some(Sample {
+                cpu_ticks: 15,
+                rss_kib: 150,
+                peak_kib: 300
+            })
+        );
+        assert_eq!(sum(&[Some(s(10, 100)), None]), None);
+        assert_eq!(sum(&[]), None);
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub(crate) async fn watcher(
         _ = sh.stop.cancelled() => return out,
         j = async {
             let _permit = gate.acquire().await;
-            tokio::time::timeout(JOIN_TIMEOUT, subscribe(sh.addr)).await
+            tokio::time::timeout(JOIN_TIMEOUT, subscribe(sh.addr_for(id))).await
         } => j,
     };
     let (mut stream, mut buf) = match joined {
@@ -207,7 +207,7 @@ pub(crate) async fn writer(
     ready: mpsc::Sender<Result<(), String>>,
     mut start: watch::Receiver<Option<Instant>>,
 ) -> Option<WriterRun> {
-    let stream = match tokio::time::timeout(JOIN_TIMEOUT, connect(sh.addr)).await {
+    let stream = match tokio::time::timeout(JOIN_TIMEOUT, connect(sh.addr_for(id))).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let _ = ready.send(Err(format!("writer {id}: {e:#}"))).await;

@@ -81,6 +81,30 @@ pub struct RunReport {
     /// Server peak resident memory so far, KiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_kib: Option<u64>,
+    /// Servers loaded (pixchat servers sharing one canvas through Redis
+    /// when more than one). With several, `server_cpu_s`,
+    /// `server_cpu_cores`, `server_rss_kib` and `server_peak_rss_kib` are
+    /// sums over all of them (the peak: the sum of each one's peak).
+    pub servers: usize,
+    /// Each server: address, clients, CPU and memory.
+    pub per_server: Vec<ServerUse>,
+    /// pid of the Redis the pixchat servers share, when the bench started
+    /// it (cluster mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_pid: Option<u32>,
+    /// CPU seconds of that Redis within the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_s: Option<f64>,
+    /// The same as cores busy on average.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_cores: Option<f64>,
+    /// That Redis's resident memory at the end of the window, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_rss_kib: Option<u64>,
+    /// What the servers cost together, in cores: every pixchat server
+    /// plus, in cluster mode, the Redis they share (when its pid is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_server_cpu_cores: Option<f64>,
     /// TCP segments sent per second on the whole machine within the window
     /// (server, bench and anything else on loopback).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,8 +129,9 @@ pub struct RunReport {
     /// interrupted): a part of them, not an addition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub softirq_cpu_cores: Option<f64>,
-    /// Cores used by everything else (machine minus server minus bench): a
-    /// shared machine shows up here (and, on kernels that account IRQ time
+    /// Cores used by everything else (machine minus the servers, the
+    /// cluster's Redis when known, and the bench): a shared machine shows
+    /// up here (and, on kernels that account IRQ time
     /// apart, softirq).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_cpu_cores: Option<f64>,
@@ -128,6 +153,32 @@ pub struct RunReport {
     pub rss_per_connection_bytes: Option<f64>,
     /// Anything a reader should know about this run.
     pub notes: Vec<String>,
+}
+
+/// One server of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServerUse {
+    /// Where it listens.
+    pub addr: String,
+    /// Its pid, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Watchers connected to it.
+    pub watchers: usize,
+    /// Writers connected to it.
+    pub writers: usize,
+    /// CPU seconds within the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_s: Option<f64>,
+    /// The same as cores busy on average.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<f64>,
+    /// Resident memory at the end of the window, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_kib: Option<u64>,
+    /// Peak resident memory so far, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Median, smallest and largest of a metric over several runs.
@@ -417,9 +468,14 @@ pub fn render_run(r: &RunReport) -> String {
     } else {
         format!("max rate (window {})", r.window)
     };
+    let servers = if r.servers > 1 {
+        format!(" on {} servers", r.servers)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "{} {}: {} watchers, {} writers, {rate}, {} s",
+        "{} {}{servers}: {} watchers, {} writers, {rate}, {} s",
         r.target, r.workload, r.clients, r.writers, r.duration_s
     );
     let _ = writeln!(
@@ -461,6 +517,29 @@ pub fn render_run(r: &RunReport) -> String {
         opt(r.server_rss_kib, |v| kib(v as f64)),
         opt(r.server_peak_rss_kib, |v| kib(v as f64)),
     );
+    if r.per_server.len() > 1 {
+        for (i, e) in r.per_server.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "    server {i}     {} ({} watchers, {} writers): CPU {} cores  RSS {}",
+                e.addr,
+                e.watchers,
+                e.writers,
+                opt(e.cpu_cores, |v| format!("{v:.2}")),
+                opt(e.rss_kib, |v| kib(v as f64)),
+            );
+        }
+    }
+    if r.redis_cpu_s.is_some() {
+        let _ = writeln!(
+            s,
+            "  cluster Redis  CPU {} s ({} cores)  RSS {}; servers and Redis together {} cores",
+            opt(r.redis_cpu_s, |v| format!("{v:.2}")),
+            opt(r.redis_cpu_cores, |v| format!("{v:.2}")),
+            opt(r.redis_rss_kib, |v| kib(v as f64)),
+            opt(r.total_server_cpu_cores, |v| format!("{v:.2}")),
+        );
+    }
     if let (Some(w), Some(d)) = (r.tcp_segments_per_s, r.deliveries_per_segment) {
         let _ = writeln!(
             s,
@@ -600,6 +679,22 @@ mod tests {
             server_cpu_cores: Some(1.0),
             server_rss_kib: Some(2048),
             server_peak_rss_kib: Some(4096),
+            servers: 1,
+            per_server: vec![ServerUse {
+                addr: "127.0.0.1:7878".into(),
+                pid: Some(42),
+                watchers: 100,
+                writers: 1,
+                cpu_s: Some(5.0),
+                cpu_cores: Some(1.0),
+                rss_kib: Some(2048),
+                peak_rss_kib: Some(4096),
+            }],
+            redis_pid: None,
+            redis_cpu_s: None,
+            redis_cpu_cores: None,
+            redis_rss_kib: None,
+            total_server_cpu_cores: Some(1.0),
             tcp_segments_per_s: Some(1000.0),
             deliveries_per_segment: Some(10.0),
             bench_cpu_s: Some(4.0),

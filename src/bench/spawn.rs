@@ -32,6 +32,8 @@ pub struct ServerProcess {
     name: &'static str,
     log: Arc<Mutex<VecDeque<String>>>,
     dir: Option<tempfile::TempDir>,
+    /// SIGTERM has been sent (once is enough).
+    signalled: bool,
 }
 
 impl ServerProcess {
@@ -83,6 +85,7 @@ impl ServerProcess {
             name: "pixchat-server",
             log,
             dir: Some(dir),
+            signalled: false,
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Some(addr)) => {
@@ -143,6 +146,7 @@ impl ServerProcess {
             name: "redis-server",
             log,
             dir: Some(dir),
+            signalled: false,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
@@ -169,12 +173,25 @@ impl ServerProcess {
         self.terminate();
     }
 
+    /// Sends SIGTERM, unless the process has exited: once it is reaped its
+    /// pid may be reused by another process.
+    fn signal_stop(&mut self) {
+        if self.signalled {
+            return;
+        }
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        self.signalled = true;
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
     fn terminate(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.signal_stop();
         let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -197,6 +214,53 @@ impl Drop for ServerProcess {
         self.terminate();
         // Remove the directory only after the server is gone.
         drop(self.dir.take());
+    }
+}
+
+/// The servers the bench started for one run; dropping it stops them all,
+/// the pixchat servers before the Redis they share (stopping Redis first
+/// would leave them retrying it while they shut down).
+#[derive(Debug, Default)]
+pub struct Started {
+    /// pixchat servers (or one Redis loaded as the target), in start order.
+    pub servers: Vec<ServerProcess>,
+    /// The Redis that clustered pixchat servers share.
+    pub redis: Option<ServerProcess>,
+}
+
+impl Started {
+    /// The last lines each of them logged, labelled.
+    pub fn recent_logs(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let log = s.recent_log();
+            if !log.is_empty() {
+                out.push_str(&format!("--- {} {i} (pid {}):\n{log}\n", s.name, s.pid()));
+            }
+        }
+        if let Some(r) = &self.redis {
+            let log = r.recent_log();
+            if !log.is_empty() {
+                out.push_str(&format!(
+                    "--- cluster {} (pid {}):\n{log}\n",
+                    r.name,
+                    r.pid()
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // SIGTERM to every pixchat server first, so they shut down side by
+        // side rather than one after another; then wait for each.
+        for s in &mut self.servers {
+            s.signal_stop();
+        }
+        self.servers.clear();
+        self.redis.take();
     }
 }
 

@@ -32,8 +32,11 @@ pub struct PixelRef<'a> {
 pub enum Frame<'a> {
     /// `PIXEL`.
     Pixel(PixelRef<'a>),
-    /// `HELLO_OK`: the canvas size and latest seq.
+    /// `HELLO_OK`: the canvas id, size and latest seq.
     HelloOk {
+        /// Canvas id: servers sharing one canvas through Redis report the
+        /// same one.
+        canvas_id: u64,
         /// Canvas width.
         width: u16,
         /// Canvas height.
@@ -182,6 +185,7 @@ pub fn parse_payload(p: &[u8]) -> Result<Frame<'_>, FrameFault> {
             seq: be64(p, 1).ok_or_else(bad)?,
         },
         reply_type::HELLO_OK if p.len() == 23 => Frame::HelloOk {
+            canvas_id: be64(p, 3).ok_or_else(bad)?,
             width: be16(p, 11).ok_or_else(bad)?,
             height: be16(p, 13).ok_or_else(bad)?,
             seq: be64(p, 15).ok_or_else(bad)?,
@@ -432,6 +436,27 @@ mod tests {
                 Ok(Parsed::Incomplete { .. })
             ));
         }
+    }
+
+    #[test]
+    fn the_protocol_md_hello_ok_vector_parses() {
+        let bytes = [
+            0, 0, 0, 0x17, 0x81, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0x40, 0, 0x40, 0, 0, 0, 0, 0, 0,
+            0, 9,
+        ];
+        let Ok(Parsed::Frame(frame, used)) = parse_frame(&bytes) else {
+            panic!("not a frame");
+        };
+        assert_eq!(used, bytes.len());
+        assert_eq!(
+            frame,
+            Frame::HelloOk {
+                canvas_id: 0x0102_0304_0506_0708,
+                width: 64,
+                height: 64,
+                seq: 9
+            }
+        );
     }
 
     #[test]

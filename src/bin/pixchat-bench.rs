@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
-use pixchat::bench::compare::{self, ServerSource};
+use pixchat::bench::compare::{self, RedisSpec, ServerSource};
 use pixchat::bench::fanout::RunOptions;
 use pixchat::bench::spawn::{pixchat_server_bin, redis_server_bin};
-use pixchat::bench::{self, Endpoint, Target, Workload, idle, join_storm, report};
+use pixchat::bench::{self, Endpoint, Servers, Target, Workload, idle, join_storm, report};
 
 /// Load generator for pixchat: fan-out, join storms and idle connections,
 /// measured side by side with Redis pub/sub. Loopback only.
@@ -40,6 +40,8 @@ enum Cmd {
         pixchat: PixchatServer,
         #[command(flatten)]
         redis: RedisServer,
+        #[command(flatten)]
+        redis_bin: RedisBin,
     },
     /// The fanout workload against pixchat and Redis, alternating, with
     /// medians and pixchat/Redis ratios.
@@ -53,6 +55,8 @@ enum Cmd {
         pixchat: PixchatServer,
         #[command(flatten)]
         redis: RedisServer,
+        #[command(flatten)]
+        redis_bin: RedisBin,
     },
     /// C clients connect and join at once; time until all hold the full
     /// canvas.
@@ -65,6 +69,8 @@ enum Cmd {
         timeout: f64,
         #[command(flatten)]
         pixchat: PixchatServer,
+        #[command(flatten)]
+        redis_bin: RedisBin,
     },
     /// N watchers join and stay idle (server RSS per connection), then a
     /// trickle of placements (latency to all of them).
@@ -78,6 +84,8 @@ enum Cmd {
         pixchat: PixchatServer,
         #[command(flatten)]
         redis: RedisServer,
+        #[command(flatten)]
+        redis_bin: RedisBin,
     },
 }
 
@@ -138,49 +146,122 @@ impl Load {
     }
 }
 
-/// Which pixchat server to load.
+/// Most pixchat servers a run may start.
+const MAX_SERVERS: usize = 16;
+
+/// Which pixchat servers to load.
 #[derive(Debug, Args)]
 struct PixchatServer {
-    /// A running server to load (loopback HOST:PORT); otherwise one is
-    /// started for each run in a fresh temporary directory.
-    #[arg(long)]
-    addr: Option<String>,
-    /// pid of the --addr server, to read its CPU time and memory.
-    #[arg(long, requires = "addr")]
-    server_pid: Option<u32>,
+    /// A running server to load (loopback HOST:PORT); repeat it (or
+    /// separate with commas) for several servers sharing one canvas through
+    /// Redis: watchers and writers are dealt round-robin over them.
+    /// Without it, servers are started for each run in fresh temporary
+    /// directories.
+    #[arg(long, value_delimiter = ',')]
+    addr: Vec<String>,
+    /// pid of each --addr server, in the same order (repeat, or separate
+    /// with commas), to read their CPU time and memory.
+    #[arg(long, value_delimiter = ',', requires = "addr")]
+    server_pid: Vec<u32>,
+    /// pixchat-servers to start for each run. More than one share one
+    /// canvas through a redis-server started with them (no persistence;
+    /// each run gets a fresh Redis and --redis-prefix); 1 is one standalone
+    /// server unless --cluster.
+    #[arg(long, default_value_t = 1, conflicts_with = "addr")]
+    servers: usize,
+    /// Start the servers in cluster mode, on a Redis started with them,
+    /// even with --servers 1 (to see what Redis costs a single server).
+    #[arg(long, conflicts_with = "addr")]
+    cluster: bool,
     /// pixchat-server binary to start (default: the one next to this executable).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Extra flag for a started pixchat-server (repeat for more), e.g.
+    /// Extra flag for every started pixchat-server (repeat for more), e.g.
     /// --server-arg=--history=1000.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
-    /// Canvas width of a started server.
+    /// Canvas width of started servers.
     #[arg(long, default_value_t = 1024)]
     width: u16,
-    /// Canvas height of a started server.
+    /// Canvas height of started servers.
     #[arg(long, default_value_t = 1024)]
     height: u16,
 }
 
 impl PixchatServer {
-    fn source(&self) -> anyhow::Result<ServerSource> {
-        if let Some(addr) = &self.addr {
-            return Ok(ServerSource::Given(Endpoint {
-                addr: bench::loopback_addr(addr)?,
-                pid: self.server_pid,
-            }));
+    /// The servers given with --addr (and --server-pid), if any.
+    fn given(&self) -> anyhow::Result<Option<Servers>> {
+        if self.addr.is_empty() {
+            return Ok(None);
         }
+        if !self.server_pid.is_empty() && self.server_pid.len() != self.addr.len() {
+            bail!(
+                "{} --addr but {} --server-pid: give one pid per server, in the same order",
+                self.addr.len(),
+                self.server_pid.len()
+            );
+        }
+        let endpoints = self
+            .addr
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                Ok(Endpoint {
+                    addr: bench::loopback_addr(a)?,
+                    pid: self.server_pid.get(i).copied(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(Servers {
+            endpoints,
+            redis_pid: None,
+        }))
+    }
+
+    /// More than one server, or --cluster: the started servers need Redis.
+    fn clustered(&self) -> bool {
+        self.servers > 1 || self.cluster
+    }
+
+    fn source(&self, redis: &RedisBin) -> anyhow::Result<ServerSource> {
+        if let Some(given) = self.given()? {
+            return Ok(ServerSource::Given(given));
+        }
+        if self.servers == 0 || self.servers > MAX_SERVERS {
+            bail!("--servers must be 1-{MAX_SERVERS}");
+        }
+        let cluster = if self.clustered() {
+            Some(RedisSpec {
+                bin: redis_server_bin(redis.redis_bin.as_deref())?,
+                args: redis.redis_args.clone(),
+            })
+        } else {
+            None
+        };
         Ok(ServerSource::Pixchat {
             bin: pixchat_server_bin(self.server_bin.as_deref())?,
             width: self.width,
             height: self.height,
             args: self.server_args.clone(),
+            servers: self.servers,
+            cluster,
         })
     }
 }
 
-/// Which Redis server to load.
+/// The redis-server the bench starts: as the target (`--target redis`,
+/// `compare`), or shared by clustered pixchat servers (`--servers N`).
+#[derive(Debug, Args)]
+struct RedisBin {
+    /// redis-server binary to start (default: redis-server on PATH).
+    #[arg(long)]
+    redis_bin: Option<PathBuf>,
+    /// Extra flag for every started redis-server (repeat for more).
+    #[arg(long = "redis-arg", allow_hyphen_values = true)]
+    redis_args: Vec<String>,
+}
+
+/// Which Redis server to load as the target.
 #[derive(Debug, Args)]
 struct RedisServer {
     /// A running Redis to load (loopback HOST:PORT) in compare; otherwise
@@ -190,43 +271,41 @@ struct RedisServer {
     /// pid of the --redis-addr server.
     #[arg(long, requires = "redis_addr")]
     redis_pid: Option<u32>,
-    /// redis-server binary to start (default: redis-server on PATH).
-    #[arg(long)]
-    redis_bin: Option<PathBuf>,
-    /// Extra flag for a started redis-server (repeat for more).
-    #[arg(long = "redis-arg", allow_hyphen_values = true)]
-    redis_args: Vec<String>,
 }
 
 impl RedisServer {
-    fn source(&self) -> anyhow::Result<ServerSource> {
+    fn source(&self, bin: &RedisBin) -> anyhow::Result<ServerSource> {
         if let Some(addr) = &self.redis_addr {
-            return Ok(ServerSource::Given(Endpoint {
+            return Ok(ServerSource::Given(Servers::single(Endpoint {
                 addr: bench::loopback_addr(addr)?,
                 pid: self.redis_pid,
-            }));
+            })));
         }
         Ok(ServerSource::Redis {
-            bin: redis_server_bin(self.redis_bin.as_deref())?,
-            args: self.redis_args.clone(),
+            bin: redis_server_bin(bin.redis_bin.as_deref())?,
+            args: bin.redis_args.clone(),
         })
     }
 }
 
-/// The server for a single-target workload: `--addr` (and `--server-pid`)
+/// The servers for a single-target workload: `--addr` (and `--server-pid`)
 /// name the target's server whichever it is.
 fn single_source(
     target: Target,
     pixchat: &PixchatServer,
     redis: &RedisServer,
+    bin: &RedisBin,
 ) -> anyhow::Result<ServerSource> {
     match target {
-        Target::Pixchat => pixchat.source(),
-        Target::Redis if pixchat.addr.is_some() => Ok(ServerSource::Given(Endpoint {
-            addr: bench::loopback_addr(pixchat.addr.as_deref().unwrap_or_default())?,
-            pid: pixchat.server_pid,
-        })),
-        Target::Redis => redis.source(),
+        Target::Pixchat => pixchat.source(bin),
+        // Separate Redis servers share no channel: one server only.
+        Target::Redis if pixchat.addr.len() > 1 || pixchat.clustered() => {
+            bail!("--target redis loads one Redis: no several --addr, --servers or --cluster")
+        }
+        Target::Redis => match pixchat.given()? {
+            Some(given) => Ok(ServerSource::Given(given)),
+            None => redis.source(bin),
+        },
     }
 }
 
@@ -251,9 +330,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             pixchat,
             redis,
+            redis_bin,
         } => {
             let w = load.workload(100, 0.0, 5.0)?;
-            let source = single_source(target, &pixchat, &redis)?;
+            let source = single_source(target, &pixchat, &redis, &redis_bin)?;
             let opts = load.options(&format!("{target} fanout"), cli.quiet)?;
             let r = compare::run_once(target, &source, &w, &opts).await?;
             print(json, &r, report::render_run);
@@ -263,24 +343,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             runs,
             pixchat,
             redis,
+            redis_bin,
         } => {
             if runs == 0 || runs > 100 {
                 bail!("--runs must be 1-100");
             }
             let w = load.workload(100, 0.0, 5.0)?;
             let opts = load.options("compare", cli.quiet)?;
-            let r = compare::run(&w, runs, &pixchat.source()?, &redis.source()?, &opts).await?;
+            let r = compare::run(
+                &w,
+                runs,
+                &pixchat.source(&redis_bin)?,
+                &redis.source(&redis_bin)?,
+                &opts,
+            )
+            .await?;
             print(json, &r, report::render_compare);
         }
         Cmd::JoinStorm {
             clients,
             timeout,
             pixchat,
+            redis_bin,
         } => {
             let timeout = Duration::try_from_secs_f64(timeout)?;
-            let (server, ep) = pixchat.source()?.start(clients)?;
-            let r = join_storm::run(ep, clients, timeout, !cli.quiet).await;
-            drop(server);
+            let (started, servers) = pixchat.source(&redis_bin)?.start(clients)?;
+            let r = join_storm::run(&servers, clients, timeout, !cli.quiet).await;
+            drop(started);
             print(json, &r?, join_storm::render);
         }
         Cmd::Idle {
@@ -288,13 +377,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             pixchat,
             redis,
+            redis_bin,
         } => {
             let w = load.workload(1000, idle::DEFAULT_RATE, 10.0)?;
-            let source = single_source(target, &pixchat, &redis)?;
+            let source = single_source(target, &pixchat, &redis, &redis_bin)?;
             let opts = load.options(&format!("{target} idle"), cli.quiet)?;
-            let (server, ep) = source.start(w.clients + w.writers)?;
-            let r = idle::run(target, ep, &w, &opts).await;
-            drop(server);
+            let (started, servers) = source.start(w.clients + w.writers)?;
+            let r = idle::run(target, &servers, &w, &opts).await;
+            drop(started);
             print(json, &r?, report::render_run);
         }
     }
