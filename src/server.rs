@@ -289,6 +289,7 @@ async fn start_cluster(
         },
         shutdown.clone(),
     ));
+    tokio::spawn(cluster.clone().send_changes(shutdown.clone()));
     tokio::spawn(cluster.keep_alive(shutdown.clone()));
     Ok(hub)
 }

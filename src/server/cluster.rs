@@ -158,7 +158,22 @@ pub struct Cluster {
     scripts: Scripts,
     /// Leaves to retry once Redis is back.
     pending_leaves: Mutex<VecDeque<String>>,
+    /// Placements and chat on their way to Redis, in the order clients
+    /// sent them.
+    changes: tokio::sync::mpsc::Sender<Change>,
+    changes_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Change>>>,
 }
+
+/// A placement or chat line on its way to Redis.
+struct Change {
+    cmd: redis::Cmd,
+    done: tokio::sync::oneshot::Sender<Result<Value, WireError>>,
+}
+
+/// Changes sent to Redis in one pipeline at most.
+const BATCH: usize = 256;
+/// Changes waiting for Redis at most; beyond, new ones are refused.
+const QUEUED: usize = 16_384;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -357,7 +372,10 @@ impl Cluster {
         )
         .await
         .with_context(|| format!("connect to Redis at {}", config.url))?;
+        let (changes, changes_rx) = tokio::sync::mpsc::channel(QUEUED);
         let cluster = Arc::new(Cluster {
+            changes,
+            changes_rx: Mutex::new(Some(changes_rx)),
             server_id: format!("{:016x}", rand::random::<u64>()),
             config,
             client,
@@ -409,6 +427,20 @@ impl Cluster {
                 cluster.config.prefix
             );
         }
+        // Placements and chat go out as EVALSHA in pipelines: load them.
+        let mut con = cluster.con()?;
+        cluster
+            .scripts
+            .place
+            .load_async(&mut con)
+            .await
+            .context("load the placement script")?;
+        cluster
+            .scripts
+            .say
+            .load_async(&mut con)
+            .await
+            .context("load the chat script")?;
         cluster
             .heartbeat()
             .await
@@ -493,16 +525,20 @@ impl Cluster {
         })
     }
 
-    /// Places a pixel; returns its seq.
-    pub async fn place(
+    /// Queues a placement for Redis now, so placements reach Redis in the
+    /// order clients sent them, and returns a future of its seq. The caller
+    /// need not wait for it before reading the client's next command.
+    pub fn place(
         &self,
         name: &str,
         (x, y, color): (u16, u16, u8),
         unix_ms: u64,
         cooldown: Duration,
-    ) -> Result<u64, WireError> {
-        let mut inv = self.scripts.place.prepare_invoke();
-        inv.arg(&self.config.prefix)
+    ) -> impl std::future::Future<Output = Result<u64, WireError>> + Send + 'static {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.place.get_hash())
+            .arg(0)
+            .arg(&self.config.prefix)
             .arg(x)
             .arg(y)
             .arg(color)
@@ -512,32 +548,140 @@ impl Cluster {
             .arg(self.config.stream_len)
             .arg(PALETTE.len())
             .arg(name.to_ascii_lowercase());
-        let reply: Vec<Value> = self.run(inv).await?;
-        match (word(reply.first()), reply.get(1)) {
-            (Some("ok"), Some(seq)) => int(seq).ok_or_else(unavailable),
-            (Some("cooldown"), left) => Err(WireError::new(
-                ErrorCode::Cooldown,
-                left.and_then(int).unwrap_or(1).to_string(),
-            )),
-            (Some("out_of_range"), _) => Err(WireError::new(
-                ErrorCode::OutOfRange,
-                "outside the canvas or palette",
-            )),
-            _ => Err(unavailable()),
+        let answer = self.submit(cmd);
+        async move {
+            let reply = array(answer.await?).ok_or_else(unavailable)?;
+            match (word(reply.first()), reply.get(1)) {
+                (Some("ok"), Some(seq)) => int(seq).ok_or_else(unavailable),
+                (Some("cooldown"), left) => Err(WireError::new(
+                    ErrorCode::Cooldown,
+                    left.and_then(int).unwrap_or(1).to_string(),
+                )),
+                (Some("out_of_range"), _) => Err(WireError::new(
+                    ErrorCode::OutOfRange,
+                    "outside the canvas or palette",
+                )),
+                _ => Err(unavailable()),
+            }
         }
     }
 
-    /// Chat to everyone on every server.
-    pub async fn say(&self, name: &str, text: &str, unix_ms: u64) -> Result<(), WireError> {
-        let mut inv = self.scripts.say.prepare_invoke();
-        inv.arg(&self.config.prefix)
+    /// Queues a chat line for Redis now (see [`Cluster::place`]).
+    pub fn say(
+        &self,
+        name: &str,
+        text: &str,
+        unix_ms: u64,
+    ) -> impl std::future::Future<Output = Result<(), WireError>> + Send + 'static {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.say.get_hash())
+            .arg(0)
+            .arg(&self.config.prefix)
             .arg(name)
             .arg(text)
             .arg(unix_ms)
             .arg(self.config.stream_len)
             .arg(CHAT_HISTORY);
-        let _: i64 = self.run(inv).await?;
-        Ok(())
+        let answer = self.submit(cmd);
+        async move { answer.await.map(|_| ()) }
+    }
+
+    /// Hands a change to the pipeline task; the future is its answer.
+    fn submit(
+        &self,
+        cmd: redis::Cmd,
+    ) -> impl std::future::Future<Output = Result<Value, WireError>> + Send + 'static {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let queued = self.is_up() && self.changes.try_send(Change { cmd, done }).is_ok();
+        async move {
+            if !queued {
+                return Err(unavailable());
+            }
+            answer.await.unwrap_or_else(|_| Err(unavailable()))
+        }
+    }
+
+    /// Sends queued changes to Redis, many to a pipeline and in order, and
+    /// answers each, until `shutdown`. Scripts that Redis forgot (it
+    /// restarted) are loaded again and the changes they refused resent.
+    pub async fn send_changes(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(mut rx) = self
+            .changes_rx
+            .lock()
+            .expect("cluster lock poisoned")
+            .take()
+        else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = tokio::select! {
+                c = rx.recv() => match c { Some(c) => c, None => return },
+                _ = shutdown.cancelled() => return,
+            };
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            for attempt in 0..2 {
+                let answers = self.pipeline(&batch).await;
+                let mut retry = Vec::new();
+                for (change, answer) in batch.drain(..).zip(answers) {
+                    match answer {
+                        Err(true) if attempt == 0 => retry.push(change),
+                        Err(_) => {
+                            let _ = change.done.send(Err(unavailable()));
+                        }
+                        Ok(v) => {
+                            let _ = change.done.send(Ok(v));
+                        }
+                    }
+                }
+                if retry.is_empty() {
+                    break;
+                }
+                if let Ok(mut con) = self.con() {
+                    let _ = self.scripts.place.load_async(&mut con).await;
+                    let _ = self.scripts.say.load_async(&mut con).await;
+                }
+                batch = retry;
+            }
+            batch.clear();
+        }
+    }
+
+    /// Runs a batch as one pipeline. Each answer is the script's reply, or
+    /// `Err(true)` when Redis did not know the script, `Err(false)` for any
+    /// other failure.
+    async fn pipeline(&self, batch: &[Change]) -> Vec<Result<Value, bool>> {
+        let failed = |noscript| (0..batch.len()).map(|_| Err(noscript)).collect();
+        let Ok(mut con) = self.con() else {
+            return failed(false);
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for change in batch {
+            pipe.add_command(change.cmd.clone());
+        }
+        match pipe.query_async::<Vec<Value>>(&mut con).await {
+            Ok(values) if values.len() == batch.len() => values
+                .into_iter()
+                .map(|v| match v {
+                    Value::ServerError(e) => {
+                        Err(e.kind() == Some(redis::ServerErrorKind::NoScript))
+                    }
+                    v => Ok(v),
+                })
+                .collect(),
+            Ok(_) => failed(false),
+            Err(e) => {
+                warn!(error = %e, "Redis pipeline failed");
+                failed(false)
+            }
+        }
     }
 
     /// Claims `name` for a session of this server; the `Joined` event with

@@ -109,6 +109,10 @@ pub enum Outgoing {
     },
     /// A private event (a DM, a goodbye).
     Event(Event),
+    /// A reply still being worked out elsewhere (cluster mode: Redis is
+    /// placing the pixel). It holds its place in the order; what follows
+    /// waits until it is [`Deferred::set`].
+    Deferred(Arc<Deferred>),
     /// Stop broadcast delivery here: the client left. Events up to the tag
     /// are still sent, because replies queued before it may follow them.
     Unsubscribe,
@@ -160,8 +164,32 @@ impl Outgoing {
                 reply(&Reply::Sync { seq: *seq }, out);
             }
             Outgoing::Event(e) => event(e, out),
+            Outgoing::Deferred(d) => {
+                if let Some(r) = d.take() {
+                    reply(&r, out);
+                }
+            }
             Outgoing::Unsubscribe | Outgoing::Close => {}
         }
+    }
+}
+
+/// A reply that arrives later; see [`Outgoing::Deferred`].
+#[derive(Debug, Default)]
+pub struct Deferred(Mutex<Option<Reply>>);
+
+impl Deferred {
+    /// Fills in the reply; the outbox must then be woken to send it.
+    pub fn set(&self, reply: Reply) {
+        *self.0.lock().expect("deferred lock poisoned") = Some(reply);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.lock().expect("deferred lock poisoned").is_some()
+    }
+
+    fn take(&self) -> Option<Reply> {
+        self.0.lock().expect("deferred lock poisoned").take()
     }
 }
 
@@ -352,7 +380,9 @@ impl Outbox {
             && !st.done
             && (!st.pending.is_empty()
                 || st.cursor.is_some_and(|c| c < visible)
-                || st.queue.front().is_some_and(|e| e.gate <= visible))
+                || st.queue.front().is_some_and(|e| {
+                    e.gate <= visible && !matches!(&e.item, Outgoing::Deferred(d) if !d.is_ready())
+                }))
     }
 
     /// Gathers what is due and writes it without waiting; see [`Flush`].
@@ -510,6 +540,14 @@ fn gather(st: &mut State, mode: Mode, log: &EventLog) -> Result<usize, Lagged> {
         // A gated message waits for the journal; it is flushed again when
         // more of the log is published.
         if gate > visible {
+            break Ok(replies);
+        }
+        if let Some(Entry {
+            item: Outgoing::Deferred(d),
+            ..
+        }) = queue.front()
+            && !d.is_ready()
+        {
             break Ok(replies);
         }
         let Some(Entry { item, .. }) = queue.pop_front() else {

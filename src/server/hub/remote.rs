@@ -13,7 +13,7 @@ use crate::protocol::{
 };
 use crate::server::canvas::History;
 use crate::server::cluster::{Cluster, Loaded, RemoteEvent};
-use crate::server::outbox::Outgoing;
+use crate::server::outbox::{Deferred, Outgoing};
 use crate::server::unix_ms;
 
 /// How long a JOIN waits for its event to come back from the stream.
@@ -41,19 +41,23 @@ impl Hub {
             Command::Join { name, resume } => {
                 self.join_cluster(&cluster, session, name, resume).await
             }
+            // Placements and chat are queued for Redis in order and
+            // answered when Redis has, so a client can pipeline them: the
+            // reply keeps its place in the outbox meanwhile.
             Command::Set { x, y, color } => {
                 let name = joined(session)?;
                 let placed = self.lock().world.canvas.check(x, y, color)?;
-                let seq = cluster
-                    .place(&name, placed, unix_ms(), self.cooldown)
-                    .await?;
-                Ok(self.reply(session, Reply::Set { seq }))
+                let seq = cluster.place(&name, placed, unix_ms(), self.cooldown);
+                Ok(self.reply_later(
+                    session,
+                    async move { seq.await.map(|seq| Reply::Set { seq }) },
+                ))
             }
             Command::Say { text } => {
                 let name = joined(session)?;
                 validate_text(&text)?;
-                cluster.say(&name, &text, unix_ms()).await?;
-                Ok(self.reply(session, Reply::Ok))
+                let said = cluster.say(&name, &text, unix_ms());
+                Ok(self.reply_later(session, async move { said.await.map(|_| Reply::Ok) }))
             }
             Command::Tell { to, text } => {
                 let from = joined(session)?;
@@ -71,6 +75,25 @@ impl Hub {
             Command::Ban { name } => self.kick_cluster(&cluster, session, &name, true).await,
             other => self.handle(session, other),
         }
+    }
+
+    /// Queues a reply that `answer` will provide, and sends it (and what
+    /// follows it) once it has.
+    fn reply_later(
+        &self,
+        session: &Session,
+        answer: impl std::future::Future<Output = Result<Reply, WireError>> + Send + 'static,
+    ) -> After {
+        let deferred = Arc::new(Deferred::default());
+        session
+            .outbox
+            .push_reply(self.log.end(), Outgoing::Deferred(deferred.clone()));
+        let outbox = session.outbox.clone();
+        tokio::spawn(async move {
+            deferred.set(answer.await.unwrap_or_else(Reply::Error));
+            outbox.wake();
+        });
+        After::Continue
     }
 
     async fn join_cluster(
