@@ -11,9 +11,11 @@
 //! publishes durable log positions), so one slow client or a slow fsync
 //! cannot stall the others' commands.
 //!
-//! This is also the seam for a clustered backend: [`Hub::commit`] takes an
-//! already-ordered event, so a backend that gets its order elsewhere (a
-//! Redis stream) can feed the same fan-out.
+//! One private step, `commit`, puts an ordered event into the broadcast log
+//! (and its record into the journal). In cluster mode ([`remote`]) the
+//! order comes from Redis instead: changes are sent there, and the events
+//! read back from its stream go through the same `commit`, so the fan-out,
+//! snapshots and `SYNC` work the same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-mod remote;
+pub mod remote;
 
 use super::canvas::{Canvas, History};
 use super::cluster::{Cluster, Loaded};
