@@ -217,7 +217,9 @@ impl Fanout {
     /// all of it.
     fn control(&self, busy_ns: u64, wall_ns: u64, over: Duration) {
         let cores = self.shards.len() as f64;
-        let used = busy_ns as f64 / over.as_nanos().max(1) as f64;
+        // No more than the cores can give: what exceeds it is a sweep that
+        // began before this window.
+        let used = (busy_ns as f64 / over.as_nanos().max(1) as f64).min(cores);
         let target = FANOUT_SHARE * cores;
         let base = f64::from_bits(self.base.load(Ordering::Relaxed));
         let base = if used > target {
@@ -243,6 +245,14 @@ impl Fanout {
         self.base.store(base.to_bits(), Ordering::Relaxed);
         self.give_way.store(give_way.to_bits(), Ordering::Relaxed);
         let before = self.interval().as_secs_f64();
+        tracing::trace!(
+            used,
+            busy_ns,
+            over_ms = over.as_secs_f64() * 1e3,
+            base,
+            give_way,
+            "control"
+        );
         // Past a few tens of milliseconds the wait for the next write slot
         // is most of an event's latency, so contention may not stretch
         // intervals that long.
@@ -304,7 +314,11 @@ impl Fanout {
                 self.sweep_buckets(shard, (from..=to).map(|k| k as usize % BUCKETS), &mut seen);
             }
             swept_to = now;
-            if shard == 0 && now.duration_since(controlled.0) >= CONTROL_EVERY {
+            // A sweep adds its CPU time when it ends, so a window shorter
+            // than an interval would see the pacers' work in lumps (none,
+            // then a whole interval's at once) and, reacting to each lump,
+            // stretch the interval far past what the average needs.
+            if shard == 0 && now.duration_since(controlled.0) >= CONTROL_EVERY.max(interval) {
                 let busy = self.busy_ns.load(Ordering::Relaxed);
                 let wall = self.wall_ns.load(Ordering::Relaxed);
                 self.control(
