@@ -618,6 +618,31 @@ pub(crate) async fn probe_canvas(addr: SocketAddr) -> anyhow::Result<CanvasInfo>
         .with_context(|| format!("is a pixchat server listening on {addr}?"))
 }
 
+/// Reports a watcher's setup to the coordinator: ready, or why not (the
+/// connect or join failed, or took longer than its timeout). Returns what
+/// the setup gave, or `None` with `out` marked failed.
+pub(crate) async fn watcher_ready<T>(
+    sh: &Shared,
+    id: usize,
+    setup: Result<anyhow::Result<T>, tokio::time::error::Elapsed>,
+    what: &str,
+    ready: mpsc::Sender<Result<(), String>>,
+    out: &mut WatcherOutcome,
+) -> Option<T> {
+    let why = match setup {
+        Ok(Ok(t)) => {
+            sh.counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
+            let _ = ready.send(Ok(())).await;
+            return Some(t);
+        }
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => format!("{what} timed out"),
+    };
+    let _ = ready.send(Err(format!("watcher {id}: {why}"))).await;
+    out.end = End::Failed(why);
+    None
+}
+
 /// A pixchat watcher: joins, reports ready, then counts every event until
 /// it has everything the writers placed, the server ends it, or the run
 /// stops.
@@ -639,29 +664,15 @@ async fn pixchat_watcher(
             .await
         } => j,
     };
-    let Joined {
+    let Some(Joined {
         mut stream,
         mut reader,
         seq: mut last,
         ..
-    } = match joined {
-        Ok(Ok(j)) => j,
-        Ok(Err(e)) => {
-            let _ = ready.send(Err(format!("watcher {id}: {e:#}"))).await;
-            out.end = End::Failed(format!("{e:#}"));
-            return out;
-        }
-        Err(_) => {
-            let _ = ready
-                .send(Err(format!("watcher {id}: join timed out")))
-                .await;
-            out.end = End::Failed("join timed out".into());
-            return out;
-        }
+    }) = watcher_ready(&sh, id, joined, "join", ready, &mut out).await
+    else {
+        return out;
     };
-    sh.counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send(Ok(())).await;
-    drop(ready);
     let stop = sh.stop.cancelled();
     let finalized = sh.finalized.cancelled();
     tokio::pin!(stop, finalized);

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::fanout::{
     End, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, send_loop,
+    watcher_ready,
 };
 use super::inbuf::InBuf;
 use super::latency::{Lookup, record};
@@ -107,24 +108,11 @@ pub(crate) async fn watcher(
             tokio::time::timeout(JOIN_TIMEOUT, subscribe(sh.addr_for(id))).await
         } => j,
     };
-    let (mut stream, mut buf) = match joined {
-        Ok(Ok(j)) => j,
-        Ok(Err(e)) => {
-            let _ = ready.send(Err(format!("watcher {id}: {e:#}"))).await;
-            out.end = End::Failed(format!("{e:#}"));
-            return out;
-        }
-        Err(_) => {
-            let _ = ready
-                .send(Err(format!("watcher {id}: subscribe timed out")))
-                .await;
-            out.end = End::Failed("subscribe timed out".into());
-            return out;
-        }
+    let Some((mut stream, mut buf)) =
+        watcher_ready(&sh, id, joined, "subscribe", ready, &mut out).await
+    else {
+        return out;
     };
-    sh.counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send(Ok(())).await;
-    drop(ready);
     // The next k expected from each writer.
     let mut next = vec![0u64; sh.tables.len()];
     let stop = sh.stop.cancelled();

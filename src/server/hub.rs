@@ -334,14 +334,7 @@ impl Hub {
         name: String,
         resume: Option<Resume>,
     ) -> Result<After, WireError> {
-        if session.name.is_some() {
-            return Err(WireError::new(
-                ErrorCode::AlreadyJoined,
-                "you have joined already",
-            ));
-        }
-        validate_name(&name)?;
-        let key = name.to_ascii_lowercase();
+        let key = joinable(session, &name)?;
         let mut st = self.lock();
         if st.banned.contains(&key) {
             return Err(WireError::new(
@@ -736,4 +729,18 @@ fn joined(session: &Session) -> Result<Arc<str>, WireError> {
         .name
         .clone()
         .ok_or_else(|| WireError::new(ErrorCode::NotJoined, "JOIN first"))
+}
+
+/// The checks every `JOIN` passes first, standalone or clustered: the
+/// session has not joined and the name is valid. Returns the name's key
+/// (names are unique ignoring case).
+fn joinable(session: &Session, name: &str) -> Result<String, WireError> {
+    if session.name.is_some() {
+        return Err(WireError::new(
+            ErrorCode::AlreadyJoined,
+            "you have joined already",
+        ));
+    }
+    validate_name(name)?;
+    Ok(name.to_ascii_lowercase())
 }

@@ -103,14 +103,7 @@ impl Hub {
         name: String,
         resume: Option<Resume>,
     ) -> Result<After, WireError> {
-        if session.name.is_some() {
-            return Err(WireError::new(
-                ErrorCode::AlreadyJoined,
-                "you have joined already",
-            ));
-        }
-        validate_name(&name)?;
-        let key = name.to_ascii_lowercase();
+        let key = super::joinable(session, &name)?;
         let nonce = rand::random::<u64>() | 1;
         let (done, joined) = tokio::sync::oneshot::channel();
         {
