@@ -618,9 +618,27 @@ pub(crate) async fn probe_canvas(addr: SocketAddr) -> anyhow::Result<CanvasInfo>
         .with_context(|| format!("is a pixchat server listening on {addr}?"))
 }
 
-/// Reports a watcher's setup to the coordinator: ready, or why not (the
-/// connect or join failed, or took longer than its timeout). Returns what
-/// the setup gave, or `None` with `out` marked failed.
+/// Unwraps a connection's setup (connect, join or subscribe, under a
+/// timeout); when it failed, tells the coordinator why and returns the
+/// reason.
+async fn setup_or_report<T>(
+    role: &str,
+    id: usize,
+    what: &str,
+    setup: Result<anyhow::Result<T>, tokio::time::error::Elapsed>,
+    ready: &mpsc::Sender<Result<(), String>>,
+) -> Result<T, String> {
+    let why = match setup {
+        Ok(Ok(t)) => return Ok(t),
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => format!("{what} timed out"),
+    };
+    let _ = ready.send(Err(format!("{role} {id}: {why}"))).await;
+    Err(why)
+}
+
+/// Reports a watcher's setup to the coordinator: ready, or why not.
+/// Returns what the setup gave, or `None` with `out` marked failed.
 pub(crate) async fn watcher_ready<T>(
     sh: &Shared,
     id: usize,
@@ -629,18 +647,66 @@ pub(crate) async fn watcher_ready<T>(
     ready: mpsc::Sender<Result<(), String>>,
     out: &mut WatcherOutcome,
 ) -> Option<T> {
-    let why = match setup {
-        Ok(Ok(t)) => {
+    match setup_or_report("watcher", id, what, setup, &ready).await {
+        Ok(t) => {
             sh.counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
             let _ = ready.send(Ok(())).await;
-            return Some(t);
+            Some(t)
         }
-        Ok(Err(e)) => format!("{e:#}"),
-        Err(_) => format!("{what} timed out"),
+        Err(why) => {
+            out.end = End::Failed(why);
+            None
+        }
+    }
+}
+
+/// Unwraps a writer's setup, reporting a failure to the coordinator.
+pub(crate) async fn writer_setup<T>(
+    id: usize,
+    what: &str,
+    setup: Result<anyhow::Result<T>, tokio::time::error::Elapsed>,
+    ready: &mpsc::Sender<Result<(), String>>,
+) -> Option<T> {
+    setup_or_report("writer", id, what, setup, ready).await.ok()
+}
+
+/// The rest of a writer once it is connected and its reading half runs:
+/// reports ready, waits for the start, sends what `encode` makes on the
+/// schedule, and keeps the connection open until the run ends (closing it
+/// would make a server drop the writer while its last events are still
+/// going out).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_writer(
+    id: usize,
+    sh: &Arc<Shared>,
+    ready: mpsc::Sender<Result<(), String>>,
+    mut start: watch::Receiver<Option<Instant>>,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<WriterState>,
+    receiver: JoinHandle<()>,
+    encode: impl FnMut(u64, &mut BytesMut),
+) -> Option<WriterRun> {
+    sh.counters.writers_ready.fetch_add(1, Ordering::Relaxed);
+    let _ = ready.send(Ok(())).await;
+    drop(ready);
+    let t0 = tokio::select! {
+        t = start.wait_for(Option::is_some) => match t {
+            Ok(t) => t.expect("checked"),
+            Err(_) => return None,
+        },
+        _ = sh.stop.cancelled() => return None,
     };
-    let _ = ready.send(Err(format!("watcher {id}: {why}"))).await;
-    out.end = End::Failed(why);
-    None
+    let send = send_loop(&mut wr, id, sh, &state, t0, encode).await;
+    let keep_open = sh.stop.clone();
+    tokio::spawn(async move {
+        keep_open.cancelled().await;
+        drop(wr);
+    });
+    Some(WriterRun {
+        send,
+        state,
+        receiver: Some(receiver),
+    })
 }
 
 /// A pixchat watcher: joins, reports ready, then counts every event until
@@ -770,7 +836,7 @@ async fn pixchat_writer(
     id: usize,
     sh: Arc<Shared>,
     ready: mpsc::Sender<Result<(), String>>,
-    mut start: watch::Receiver<Option<Instant>>,
+    start: watch::Receiver<Option<Instant>>,
 ) -> Option<WriterRun> {
     let joined = tokio::time::timeout(
         JOIN_TIMEOUT,
@@ -782,20 +848,8 @@ async fn pixchat_writer(
         ),
     )
     .await;
-    let joined = match joined {
-        Ok(Ok(j)) => j,
-        Ok(Err(e)) => {
-            let _ = ready.send(Err(format!("writer {id}: {e:#}"))).await;
-            return None;
-        }
-        Err(_) => {
-            let _ = ready
-                .send(Err(format!("writer {id}: join timed out")))
-                .await;
-            return None;
-        }
-    };
-    let (rd, mut wr) = joined.stream.into_split();
+    let joined = writer_setup(id, "join", joined, &ready).await?;
+    let (rd, wr) = joined.stream.into_split();
     let state = Arc::new(WriterState::new(sh.workload.window));
     let receiver = tokio::spawn(pixchat_writer_acks(
         rd,
@@ -803,18 +857,8 @@ async fn pixchat_writer(
         sh.clone(),
         state.clone(),
     ));
-    sh.counters.writers_ready.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send(Ok(())).await;
-    drop(ready);
-    let t0 = tokio::select! {
-        t = start.wait_for(Option::is_some) => match t {
-            Ok(t) => t.expect("checked"),
-            Err(_) => return None,
-        },
-        _ = sh.stop.cancelled() => return None,
-    };
     let (slots, width) = (sh.slots, sh.width);
-    let send = send_loop(&mut wr, id, &sh, &state, t0, |k, buf| {
+    run_writer(id, &sh, ready, start, wr, state, receiver, |k, buf| {
         let s = k % slots;
         let set = Command::Set {
             x: (s % width) as u32,
@@ -823,19 +867,7 @@ async fn pixchat_writer(
         };
         encode_command(&set, buf);
     })
-    .await;
-    // The write half stays open until the run ends: closing it would make
-    // the server drop the writer while its last events are still going out.
-    let keep_open = sh.stop.clone();
-    tokio::spawn(async move {
-        keep_open.cancelled().await;
-        drop(wr);
-    });
-    Some(WriterRun {
-        send,
-        state,
-        receiver: Some(receiver),
-    })
+    .await
 }
 
 /// A pixchat writer's reading half: counts `SET_OK` and `ERROR` replies and

@@ -14,15 +14,14 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::fanout::{
-    End, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, send_loop,
-    watcher_ready,
+    End, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, run_writer,
+    watcher_ready, writer_setup,
 };
 use super::inbuf::InBuf;
 use super::latency::{Lookup, record};
@@ -193,48 +192,17 @@ pub(crate) async fn writer(
     id: usize,
     sh: Arc<Shared>,
     ready: mpsc::Sender<Result<(), String>>,
-    mut start: watch::Receiver<Option<Instant>>,
+    start: watch::Receiver<Option<Instant>>,
 ) -> Option<WriterRun> {
-    let stream = match tokio::time::timeout(JOIN_TIMEOUT, connect(sh.addr_for(id))).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = ready.send(Err(format!("writer {id}: {e:#}"))).await;
-            return None;
-        }
-        Err(_) => {
-            let _ = ready
-                .send(Err(format!("writer {id}: connect timed out")))
-                .await;
-            return None;
-        }
-    };
-    let (rd, mut wr) = stream.into_split();
+    let setup = tokio::time::timeout(JOIN_TIMEOUT, connect(sh.addr_for(id))).await;
+    let stream = writer_setup(id, "connect", setup, &ready).await?;
+    let (rd, wr) = stream.into_split();
     let state = Arc::new(WriterState::new(sh.workload.window));
     let receiver = tokio::spawn(publish_replies(rd, sh.clone(), state.clone()));
-    sh.counters.writers_ready.fetch_add(1, Ordering::Relaxed);
-    let _ = ready.send(Ok(())).await;
-    drop(ready);
-    let t0 = tokio::select! {
-        t = start.wait_for(Option::is_some) => match t {
-            Ok(t) => t.expect("checked"),
-            Err(_) => return None,
-        },
-        _ = sh.stop.cancelled() => return None,
-    };
-    let send = send_loop(&mut wr, id, &sh, &state, t0, |k, buf: &mut BytesMut| {
+    run_writer(id, &sh, ready, start, wr, state, receiver, |k, buf| {
         resp::encode(&[b"PUBLISH", CHANNEL, &payload(id as u32, k)], buf);
     })
-    .await;
-    let keep_open = sh.stop.clone();
-    tokio::spawn(async move {
-        keep_open.cancelled().await;
-        drop(wr);
-    });
-    Some(WriterRun {
-        send,
-        state,
-        receiver: Some(receiver),
-    })
+    .await
 }
 
 /// A Redis writer's reading half: one integer reply per `PUBLISH`.
