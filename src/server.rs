@@ -187,9 +187,15 @@ pub async fn run(
             let hub = tokio::task::spawn_blocking(move || Hub::open(&hub_config))
                 .await
                 .context("recover the canvas")??;
-            Arc::new(hub)
+            let hub = Arc::new(hub);
+            hub.attach_journal();
+            hub
         }
     };
+    // The journal thread must not die unseen: if it does, nothing the
+    // server accepts could be acknowledged, so the server stops.
+    let journal_died = hub.journal_died().unwrap_or_default();
+    let mut failure = None;
     for shard in 0..hub.fanout().shards() {
         tokio::spawn(hub.fanout().clone().run(shard, shutdown.clone()));
     }
@@ -207,6 +213,12 @@ pub async fn run(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = journal_died.cancelled() => {
+                tracing::error!("the journal writer died; stopping the server");
+                failure = Some(anyhow::anyhow!("the journal writer died; nothing more could be made durable"));
+                shutdown.cancel();
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -263,7 +275,10 @@ pub async fn run(
         .await
         .context("flush the journal")?;
     info!("stopped");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Joins the Redis cluster: loads the shared canvas, then keeps the replica

@@ -167,85 +167,269 @@ async fn sigkill_loses_no_acknowledged_pixel_with_fsync_batch() {
     kill_restart_cycles("batch").await;
 }
 
-/// Places `n` pixels (x = 0..n on row 0, colour x % 15 + 1) and kills the
-/// server, leaving them in the journal.
-async fn journal_with_pixels(dir: &Path, n: u16) {
-    let server = Server::start(dir, &["--fsync", "always"]).await;
+/// Places pixels `from..to` (pixel k at (k % 64, k / 64), colour
+/// k % 15 + 1; pipelined, `--fsync never`) and kills the server, leaving
+/// them in the journal.
+async fn journal_with_pixels(dir: &Path, from: u32, to: u32) {
+    let server = Server::start(dir, &["--fsync", "never"]).await;
     let mut c = TextClient::joined(server.addr, "p").await;
-    for x in 0..n {
-        assert_eq!(
-            c.cmd(&format!("SET {x} 0 {}", x % 15 + 1)).await,
-            format!("OK {}", x + 1)
-        );
+    for chunk in (from..to).collect::<Vec<_>>().chunks(50) {
+        for &k in chunk {
+            c.send(&format!("SET {} {} {}", k % 64, k / 64, k % 15 + 1))
+                .await;
+        }
+        for &k in chunk {
+            assert_eq!(c.reply().await, format!("OK {}", k + 1));
+        }
     }
     server.kill9().await;
 }
 
-async fn row0(addr: std::net::SocketAddr) -> (u64, Vec<u8>) {
+/// Checks pixels `0..n` are on the canvas with their seqs.
+async fn expect_pixels(addr: std::net::SocketAddr, n: u32) {
     let (seq, rows) = TextClient::connect(addr).await.canvas().await;
-    (seq, rows[0].clone())
+    assert_eq!(seq, u64::from(n));
+    for k in 0..n {
+        assert_eq!(
+            u32::from(rows[(k / 64) as usize][(k % 64) as usize]),
+            k % 15 + 1,
+            "pixel {k}"
+        );
+    }
+}
+
+/// Every file of the data directory but the lock, with its bytes.
+fn contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "lock")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Files set aside as `*.<what>-<time>`.
+fn aside(dir: &Path, what: &str) -> Vec<Vec<u8>> {
+    contents(dir)
+        .into_iter()
+        .filter(|(name, _)| name.contains(&format!(".{what}-")))
+        .map(|(_, bytes)| bytes)
+        .collect()
+}
+
+/// Runs `pixchat-server <tool> --data-dir DIR`: (exit code, stdout).
+fn tool(tool: &str, dir: &Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
+        .args([tool, "--data-dir"])
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[tokio::test]
-async fn a_torn_journal_tail_is_cut_and_everything_before_it_kept() {
+async fn a_torn_journal_tail_is_cut_kept_aside_and_everything_before_it_kept() {
     let dir = tempfile::tempdir().unwrap();
-    journal_with_pixels(dir.path(), 10).await;
+    journal_with_pixels(dir.path(), 0, 10).await;
     let log = dir.path().join("canvas.log");
-    let len = std::fs::metadata(&log).unwrap().len();
+    let bytes = std::fs::read(&log).unwrap();
+    let record = (bytes.len() - pixchat::server::storage::format::LOG_HEADER_LEN) / 10;
     // A crash in the middle of writing the last record.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    let torn = bytes.len() - 5;
+    std::fs::write(&log, &bytes[..torn]).unwrap();
+    let (code, report) = tool("check", dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("a start cuts the torn tail"), "{report}");
     let server = Server::start(dir.path(), &[]).await;
-    let (seq, row) = row0(server.addr).await;
-    assert_eq!(seq, 9);
-    for x in 0..9u16 {
-        assert_eq!(row[usize::from(x)], (x % 15 + 1) as u8);
-    }
-    assert_eq!(row[9], 0, "the torn record must not be replayed");
-    assert!(
-        server.log_text().contains("damaged journal tail cut off"),
-        "the damage is reported: {}",
-        server.log_text()
+    expect_pixels(server.addr, 9).await;
+    let log_text = server.log_text();
+    assert!(log_text.contains("torn journal tail cut off"), "{log_text}");
+    assert_eq!(
+        aside(dir.path(), "torn"),
+        vec![bytes[bytes.len() - record..torn].to_vec()],
+        "the cut bytes are kept beside the journal"
     );
     // The cut is for good: the server keeps working and restarts cleanly.
     let mut c = TextClient::joined(server.addr, "after").await;
-    assert_eq!(c.cmd("SET 9 0 2").await, "OK 10");
+    assert_eq!(c.cmd("SET 9 0 10").await, "OK 10");
     server.stop().await;
     let server = Server::start(dir.path(), &[]).await;
-    assert_eq!(row0(server.addr).await.0, 10);
-    assert!(!server.log_text().contains("damaged"));
+    expect_pixels(server.addr, 10).await;
+    assert!(!server.log_text().contains("torn"));
 }
 
 #[tokio::test]
-async fn a_flipped_byte_mid_journal_keeps_every_record_before_it() {
+async fn one_flipped_bit_in_the_journal_header_costs_no_record() {
     let dir = tempfile::tempdir().unwrap();
-    journal_with_pixels(dir.path(), 10).await;
+    journal_with_pixels(dir.path(), 0, 2000).await;
     let log = dir.path().join("canvas.log");
     let mut bytes = std::fs::read(&log).unwrap();
-    let header = pixchat::server::storage::format::LOG_HEADER_LEN;
-    let record = (bytes.len() - header) / 10;
-    // Damage the 6th record's payload.
-    bytes[header + 5 * record + 12] ^= 0x40;
+    bytes[9] ^= 0x10; // the canvas id, in the first copy of the header
     std::fs::write(&log, &bytes).unwrap();
     let server = Server::start(dir.path(), &[]).await;
-    let (seq, row) = row0(server.addr).await;
-    assert_eq!(
-        seq, 5,
-        "records 1-5 are kept, the damaged 6th and later are not"
-    );
-    for x in 0..5u16 {
-        assert_eq!(row[usize::from(x)], (x % 15 + 1) as u8);
-    }
-    assert!(row[5..10].iter().all(|&c| c == 0));
+    expect_pixels(server.addr, 2000).await;
     assert!(
-        server.log_text().contains("checksum mismatch"),
+        server
+            .log_text()
+            .contains("the first copy of the journal header is damaged"),
         "{}",
         server.log_text()
     );
+}
+
+#[tokio::test]
+async fn a_flipped_bit_mid_journal_refuses_the_start_until_repair_sets_the_rest_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    journal_with_pixels(dir.path(), 0, 2000).await;
+    let log = dir.path().join("canvas.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let header = pixchat::server::storage::format::LOG_HEADER_LEN;
+    let record = (bytes.len() - header) / 2000;
+    // Damage record 11 of 2000.
+    let at = header + 10 * record;
+    bytes[at + 12] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    let before = contents(dir.path());
+
+    let err = match Server::try_start(dir.path(), &[]).await {
+        Err(log) => log,
+        Ok(_) => panic!("a journal damaged in the middle must not start"),
+    };
+    assert!(err.contains(&format!("canvas.log at byte {at}")), "{err}");
+    assert!(err.contains("1989 intact records follow"), "{err}");
+    assert!(err.contains("Nothing was changed"), "{err}");
+    assert!(err.contains("pixchat-server repair"), "{err}");
+    assert_eq!(
+        contents(dir.path()),
+        before,
+        "a refused start changes nothing"
+    );
+
+    let (code, report) = tool("check", dir.path());
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(&format!("DAMAGED at byte {at}")),
+        "{report}"
+    );
+    assert!(report.contains("1989 intact records follow"), "{report}");
+    assert_eq!(contents(dir.path()), before, "check changes nothing");
+
+    let (code, report) = tool("repair", dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains("acknowledged placements given up: 1990"),
+        "{report}"
+    );
+    assert_eq!(
+        aside(dir.path(), "cut"),
+        vec![bytes[at..].to_vec()],
+        "what was cut is kept byte for byte"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes[..at],
+        "the rest is untouched"
+    );
+    let server = Server::start(dir.path(), &[]).await;
+    expect_pixels(server.addr, 10).await;
+}
+
+#[tokio::test]
+async fn a_missing_snapshot_is_rebuilt_from_a_journal_that_holds_the_whole_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    journal_with_pixels(dir.path(), 0, 2000).await;
+    let log = std::fs::read(dir.path().join("canvas.log")).unwrap();
+    // What the damaged-snapshot message used to tell operators to do.
+    std::fs::remove_file(dir.path().join("canvas.snap")).unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    expect_pixels(server.addr, 2000).await;
+    assert!(server.log_text().contains("canvas.snap is missing"));
+    server.stop().await;
+    // And when the journal does not hold the whole canvas, the start is
+    // refused and the journal is left exactly as it was.
+    journal_with_pixels(dir.path(), 2000, 2100).await;
+    let log_after = std::fs::read(dir.path().join("canvas.log")).unwrap();
+    assert_ne!(log_after, log);
+    std::fs::remove_file(dir.path().join("canvas.snap")).unwrap();
+    let err = match Server::try_start(dir.path(), &[]).await {
+        Err(log) => log,
+        Ok(_) => panic!("a journal without its snapshot must not start"),
+    };
+    assert!(err.contains("canvas.snap is missing"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("canvas.log")).unwrap(),
+        log_after
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_refuses_the_start_and_repair_keeps_what_it_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    journal_with_pixels(dir.path(), 0, 1000).await;
+    // A start folds the journal into the snapshot; then more pixels.
+    Server::start(dir.path(), &[]).await.stop().await;
+    journal_with_pixels(dir.path(), 1000, 2000).await;
+    let snap = dir.path().join("canvas.snap");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let n = bytes.len();
+    bytes[n - 200] ^= 0x01; // in the chat-free tail: the seqs of the last pixels
+    std::fs::write(&snap, &bytes).unwrap();
+    let before = contents(dir.path());
+    let err = match Server::try_start(dir.path(), &[]).await {
+        Err(log) => log,
+        Ok(_) => panic!("a damaged snapshot must not start"),
+    };
+    assert!(err.contains("canvas.snap"), "{err}");
+    assert!(err.contains("checksum"), "{err}");
+    assert_eq!(
+        contents(dir.path()),
+        before,
+        "a refused start changes nothing"
+    );
+    let (code, report) = tool("repair", dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(aside(dir.path(), "damaged"), vec![bytes.clone()]);
+    let server = Server::start(dir.path(), &[]).await;
+    expect_pixels(server.addr, 2000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_compaction_loses_no_acknowledged_pixel() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = SIDE.to_string();
+    let args = [
+        "--compact-after",
+        "300",
+        "--width",
+        &size,
+        "--height",
+        &size,
+    ];
+    let mut acked: Vec<Acked> = Vec::new();
+    for cycle in 0..4 {
+        let server = Server::start(dir.path(), &args).await;
+        if cycle > 0 {
+            verify(server.addr, &acked).await;
+        }
+        let addr = server.addr;
+        let flood = tokio::spawn(flood_until_killed(addr, cycle, 2));
+        // Compactions run every 300 records: a kill lands in one often.
+        tokio::time::sleep(Duration::from_millis(250 + 70 * cycle as u64)).await;
+        server.kill9().await;
+        acked.extend(flood.await.unwrap());
+    }
+    let server = Server::start(dir.path(), &args).await;
+    verify(server.addr, &acked).await;
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -353,10 +537,9 @@ async fn two_servers_cannot_share_a_data_directory() {
 async fn compaction_keeps_the_canvas_and_bounds_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let storage = pixchat::server::storage::StorageConfig {
-        dir: dir.path().to_path_buf(),
         fsync: pixchat::server::storage::Fsync::Never,
-        new_canvas: false,
         compact_after: 500,
+        ..pixchat::server::storage::StorageConfig::new(dir.path())
     };
     let config = || pixchat::Config {
         storage: Some(storage.clone()),

@@ -18,8 +18,11 @@ use tracing_subscriber::EnvFilter;
 /// Real-time chat and collaborative pixel canvas over TCP (text and binary
 /// protocols on one port).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Without a command: serve.
+    #[command(subcommand)]
+    command: Option<Tool>,
     /// Address to listen on; port 0 picks a free port (the log shows it).
     #[arg(long, default_value = pixchat::DEFAULT_LISTEN)]
     listen: String,
@@ -47,6 +50,9 @@ struct Cli {
     /// Replace the stored canvas with a new blank one (old files are kept aside).
     #[arg(long)]
     new_canvas: bool,
+    /// Journal records after which the journal is folded into a new snapshot.
+    #[arg(long, default_value_t = pixchat::DEFAULT_COMPACT_AFTER)]
+    compact_after: u64,
     /// Minimum milliseconds between two pixels from one user (0 = off).
     #[arg(long, default_value_t = 0)]
     cooldown_ms: u64,
@@ -78,6 +84,44 @@ struct Cli {
     redis_prefix: String,
 }
 
+/// Offline tools for the data directory (run them while no server uses it).
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Read the data directory and report what is in it and whether a
+    /// start would succeed, changing nothing (exit 1 if it would refuse).
+    Check {
+        /// The data directory to read.
+        #[arg(long, default_value = pixchat::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Make a start possible after damage: cut or set aside what cannot be
+    /// read, keeping every byte taken out in files beside the originals,
+    /// and say how many acknowledged placements that gives up.
+    Repair {
+        /// The data directory to repair.
+        #[arg(long, default_value = pixchat::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+/// Runs `check` or `repair` and exits with its verdict.
+fn run_tool(tool: Tool) -> anyhow::Result<()> {
+    let (lines, ok) = match tool {
+        Tool::Check { data_dir } => {
+            let report = pixchat::server::storage::recovery::check(&data_dir)?;
+            (report.lines, report.startable)
+        }
+        Tool::Repair { data_dir } => {
+            let report = pixchat::server::storage::recovery::repair(&data_dir)?;
+            (report.lines, report.startable)
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -88,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    if let Some(tool) = cli.command {
+        return run_tool(tool);
+    }
     // Every client is a file descriptor; the usual soft limit of 1024 would
     // cap the server long before --max-clients. Raise it to the hard limit,
     // and the hard limit too where we may (as root), as Redis does.
@@ -104,10 +151,10 @@ async fn main() -> anyhow::Result<()> {
             heartbeat_ttl: Duration::from_secs(pixchat::DEFAULT_HEARTBEAT_TTL_SECS),
         }),
         storage: (!cli.memory && cli.redis.is_none()).then(|| StorageConfig {
-            dir: cli.data_dir.clone(),
             fsync: cli.fsync,
             new_canvas: cli.new_canvas,
-            compact_after: pixchat::DEFAULT_COMPACT_AFTER,
+            compact_after: cli.compact_after,
+            ..StorageConfig::new(cli.data_dir.clone())
         }),
         limits: pixchat::server::Limits {
             cooldown: Duration::from_millis(cli.cooldown_ms),

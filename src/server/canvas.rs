@@ -235,17 +235,23 @@ pub struct History {
 pub struct Replay {
     blocks: Vec<Arc<[Pixel]>>,
     skip: usize,
+    /// Events to replay; the blocks may hold newer ones.
+    len: usize,
 }
 
 impl Replay {
     /// The events in seq order.
     pub fn iter(&self) -> impl Iterator<Item = &Pixel> {
-        self.blocks.iter().flat_map(|b| b.iter()).skip(self.skip)
+        self.blocks
+            .iter()
+            .flat_map(|b| b.iter())
+            .skip(self.skip)
+            .take(self.len)
     }
 
     /// Number of events.
     pub fn len(&self) -> usize {
-        self.blocks.iter().map(|b| b.len()).sum::<usize>() - self.skip
+        self.len
     }
 
     /// True when there is nothing to replay.
@@ -299,7 +305,8 @@ impl History {
             .map(|p| p.seq)
     }
 
-    /// Every event after `seq`, given that `latest` is the canvas's seq.
+    /// Every event after `seq` up to `latest` (the canvas's seq, or an
+    /// older one that every event up to is durable).
     pub fn since(&self, seq: u64, latest: u64) -> Result<Replay, WireError> {
         if seq > latest {
             return Err(WireError::new(
@@ -338,7 +345,11 @@ impl History {
             }
             blocks.push(self.current.clone().into());
         }
-        Ok(Replay { blocks, skip })
+        Ok(Replay {
+            blocks,
+            skip,
+            len: (latest - seq) as usize,
+        })
     }
 }
 

@@ -83,7 +83,7 @@ pub async fn serve(
         }
     };
     hub.leave(&mut session);
-    outbox.push_reply(hub.log().end(), Outgoing::Close);
+    outbox.push_reply(hub.tag(), Outgoing::Close);
     let mut writer = writer;
     match tokio::time::timeout(WRITER_GRACE, &mut writer).await {
         Ok(Ok(WriterEnd::Closed)) => {
@@ -195,8 +195,11 @@ impl Reader<'_> {
         D::Error: ReadError,
     {
         if let Stop::Shutdown = self.read(frames, session).await {
+            if self.hub.journal_stuck() {
+                session.outbox.abandon_unpublished(self.hub.log().visible());
+            }
             session.outbox.push_other(
-                self.hub.log().end(),
+                self.hub.tag(),
                 Outgoing::Event(Event::Bye {
                     code: ErrorCode::ShuttingDown,
                     text: "the server is shutting down".into(),
@@ -248,14 +251,14 @@ impl Reader<'_> {
                     _ = tokio::time::sleep_until(deadline), if idle.is_some() => {
                         if pinged {
                             debug!(peer = %self.peer, "idle timeout");
-                            outbox.push_other(self.hub.log().end(), Outgoing::Event(Event::Bye {
+                            outbox.push_other(self.hub.tag(), Outgoing::Event(Event::Bye {
                                 code: ErrorCode::IdleTimeout,
                                 text: "nothing heard from you for too long".into(),
                             }));
                             return Stop::Done;
                         }
                         pinged = true;
-                        outbox.push_other(self.hub.log().end(), Outgoing::Event(Event::Keepalive));
+                        outbox.push_other(self.hub.tag(), Outgoing::Event(Event::Keepalive));
                     }
                 }
             };

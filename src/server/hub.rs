@@ -17,7 +17,7 @@
 //! read back from its stream go through the same `commit`, so the fan-out,
 //! snapshots and `SYNC` work the same way.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 pub mod remote;
 
-use super::canvas::{Canvas, History};
+use super::canvas::{Canvas, History, PixelMeta};
 use super::cluster::{Cluster, Loaded};
 use super::fanout::Fanout;
 use super::log::{EventLog, LogLimits, Mode};
@@ -118,6 +118,31 @@ struct State {
     last_placed: HashMap<String, Instant>,
     /// Lower-cased names banned until the server stops.
     banned: HashSet<String>,
+    /// Placements not yet durable, oldest first, with what their cell
+    /// held before. While the journal is down, reads are answered from
+    /// the durable state: the current one with these undone.
+    unsettled: VecDeque<Unsettled>,
+}
+
+/// A placement whose event is not yet published, and the cell it changed.
+#[derive(Debug)]
+struct Unsettled {
+    /// Broadcast log index right after its event.
+    index: u64,
+    seq: u64,
+    x: u16,
+    y: u16,
+    /// The cell before it.
+    color: u8,
+    meta: Option<PixelMeta>,
+}
+
+/// The state every published event adds up to: the current state minus
+/// the unsettled placements after `visible`.
+struct Durable<'a> {
+    visible: u64,
+    seq: u64,
+    undo: Vec<&'a Unsettled>,
 }
 
 /// See the module docs.
@@ -151,7 +176,7 @@ impl Hub {
         let log = Arc::new(EventLog::new(config.log));
         let (journal, world, replayed) = match &config.storage {
             Some(storage_config) => {
-                let recovered = storage::recover(storage_config, config.size, config.default_size)?;
+                let recovered = storage::open(storage_config, config.size, config.default_size)?;
                 let (journal, world, replayed) =
                     Journal::start(recovered, log.clone(), storage_config);
                 (Some(journal), world, replayed)
@@ -207,6 +232,7 @@ impl Hub {
                 snapshot: None,
                 last_placed: HashMap::new(),
                 banned: HashSet::new(),
+                unsettled: VecDeque::new(),
             }),
             log,
             journal,
@@ -297,12 +323,13 @@ impl Hub {
         }
         session.hello = true;
         let st = self.lock();
+        let durable = self.durable(&st);
         let info = HelloInfo {
             version: PROTOCOL_VERSION,
             canvas_id: st.world.canvas.id(),
             width: st.world.canvas.width(),
             height: st.world.canvas.height(),
-            seq: st.world.canvas.seq(),
+            seq: durable.as_ref().map_or(st.world.canvas.seq(), |d| d.seq),
         };
         drop(st);
         Ok(self.reply(session, Reply::Hello(info)))
@@ -336,6 +363,19 @@ impl Hub {
     ) -> Result<After, WireError> {
         let key = joinable(session, &name)?;
         let mut st = self.lock();
+        if let Some(journal) = &self.journal
+            && journal.stuck()
+        {
+            // The newcomer's JOINED event could not go out before the
+            // records the journal is still trying to write.
+            return Err(WireError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}; try again shortly",
+                    journal.available().err().unwrap_or_default()
+                ),
+            ));
+        }
         if st.banned.contains(&key) {
             return Err(WireError::new(
                 ErrorCode::Banned,
@@ -410,6 +450,7 @@ impl Hub {
         let from = joined(session)?;
         validate_text(&text)?;
         let mut st = self.lock();
+        self.writable()?;
         let line = ChatLine {
             chat_seq: st.world.chat_seq + 1,
             unix_ms: unix_ms(),
@@ -445,7 +486,7 @@ impl Hub {
                 format!("nobody called {to} is online"),
             ));
         };
-        let tag = self.log.end();
+        let tag = self.tag();
         target.outbox.push_other(
             tag,
             Outgoing::Event(Event::Dm {
@@ -461,6 +502,7 @@ impl Hub {
         let name = joined(session)?;
         let mut st = self.lock();
         let (x, y, color) = st.world.canvas.check(x, y, color)?;
+        self.writable()?;
         let key = name.to_ascii_lowercase();
         let now = Instant::now();
         if !self.cooldown.is_zero()
@@ -474,6 +516,12 @@ impl Hub {
         }
         let tag = self.log.end();
         let unix_ms = unix_ms();
+        let before = self.journal.is_some().then(|| {
+            (
+                st.world.canvas.get(x, y).unwrap_or_default(),
+                st.world.canvas.whose(x, y),
+            )
+        });
         let seq = st.world.canvas.apply(x, y, color, &name, unix_ms);
         let pixel = Pixel {
             seq,
@@ -487,6 +535,17 @@ impl Hub {
             1
         });
         st.history.push(pixel);
+        if let Some((color, meta)) = before {
+            st.settle(self.log.visible());
+            st.unsettled.push_back(Unsettled {
+                index: end,
+                seq,
+                x,
+                y,
+                color,
+                meta,
+            });
+        }
         if !self.cooldown.is_zero() {
             st.remember_placement(key, now, self.cooldown);
         }
@@ -500,7 +559,13 @@ impl Hub {
     fn whose(&self, session: &Session, x: u32, y: u32) -> Result<After, WireError> {
         let st = self.lock();
         let (x, y) = st.world.canvas.check_xy(x, y)?;
-        let placement = st.world.canvas.whose(x, y).map(|m| Placement {
+        let mut meta = st.world.canvas.whose(x, y);
+        if let Some(d) = self.durable(&st)
+            && let Some(u) = d.undo.iter().find(|u| (u.x, u.y) == (x, y))
+        {
+            meta = u.meta.clone();
+        }
+        let placement = meta.map(|m| Placement {
             name: m.name.to_string(),
             unix_ms: m.unix_ms,
             seq: m.seq,
@@ -511,6 +576,19 @@ impl Hub {
 
     fn canvas(&self, session: &Session) -> Result<After, WireError> {
         let mut st = self.lock();
+        if let Some(d) = self.durable(&st) {
+            let mut snapshot = st.world.canvas.snapshot();
+            for u in d.undo.iter().rev() {
+                let i = usize::from(u.y) * usize::from(snapshot.width) + usize::from(u.x);
+                snapshot.pixels[i] = u.color;
+            }
+            snapshot.seq = d.seq;
+            session.outbox.push_reply(
+                d.visible,
+                Outgoing::Canvas(Arc::new(SharedSnapshot::new(snapshot))),
+            );
+            return Ok(After::Continue);
+        }
         let snapshot = st.shared_snapshot();
         session
             .outbox
@@ -520,10 +598,13 @@ impl Hub {
 
     fn sync(&self, session: &Session, seq: u64) -> Result<After, WireError> {
         let st = self.lock();
-        let latest = st.world.canvas.seq();
+        let (tag, latest) = match self.durable(&st) {
+            Some(d) => (d.visible, d.seq),
+            None => (self.log.end(), st.world.canvas.seq()),
+        };
         let replay = st.history.since(seq, latest)?;
         session.outbox.push_reply(
-            self.log.end(),
+            tag,
             Outgoing::Sync {
                 replay,
                 seq: latest,
@@ -565,7 +646,7 @@ impl Hub {
                 (ErrorCode::Kicked, "an admin disconnected you")
             };
             outbox.evict(
-                self.log.end(),
+                self.tag(),
                 Event::Bye {
                     code,
                     text: text.into(),
@@ -582,8 +663,30 @@ impl Hub {
     pub fn reply(&self, session: &Session, reply: Reply) -> After {
         session
             .outbox
-            .push_reply(self.log.end(), Outgoing::Reply(reply));
+            .push_reply(self.tag(), Outgoing::Reply(reply));
         After::Continue
+    }
+
+    /// Where a private message (a reply, a DM, a goodbye) is queued: at the
+    /// end of the log, so it follows every event accepted before it; while
+    /// the journal is down, at the published point instead, because the
+    /// events past it may wait for the disk for long.
+    pub fn tag(&self) -> u64 {
+        match self.writable() {
+            Ok(()) => self.log.end(),
+            Err(_) => self.log.visible(),
+        }
+    }
+
+    /// While the journal is down: the durable state's position (reads are
+    /// answered from it, so nothing a crash could take back is shown).
+    /// `None` while it is up: reads see everything and wait for it.
+    fn durable<'a>(&self, st: &'a State) -> Option<Durable<'a>> {
+        self.writable().err()?;
+        let visible = self.log.visible();
+        let undo: Vec<&Unsettled> = st.unsettled.iter().filter(|u| u.index > visible).collect();
+        let seq = undo.first().map_or(st.world.canvas.seq(), |u| u.seq - 1);
+        Some(Durable { visible, seq, undo })
     }
 
     /// Removes a joined session and tells everyone else. Safe to call for
@@ -604,7 +707,7 @@ impl Hub {
             st.users.remove(&key);
         }
         self.log.set_watchers(st.users.len());
-        session.outbox.unsubscribe(self.log.end());
+        session.outbox.unsubscribe(self.tag());
         match &self.cluster {
             // The cluster announces the leave to every server, this one
             // included, through the stream.
@@ -630,6 +733,46 @@ impl Hub {
             None => self.log.publish(end),
         }
         end
+    }
+
+    /// Refuses a change that the journal could not make durable now (a
+    /// full or failing disk). Called under the hub lock, so nothing is
+    /// accepted after the journal went down and took its copy of the state.
+    fn writable(&self) -> Result<(), WireError> {
+        match &self.journal {
+            Some(journal) => journal.available().map_err(|why| {
+                WireError::new(
+                    ErrorCode::Unavailable,
+                    format!("{why}; nothing was changed, try again shortly"),
+                )
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Lets the journal rebuild its files from this hub's state after a
+    /// write error. Call once, right after the hub is shared.
+    pub fn attach_journal(self: &Arc<Self>) {
+        if let Some(journal) = &self.journal {
+            let hub = Arc::downgrade(self);
+            journal.set_source(Box::new(move || {
+                let hub = hub.upgrade()?;
+                let st = hub.lock();
+                Some((st.world.clone(), hub.log.end()))
+            }));
+        }
+    }
+
+    /// True while the journal holds records it could not write (a failing
+    /// disk); see [`Journal::stuck`].
+    pub fn journal_stuck(&self) -> bool {
+        self.journal.as_ref().is_some_and(Journal::stuck)
+    }
+
+    /// Cancelled if the journal writer dies (never in memory or cluster
+    /// mode): the server must not go on accepting what it cannot keep.
+    pub fn journal_died(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.journal.as_ref().map(Journal::died)
     }
 
     /// Starts a compaction when the journal has grown enough. The state is
@@ -677,6 +820,14 @@ impl State {
         let s = Arc::new(SharedSnapshot::new(self.world.canvas.snapshot()));
         self.snapshot = Some(s.clone());
         s
+    }
+
+    /// Forgets unsettled placements that are published by now. Cheap
+    /// enough per placement: the list holds what one fsync covers.
+    fn settle(&mut self, visible: u64) {
+        while self.unsettled.front().is_some_and(|u| u.index <= visible) {
+            self.unsettled.pop_front();
+        }
     }
 
     /// Records a placement for the cooldown and forgets entries whose

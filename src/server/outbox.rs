@@ -350,6 +350,15 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Drops queued messages that wait for log positions past `visible`:
+    /// at shutdown, when the journal can no longer make them durable,
+    /// those replies could never be sent and would hold back the goodbye.
+    /// Nothing they answer was acknowledged.
+    pub fn abandon_unpublished(&self, visible: u64) {
+        self.lock().queue.retain(|e| e.gate <= visible);
+        self.wake.notify_one();
+    }
+
     /// Starts broadcast delivery at log index `cursor` (the client joined).
     pub fn subscribe(&self, cursor: u64) {
         self.lock().cursor = Some(cursor);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use pixchat::protocol::binary::ClientCodec;
 use pixchat::protocol::{Command, Event, PROTOCOL_VERSION, Reply, ServerMsg};
-use pixchat::server::storage::{Fsync, StorageConfig};
+use pixchat::server::storage::StorageConfig;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -55,12 +55,7 @@ pub async fn start_server(mut config: pixchat::Config) -> TestServer {
     let mut data = None;
     if config.storage.is_none() {
         let dir = tempfile::tempdir().expect("temp dir");
-        config.storage = Some(StorageConfig {
-            dir: dir.path().to_path_buf(),
-            fsync: Fsync::Batch,
-            new_canvas: false,
-            compact_after: pixchat::DEFAULT_COMPACT_AFTER,
-        });
+        config.storage = Some(StorageConfig::new(dir.path()));
         data = Some(dir);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -521,4 +516,16 @@ impl Drop for RedisProcess {
                 .status();
         }
     }
+}
+
+/// Skips a test that lacks something it needs: loudly, on the real
+/// standard error (which `cargo test` does not capture, unlike `eprintln!`),
+/// and not at all under `CI=true`, where it fails instead.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {why} (CI must provide it)"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
