@@ -681,13 +681,18 @@ fn describe_journal(j: &JournalFile) -> String {
     let chats = s.records.len() - pixels.len();
     let mut line = match s.header {
         Some(h) => format!(
-            "{}: format {}, canvas {:016x}, after seq {} (chat seq {}), {} records ({}{} chat), {} bytes",
+            "{}: format {}, canvas {:016x}, after seq {} (chat seq {}), {} records{} ({}{} chat), {} bytes",
             j.name,
             h.version,
             h.canvas_id,
             h.seq,
             h.chat_seq,
             s.records.len(),
+            if s.damage.is_some() {
+                " before the damage"
+            } else {
+                ""
+            },
             match (pixels.first(), pixels.last()) {
                 (Some(a), Some(b)) => format!("pixels seq {a}-{b}, "),
                 _ => String::new(),
