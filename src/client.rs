@@ -10,15 +10,21 @@
 //!   (drawing, a pure function of the state) and [`tui`] (the loop that
 //!   joins the terminal, the network and the state).
 
+#[cfg(feature = "tui")]
 pub mod app;
+#[cfg(feature = "tui")]
 pub mod event;
+#[cfg(feature = "tui")]
 pub mod keys;
 pub mod net;
+#[cfg(feature = "cli")]
 pub mod script;
+#[cfg(feature = "tui")]
 pub mod tui;
+#[cfg(feature = "tui")]
 pub mod ui;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tui"))]
 mod testing;
 
 pub use net::{

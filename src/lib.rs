@@ -7,17 +7,21 @@
 //!   ordering) and the broadcast log.
 //! - [`client`]: the async client library (connect, join, resume, reconnect)
 //!   and the `pixchat` terminal client built on it.
-//! - [`bench`](mod@bench): `pixchat-bench`, the load generator (fan-out against pixchat
-//!   and Redis pub/sub, join storms, idle connections).
+//!
+//! Features: `client` (the protocol and the async client only), `server`,
+//! `tui` and `cli` (what the binaries need); all but `client` are on by
+//! default. The load generator is the workspace's `pixchat-bench` crate.
 
 #![forbid(unsafe_code)]
 
-pub mod bench;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod protocol;
+#[cfg(feature = "server")]
 pub mod server;
 
 pub use protocol::{Command, ErrorCode, Event, Reply, ServerMsg, WireError};
+#[cfg(feature = "server")]
 pub use server::{Config, run};
 
 /// Address the server listens on when none is given.

@@ -45,7 +45,9 @@ struct Cli {
     #[arg(long, conflicts_with = "data_dir")]
     memory: bool,
     /// When accepted pixels are forced to disk before their `OK`.
-    #[arg(long, value_enum, default_value_t = Fsync::Batch)]
+    /// (always: fsync as soon as records arrive; batch: one fsync for
+    /// everything accepted within 2 ms; never: leave it to the OS.)
+    #[arg(long, default_value_t = Fsync::Batch, value_parser = fsync_parser())]
     fsync: Fsync,
     /// Replace the stored canvas with a new blank one (old files are kept aside).
     #[arg(long)]
@@ -82,6 +84,13 @@ struct Cli {
     /// Prefix of every Redis key (servers with the same prefix share a canvas).
     #[arg(long, default_value = pixchat::DEFAULT_REDIS_PREFIX, requires = "redis")]
     redis_prefix: String,
+}
+
+/// `--fsync` takes the policy names the library defines.
+fn fsync_parser() -> impl clap::builder::TypedValueParser<Value = Fsync> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Fsync::ALL.map(|(name, _)| name))
+        .map(|name| name.parse::<Fsync>().expect("a listed policy"))
 }
 
 /// Offline tools for the data directory (run them while no server uses it).

@@ -62,7 +62,7 @@ const RESERVE_SNAP: &str = "reserve.snap";
 const RESERVE_LOG: &str = "reserve.log";
 
 /// When accepted records are forced to disk, like Redis's `appendfsync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
     /// fsync before acknowledging, as soon as records arrive.
     Always,
@@ -71,6 +71,37 @@ pub enum Fsync {
     Batch,
     /// Acknowledge once written to the operating system; no fsync.
     Never,
+}
+
+impl Fsync {
+    /// Every policy, by its name on the command line.
+    pub const ALL: [(&'static str, Fsync); 3] = [
+        ("always", Fsync::Always),
+        ("batch", Fsync::Batch),
+        ("never", Fsync::Never),
+    ];
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, f)| f)
+            .ok_or_else(|| format!("{s:?} is not one of always, batch, never"))
+    }
+}
+
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = Self::ALL
+            .iter()
+            .find(|(_, p)| p == self)
+            .map_or("", |(n, _)| n);
+        f.write_str(name)
+    }
 }
 
 /// Where and how the canvas is kept.

@@ -1,14 +1,58 @@
 //! Smoke tests of the real `pixchat-bench` binary: short, light runs against
 //! real servers that check the counts and the JSON shape, never timings.
 
-mod common;
-
 use std::time::Duration;
 
 use tokio::process::Command;
 
 /// Longest a smoke run may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The `pixchat-server` binary, built beside the bench by `cargo test`
+/// at the workspace root.
+fn server_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pixchat-bench"))
+            .with_file_name(format!("pixchat-server{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo test` at the workspace root",
+            bin.display()
+        );
+        bin.to_string_lossy().into_owned()
+    })
+}
+
+/// A server in this process on a free loopback port, in memory.
+struct InProcess {
+    addr: std::net::SocketAddr,
+    token: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    async fn start(config: pixchat::Config) -> InProcess {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(pixchat::run(listener, config, token.clone()));
+        InProcess {
+            addr,
+            token,
+            handle,
+        }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
 
 /// Runs `pixchat-bench` with `args` and returns (success, stdout, stderr).
 async fn bench(args: &[&str]) -> (bool, String, String) {
@@ -59,7 +103,7 @@ fn assert_delivered(run: &serde_json::Value, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_against_a_running_server_loses_nothing() {
-    let server = common::start_server(pixchat::Config {
+    let server = InProcess::start(pixchat::Config {
         width: Some(1024),
         height: Some(1024),
         ..pixchat::Config::default()
@@ -101,7 +145,7 @@ async fn fanout_starts_and_stops_its_own_server() {
     let (ok, out, err) = bench(&[
         "fanout",
         "--server-bin",
-        env!("CARGO_BIN_EXE_pixchat-server"),
+        server_bin(),
         "--server-arg=--history=1000",
         "--width",
         "256",
@@ -148,7 +192,7 @@ async fn compare_reports_both_targets_and_the_ratio() {
     let (ok, out, err) = bench(&[
         "compare",
         "--server-bin",
-        env!("CARGO_BIN_EXE_pixchat-server"),
+        server_bin(),
         "--width",
         "256",
         "--height",
@@ -185,7 +229,7 @@ async fn fanout_over_two_clustered_servers_loses_nothing() {
         "--servers",
         "2",
         "--server-bin",
-        env!("CARGO_BIN_EXE_pixchat-server"),
+        server_bin(),
         "--width",
         "256",
         "--height",

@@ -1,14 +1,14 @@
 //! pixchat frames read in place, for the load generator.
 //!
-//! The library's [`ClientCodec`](crate::protocol::binary::ClientCodec)
-//! builds a [`ServerMsg`](crate::protocol::ServerMsg) per frame, with an
+//! The library's [`ClientCodec`](pixchat::protocol::binary::ClientCodec)
+//! builds a [`ServerMsg`](pixchat::protocol::ServerMsg) per frame, with an
 //! `Arc<str>` for every name: right for a client, but a watcher that must
 //! keep up with millions of events per second would measure its own
 //! allocator. Here a frame is looked at where it lies in the read buffer and
 //! only the fields the bench needs are read; the byte layout is protocol.md's.
 
-use crate::protocol::MAX_SERVER_FRAME;
-use crate::protocol::binary::{event_type, reply_type};
+use pixchat::protocol::MAX_SERVER_FRAME;
+use pixchat::protocol::binary::{event_type, reply_type};
 
 use super::inbuf::InBuf;
 
@@ -313,8 +313,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::protocol::binary::{encode_event, encode_reply, encode_snapshot};
-    use crate::protocol::{ErrorCode, Event, Pixel, Reply, Snapshot, Welcome, WireError};
+    use pixchat::protocol::binary::{encode_event, encode_reply, encode_snapshot};
+    use pixchat::protocol::{ErrorCode, Event, Pixel, Reply, Snapshot, Welcome, WireError};
 
     fn pixel(seq: u64, name: &str) -> Event {
         Event::Pixel(Pixel {
@@ -330,7 +330,7 @@ mod tests {
     fn stream(side: u16) -> Vec<u8> {
         let mut out = BytesMut::new();
         encode_reply(
-            &Reply::Hello(crate::protocol::HelloInfo {
+            &Reply::Hello(pixchat::protocol::HelloInfo {
                 version: 1,
                 canvas_id: 9,
                 width: side,

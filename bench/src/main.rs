@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
-use pixchat::bench::compare::{self, RedisSpec, ServerSource};
-use pixchat::bench::fanout::RunOptions;
-use pixchat::bench::spawn::{pixchat_server_bin, redis_server_bin};
-use pixchat::bench::{self, Endpoint, Servers, Target, Workload, idle, join_storm, report};
+use pixchat_bench::compare::{self, RedisSpec, ServerSource};
+use pixchat_bench::fanout::RunOptions;
+use pixchat_bench::spawn::{pixchat_server_bin, redis_server_bin};
+use pixchat_bench::{self as bench, Endpoint, Servers, Target, Workload, idle, join_storm, report};
 
 /// Load generator for pixchat: fan-out, join storms and idle connections,
 /// measured side by side with Redis pub/sub. Loopback only.

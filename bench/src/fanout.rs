@@ -46,8 +46,8 @@ use super::{
     CONNECT_TIMEOUT, JOIN_TIMEOUT, SETUP_CONCURRENCY, Servers, Target, Workload, check_fd_budget,
     run_tag, share,
 };
-use crate::protocol::binary::{encode_command, reply_type};
-use crate::protocol::{Command, PROTOCOL_VERSION};
+use pixchat::protocol::binary::{encode_command, reply_type};
+use pixchat::protocol::{Command, PROTOCOL_VERSION};
 
 /// Read buffer per watcher: a few hundred events per read, small enough
 /// for 20,000 watchers.

@@ -199,7 +199,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::bench::inbuf::InBuf;
+    use crate::inbuf::InBuf;
 
     const SUBSCRIBED: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$2\r\npx\r\n:1\r\n";
 
