@@ -10,6 +10,7 @@ pub mod hub;
 pub mod log;
 pub mod outbox;
 pub mod storage;
+pub mod world;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::canvas::{Canvas, PixelMeta};
-use super::storage::{CHAT_HISTORY, ChatLine, Persisted};
+use super::storage::{CHAT_HISTORY, ChatLine, World};
 use crate::protocol::{ErrorCode, PALETTE, Pixel, WireError};
 
 /// How to reach the cluster.
@@ -109,7 +109,7 @@ pub enum RemoteEvent {
 #[derive(Debug)]
 pub struct Loaded {
     /// Canvas, authorship, chat.
-    pub world: Persisted,
+    pub world: World,
     /// Everyone online, by the `users` hash.
     pub users: Vec<String>,
     /// Recent pixel events, oldest first, to serve `SYNC` from.
@@ -1059,14 +1059,14 @@ fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
     }
     let canvas = Canvas::restore(id, width, height, seq, pixels.into_iter().zip(meta_of))
         .map_err(|e| anyhow::anyhow!(e.message))?;
-    let mut world = Persisted::new(canvas);
+    let mut world = World::new(canvas);
     for line in array(next()?).context("chat")?.iter().filter_map(text) {
         let mut it = line.splitn(4, ' ');
         if let (Some(s), Some(ms), Some(from), Some(body)) =
             (it.next(), it.next(), it.next(), it.next())
             && let (Ok(chat_seq), Ok(unix_ms)) = (s.parse(), ms.parse())
         {
-            world.push_chat(ChatLine {
+            world.chat.push_back(ChatLine {
                 chat_seq,
                 unix_ms,
                 from: Arc::from(from),

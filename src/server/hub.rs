@@ -30,8 +30,9 @@ use super::cluster::{Cluster, Loaded};
 use super::fanout::Fanout;
 use super::log::{EventLog, LogLimits, Mode};
 use super::outbox::{Outbox, Outgoing, SharedSnapshot};
-use super::storage::{self, ChatLine, Journal, Persisted, StorageConfig, format};
+use super::storage::{self, ChatLine, Journal, StorageConfig, World, format};
 use super::unix_ms;
+use super::world::Change;
 use crate::protocol::{
     Command, ErrorCode, Event, HELP_TEXT, HelloInfo, MAX_LISTED_USERS, PALETTE, PROTOCOL_VERSION,
     Pixel, Placement, Reply, Resume, Welcome, WireError, validate_name, validate_text,
@@ -100,7 +101,7 @@ struct User {
 #[derive(Debug)]
 struct State {
     /// What survives restarts: canvas, authorship, recent chat.
-    world: Persisted,
+    world: World,
     history: History,
     /// This server's joined sessions, by lower-cased name.
     users: BTreeMap<String, User>,
@@ -185,7 +186,7 @@ impl Hub {
                 let (w, h) = config.size.unwrap_or(config.default_size);
                 let canvas =
                     Canvas::new(rand::random(), w, h).map_err(|e| anyhow::anyhow!(e.message))?;
-                (None, Persisted::new(canvas), Vec::new())
+                (None, World::new(canvas), Vec::new())
             }
         };
         Ok(Self::assemble(config, log, journal, world, replayed, None))
@@ -210,7 +211,7 @@ impl Hub {
         config: &HubConfig,
         log: Arc<EventLog>,
         journal: Option<Journal>,
-        world: Persisted,
+        world: World,
         replayed: Vec<Pixel>,
         cluster: Option<Arc<Cluster>>,
     ) -> Self {
@@ -468,7 +469,9 @@ impl Hub {
                 1
             },
         );
-        st.world.push_chat(line);
+        st.world
+            .apply(&Change::Chat(line))
+            .expect("the next chat seq follows");
         session
             .outbox
             .push_gated(tag, end, Outgoing::Reply(Reply::Ok));

@@ -35,20 +35,15 @@ pub mod format;
 pub mod journal;
 pub mod recovery;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::canvas::Canvas;
-use crate::protocol::Pixel;
-use format::Record;
+pub use super::world::{CHAT_HISTORY, ChatLine, World};
 
 pub use faults::Faults;
 pub use journal::Journal;
 pub use recovery::{Recovered, open};
 
-/// Chat messages kept for newcomers and across restarts.
-pub const CHAT_HISTORY: usize = 100;
 /// How long `--fsync batch` waits to gather more records into one fsync.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(2);
 
@@ -128,99 +123,6 @@ impl StorageConfig {
             new_canvas: false,
             compact_after: crate::DEFAULT_COMPACT_AFTER,
             faults: Arc::default(),
-        }
-    }
-}
-
-/// One chat message as kept for history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatLine {
-    /// Position in the chat sequence (1, 2, ...).
-    pub chat_seq: u64,
-    /// When it was said.
-    pub unix_ms: u64,
-    /// Sender.
-    pub from: Arc<str>,
-    /// Message.
-    pub text: Arc<str>,
-}
-
-/// Everything that survives a restart.
-#[derive(Debug, Clone)]
-pub struct Persisted {
-    /// Pixels, seq, authorship.
-    pub canvas: Canvas,
-    /// The latest chat messages, oldest first.
-    pub chat: VecDeque<ChatLine>,
-    /// Seq of the latest chat message.
-    pub chat_seq: u64,
-}
-
-impl Persisted {
-    /// A fresh state around a blank canvas.
-    pub fn new(canvas: Canvas) -> Self {
-        Self {
-            canvas,
-            chat: VecDeque::new(),
-            chat_seq: 0,
-        }
-    }
-
-    /// Adds a chat line, forgetting the oldest beyond [`CHAT_HISTORY`].
-    pub fn push_chat(&mut self, line: ChatLine) {
-        self.chat_seq = line.chat_seq;
-        self.chat.push_back(line);
-        while self.chat.len() > CHAT_HISTORY {
-            self.chat.pop_front();
-        }
-    }
-
-    /// Applies a replayed record. `Ok(None)`: already in the state (or a
-    /// chat line); `Err`: it does not follow (a gap, or out of range), so
-    /// replay must stop there.
-    fn replay(&mut self, record: Record) -> Result<Option<Pixel>, String> {
-        match record {
-            Record::Pixel {
-                seq,
-                x,
-                y,
-                color,
-                unix_ms,
-                name,
-            } => {
-                let have = self.canvas.seq();
-                if seq <= have {
-                    return Ok(None);
-                }
-                if seq != have + 1 {
-                    return Err(format!("pixel seq {seq} does not follow seq {have}"));
-                }
-                let (x, y, color) = self
-                    .canvas
-                    .check(x.into(), y.into(), color.into())
-                    .map_err(|e| format!("pixel seq {seq}: {}", e.message))?;
-                self.canvas.apply(x, y, color, &name, unix_ms);
-                Ok(Some(Pixel {
-                    seq,
-                    x,
-                    y,
-                    color,
-                    name,
-                }))
-            }
-            Record::Chat(line) => {
-                if line.chat_seq <= self.chat_seq {
-                    return Ok(None);
-                }
-                if line.chat_seq != self.chat_seq + 1 {
-                    return Err(format!(
-                        "chat seq {} does not follow chat seq {}",
-                        line.chat_seq, self.chat_seq
-                    ));
-                }
-                self.push_chat(line);
-                Ok(None)
-            }
         }
     }
 }

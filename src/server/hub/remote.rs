@@ -221,7 +221,13 @@ impl Hub {
                     },
                     |_| 0,
                 );
-                st.world.push_chat(line);
+                if st
+                    .world
+                    .apply(&crate::server::world::Change::Chat(line))
+                    .is_err()
+                {
+                    return false;
+                }
             }
             RemoteEvent::Dm { from, to, text } => {
                 if let Some(user) = st.users.get(&to) {

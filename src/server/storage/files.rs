@@ -11,14 +11,14 @@ use anyhow::Context;
 
 use super::faults::{self, Faults};
 use super::format;
-use super::{LOG, LOG_TMP, Persisted, RESERVE_LOG, RESERVE_SNAP, SNAP, SNAP_TMP};
+use super::{LOG, LOG_TMP, RESERVE_LOG, RESERVE_SNAP, SNAP, SNAP_TMP, World};
 
 /// Writes a snapshot of `state` atomically; returns its size in bytes.
 /// With `reserve`, the space held back for emergencies is written over
 /// when there is enough of it, so no new space is needed on a full disk.
 pub(crate) fn write_snapshot(
     dir: &Path,
-    state: &Persisted,
+    state: &World,
     faults: &Faults,
     reserve: bool,
 ) -> anyhow::Result<u64> {
@@ -34,7 +34,7 @@ pub(crate) fn write_snapshot(
 pub(crate) fn new_log(
     dir: &Path,
     name: &str,
-    state: &Persisted,
+    state: &World,
     faults: &Faults,
     reserve: bool,
 ) -> anyhow::Result<File> {

@@ -5,9 +5,11 @@
 //! Journal: a header, then records of `len:u32 crc:u32 payload[len]`.
 //! The header (`PXCHLOG2`, canvas id, base seq, base chat seq, width,
 //! height, CRC) is written twice, so one damaged copy costs nothing; the
-//! older `PXCHLOG1` header (one copy, no size) is still read. Snapshot:
-//! `PXCHSNP1`, the body, and a CRC of everything before it; it is only ever
-//! replaced by an atomic rename, so it is whole or absent.
+//! older `PXCHLOG1` header (one copy, no size) is still read. Records are
+//! the world's [`Change`]s: pixels, chat, bans and unbans. Snapshot:
+//! `PXCHSNP2` (with the bans; `PXCHSNP1` without them is still read), the
+//! body, and a CRC of everything before it; it is only ever replaced by an
+//! atomic rename, so it is whole or absent.
 //!
 //! Scanning tells a *torn tail* (damage with no intact record after it:
 //! what a crash in the middle of a write leaves) from *corruption* (damage
@@ -20,12 +22,16 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut};
 
 use super::super::canvas::{Canvas, PixelMeta};
-use super::{ChatLine, Persisted};
+use super::super::world::{ChatLine, World};
 use crate::protocol::PALETTE;
+
+/// One journal record: an ordered change to the world.
+pub use super::super::world::Change as Record;
 
 const LOG_MAGIC_V1: &[u8; 8] = b"PXCHLOG1";
 const LOG_MAGIC_V2: &[u8; 8] = b"PXCHLOG2";
-const SNAP_MAGIC: &[u8; 8] = b"PXCHSNP1";
+const SNAP_MAGIC_V1: &[u8; 8] = b"PXCHSNP1";
+const SNAP_MAGIC: &[u8; 8] = b"PXCHSNP2";
 /// A version 1 journal header: magic, canvas id, base seq, base chat seq,
 /// CRC.
 pub const LOG_V1_HEADER_LEN: usize = 8 + 8 + 8 + 8 + 4;
@@ -37,32 +43,12 @@ pub const LOG_HEADER_LEN: usize = 2 * HEADER_COPY_LEN;
 const MAX_RECORD: usize = 4096;
 const PIXEL: u8 = 1;
 const CHAT: u8 = 2;
+const BAN: u8 = 3;
+const UNBAN: u8 = 4;
 /// Payload bytes of a pixel record before its name.
 const PIXEL_FIXED: usize = 1 + 8 + 2 + 2 + 1 + 8 + 1;
 /// Payload bytes of a chat record before its sender's name.
 const CHAT_FIXED: usize = 1 + 8 + 8 + 1;
-
-/// One journal record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// An accepted pixel.
-    Pixel {
-        /// Its seq.
-        seq: u64,
-        /// Column.
-        x: u16,
-        /// Row.
-        y: u16,
-        /// Palette index.
-        color: u8,
-        /// Unix ms when accepted.
-        unix_ms: u64,
-        /// Author.
-        name: Arc<str>,
-    },
-    /// A chat message.
-    Chat(ChatLine),
-}
 
 /// Appends one pixel record.
 pub fn put_pixel(
@@ -92,6 +78,31 @@ pub fn put_chat(out: &mut Vec<u8>, line: &ChatLine) {
         put_str(p, &line.from, 1);
         put_str(p, &line.text, 2);
     });
+}
+
+/// Appends one ban (or unban) record.
+pub fn put_ban(out: &mut Vec<u8>, name: &str, banned: bool) {
+    put_record(out, |p| {
+        p.put_u8(if banned { BAN } else { UNBAN });
+        put_str(p, name, 1);
+    });
+}
+
+/// Appends the record of any change.
+pub fn put_change(out: &mut Vec<u8>, change: &Record) {
+    match change {
+        Record::Pixel {
+            seq,
+            x,
+            y,
+            color,
+            unix_ms,
+            name,
+        } => put_pixel(out, *seq, (*x, *y, *color), *unix_ms, name),
+        Record::Chat(line) => put_chat(out, line),
+        Record::Ban(name) => put_ban(out, name, true),
+        Record::Unban(name) => put_ban(out, name, false),
+    }
 }
 
 fn put_record(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
@@ -364,6 +375,7 @@ fn plausible(bytes: &[u8], at: usize) -> bool {
                 .get(text_at..text_at + 2)
                 .is_some_and(|t| len == text_at + 2 + usize::from(u16::from_be_bytes([t[0], t[1]])))
         }
+        Some(&BAN | &UNBAN) => payload.get(1).is_some_and(|&n| len == 2 + usize::from(n)),
         _ => false,
     }
 }
@@ -419,13 +431,15 @@ fn decode_record(payload: &[u8]) -> Option<Record> {
             from: get_str(&mut r, 1)?,
             text: get_str(&mut r, 2)?,
         }),
+        BAN => Record::Ban(get_str(&mut r, 1)?.to_string()),
+        UNBAN => Record::Unban(get_str(&mut r, 1)?.to_string()),
         _ => return None,
     };
     r.is_empty().then_some(rec)
 }
 
-/// Serialises the whole persisted state into snapshot bytes.
-pub fn encode_snapshot(state: &Persisted) -> Vec<u8> {
+/// Serialises the whole world into snapshot bytes.
+pub fn encode_snapshot(state: &World) -> Vec<u8> {
     let c = &state.canvas;
     let n = usize::from(c.width()) * usize::from(c.height());
     let mut out = Vec::with_capacity(64 + n * 21);
@@ -482,27 +496,34 @@ pub fn encode_snapshot(state: &Persisted) -> Vec<u8> {
         put_str(&mut out, &line.from, 1);
         put_str(&mut out, &line.text, 2);
     }
+    out.put_u32(state.bans.len() as u32);
+    for name in &state.bans {
+        put_str(&mut out, name, 1);
+    }
     let crc = crc32fast::hash(&out);
     out.put_u32(crc);
     out
 }
 
 /// Reads snapshot bytes back; `Err` says what is wrong with them.
-pub fn decode_snapshot(bytes: &[u8]) -> Result<Persisted, String> {
+pub fn decode_snapshot(bytes: &[u8]) -> Result<World, String> {
     decode_snapshot_checked(bytes, true)
 }
 
 /// Reads a snapshot whose checksum fails, as far as its structure allows:
 /// for `repair`, which keeps what can be read of a damaged snapshot rather
 /// than nothing. Pixels near the damage may be wrong.
-pub fn salvage_snapshot(bytes: &[u8]) -> Result<Persisted, String> {
+pub fn salvage_snapshot(bytes: &[u8]) -> Result<World, String> {
     decode_snapshot_checked(bytes, false)
 }
 
-fn decode_snapshot_checked(bytes: &[u8], check_crc: bool) -> Result<Persisted, String> {
-    if bytes.len() < SNAP_MAGIC.len() + 4 || &bytes[..8] != SNAP_MAGIC {
+fn decode_snapshot_checked(bytes: &[u8], check_crc: bool) -> Result<World, String> {
+    if bytes.len() < SNAP_MAGIC.len() + 4
+        || (&bytes[..8] != SNAP_MAGIC && &bytes[..8] != SNAP_MAGIC_V1)
+    {
         return Err("not a pixchat snapshot".into());
     }
+    let with_bans = &bytes[..8] == SNAP_MAGIC;
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if check_crc && crc32fast::hash(body) != (&crc[..]).get_u32() {
         return Err("the snapshot checksum does not match (the file is damaged)".into());
@@ -571,13 +592,21 @@ fn decode_snapshot_checked(bytes: &[u8], check_crc: bool) -> Result<Persisted, S
             text: get_str(&mut r, 2).ok_or_else(short)?,
         });
     }
+    let mut bans = std::collections::BTreeSet::new();
+    if with_bans {
+        let n = r.try_get_u32().map_err(|_| short())?;
+        for _ in 0..n {
+            bans.insert(get_str(&mut r, 1).ok_or_else(short)?.to_string());
+        }
+    }
     if !r.is_empty() {
         return Err("the snapshot has trailing bytes".into());
     }
-    Ok(Persisted {
+    Ok(World {
         canvas,
         chat,
         chat_seq,
+        bans,
     })
 }
 
@@ -591,7 +620,7 @@ fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 mod tests {
     use super::*;
 
-    fn sample() -> Persisted {
+    fn sample() -> World {
         let mut canvas = Canvas::new(77, 3, 2).unwrap();
         let al: Arc<str> = Arc::from("al");
         canvas.apply(1, 1, 5, &al, 1_000);
@@ -603,10 +632,11 @@ mod tests {
             from: al,
             text: Arc::from("hello"),
         });
-        Persisted {
+        World {
             canvas,
             chat,
             chat_seq: 1,
+            bans: ["mallory".to_string()].into(),
         }
     }
 
@@ -619,6 +649,40 @@ mod tests {
         assert_eq!(back.canvas.whose(0, 0), None);
         assert_eq!(back.chat, s.chat);
         assert_eq!(back.chat_seq, 1);
+        assert_eq!(back.bans, s.bans);
+    }
+
+    #[test]
+    fn version_1_snapshots_are_still_read() {
+        let mut s = sample();
+        s.bans.clear();
+        let mut bytes = encode_snapshot(&s);
+        // A version 1 snapshot is the same without the bans.
+        bytes.truncate(bytes.len() - 8);
+        bytes[..8].copy_from_slice(SNAP_MAGIC_V1);
+        let crc = crc32fast::hash(&bytes);
+        bytes.put_u32(crc);
+        let back = decode_snapshot(&bytes).unwrap();
+        assert_eq!(back.canvas.snapshot(), s.canvas.snapshot());
+        assert!(back.bans.is_empty());
+    }
+
+    #[test]
+    fn ban_records_scan_back() {
+        let mut bytes = journal(1);
+        put_ban(&mut bytes, "bob", true);
+        put_ban(&mut bytes, "bob", false);
+        let scan = scan_log(&bytes);
+        assert_eq!(scan.damage, None);
+        assert_eq!(scan.records[1].1, Record::Ban("bob".into()));
+        assert_eq!(scan.records[2].1, Record::Unban("bob".into()));
+        // And they are found after damage like any record.
+        let mut bad = bytes.clone();
+        bad[LOG_HEADER_LEN + 3] ^= 1;
+        assert_eq!(
+            scan_log(&bad).damage.unwrap().intact_after.unwrap().records,
+            2
+        );
     }
 
     #[test]

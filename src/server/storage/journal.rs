@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use super::faults::{self, Faults};
 use super::files;
 use super::recovery::Recovered;
-use super::{BATCH_WINDOW, Fsync, LOG, LOG_NEW, Persisted, StorageConfig};
+use super::{BATCH_WINDOW, Fsync, LOG, LOG_NEW, StorageConfig, World};
 use crate::protocol::Pixel;
 use crate::server::log::EventLog;
 
@@ -42,7 +42,7 @@ const RESERVE_MIN: u64 = 256 * 1024;
 
 /// Gives the journal a copy of the state with the broadcast log position
 /// it corresponds to, taken under the hub lock.
-pub type StateSource = Box<dyn Fn() -> Option<(Persisted, u64)> + Send + Sync>;
+pub type StateSource = Box<dyn Fn() -> Option<(World, u64)> + Send + Sync>;
 
 const UP: u8 = 0;
 const DOWN: u8 = 1;
@@ -54,7 +54,7 @@ struct Pending {
     buf: Vec<u8>,
     /// A compaction point inside `buf`: records before it go to the old
     /// journal, the rest to the new one.
-    rotate: Option<(usize, Box<Persisted>)>,
+    rotate: Option<(usize, Box<World>)>,
     /// Broadcast log index to publish once `buf` is written.
     upto: u64,
     /// Index published so far.
@@ -145,7 +145,7 @@ impl Journal {
         recovered: Recovered,
         log: Arc<EventLog>,
         config: &StorageConfig,
-    ) -> (Journal, Persisted, Vec<Pixel>) {
+    ) -> (Journal, World, Vec<Pixel>) {
         let Recovered {
             state,
             replayed,
@@ -251,7 +251,7 @@ impl Journal {
     /// Marks the current end of the journal as the state `state`: a new
     /// snapshot of it is written in the background and the journal starts
     /// over after it.
-    pub fn compact(&self, state: Persisted) {
+    pub fn compact(&self, state: World) {
         self.shared.compacting.store(true, Ordering::Release);
         let mut p = self.shared.lock();
         let at = p.buf.len();
@@ -376,11 +376,7 @@ fn write_loop(shared: &Arc<Shared>, file: File) {
 impl Writer<'_> {
     /// Appends `buf` (rotating to a new journal at the compaction point,
     /// if any) and syncs per the policy.
-    fn append(
-        &mut self,
-        buf: &[u8],
-        rotate: Option<(usize, Box<Persisted>)>,
-    ) -> anyhow::Result<()> {
+    fn append(&mut self, buf: &[u8], rotate: Option<(usize, Box<World>)>) -> anyhow::Result<()> {
         match rotate {
             None => self.write(buf),
             Some((at, state)) => {
@@ -406,7 +402,7 @@ impl Writer<'_> {
 
     /// Starts `canvas.log.new` after `state` and writes the snapshot of
     /// `state` in the background.
-    fn rotate(&mut self, state: Persisted) -> anyhow::Result<()> {
+    fn rotate(&mut self, state: World) -> anyhow::Result<()> {
         let shared = self.shared;
         self.file = files::new_log(&shared.dir, LOG_NEW, &state, &shared.faults, false)?;
         let snap_shared = shared.clone();

@@ -22,9 +22,10 @@ use anyhow::{Context, bail};
 use tracing::{info, warn};
 
 use super::super::canvas::Canvas;
+use super::super::world::Applied;
 use super::files::{self, keep_aside, move_aside};
 use super::format::{self, Header, Record, Scan};
-use super::{LOCK, LOG, LOG_NEW, LOG_TMP, Persisted, SNAP, SNAP_TMP, StorageConfig};
+use super::{LOCK, LOG, LOG_NEW, LOG_TMP, SNAP, SNAP_TMP, StorageConfig, World};
 use crate::protocol::Pixel;
 
 /// The snapshot file as found.
@@ -42,7 +43,7 @@ pub enum SnapshotFile {
     /// It reads back whole.
     Ok {
         /// The state it holds.
-        state: Box<Persisted>,
+        state: Box<World>,
         /// Its size.
         len: u64,
     },
@@ -117,7 +118,7 @@ pub struct Torn {
 #[derive(Debug)]
 pub struct Plan {
     /// The state after snapshot and replay.
-    pub state: Persisted,
+    pub state: World,
     /// Pixel events replayed from the journal, to seed `SYNC` history.
     pub replayed: Vec<Pixel>,
     /// Torn tails to cut (and keep aside).
@@ -267,7 +268,7 @@ pub fn plan(
                     .map_err(|e| refuse(SNAP, None, e.message, 0, Problem::SizeMismatch))?;
                 fresh = true;
                 normalise = true;
-                Persisted::new(canvas)
+                World::new(canvas)
             }
             Some(j) => match j.scan.header {
                 Some(Header {
@@ -286,7 +287,7 @@ pub fn plan(
                     let canvas = Canvas::new(canvas_id, w, h).map_err(|e| {
                         refuse(j.name, Some(0), e.message, 0, Problem::SnapshotMissing)
                     })?;
-                    Persisted::new(canvas)
+                    World::new(canvas)
                 }
                 Some(h) => {
                     let what = if h.size.is_none() {
@@ -416,9 +417,9 @@ pub fn plan(
         }
         for (k, (offset, record)) in j.scan.records.iter().enumerate() {
             normalise = true;
-            match state.replay(record.clone()) {
-                Ok(Some(pixel)) => replayed.push(pixel),
-                Ok(None) => {}
+            match state.apply(record) {
+                Ok(Applied::Done(Some(pixel))) => replayed.push(pixel),
+                Ok(_) => {}
                 Err(why) => {
                     return Err(refuse(
                         j.name,
@@ -465,7 +466,7 @@ pub fn plan(
 #[derive(Debug)]
 pub struct Recovered {
     /// The state after snapshot and replay.
-    pub state: Persisted,
+    pub state: World,
     /// Pixel events replayed from the journal, to seed `SYNC` history.
     pub replayed: Vec<Pixel>,
     /// The directory.
@@ -574,7 +575,7 @@ pub fn open(
 
 fn normalise(
     dir: &Path,
-    state: &Persisted,
+    state: &World,
     faults: &super::Faults,
     reserve: bool,
 ) -> anyhow::Result<(File, u64)> {
@@ -675,10 +676,14 @@ fn describe_journal(j: &JournalFile) -> String {
         .iter()
         .filter_map(|(_, r)| match r {
             Record::Pixel { seq, .. } => Some(*seq),
-            Record::Chat(_) => None,
+            _ => None,
         })
         .collect();
-    let chats = s.records.len() - pixels.len();
+    let chats = s
+        .records
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::Chat(_)))
+        .count();
     let mut line = match s.header {
         Some(h) => format!(
             "{}: format {}, canvas {:016x}, after seq {} (chat seq {}), {} records{} ({}{} chat), {} bytes",
@@ -856,7 +861,7 @@ fn fix(
                 (0..usize::from(w) * usize::from(h)).map(|_| (0, None)),
             )
             .map_err(|e| anyhow::anyhow!(e.message))?;
-            let mut state = Persisted::new(canvas);
+            let mut state = World::new(canvas);
             state.chat_seq = chat_seq;
             let kept = replay_what_follows(&mut state, &ins.journals);
             files::write_snapshot(dir, &state, &super::Faults::none(), false)?;
@@ -889,12 +894,12 @@ fn fix(
             let (records, _, _) = format::walk(&j.bytes, after.offset);
             let first = records.iter().find_map(|(_, r)| match r {
                 Record::Pixel { seq, .. } => Some(seq.saturating_sub(1)),
-                Record::Chat(_) => None,
+                _ => None,
             });
             let base = first.unwrap_or(state.canvas.seq()).min(state.canvas.seq());
             let first_chat = records.iter().find_map(|(_, r)| match r {
                 Record::Chat(l) => Some(l.chat_seq.saturating_sub(1)),
-                Record::Pixel { .. } => None,
+                _ => None,
             });
             let chat_base = first_chat.unwrap_or(state.chat_seq).min(state.chat_seq);
             let c = &state.canvas;
@@ -1022,11 +1027,11 @@ fn fix(
 }
 
 /// Replays the journals before `stop` into `state`; returns the pixels.
-fn replay_until(state: &mut Persisted, journals: &[JournalFile], stop: &str) -> u64 {
+fn replay_until(state: &mut World, journals: &[JournalFile], stop: &str) -> u64 {
     let mut n = 0;
     for j in journals.iter().take_while(|j| j.name != stop) {
         for (_, r) in &j.scan.records {
-            if let Ok(Some(_)) = state.replay(r.clone()) {
+            if let Ok(Applied::Done(Some(_))) = state.apply(r) {
                 n += 1;
             }
         }
@@ -1036,11 +1041,11 @@ fn replay_until(state: &mut Persisted, journals: &[JournalFile], stop: &str) -> 
 
 /// Replays every record of `journals` that follows `state`, skipping what
 /// does not; returns the pixels applied.
-fn replay_what_follows(state: &mut Persisted, journals: &[JournalFile]) -> u64 {
+fn replay_what_follows(state: &mut World, journals: &[JournalFile]) -> u64 {
     let mut n = 0;
     for j in journals {
         for (_, r) in &j.scan.records {
-            if let Ok(Some(_)) = state.replay(r.clone()) {
+            if let Ok(Applied::Done(Some(_))) = state.apply(r) {
                 n += 1;
             }
         }
@@ -1087,10 +1092,10 @@ mod tests {
         }
     }
 
-    fn state_at(seq: u64) -> Persisted {
-        let mut s = Persisted::new(Canvas::new(ID, 8, 8).unwrap());
+    fn state_at(seq: u64) -> World {
+        let mut s = World::new(Canvas::new(ID, 8, 8).unwrap());
         for k in 1..=seq {
-            s.replay(pixel(k)).unwrap();
+            s.apply(&pixel(k)).unwrap();
         }
         s
     }
@@ -1161,7 +1166,7 @@ mod tests {
         }
     }
 
-    fn assert_canvas(state: &Persisted, seq: u64) {
+    fn assert_canvas(state: &World, seq: u64) {
         assert_eq!(state.canvas.seq(), seq);
         let want = state_at(seq);
         assert_eq!(
@@ -1319,12 +1324,13 @@ mod tests {
         assert_eq!(d.aside("damaged")[0].1, snap);
         assert_canvas(&d.open().unwrap().state, 64);
 
-        // Without: what can be read of it is kept.
+        // Without: what can be read of it is kept (the damage is in the
+        // seqs of the last pixels, before the chat and the bans).
         let d = Dir::new();
         d.snapshot(30).write(LOG, &journal(ID, 30, 31..=40));
         let mut snap = d.read(SNAP);
         let n = snap.len();
-        snap[n - 10] ^= 1;
+        snap[n - 40] ^= 1;
         d.write(SNAP, &snap);
         let report = repair(d.path()).unwrap();
         assert!(report.startable, "{:?}", report.lines);
