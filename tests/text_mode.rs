@@ -247,6 +247,29 @@ async fn every_text_error_code_and_the_connection_stays_usable() {
 }
 
 #[tokio::test]
+async fn extra_arguments_are_bad_args_for_every_command() {
+    let server = start_default().await;
+    let mut c = TextClient::joined(server.addr, "me").await;
+    for line in [
+        "HELP me",
+        "QUIT now",
+        "WHO extra",
+        "CANVAS extra",
+        "JOIN a b",
+        "SYNC 0 1",
+        "SET 1 2 3 4",
+        "WHOSE 1 2 3",
+        "PING a b",
+        "KICK a b",
+        "BAN a b",
+    ] {
+        expect_err(&mut c, line, "bad_args").await;
+    }
+    // The refused QUIT did not close the connection.
+    assert_eq!(c.cmd("PING still-here").await, "OK PONG still-here");
+}
+
+#[tokio::test]
 async fn unknown_command_names_the_word() {
     let server = start_default().await;
     let mut c = TextClient::connect(server.addr).await;
