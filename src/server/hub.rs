@@ -35,6 +35,7 @@ use super::unix_ms;
 use crate::protocol::{
     Command, ErrorCode, Event, HELP_TEXT, HelloInfo, MAX_LISTED_USERS, PALETTE, PROTOCOL_VERSION,
     Pixel, Placement, Reply, Resume, Welcome, WireError, validate_name, validate_text,
+    validate_token,
 };
 
 /// Everything the hub needs to start.
@@ -271,7 +272,10 @@ impl Hub {
             }
             Command::Kick { name } => self.kick(session, &name, false),
             Command::Ban { name } => self.kick(session, &name, true),
-            Command::Ping { token } => Ok(self.reply(session, Reply::Pong { token })),
+            Command::Ping { token } => {
+                validate_token(&token)?;
+                Ok(self.reply(session, Reply::Pong { token }))
+            }
             Command::Help => Ok(self.reply(
                 session,
                 Reply::Help {
