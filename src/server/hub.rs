@@ -562,6 +562,9 @@ impl Hub {
             online = target.is_some(),
             "moderation"
         );
+        // The reply first: an admin kicking itself gets its `OK` before
+        // the `BYE`, since nothing is sent after that.
+        self.reply(session, Reply::Ok);
         if let Some(outbox) = target {
             let (code, text) = if ban {
                 (ErrorCode::Banned, "an admin banned you from this server")
@@ -577,7 +580,7 @@ impl Hub {
             );
         }
         drop(st);
-        Ok(self.reply(session, Reply::Ok))
+        Ok(After::Continue)
     }
 
     /// Queues a reply that needs no hub state. It is tagged with the
