@@ -420,8 +420,7 @@ impl Hub {
             from: from.clone(),
             text: Arc::from(text),
         };
-        let tag = self.log.end();
-        let end = self.commit(
+        self.commit_replying(
             Event::Msg {
                 from,
                 text: line.text.clone(),
@@ -430,11 +429,10 @@ impl Hub {
                 format::put_chat(buf, &line);
                 1
             },
+            &session.outbox,
+            Reply::Ok,
         );
         st.world.push_chat(line);
-        session
-            .outbox
-            .push_gated(tag, end, Outgoing::Reply(Reply::Ok));
         self.maybe_compact(&st);
         Ok(After::Continue)
     }
@@ -476,7 +474,6 @@ impl Hub {
                 return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
             }
         }
-        let tag = self.log.end();
         let unix_ms = unix_ms();
         let seq = st.world.canvas.apply(x, y, color, &name, unix_ms);
         let pixel = Pixel {
@@ -486,17 +483,19 @@ impl Hub {
             color,
             name,
         };
-        let end = self.commit(Event::Pixel(pixel.clone()), |buf| {
-            format::put_pixel(buf, seq, (x, y, color), unix_ms, &pixel.name);
-            1
-        });
+        self.commit_replying(
+            Event::Pixel(pixel.clone()),
+            |buf| {
+                format::put_pixel(buf, seq, (x, y, color), unix_ms, &pixel.name);
+                1
+            },
+            &session.outbox,
+            Reply::Set { seq },
+        );
         st.history.push(pixel);
         if !self.cooldown.is_zero() {
             st.remember_placement(key, now, self.cooldown);
         }
-        session
-            .outbox
-            .push_gated(tag, end, Outgoing::Reply(Reply::Set { seq }));
         self.maybe_compact(&st);
         Ok(After::Continue)
     }
@@ -632,11 +631,35 @@ impl Hub {
     /// order and journal order are the same.
     fn commit(&self, event: Event, records: impl FnOnce(&mut Vec<u8>) -> u64) -> u64 {
         let end = self.log.append(&event);
+        self.make_visible(end, records);
+        end
+    }
+
+    /// [`Hub::commit`] for an event caused by the command `reply` answers.
+    /// The reply is queued (after the events before this one, gated on this
+    /// one being durable) before the event can become visible: once it is,
+    /// a pacer may flush the sender's outbox at once, and without its reply
+    /// queued the sender would get the event first.
+    fn commit_replying(
+        &self,
+        event: Event,
+        records: impl FnOnce(&mut Vec<u8>) -> u64,
+        outbox: &Outbox,
+        reply: Reply,
+    ) {
+        let tag = self.log.end();
+        let end = self.log.append(&event);
+        outbox.push_gated(tag, end, Outgoing::Reply(reply));
+        self.make_visible(end, records);
+    }
+
+    /// Has the log published up to `end` once the records are durable (at
+    /// once without a journal).
+    fn make_visible(&self, end: u64, records: impl FnOnce(&mut Vec<u8>) -> u64) {
         match &self.journal {
             Some(journal) => journal.push(end, records),
             None => self.log.publish(end),
         }
-        end
     }
 
     /// Starts a compaction when the journal has grown enough. The state is

@@ -51,18 +51,32 @@ impl Drop for TestServer {
 /// Starts a server with `config` on a free loopback port. Without storage
 /// in `config`, it gets a fresh temporary data directory with the default
 /// fsync policy, so tests exercise the durable path the binary uses.
-pub async fn start_server(mut config: pixchat::Config) -> TestServer {
-    let mut data = None;
-    if config.storage.is_none() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        config.storage = Some(StorageConfig {
-            dir: dir.path().to_path_buf(),
-            fsync: Fsync::Batch,
-            new_canvas: false,
-            compact_after: pixchat::DEFAULT_COMPACT_AFTER,
-        });
-        data = Some(dir);
+pub async fn start_server(config: pixchat::Config) -> TestServer {
+    if config.storage.is_some() {
+        return start_as_given(config, None).await;
     }
+    start_durable(config, Fsync::Batch).await
+}
+
+/// Like [`start_server`], with a fresh data directory and `fsync`.
+pub async fn start_durable(mut config: pixchat::Config, fsync: Fsync) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    config.storage = Some(StorageConfig {
+        dir: dir.path().to_path_buf(),
+        fsync,
+        new_canvas: false,
+        compact_after: pixchat::DEFAULT_COMPACT_AFTER,
+    });
+    start_as_given(config, Some(dir)).await
+}
+
+/// Starts a server that keeps nothing on disk (`--memory`).
+pub async fn start_memory(mut config: pixchat::Config) -> TestServer {
+    config.storage = None;
+    start_as_given(config, None).await
+}
+
+async fn start_as_given(config: pixchat::Config, data: Option<tempfile::TempDir>) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = CancellationToken::new();
