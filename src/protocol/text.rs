@@ -29,6 +29,12 @@ impl LineCodec {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The line being received was given up (telnet's interrupt): what
+    /// follows starts a new line, even after an over-long one.
+    pub fn abandon_line(&mut self) {
+        self.discarding = false;
+    }
 }
 
 impl Decoder for LineCodec {

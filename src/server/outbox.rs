@@ -109,6 +109,9 @@ pub enum Outgoing {
     },
     /// A private event (a DM, a goodbye).
     Event(Event),
+    /// Bytes sent as they are, in order with the replies: a telnet
+    /// negotiation answer. Counts as a reply.
+    Raw(Bytes),
     /// A reply still being worked out elsewhere (cluster mode: Redis is
     /// placing the pixel). It holds its place in the order; what follows
     /// waits until it is [`Deferred::set`].
@@ -164,6 +167,7 @@ impl Outgoing {
                 reply(&Reply::Sync { seq: *seq }, out);
             }
             Outgoing::Event(e) => event(e, out),
+            Outgoing::Raw(bytes) => out.extend_from_slice(bytes),
             Outgoing::Deferred(d) => {
                 if let Some(r) = d.take() {
                     reply(&r, out);
