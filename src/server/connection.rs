@@ -95,7 +95,13 @@ pub async fn serve(
         Ok(Ok(WriterEnd::Closed)) => {
             let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
         }
-        Ok(Ok(WriterEnd::Lagged)) => warn!(%peer, "disconnected a slow consumer"),
+        Ok(Ok(WriterEnd::Lagged)) => {
+            warn!(%peer, "disconnected a slow consumer");
+            // Its goodbye may still sit in the send buffer, which the kernel
+            // keeps sending after the close, unless unread input turns the
+            // close into a reset.
+            let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
+        }
         Ok(_) => {}
         Err(_) => writer.abort(),
     }
