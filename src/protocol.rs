@@ -6,6 +6,7 @@
 //! them decides behaviour.
 
 pub mod binary;
+pub mod telnet;
 pub mod text;
 
 use std::fmt;
@@ -412,13 +413,34 @@ pub struct WireError {
 }
 
 impl WireError {
-    /// Builds an error from a code and its explanation.
+    /// Builds an error from a code and its explanation. Control characters
+    /// in the explanation (it may quote what a client sent) are escaped, as
+    /// `\x04`, so an error never puts raw control bytes on a terminal.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: message.into(),
+            message: escape_controls(message.into()),
         }
     }
+}
+
+/// `text` with each control character written as `\xNN` (or `\u{NN}`
+/// beyond ASCII); unchanged, without copying, when it has none.
+fn escape_controls(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !c.is_control() {
+            out.push(c);
+        } else if c.is_ascii() {
+            let _ = fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", c as u32));
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
 }
 
 macro_rules! error_codes {
@@ -612,6 +634,17 @@ mod tests {
         assert!(validate_text(&"a".repeat(513)).is_err());
         assert!(validate_text("tab\there").is_err());
         assert!(validate_text("").is_err());
+    }
+
+    #[test]
+    fn error_messages_never_carry_control_characters() {
+        let e = WireError::new(ErrorCode::UnknownCommand, "\u{4}a\tb\u{7f}\u{85}é");
+        assert_eq!(e.message, "\\x04a\\x09b\\x7f\\u{85}é");
+        // Escaping twice changes nothing.
+        assert_eq!(
+            WireError::new(ErrorCode::BadArgs, e.message.clone()).message,
+            e.message
+        );
     }
 
     #[test]

@@ -248,6 +248,60 @@ async fn passwords_gate_everything_and_admins_kick_and_ban() {
 }
 
 #[tokio::test]
+async fn an_admin_kicking_itself_gets_its_ok_before_the_bye() {
+    let server = start_server(pixchat::Config {
+        admin_password: Some("root".into()),
+        ..Default::default()
+    })
+    .await;
+    for (cmd, bye) in [
+        ("KICK boss", "BYE kicked an admin disconnected you"),
+        (
+            "BAN Boss",
+            "BYE banned an admin banned you from this server",
+        ),
+    ] {
+        let mut admin = TextClient::joined(server.addr, "boss").await;
+        assert_eq!(admin.cmd("AUTH root").await, "OK");
+        // The PING comes after the BYE, so it gets no reply.
+        admin.send(&format!("{cmd}\nPING late")).await;
+        admin.expect("OK").await;
+        admin.expect(bye).await;
+        assert_eq!(admin.expect_closed().await, Vec::<String>::new(), "{cmd}");
+    }
+    // The binary reply too.
+    let mut b = BinClient::connect(server.addr).await;
+    assert_eq!(
+        b.cmd(Command::Auth {
+            password: "root".into()
+        })
+        .await,
+        Reply::Ok
+    );
+    assert!(matches!(
+        b.cmd(Command::Join {
+            name: "b".into(),
+            resume: None
+        })
+        .await,
+        Reply::Welcome(_)
+    ));
+    assert!(matches!(b.reply().await, Reply::Canvas(_)));
+    assert_eq!(b.cmd(Command::Kick { name: "B".into() }).await, Reply::Ok);
+    loop {
+        match b.try_next().await {
+            Some(pixchat::ServerMsg::Event(Event::Bye { code, .. })) => {
+                assert_eq!(code, ErrorCode::Kicked);
+                break;
+            }
+            Some(pixchat::ServerMsg::Event(_)) => {}
+            other => panic!("expected BYE kicked, got {other:?}"),
+        }
+    }
+    assert!(b.try_next().await.is_none(), "nothing after the BYE");
+}
+
+#[tokio::test]
 async fn binary_clients_authenticate_too() {
     let server = start_server(pixchat::Config {
         password: Some("pw".into()),

@@ -291,6 +291,54 @@ async fn sync_and_errors_in_binary_keep_the_connection() {
     assert_eq!(c.reply().await, Reply::Sync { seq: 1 });
 }
 
+#[tokio::test]
+async fn ping_tokens_follow_the_text_mode_rules() {
+    let server = start_default().await;
+    let mut c = BinClient::connect(server.addr).await;
+    for token in [String::new(), "t1".into(), "x".repeat(64)] {
+        assert_eq!(
+            c.cmd(Command::Ping {
+                token: token.clone()
+            })
+            .await,
+            Reply::Pong { token }
+        );
+    }
+    for token in [
+        "x".repeat(65),
+        "x".repeat(255),
+        "a b".into(),
+        "a\0b".into(),
+        "a\tb".into(),
+    ] {
+        assert_eq!(
+            error_code(c.cmd(Command::Ping { token }).await),
+            ErrorCode::BadArgs
+        );
+    }
+    // The same tokens in text mode.
+    let mut t = TextClient::connect(server.addr).await;
+    assert_eq!(
+        t.cmd(&format!("PING {}", "x".repeat(64))).await,
+        format!("OK PONG {}", "x".repeat(64))
+    );
+    for token in ["x".repeat(65), "x".repeat(255), "a b".into(), "a\tb".into()] {
+        let reply = t.cmd(&format!("PING {token}")).await;
+        assert!(reply.starts_with("ERR bad_args "), "{token:?}: {reply}");
+    }
+    t.send_raw(b"PING a\0b\n").await;
+    assert!(t.reply().await.starts_with("ERR bad_args "));
+    // Refused pings leave both connections usable.
+    assert_eq!(
+        c.cmd(Command::Who).await,
+        Reply::Who {
+            online: 0,
+            users: vec![]
+        }
+    );
+    assert_eq!(t.cmd("PING ok").await, "OK PONG ok");
+}
+
 /// Reads everything until the server closes; fails if it stays open.
 async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();

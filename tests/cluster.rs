@@ -334,3 +334,31 @@ async fn a_client_moving_to_another_server_resumes_where_it_was() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_kicking_itself_gets_its_ok_before_the_bye() {
+    if !RedisProcess::available() {
+        return;
+    }
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = RedisProcess::start(redis_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--redis", &redis.url(), "--admin-password", "root"];
+    let server = ServerProcess::start(dir.path(), &args).await;
+    // The eviction comes back from the Redis stream on its own time, so
+    // try it a few times.
+    for i in 0..10 {
+        let name = format!("boss{i}");
+        let mut admin = TextClient::joined(server.addr, &name).await;
+        assert_eq!(admin.cmd("AUTH root").await, "OK");
+        admin.send(&format!("KICK {name}")).await;
+        // The previous admin's LEFT may still be on its way.
+        let rest: Vec<String> = admin
+            .expect_closed()
+            .await
+            .into_iter()
+            .filter(|l| !l.starts_with("LEFT "))
+            .collect();
+        assert_eq!(rest, ["OK", "BYE kicked an admin disconnected you"]);
+    }
+}

@@ -193,3 +193,52 @@ async fn sync_resume_under_flood_converges() {
         "SYNC replay + events differs from the canvas"
     );
 }
+
+/// A `SET`'s `OK <seq>` reaches its sender before the `PIXEL <seq>` event
+/// it caused, however quickly the storage makes the event visible.
+async fn own_ok_precedes_own_pixel(server: common::TestServer) {
+    const ROUNDS: u64 = 5;
+    const SETS: u64 = 2000;
+    let mut c = TextClient::joined(server.addr, "painter").await;
+    for round in 0..ROUNDS {
+        let mut batch = String::new();
+        for i in 0..SETS {
+            batch.push_str(&format!("SET {} {} {}\n", i % 64, (i / 64) % 64, i % 16));
+        }
+        c.send_raw(batch.as_bytes()).await;
+        let first = round * SETS + 1;
+        let mut acked = std::collections::HashSet::new();
+        let mut pixels = 0;
+        while pixels < SETS || (acked.len() as u64) < SETS {
+            let l = c.line().await;
+            if let Some(seq) = l.strip_prefix("OK ") {
+                acked.insert(seq.parse::<u64>().expect("OK <seq>"));
+            } else if l.starts_with("PIXEL ") {
+                let seq = parse_pixel(&l).0;
+                assert_eq!(seq, first + pixels, "pixels in seq order");
+                assert!(
+                    acked.contains(&seq),
+                    "PIXEL {seq} reached its sender before OK {seq} (round {round})"
+                );
+                pixels += 1;
+            } else {
+                panic!("unexpected line {l:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_ok_precedes_own_pixel_in_memory() {
+    own_ok_precedes_own_pixel(common::start_memory(pixchat::Config::default()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_ok_precedes_own_pixel_with_fsync_never() {
+    let server = common::start_durable(
+        pixchat::Config::default(),
+        pixchat::server::storage::Fsync::Never,
+    )
+    .await;
+    own_ok_precedes_own_pixel(server).await;
+}

@@ -293,3 +293,194 @@ async fn chaos_of_broken_and_valid_clients_leaves_exactly_the_accepted_pixels() 
         "the canvas is not the sum of the accepted pixels"
     );
 }
+
+/// Connects with a small receive buffer, so a client that stops reading
+/// fills up quickly, and sends `hello` (a JOIN in its mode).
+async fn sloth(addr: std::net::SocketAddr, hello: &[u8]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(hello).await.unwrap();
+    s
+}
+
+/// Everything the server still sends, up to its end of stream; fails on a
+/// reset or if the stream does not end.
+async fn read_to_eof(mut s: TcpStream, who: &str) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(common::WAIT, s.read_to_end(&mut all))
+        .await
+        .unwrap_or_else(|_| panic!("{who}: the server never closed"))
+        .unwrap_or_else(|e| panic!("{who}: {e} instead of the end of stream"));
+    all
+}
+
+/// Checks a text client's whole input: complete, well-formed lines, pixels
+/// in seq order without gaps, and `BYE slow_consumer` last. Returns the
+/// number of pixels.
+fn check_text_goodbye(bytes: &[u8]) -> u64 {
+    let text = std::str::from_utf8(bytes).expect("UTF-8");
+    let end = &text[text.len().saturating_sub(100)..];
+    assert!(text.ends_with('\n'), "a cut line at the end: {end:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    let (last, before) = lines.split_last().expect("some lines");
+    assert!(last.starts_with("BYE slow_consumer "), "last line {last:?}");
+    let mut pixels = 0;
+    for l in before {
+        let word = l.split(' ').next().unwrap();
+        match word {
+            "PIXEL" => {
+                assert_eq!(l.split(' ').count(), 6, "{l:?}");
+                pixels += 1;
+                assert_eq!(parse_pixel(l).0, pixels, "{l:?}");
+            }
+            "OK" | "JOINED" | "LEFT" | "MSG" | "DM" | "HISTORY" => {}
+            _ => panic!("not a whole line: {l:?}"),
+        }
+    }
+    pixels
+}
+
+/// The same for a binary client: whole frames that all decode, pixels in
+/// order, `BYE slow_consumer` last.
+fn check_binary_goodbye(bytes: &[u8]) -> u64 {
+    use pixchat::protocol::{ErrorCode, Event, binary::decode_server};
+    let mut msgs = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let prefix = bytes
+            .get(at..at + 4)
+            .expect("the stream ends inside a length");
+        let len = u32::from_be_bytes(prefix.try_into().unwrap()) as usize;
+        let payload = bytes
+            .get(at + 4..at + 4 + len)
+            .expect("the stream ends inside a frame");
+        msgs.push(decode_server(payload).expect("a frame that decodes"));
+        at += 4 + len;
+    }
+    let (last, before) = msgs.split_last().expect("some frames");
+    assert!(
+        matches!(
+            last,
+            ServerMsg::Event(Event::Bye {
+                code: ErrorCode::SlowConsumer,
+                ..
+            })
+        ),
+        "last frame {last:?}"
+    );
+    let mut pixels = 0;
+    for m in before {
+        if let ServerMsg::Event(Event::Pixel(p)) = m {
+            pixels += 1;
+            assert_eq!(p.seq, pixels);
+        }
+    }
+    pixels
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_reads_whole_messages_then_bye_then_the_end() {
+    let server = common::start_memory(pixchat::Config {
+        log: pixchat::server::log::LogLimits {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+        },
+        ..Default::default()
+    })
+    .await;
+    let addr = server.addr;
+    let mut flooder = TextClient::joined(addr, "flooder").await;
+    let text = sloth(addr, b"JOIN tsloth\n").await;
+    let mut hello = bytes::BytesMut::new();
+    for cmd in [
+        Command::Hello {
+            version: PROTOCOL_VERSION,
+        },
+        Command::Join {
+            name: "bsloth".into(),
+            resume: None,
+        },
+    ] {
+        pixchat::protocol::binary::encode_command(&cmd, &mut hello);
+    }
+    let mut binary = sloth(addr, &hello).await;
+    // The two joins may be handled in either order.
+    let mut joined = Vec::new();
+    while joined.len() < 2 {
+        joined.push(flooder.until("JOINED ").await);
+    }
+    joined.sort();
+    assert_eq!(joined, ["JOINED bsloth", "JOINED tsloth"]);
+    // The binary one keeps sending PINGs, as the client library does. Once
+    // their replies cannot be sent the server stops reading them, and a
+    // close with input unread would be a reset, not an end of stream.
+    let mut pings = bytes::BytesMut::new();
+    for _ in 0..100 {
+        pixchat::protocol::binary::encode_command(&Command::Ping { token: "p".into() }, &mut pings);
+    }
+
+    // Flood until both have been dropped: bounded in rounds and time.
+    const ROUND: u64 = 500;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut sent = 0;
+    loop {
+        let mut batch = String::new();
+        for i in sent..sent + ROUND {
+            batch.push_str(&format!("SET {} {} {}\n", i % 64, (i / 64) % 64, i % 16));
+        }
+        flooder.send_raw(batch.as_bytes()).await;
+        binary.write_all(&pings).await.unwrap();
+        sent += ROUND;
+        for _ in 0..ROUND {
+            let r = flooder.reply().await;
+            assert!(r.starts_with("OK "), "{r}");
+        }
+        if flooder.cmd("WHO").await == "OK 1 flooder" {
+            break;
+        }
+        assert!(
+            sent < 400 * ROUND && tokio::time::Instant::now() < deadline,
+            "the clients that stopped reading were never dropped"
+        );
+    }
+
+    // Reading again, each finds whole messages, the goodbye, then the end.
+    let text_pixels = check_text_goodbye(&read_to_eof(text, "text").await);
+    let binary_pixels = check_binary_goodbye(&read_to_eof(binary, "binary").await);
+    assert!(text_pixels < sent && binary_pixels < sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_queued_dms_end_with_bye_slow_consumer() {
+    let server = common::start_memory(pixchat::Config {
+        send_buffer: Some(4096),
+        ..Default::default()
+    })
+    .await;
+    let mut sender = TextClient::joined(server.addr, "sender").await;
+    let target = sloth(server.addr, b"JOIN target\n").await;
+    sender.until("JOINED target").await;
+    let text = "x".repeat(500);
+    // A few kernel buffers' worth, then the 256 DMs the server queues: at
+    // most 1,000, far more than that takes.
+    let mut gone = false;
+    for _ in 0..1000 {
+        match sender.cmd(&format!("TELL target {text}")).await.as_str() {
+            "OK" => {}
+            "ERR no_such_user nobody called target is online" => {
+                gone = true;
+                break;
+            }
+            other => panic!("TELL answered {other}"),
+        }
+    }
+    assert!(gone, "the target was never dropped");
+    let bytes = read_to_eof(target, "target").await;
+    check_text_goodbye(&bytes);
+    let dms = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| l.starts_with("DM sender "))
+        .count();
+    assert!(dms < 1000);
+}

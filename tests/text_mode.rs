@@ -247,8 +247,94 @@ async fn every_text_error_code_and_the_connection_stays_usable() {
 }
 
 #[tokio::test]
+async fn extra_arguments_are_bad_args_for_every_command() {
+    let server = start_default().await;
+    let mut c = TextClient::joined(server.addr, "me").await;
+    for line in [
+        "HELP me",
+        "QUIT now",
+        "WHO extra",
+        "CANVAS extra",
+        "JOIN a b",
+        "SYNC 0 1",
+        "SET 1 2 3 4",
+        "WHOSE 1 2 3",
+        "PING a b",
+        "KICK a b",
+        "BAN a b",
+    ] {
+        expect_err(&mut c, line, "bad_args").await;
+    }
+    // The refused QUIT did not close the connection.
+    assert_eq!(c.cmd("PING still-here").await, "OK PONG still-here");
+}
+
+#[tokio::test]
 async fn unknown_command_names_the_word() {
     let server = start_default().await;
     let mut c = TextClient::connect(server.addr).await;
     assert_eq!(c.cmd("fly me").await, "ERR unknown_command fly");
+}
+
+/// Reads exactly `n` bytes, failing on a timeout or the end of stream.
+async fn read_exactly(c: &mut TextClient, n: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = vec![0u8; n];
+    tokio::time::timeout(common::WAIT, c.reader.read_exact(&mut got))
+        .await
+        .expect("the bytes within the timeout")
+        .expect("read");
+    got
+}
+
+#[tokio::test]
+async fn telnet_interrupt_is_answered_and_the_session_goes_on() {
+    let server = start_default().await;
+    let mut c = TextClient::connect(server.addr).await;
+    // What telnet sends for Ctrl-C: IAC IP, IAC DO TIMING-MARK.
+    c.send_raw(b"PING a\r\n").await;
+    c.send_raw(&[0xFF, 0xF4, 0xFF, 0xFD, 0x06]).await;
+    c.send_raw(b"PING b\r\n").await;
+    let want = b"OK PONG a\n\xff\xfb\x06OK PONG b\n";
+    assert_eq!(read_exactly(&mut c, want.len()).await, want);
+    // Other options are refused, refusals are not answered, a subnegotiation
+    // is skipped, and IAC IP drops the half-typed line.
+    c.send_raw(b"\xff\xfd\x01\xff\xfc\x01\xff\xfa\x18\x00xterm\xff\xf0SAY half\xff\xf4PING c\n")
+        .await;
+    let want = b"\xff\xfc\x01OK PONG c\n";
+    assert_eq!(read_exactly(&mut c, want.len()).await, want);
+}
+
+#[tokio::test]
+async fn errors_escape_control_characters() {
+    let server = start_default().await;
+    let mut c = TextClient::connect(server.addr).await;
+    // Ctrl-D, Ctrl-L and a DEL, each alone on a line.
+    c.send_raw(b"\x04\n\x0c\r\nA\x7fB\n").await;
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        tokio::time::timeout(
+            common::WAIT,
+            tokio::io::AsyncBufReadExt::read_line(&mut c.reader, &mut line),
+        )
+        .await
+        .expect("a reply")
+        .expect("read");
+        assert!(line.ends_with('\n'));
+        assert!(
+            line.bytes()
+                .all(|b| b == b'\n' || (0x20..0x7f).contains(&b)),
+            "raw control bytes in {line:?}"
+        );
+        lines.push(line.trim_end().to_string());
+    }
+    assert_eq!(
+        lines,
+        [
+            "ERR unknown_command \\x04",
+            "ERR unknown_command \\x0c",
+            "ERR unknown_command A\\x7fB"
+        ]
+    );
 }

@@ -29,6 +29,12 @@ impl LineCodec {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The line being received was given up (telnet's interrupt): what
+    /// follows starts a new line, even after an over-long one.
+    pub fn abandon_line(&mut self) {
+        self.discarding = false;
+    }
 }
 
 impl Decoder for LineCodec {
@@ -155,9 +161,9 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
             token: rest.to_string(),
         })
     } else if is("HELP") {
-        Ok(Command::Help)
+        no_args(rest, "HELP").map(|_| Command::Help)
     } else if is("QUIT") {
-        Ok(Command::Quit)
+        no_args(rest, "QUIT").map(|_| Command::Quit)
     } else if is("WHOSE") {
         let args: Vec<&str> = rest.split_ascii_whitespace().collect();
         let [x, y] = args[..] else {
@@ -472,6 +478,33 @@ mod tests {
                 "empty_line"
             ]
         );
+    }
+
+    #[test]
+    fn every_command_refuses_extra_arguments() {
+        for line in [
+            &b"HELP me"[..],
+            b"QUIT now",
+            b"WHO extra",
+            b"CANVAS extra",
+            b"JOIN a b",
+            b"SYNC 1 2",
+            b"SET 1 2 3 4",
+            b"WHOSE 1 2 3",
+            b"PING a b",
+            b"KICK a b",
+            b"BAN a b",
+        ] {
+            assert_eq!(
+                parse_line(line).unwrap_err().code,
+                ErrorCode::BadArgs,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // Trailing spaces are not arguments.
+        assert_eq!(parse_line(b"HELP  "), Ok(Command::Help));
+        assert_eq!(parse_line(b"quit "), Ok(Command::Quit));
     }
 
     #[test]

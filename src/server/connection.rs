@@ -20,7 +20,7 @@ use super::hub::{After, Hub, Session};
 use super::log::Mode;
 use super::outbox::{Outbox, Outgoing, WriterEnd, run_writer};
 use crate::protocol::binary::{FrameError, ServerCodec};
-use crate::protocol::text::LineCodec;
+use crate::protocol::telnet::{TextCodec, TextInput};
 use crate::protocol::{Command, ErrorCode, Event, Reply, WireError};
 
 /// A connection that sends nothing at all for this long is closed.
@@ -59,6 +59,12 @@ pub async fn serve(
     // Dead peers of long-lived text sessions (which have no idle timeout)
     // are found by the kernel's keepalive probes.
     let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    if mode == Mode::Text {
+        // Telnet may send its data mark as urgent data after Ctrl-C; out of
+        // line, the kernel would take that one byte out of the stream and
+        // leave its IAC to swallow the next byte typed.
+        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+    }
     let (rd, wr) = stream.into_split();
     let outbox = Arc::new(Outbox::new(mode, wr));
     let writer = tokio::spawn(run_writer(outbox.clone(), hub.log().clone()));
@@ -72,7 +78,7 @@ pub async fn serve(
     };
     let mut rd = match mode {
         Mode::Text => {
-            let mut frames = FramedRead::with_capacity(rd, LineCodec::new(), READ_BUFFER);
+            let mut frames = FramedRead::with_capacity(rd, TextCodec::new(), READ_BUFFER);
             reader.run(&mut frames, &mut session).await;
             frames.into_inner()
         }
@@ -89,7 +95,13 @@ pub async fn serve(
         Ok(Ok(WriterEnd::Closed)) => {
             let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
         }
-        Ok(Ok(WriterEnd::Lagged)) => warn!(%peer, "disconnected a slow consumer"),
+        Ok(Ok(WriterEnd::Lagged)) => {
+            warn!(%peer, "disconnected a slow consumer");
+            // Its goodbye may still sit in the send buffer, which the kernel
+            // keeps sending after the close, unless unread input turns the
+            // close into a reset.
+            let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
+        }
         Ok(_) => {}
         Err(_) => writer.abort(),
     }
@@ -107,6 +119,30 @@ pub async fn drain<R: AsyncRead + Unpin>(rd: &mut R) {
         match rd.read(&mut sink).await {
             Ok(0) | Err(_) => return,
             Ok(n) => budget -= n.min(budget),
+        }
+    }
+}
+
+/// One item read from a client, in either mode.
+enum Input {
+    /// A command, or why the input was not one.
+    Command(Result<Command, WireError>),
+    /// Text mode: bytes to send back in order with the replies (a telnet
+    /// negotiation answer).
+    Answer(bytes::Bytes),
+}
+
+impl From<Result<Command, WireError>> for Input {
+    fn from(command: Result<Command, WireError>) -> Self {
+        Input::Command(command)
+    }
+}
+
+impl From<TextInput> for Input {
+    fn from(input: TextInput) -> Self {
+        match input {
+            TextInput::Command(command) => Input::Command(command),
+            TextInput::Answer(bytes) => Input::Answer(bytes),
         }
     }
 }
@@ -191,7 +227,8 @@ impl Reader<'_> {
     async fn run<R, D>(&mut self, frames: &mut FramedRead<R, D>, session: &mut Session)
     where
         R: AsyncRead + Unpin,
-        D: Decoder<Item = Result<Command, WireError>>,
+        D: Decoder,
+        D::Item: Into<Input>,
         D::Error: ReadError,
     {
         if let Stop::Shutdown = self.read(frames, session).await {
@@ -211,7 +248,8 @@ impl Reader<'_> {
     async fn read<R, D>(&mut self, frames: &mut FramedRead<R, D>, session: &mut Session) -> Stop
     where
         R: AsyncRead + Unpin,
-        D: Decoder<Item = Result<Command, WireError>>,
+        D: Decoder,
+        D::Item: Into<Input>,
         D::Error: ReadError,
     {
         let outbox = session.outbox.clone();
@@ -264,7 +302,7 @@ impl Reader<'_> {
             };
             heard = Instant::now();
             pinged = false;
-            let cmd = match item {
+            let result = match item.map(|r| r.map(Into::into)) {
                 None => return Stop::Done,
                 Some(Err(e)) => {
                     if let Some(err) = e.farewell() {
@@ -273,12 +311,21 @@ impl Reader<'_> {
                     }
                     return Stop::Done;
                 }
-                Some(Ok(Err(err))) if err.code == ErrorCode::CrossProtocol => {
+                // Not a command: no rate limit, but it takes its place (and
+                // its reply slot) among the replies.
+                Some(Ok(Input::Answer(bytes))) => {
+                    outbox.push_reply(self.hub.tag(), Outgoing::Raw(bytes));
+                    continue;
+                }
+                Some(Ok(Input::Command(result))) => result,
+            };
+            let cmd = match result {
+                Err(err) if err.code == ErrorCode::CrossProtocol => {
                     warn!(peer = %self.peer, "possible cross-protocol attack (HTTP request on the pixchat port); connection closed");
                     outbox.kill.cancel();
                     return Stop::Done;
                 }
-                Some(Ok(result)) if !self.bucket.as_mut().is_none_or(Bucket::take) => {
+                result if !self.bucket.as_mut().is_none_or(Bucket::take) => {
                     drop(result);
                     self.hub.reply(
                         session,
@@ -292,11 +339,11 @@ impl Reader<'_> {
                     );
                     continue;
                 }
-                Some(Ok(Err(err))) => {
+                Err(err) => {
                     self.hub.reply(session, Reply::Error(err));
                     continue;
                 }
-                Some(Ok(Ok(cmd))) => cmd,
+                Ok(cmd) => cmd,
             };
             if matches!(cmd, Command::Set { .. } | Command::Say { .. }) {
                 tokio::select! {

@@ -36,6 +36,7 @@ use super::world::Change;
 use crate::protocol::{
     Command, ErrorCode, Event, HELP_TEXT, HelloInfo, MAX_LISTED_USERS, PALETTE, PROTOCOL_VERSION,
     Pixel, Placement, Reply, Resume, Welcome, WireError, validate_name, validate_text,
+    validate_token,
 };
 
 /// Everything the hub needs to start.
@@ -298,7 +299,10 @@ impl Hub {
             }
             Command::Kick { name } => self.kick(session, &name, false),
             Command::Ban { name } => self.kick(session, &name, true),
-            Command::Ping { token } => Ok(self.reply(session, Reply::Pong { token })),
+            Command::Ping { token } => {
+                validate_token(&token)?;
+                Ok(self.reply(session, Reply::Pong { token }))
+            }
             Command::Help => Ok(self.reply(
                 session,
                 Reply::Help {
@@ -458,8 +462,7 @@ impl Hub {
             from: from.clone(),
             text: Arc::from(text),
         };
-        let tag = self.log.end();
-        let end = self.commit(
+        self.commit_replying(
             Event::Msg {
                 from,
                 text: line.text.clone(),
@@ -468,13 +471,12 @@ impl Hub {
                 format::put_chat(buf, &line);
                 1
             },
+            &session.outbox,
+            Reply::Ok,
         );
         st.world
             .apply(&Change::Chat(line))
             .expect("the next chat seq follows");
-        session
-            .outbox
-            .push_gated(tag, end, Outgoing::Reply(Reply::Ok));
         self.maybe_compact(&st);
         Ok(After::Continue)
     }
@@ -517,7 +519,6 @@ impl Hub {
                 return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
             }
         }
-        let tag = self.log.end();
         let unix_ms = unix_ms();
         let before = self.journal.is_some().then(|| {
             (
@@ -533,10 +534,15 @@ impl Hub {
             color,
             name,
         };
-        let end = self.commit(Event::Pixel(pixel.clone()), |buf| {
-            format::put_pixel(buf, seq, (x, y, color), unix_ms, &pixel.name);
-            1
-        });
+        let end = self.commit_replying(
+            Event::Pixel(pixel.clone()),
+            |buf| {
+                format::put_pixel(buf, seq, (x, y, color), unix_ms, &pixel.name);
+                1
+            },
+            &session.outbox,
+            Reply::Set { seq },
+        );
         st.history.push(pixel);
         if let Some((color, meta)) = before {
             st.settle(self.log.visible());
@@ -552,9 +558,6 @@ impl Hub {
         if !self.cooldown.is_zero() {
             st.remember_placement(key, now, self.cooldown);
         }
-        session
-            .outbox
-            .push_gated(tag, end, Outgoing::Reply(Reply::Set { seq }));
         self.maybe_compact(&st);
         Ok(After::Continue)
     }
@@ -642,6 +645,9 @@ impl Hub {
             online = target.is_some(),
             "moderation"
         );
+        // The reply first: an admin kicking itself gets its `OK` before
+        // the `BYE`, since nothing is sent after that.
+        self.reply(session, Reply::Ok);
         if let Some(outbox) = target {
             let (code, text) = if ban {
                 (ErrorCode::Banned, "an admin banned you from this server")
@@ -657,7 +663,7 @@ impl Hub {
             );
         }
         drop(st);
-        Ok(self.reply(session, Reply::Ok))
+        Ok(After::Continue)
     }
 
     /// Queues a reply that needs no hub state. It is tagged with the
@@ -731,11 +737,36 @@ impl Hub {
     /// order and journal order are the same.
     fn commit(&self, event: Event, records: impl FnOnce(&mut Vec<u8>) -> u64) -> u64 {
         let end = self.log.append(&event);
+        self.make_visible(end, records);
+        end
+    }
+
+    /// [`Hub::commit`] for an event caused by the command `reply` answers.
+    /// The reply is queued (after the events before this one, gated on this
+    /// one being durable) before the event can become visible: once it is,
+    /// a pacer may flush the sender's outbox at once, and without its reply
+    /// queued the sender would get the event first.
+    fn commit_replying(
+        &self,
+        event: Event,
+        records: impl FnOnce(&mut Vec<u8>) -> u64,
+        outbox: &Outbox,
+        reply: Reply,
+    ) -> u64 {
+        let tag = self.log.end();
+        let end = self.log.append(&event);
+        outbox.push_gated(tag, end, Outgoing::Reply(reply));
+        self.make_visible(end, records);
+        end
+    }
+
+    /// Has the log published up to `end` once the records are durable (at
+    /// once without a journal).
+    fn make_visible(&self, end: u64, records: impl FnOnce(&mut Vec<u8>) -> u64) {
         match &self.journal {
             Some(journal) => journal.push(end, records),
             None => self.log.publish(end),
         }
-        end
     }
 
     /// Refuses a change that the journal could not make durable now (a

@@ -18,6 +18,12 @@
 //! It also carries a *gate*: the message waits until the log is published
 //! (durable) up to the gate, so an `OK` for a pixel, or a snapshot that
 //! contains it, never goes out before the pixel is on disk.
+//!
+//! A client that falls behind (out of the broadcast window, or too many DMs
+//! queued) is told `BYE slow_consumer` as the last thing it reads: what was
+//! queued after the last whole frame the socket accepted is dropped, the
+//! goodbye takes its place, and the kernel's send buffer is enlarged to make
+//! room for it, since the client is not reading.
 
 use std::collections::VecDeque;
 use std::io;
@@ -48,6 +54,9 @@ const BATCH_BYTES: usize = 64 * 1024;
 const FLUSH_BYTES: usize = 256 * 1024;
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// Send buffer added beyond the goodbye itself, for the kernel's
+/// per-packet bookkeeping.
+const GOODBYE_ROOM: usize = 64 * 1024;
 
 /// A snapshot shared by every client that asks at the same seq, with its
 /// encodings built at most once each.
@@ -109,6 +118,9 @@ pub enum Outgoing {
     },
     /// A private event (a DM, a goodbye).
     Event(Event),
+    /// Bytes sent as they are, in order with the replies: a telnet
+    /// negotiation answer. Counts as a reply.
+    Raw(Bytes),
     /// A reply still being worked out elsewhere (cluster mode: Redis is
     /// placing the pixel). It holds its place in the order; what follows
     /// waits until it is [`Deferred::set`].
@@ -164,6 +176,7 @@ impl Outgoing {
                 reply(&Reply::Sync { seq: *seq }, out);
             }
             Outgoing::Event(e) => event(e, out),
+            Outgoing::Raw(bytes) => out.extend_from_slice(bytes),
             Outgoing::Deferred(d) => {
                 if let Some(r) = d.take() {
                     reply(&r, out);
@@ -209,6 +222,10 @@ struct State {
     others: usize,
     /// Gathered but not yet accepted by the socket.
     pending: BytesMut,
+    /// Bytes at the front of `pending` that finish a frame the socket took
+    /// only part of (0: `pending` starts on a frame boundary). Kept up to
+    /// date on partial writes only, so a full write costs nothing extra.
+    head_rest: usize,
     /// The socket's buffer is full: only the writer task writes, once it
     /// drains.
     blocked: bool,
@@ -228,8 +245,8 @@ pub struct Outbox {
     sock: OwnedWriteHalf,
     wake: Notify,
     reply_slots: Semaphore,
-    /// Cancelled when the connection must end at once (lagged, write
-    /// failed): the writer stops without flushing.
+    /// Cancelled when the connection must end at once (the writer ended,
+    /// a cross-protocol request): the writer stops without flushing.
     pub kill: CancellationToken,
     /// Cancelled when the reader must stop (kicked): what is queued is
     /// still written, then the connection closes.
@@ -315,8 +332,9 @@ impl Outbox {
         {
             let mut st = self.lock();
             if st.others >= OTHERS_IN_FLIGHT {
+                st.give_up(self.mode);
                 drop(st);
-                self.kill.cancel();
+                self.wake.notify_one();
                 return false;
             }
             st.others += 1;
@@ -419,9 +437,7 @@ impl Outbox {
                     Ok(0) => {}
                     Ok(replies) => self.reply_slots.add_permits(replies),
                     Err(Lagged) => {
-                        st.done = true;
-                        st.lagged = true;
-                        st.pending = BytesMut::new();
+                        st.give_up(self.mode);
                         return Flush::Lagged;
                     }
                 }
@@ -438,6 +454,11 @@ impl Outbox {
             }
             match self.sock.try_write(&st.pending) {
                 Ok(n) => {
+                    st.head_rest = if n < st.pending.len() {
+                        frame_rest(self.mode, &st.pending, st.head_rest, n)
+                    } else {
+                        0
+                    };
                     st.pending.advance(n);
                     written += n;
                 }
@@ -487,6 +508,35 @@ impl Outbox {
         let mut st = self.lock();
         st.done = true;
         st.pending = BytesMut::new();
+    }
+
+    /// The client fell out of the broadcast window while its socket was
+    /// full.
+    fn lag(&self) {
+        self.lock().give_up(self.mode);
+    }
+
+    /// Sends what [`State::give_up`] left: the end of a partly sent frame,
+    /// then the goodbye. The client is not reading, so the send buffer is
+    /// enlarged first to take it.
+    async fn say_goodbye(&self) {
+        let last = std::mem::take(&mut self.lock().pending);
+        let sock = socket2::SockRef::from(self.sock.as_ref());
+        // Linux sets twice the size asked for (the other half is for its
+        // bookkeeping, which queued bytes are charged with too), and polls
+        // a socket writable only while its free space is at least half of
+        // what is queued. The buffer is full, so asking for the size it
+        // reports (doubling it), plus the goodbye twice over, makes room
+        // both ways. Best effort: the kernel caps it at `wmem_max`.
+        if let Ok(size) = sock.send_buffer_size() {
+            let _ = sock.set_send_buffer_size(size + 2 * last.len() + GOODBYE_ROOM);
+        }
+        // Straight to the kernel: tokio skips writes to a socket it last saw
+        // full until the kernel reports it writable again.
+        let sent = sock
+            .send_with_flags(&last, nix::libc::MSG_NOSIGNAL)
+            .unwrap_or(0);
+        self.write_last(&last[sent..]).await;
     }
 
     /// Shuts down the sending side, so the peer sees the end of stream.
@@ -579,6 +629,56 @@ fn gather(st: &mut State, mode: Mode, log: &EventLog) -> Result<usize, Lagged> {
 #[derive(Debug)]
 struct Lagged;
 
+impl State {
+    /// Ends the connection as a slow consumer: keeps only the end of the
+    /// frame the socket took part of, so the client never reads half a
+    /// message, and puts `BYE slow_consumer` after it, to be sent by the
+    /// writer task ([`Outbox::say_goodbye`]).
+    fn give_up(&mut self, mode: Mode) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.lagged = true;
+        self.queue.clear();
+        self.pending.truncate(self.head_rest);
+        self.head_rest = 0;
+        Outgoing::Event(Event::Bye {
+            code: ErrorCode::SlowConsumer,
+            text: "you fell too far behind the event stream; reconnect and SYNC".into(),
+        })
+        .encode(mode, &mut self.pending);
+    }
+}
+
+/// After a write took `n` bytes of `pending`, the bytes at the front of
+/// what is left that finish the frame the write stopped in (0 on a frame
+/// boundary); `rest` is the same for `pending` before the write. Frames are
+/// lines in text mode and length-prefixed in binary mode, and `pending`
+/// holds whole frames after `rest`.
+fn frame_rest(mode: Mode, pending: &[u8], rest: usize, n: usize) -> usize {
+    if n <= rest {
+        return rest - n;
+    }
+    match mode {
+        Mode::Text if pending[n - 1] == b'\n' => 0,
+        Mode::Text => pending[n..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(pending.len() - n, |i| i + 1),
+        Mode::Binary => {
+            let mut at = rest;
+            while at < n {
+                let Some(&[a, b, c, d]) = pending.get(at..at + 4) else {
+                    return pending.len() - n;
+                };
+                at += 4 + u32::from_be_bytes([a, b, c, d]) as usize;
+            }
+            at.min(pending.len()) - n
+        }
+    }
+}
+
 /// Resolves once the log no longer holds the event at `cursor`.
 async fn passed_by(log: &EventLog, cursor: Option<u64>) {
     let Some(cursor) = cursor else {
@@ -625,10 +725,9 @@ pub async fn run_writer(outbox: Arc<Outbox>, log: Arc<EventLog>) -> WriterEnd {
                     }
                     // A peer that stopped reading may not hold its place in
                     // the log: once the window passes it, it is dropped.
-                    _ = passed_by(&log, cursor), if cursor.is_some() => {
-                        outbox.finish();
-                        break WriterEnd::Lagged;
-                    }
+                    _ = passed_by(&log, cursor), if cursor.is_some() => outbox.lag(),
+                    // Given up on elsewhere (too many DMs), or more to do.
+                    _ = outbox.wake.notified() => {}
                     // A killed connection must not wait for a peer that
                     // never reads.
                     _ = outbox.kill.cancelled() => break WriterEnd::Failed,
@@ -636,14 +735,7 @@ pub async fn run_writer(outbox: Arc<Outbox>, log: Arc<EventLog>) -> WriterEnd {
             }
             Flush::Close => break WriterEnd::Closed,
             Flush::Lagged => {
-                let mut bye = BytesMut::new();
-                Outgoing::Event(Event::Bye {
-                    code: ErrorCode::SlowConsumer,
-                    text: "you fell too far behind the event stream; reconnect and SYNC".into(),
-                })
-                .encode(outbox.mode, &mut bye);
-                // The peer is not reading, so this may never get through.
-                outbox.write_last(&bye).await;
+                outbox.say_goodbye().await;
                 break WriterEnd::Lagged;
             }
             Flush::Done => break WriterEnd::Failed,
@@ -653,4 +745,47 @@ pub async fn run_writer(outbox: Arc<Outbox>, log: Arc<EventLog>) -> WriterEnd {
     outbox.shutdown();
     outbox.kill.cancel();
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_rest_finds_the_end_of_a_partly_written_line() {
+        let p = b"PIXEL 1 2 3 4 a\nOK 7\nJOINED bob\n";
+        // Boundaries.
+        assert_eq!(frame_rest(Mode::Text, p, 0, 16), 0);
+        assert_eq!(frame_rest(Mode::Text, p, 0, 21), 0);
+        // Inside the first, second, last line.
+        assert_eq!(frame_rest(Mode::Text, p, 0, 3), 13);
+        assert_eq!(frame_rest(Mode::Text, p, 0, 18), 3);
+        assert_eq!(frame_rest(Mode::Text, p, 0, 30), 2);
+        // Still inside the rest of an earlier partial line.
+        assert_eq!(frame_rest(Mode::Text, p, 16, 10), 6);
+        assert_eq!(frame_rest(Mode::Text, p, 16, 16), 0);
+        // Raw bytes without a line end are finished with the next line.
+        assert_eq!(frame_rest(Mode::Text, b"\xff\xfb\x06OK\n", 0, 1), 5);
+        assert_eq!(frame_rest(Mode::Text, b"OK\n\xff\xfb\x06", 0, 4), 2);
+    }
+
+    #[test]
+    fn frame_rest_walks_length_prefixed_frames() {
+        let mut p = BytesMut::new();
+        Outgoing::Reply(Reply::Set { seq: 7 }).encode(Mode::Binary, &mut p); // 13 bytes
+        Outgoing::Event(Event::Keepalive).encode(Mode::Binary, &mut p); // 5 bytes
+        Outgoing::Reply(Reply::Ok).encode(Mode::Binary, &mut p); // 5 bytes
+        assert_eq!(p.len(), 23);
+        assert_eq!(frame_rest(Mode::Binary, &p, 0, 13), 0);
+        assert_eq!(frame_rest(Mode::Binary, &p, 0, 2), 11);
+        assert_eq!(frame_rest(Mode::Binary, &p, 0, 14), 4);
+        assert_eq!(frame_rest(Mode::Binary, &p, 0, 22), 1);
+        // `pending` that starts with the 3 last bytes of an earlier frame.
+        let q = [&[0xAA, 0xBB, 0xCC][..], &p[..]].concat();
+        assert_eq!(frame_rest(Mode::Binary, &q, 3, 1), 2);
+        assert_eq!(frame_rest(Mode::Binary, &q, 3, 3), 0);
+        assert_eq!(frame_rest(Mode::Binary, &q, 3, 4), 12);
+        assert_eq!(frame_rest(Mode::Binary, &q, 3, 21), 0);
+        assert_eq!(frame_rest(Mode::Binary, &q, 3, 22), 4);
+    }
 }

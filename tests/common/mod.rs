@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use pixchat::protocol::binary::ClientCodec;
 use pixchat::protocol::{Command, Event, PROTOCOL_VERSION, Reply, ServerMsg};
-use pixchat::server::storage::StorageConfig;
+use pixchat::server::storage::{Fsync, StorageConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -51,13 +51,30 @@ impl Drop for TestServer {
 /// Starts a server with `config` on a free loopback port. Without storage
 /// in `config`, it gets a fresh temporary data directory with the default
 /// fsync policy, so tests exercise the durable path the binary uses.
-pub async fn start_server(mut config: pixchat::Config) -> TestServer {
-    let mut data = None;
-    if config.storage.is_none() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        config.storage = Some(StorageConfig::new(dir.path()));
-        data = Some(dir);
+pub async fn start_server(config: pixchat::Config) -> TestServer {
+    if config.storage.is_some() {
+        return start_as_given(config, None).await;
     }
+    start_durable(config, Fsync::Batch).await
+}
+
+/// Like [`start_server`], with a fresh data directory and `fsync`.
+pub async fn start_durable(mut config: pixchat::Config, fsync: Fsync) -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    config.storage = Some(StorageConfig {
+        fsync,
+        ..StorageConfig::new(dir.path())
+    });
+    start_as_given(config, Some(dir)).await
+}
+
+/// Starts a server that keeps nothing on disk (`--memory`).
+pub async fn start_memory(mut config: pixchat::Config) -> TestServer {
+    config.storage = None;
+    start_as_given(config, None).await
+}
+
+async fn start_as_given(config: pixchat::Config, data: Option<tempfile::TempDir>) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = CancellationToken::new();

@@ -48,16 +48,18 @@ impl Hub {
                 let name = joined(session)?;
                 let placed = self.lock().world.canvas.check(x, y, color)?;
                 let seq = cluster.place(&name, placed, unix_ms(), self.cooldown);
-                Ok(self.reply_later(
+                self.reply_later(
                     session,
                     async move { seq.await.map(|seq| Reply::Set { seq }) },
-                ))
+                );
+                Ok(After::Continue)
             }
             Command::Say { text } => {
                 let name = joined(session)?;
                 validate_text(&text)?;
                 let said = cluster.say(&name, &text, unix_ms());
-                Ok(self.reply_later(session, async move { said.await.map(|_| Reply::Ok) }))
+                self.reply_later(session, async move { said.await.map(|_| Reply::Ok) });
+                Ok(After::Continue)
             }
             Command::Tell { to, text } => {
                 let from = joined(session)?;
@@ -71,19 +73,20 @@ impl Hub {
                 cluster.tell(&from, &to, &text).await?;
                 Ok(self.reply(session, Reply::Ok))
             }
-            Command::Kick { name } => self.kick_cluster(&cluster, session, &name, false).await,
-            Command::Ban { name } => self.kick_cluster(&cluster, session, &name, true).await,
+            Command::Kick { name } => self.kick_cluster(cluster, session, name, false).await,
+            Command::Ban { name } => self.kick_cluster(cluster, session, name, true).await,
             other => self.handle(session, other),
         }
     }
 
     /// Queues a reply that `answer` will provide, and sends it (and what
-    /// follows it) once it has.
+    /// follows it) once it has. `answer` runs as its own task, so the reply
+    /// is filled in even if the caller stops waiting; the handle says when.
     fn reply_later(
         &self,
         session: &Session,
         answer: impl std::future::Future<Output = Result<Reply, WireError>> + Send + 'static,
-    ) -> After {
+    ) -> tokio::task::JoinHandle<()> {
         let deferred = Arc::new(Deferred::default());
         session
             .outbox
@@ -92,8 +95,7 @@ impl Hub {
         tokio::spawn(async move {
             deferred.set(answer.await.unwrap_or_else(Reply::Error));
             outbox.wake();
-        });
-        After::Continue
+        })
     }
 
     async fn join_cluster(
@@ -153,9 +155,9 @@ impl Hub {
 
     async fn kick_cluster(
         &self,
-        cluster: &Cluster,
+        cluster: Arc<Cluster>,
         session: &Session,
-        name: &str,
+        name: String,
         ban: bool,
     ) -> Result<After, WireError> {
         if session.access != super::Access::Admin {
@@ -164,15 +166,24 @@ impl Hub {
                 "KICK and BAN need the admin password (AUTH)",
             ));
         }
-        validate_name(name)?;
-        cluster.kick(name, ban).await?;
-        info!(
-            admin = session.name.as_deref().unwrap_or("-"),
-            target = name,
-            action = if ban { "ban" } else { "kick" },
-            "moderation"
-        );
-        Ok(self.reply(session, Reply::Ok))
+        validate_name(&name)?;
+        // The eviction comes back from the stream whenever Redis has it, and
+        // nothing is sent after a `BYE`: an admin kicking itself must have
+        // its reply's place taken before Redis is asked.
+        let admin = session.name.clone();
+        let kicked = self.reply_later(session, async move {
+            cluster.kick(&name, ban).await?;
+            info!(
+                admin = admin.as_deref().unwrap_or("-"),
+                target = name,
+                action = if ban { "ban" } else { "kick" },
+                "moderation"
+            );
+            Ok(Reply::Ok)
+        });
+        // Later commands still wait for the kick, as they always did.
+        let _ = kicked.await;
+        Ok(After::Continue)
     }
 
     /// Applies one event from the stream. Returns false when it does not
