@@ -157,6 +157,39 @@ impl Drop for IpSlot {
     }
 }
 
+/// Connections the kernel completes before the accept loop takes them. A
+/// crowd connecting at once (hundreds within a millisecond, as after a
+/// restart) overflows the usual 128, and on Linux an overflowing connection
+/// can be reset after the client already sent its first command. The
+/// kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener for [`run`] on `addr` (`host:port`; port 0 picks a free
+/// port) with a backlog of [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's bind does: a restarted server may take its port back
+        // while old connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
 /// Serves `listener` until `shutdown` is cancelled, then tells every client
 /// goodbye, writes what was accepted to disk and returns.
 pub async fn run(

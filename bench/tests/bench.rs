@@ -33,7 +33,7 @@ struct InProcess {
 
 impl InProcess {
     async fn start(config: pixchat::Config) -> InProcess {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = pixchat::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let token = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(pixchat::run(listener, config, token.clone()));

@@ -11,7 +11,6 @@ use anyhow::Context;
 use clap::Parser;
 use pixchat::server::cluster::ClusterConfig;
 use pixchat::server::storage::{Fsync, StorageConfig};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -177,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         admin_password: cli.admin_password.filter(|p| !p.is_empty()),
         ..pixchat::Config::default()
     };
-    let listener = TcpListener::bind(&cli.listen)
+    let listener = pixchat::server::bind(&cli.listen)
         .await
         .with_context(|| format!("bind {}", cli.listen))?;
     let shutdown = CancellationToken::new();

@@ -75,7 +75,7 @@ pub async fn start_memory(mut config: pixchat::Config) -> TestServer {
 }
 
 async fn start_as_given(config: pixchat::Config, data: Option<tempfile::TempDir>) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = pixchat::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = CancellationToken::new();
     let handle = tokio::spawn(pixchat::run(listener, config, token.clone()));
