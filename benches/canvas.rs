@@ -8,9 +8,10 @@ use bytes::BytesMut;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pixchat::protocol::Mode;
 use pixchat::protocol::{Event, Pixel};
+use pixchat::server::broadcast::{BroadcastLimits, BroadcastRing};
 use pixchat::server::canvas::{Canvas, History};
-use pixchat::server::log::{EventLog, LogLimits, Mode};
 
 fn canvas(c: &mut Criterion) {
     let mut g = c.benchmark_group("canvas");
@@ -44,7 +45,7 @@ fn canvas(c: &mut Criterion) {
 
 fn log(c: &mut Criterion) {
     let mut g = c.benchmark_group("broadcast log");
-    let log = EventLog::new(LogLimits::default());
+    let log = BroadcastRing::new(BroadcastLimits::default());
     let name: Arc<str> = Arc::from("painter");
     let mut seq = 0;
     g.throughput(Throughput::Elements(1));

@@ -12,6 +12,16 @@ pub mod text;
 use std::fmt;
 use std::sync::Arc;
 
+/// Which encoding a connection speaks; the server picks it from the
+/// client's first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Line-based text, for netcat and scripts.
+    Text,
+    /// Length-prefixed frames.
+    Binary,
+}
+
 /// Version of the binary protocol this crate speaks (sent in `HELLO`).
 pub const PROTOCOL_VERSION: u16 = 1;
 

@@ -2,12 +2,12 @@
 //! bind `127.0.0.1:0`), connection limits that answer instead of queueing,
 //! and a clean shutdown on a cancellation token that finishes durable writes.
 
+pub mod broadcast;
 pub mod canvas;
 pub mod cluster;
 pub mod connection;
 pub mod fanout;
 pub mod hub;
-pub mod log;
 pub mod outbox;
 pub mod storage;
 pub mod world;
@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::protocol::Mode;
 use crate::protocol::{ErrorCode, Reply, WireError, binary, text};
+use broadcast::BroadcastLimits;
 use hub::{Hub, HubConfig};
-use log::{LogLimits, Mode};
 use storage::StorageConfig;
 
 /// Server settings. `Config::default()` keeps the canvas in memory only;
@@ -44,7 +45,7 @@ pub struct Config {
     /// Pixel events kept for `SYNC`.
     pub history: usize,
     /// Broadcast window; a client further behind is disconnected.
-    pub log: LogLimits,
+    pub broadcast: BroadcastLimits,
     /// Kernel send buffer per connection (`SO_SNDBUF`), which bounds what a
     /// client that stops reading can pin in the kernel; `None` leaves the
     /// kernel's autotuning (up to several MiB per socket).
@@ -101,7 +102,7 @@ impl Default for Config {
             height: None,
             max_clients: crate::DEFAULT_MAX_CLIENTS,
             history: crate::DEFAULT_HISTORY,
-            log: LogLimits::default(),
+            broadcast: BroadcastLimits::default(),
             send_buffer: Some(crate::DEFAULT_SEND_BUFFER),
             storage: None,
             cluster: None,
@@ -208,7 +209,7 @@ pub async fn run(
         size,
         default_size: (crate::DEFAULT_WIDTH, crate::DEFAULT_HEIGHT),
         history: config.history,
-        log: config.log,
+        broadcast: config.broadcast,
         storage: config.storage.clone(),
         cooldown: config.limits.cooldown,
         password: config.password.clone(),

@@ -123,7 +123,7 @@ async fn random_bytes_never_disturb_other_clients() {
 async fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
     const PIXELS: u64 = 60_000;
     let server = start_server(pixchat::Config {
-        log: pixchat::server::log::LogLimits {
+        broadcast: pixchat::server::broadcast::BroadcastLimits {
             max_events: 2_000,
             max_bytes: 1 << 20,
         },

@@ -382,7 +382,7 @@ fn check_binary_goodbye(bytes: &[u8]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_reads_whole_messages_then_bye_then_the_end() {
     let server = common::start_memory(pixchat::Config {
-        log: pixchat::server::log::LogLimits {
+        broadcast: pixchat::server::broadcast::BroadcastLimits {
             max_events: 1000,
             max_bytes: 1 << 20,
         },

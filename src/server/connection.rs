@@ -17,8 +17,8 @@ use tracing::{debug, warn};
 
 use super::Limits;
 use super::hub::{After, Hub, Session};
-use super::log::Mode;
 use super::outbox::{Outbox, Outgoing, WriterEnd, run_writer};
+use crate::protocol::Mode;
 use crate::protocol::binary::{FrameError, ServerCodec};
 use crate::protocol::telnet::{TextCodec, TextInput};
 use crate::protocol::{Command, ErrorCode, Event, Reply, WireError};
@@ -67,7 +67,7 @@ pub async fn serve(
     }
     let (rd, wr) = stream.into_split();
     let outbox = Arc::new(Outbox::new(mode, wr));
-    let writer = tokio::spawn(run_writer(outbox.clone(), hub.log().clone()));
+    let writer = tokio::spawn(run_writer(outbox.clone(), hub.ring().clone()));
     let mut session = hub.session(outbox.clone());
     let mut reader = Reader {
         hub: &hub,
@@ -233,7 +233,9 @@ impl Reader<'_> {
     {
         if let Stop::Shutdown = self.read(frames, session).await {
             if self.hub.journal_stuck() {
-                session.outbox.abandon_unpublished(self.hub.log().visible());
+                session
+                    .outbox
+                    .abandon_unpublished(self.hub.ring().visible());
             }
             session.outbox.push_other(
                 self.hub.tag(),
@@ -264,7 +266,7 @@ impl Reader<'_> {
             // now, from this task, rather than waking the writer for them.
             // (A partly received command leaves that to the writer task.)
             if frames.read_buffer().is_empty() {
-                outbox.flush_replies(self.hub.log());
+                outbox.flush_replies(self.hub.ring());
             }
             // One reply slot per command, taken before reading it, so a peer
             // that never reads its replies stops being read instead of

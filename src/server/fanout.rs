@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::log::EventLog;
+use super::broadcast::BroadcastRing;
 use super::outbox::{Flush, Outbox};
 
 /// Buckets a flush interval is divided into.
@@ -59,7 +59,7 @@ const GIVE_WAY_MAX: f64 = 2.0;
 const GIVE_WAY_LIMIT: Duration = Duration::from_millis(20);
 /// How often the controller looks at the pacers' busy time.
 const CONTROL_EVERY: Duration = Duration::from_millis(50);
-/// How far the log may run ahead of the slowest bucket before producers
+/// How far the ring may run ahead of the slowest bucket before producers
 /// wait. Far below the broadcast window, so watchers that keep up are never
 /// dropped because someone drew faster than fan-out could send.
 pub const MAX_AHEAD: u64 = 16_384;
@@ -67,7 +67,7 @@ pub const MAX_AHEAD: u64 = 16_384;
 /// See the module docs.
 #[derive(Debug)]
 pub struct Fanout {
-    log: Arc<EventLog>,
+    ring: Arc<BroadcastRing>,
     shards: Vec<Shard>,
     next_shard: AtomicUsize,
     /// The flush interval in nanoseconds.
@@ -86,16 +86,16 @@ pub struct Fanout {
 #[derive(Debug)]
 struct Shard {
     buckets: Vec<Mutex<Vec<Arc<Outbox>>>>,
-    /// The lowest log index every bucket of this shard was swept to.
+    /// The lowest ring index every bucket of this shard was swept to.
     frontier: AtomicU64,
 }
 
 impl Fanout {
     /// A fan-out over `shards` pacers (one per core keeps both busy).
-    pub fn new(log: Arc<EventLog>, shards: usize) -> Self {
-        let start = log.visible();
+    pub fn new(ring: Arc<BroadcastRing>, shards: usize) -> Self {
+        let start = ring.visible();
         Self {
-            log,
+            ring,
             shards: (0..shards.max(1))
                 .map(|_| Shard {
                     buckets: (0..BUCKETS).map(|_| Mutex::new(Vec::new())).collect(),
@@ -133,7 +133,7 @@ impl Fanout {
             .push(outbox);
     }
 
-    /// The lowest log index all watchers' buckets have been swept to.
+    /// The lowest ring index all watchers' buckets have been swept to.
     fn frontier(&self) -> u64 {
         self.shards
             .iter()
@@ -142,7 +142,7 @@ impl Fanout {
             .unwrap_or(0)
     }
 
-    /// Waits while the log is more than [`MAX_AHEAD`] events ahead of the
+    /// Waits while the ring is more than [`MAX_AHEAD`] events ahead of the
     /// fan-out. Producers call it before placing a pixel or chatting.
     pub async fn wait_for_room(&self) {
         loop {
@@ -150,7 +150,7 @@ impl Fanout {
             tokio::pin!(progressed);
             // Registered before the check, so a sweep in between is not missed.
             progressed.as_mut().enable();
-            if self.log.end().saturating_sub(self.frontier()) <= MAX_AHEAD {
+            if self.ring.end().saturating_sub(self.frontier()) <= MAX_AHEAD {
                 return;
             }
             progressed.await;
@@ -159,7 +159,7 @@ impl Fanout {
 
     /// Writes due events to the watchers of one bucket; true if any was due.
     fn sweep(&self, shard: usize, bucket: usize) -> bool {
-        let visible = self.log.visible();
+        let visible = self.ring.visible();
         let mut watchers = self.shards[shard].buckets[bucket]
             .lock()
             .expect("bucket lock poisoned");
@@ -170,7 +170,7 @@ impl Fanout {
                 continue;
             }
             wrote = true;
-            if outbox.flush(&self.log) != Flush::Idle {
+            if outbox.flush(&self.ring) != Flush::Idle {
                 // A backlog, a full socket or the end: the connection's
                 // own writer carries on.
                 outbox.wake();
@@ -188,7 +188,7 @@ impl Fanout {
     ) {
         let started = thread_cpu();
         let wall = std::time::Instant::now();
-        let visible = self.log.visible();
+        let visible = self.ring.visible();
         for bucket in buckets {
             if seen[bucket] < visible {
                 self.sweep(shard, bucket);
@@ -232,7 +232,7 @@ impl Fanout {
             base
         };
         let floor = INTERVAL_MIN
-            .max(Duration::from_secs(self.log.watchers() as u64) / WRITES_MAX as u32)
+            .max(Duration::from_secs(self.ring.watchers() as u64) / WRITES_MAX as u32)
             .as_secs_f64();
         let base = base.clamp(floor, INTERVAL_MAX.as_secs_f64());
         let contended = used > 0.3 * target && wall_ns as f64 > CONTENDED * busy_ns as f64;
@@ -281,17 +281,17 @@ impl Fanout {
     /// quiet interval the first event goes to every bucket at once. Pacer 0
     /// also runs the interval controller.
     pub async fn run(self: Arc<Self>, shard: usize, shutdown: CancellationToken) {
-        let mut published = self.log.subscribe();
+        let mut published = self.ring.subscribe();
         let epoch = Instant::now();
-        // Log index each bucket had been sent up to at its last sweep.
-        let mut seen = [self.log.visible(); BUCKETS];
+        // Ring index each bucket had been sent up to at its last sweep.
+        let mut seen = [self.ring.visible(); BUCKETS];
         // Slots that began up to here have been swept. Kept as a time, not
         // a slot number, because the slot length changes with the interval.
         let mut swept_to = epoch;
         let mut last_full = epoch;
         let mut controlled = (epoch, 0u64, 0u64);
         loop {
-            let visible = self.log.visible();
+            let visible = self.ring.visible();
             let behind = seen.iter().any(|&s| s < visible);
             let slot = slot_length(self.interval());
             let next = epoch + slot * (slot_index(epoch, swept_to, slot) + 1);

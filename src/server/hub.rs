@@ -1,17 +1,17 @@
 //! The hub: who is online, the canvas, and the order of everything.
 //!
 //! Each command runs as one step under one `std::sync::Mutex`: it changes
-//! state, appends broadcast events to the [`EventLog`], hands records to the
+//! state, appends broadcast events to the [`BroadcastRing`], hands records to the
 //! [`Journal`] and queues the replies, all before the lock is released. That
 //! single step is what makes the snapshot-then-events guarantee hold: a
-//! `CANVAS` or `JOIN` snapshot and the log position tagged on it are taken
+//! `CANVAS` or `JOIN` snapshot and the ring position tagged on it are taken
 //! together, so no pixel can fall between them. The lock is never held across
 //! an `.await`, never while writing to a socket (writers only copy bytes out
-//! of the log) and never while waiting for the disk (the journal thread
-//! publishes durable log positions), so one slow client or a slow fsync
+//! of the ring) and never while waiting for the disk (the journal thread
+//! publishes durable ring positions), so one slow client or a slow fsync
 //! cannot stall the others' commands.
 //!
-//! One private step, `commit`, puts an ordered event into the broadcast log
+//! One private step, `commit`, puts an ordered event into the broadcast ring
 //! (and its record into the journal). In cluster mode ([`remote`]) the
 //! order comes from Redis instead: changes are sent there, and the events
 //! read back from its stream go through the same `commit`, so the fan-out,
@@ -25,14 +25,15 @@ use subtle::ConstantTimeEq;
 
 pub mod remote;
 
+use super::broadcast::{BroadcastLimits, BroadcastRing};
 use super::canvas::{Canvas, History, PixelMeta};
 use super::cluster::{Cluster, Loaded};
 use super::fanout::Fanout;
-use super::log::{EventLog, LogLimits, Mode};
 use super::outbox::{Outbox, Outgoing, SharedSnapshot};
 use super::storage::{self, ChatLine, Journal, StorageConfig, World, format};
 use super::unix_ms;
 use super::world::Change;
+use crate::protocol::Mode;
 use crate::protocol::{
     Command, ErrorCode, Event, HELP_TEXT, HelloInfo, MAX_LISTED_USERS, PALETTE, PROTOCOL_VERSION,
     Pixel, Placement, Reply, Resume, Welcome, WireError, validate_name, validate_text,
@@ -48,8 +49,8 @@ pub struct HubConfig {
     pub default_size: (u16, u16),
     /// Pixel events kept for `SYNC`.
     pub history: usize,
-    /// Broadcast log window.
-    pub log: LogLimits,
+    /// Broadcast ring window.
+    pub broadcast: BroadcastLimits,
     /// Where the canvas is kept; `None` keeps it in memory only.
     pub storage: Option<StorageConfig>,
     /// Minimum time between two placements by one user (zero: off).
@@ -129,7 +130,7 @@ struct State {
 /// A placement whose event is not yet published, and the cell it changed.
 #[derive(Debug)]
 struct Unsettled {
-    /// Broadcast log index right after its event.
+    /// Broadcast ring index right after its event.
     index: u64,
     seq: u64,
     x: u16,
@@ -151,7 +152,7 @@ struct Durable<'a> {
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
-    log: Arc<EventLog>,
+    ring: Arc<BroadcastRing>,
     fanout: Arc<Fanout>,
     /// Cluster mode: Redis orders every change.
     cluster: Option<Arc<Cluster>>,
@@ -175,12 +176,12 @@ pub enum After {
 impl Hub {
     /// Recovers the stored canvas (or creates one) and starts the journal.
     pub fn open(config: &HubConfig) -> anyhow::Result<Self> {
-        let log = Arc::new(EventLog::new(config.log));
+        let ring = Arc::new(BroadcastRing::new(config.broadcast));
         let (journal, world, replayed) = match &config.storage {
             Some(storage_config) => {
                 let recovered = storage::open(storage_config, config.size, config.default_size)?;
                 let (journal, world, replayed) =
-                    Journal::start(recovered, log.clone(), storage_config);
+                    Journal::start(recovered, ring.clone(), storage_config);
                 (Some(journal), world, replayed)
             }
             None => {
@@ -190,15 +191,15 @@ impl Hub {
                 (None, World::new(canvas), Vec::new())
             }
         };
-        Ok(Self::assemble(config, log, journal, world, replayed, None))
+        Ok(Self::assemble(config, ring, journal, world, replayed, None))
     }
 
     /// A hub whose canvas lives in a Redis cluster, starting from `loaded`.
     pub fn open_clustered(config: &HubConfig, cluster: Arc<Cluster>, loaded: Loaded) -> Self {
-        let log = Arc::new(EventLog::new(config.log));
+        let ring = Arc::new(BroadcastRing::new(config.broadcast));
         let hub = Self::assemble(
             config,
-            log,
+            ring,
             None,
             loaded.world,
             loaded.recent,
@@ -210,7 +211,7 @@ impl Hub {
 
     fn assemble(
         config: &HubConfig,
-        log: Arc<EventLog>,
+        ring: Arc<BroadcastRing>,
         journal: Option<Journal>,
         world: World,
         replayed: Vec<Pixel>,
@@ -224,7 +225,7 @@ impl Hub {
         let pacers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             cluster,
-            fanout: Arc::new(Fanout::new(log.clone(), pacers)),
+            fanout: Arc::new(Fanout::new(ring.clone(), pacers)),
             state: Mutex::new(State {
                 world,
                 history,
@@ -236,7 +237,7 @@ impl Hub {
                 banned: HashSet::new(),
                 unsettled: VecDeque::new(),
             }),
-            log,
+            ring,
             journal,
             history_capacity: config.history,
             cooldown: config.cooldown,
@@ -264,9 +265,9 @@ impl Hub {
         &self.fanout
     }
 
-    /// The broadcast log the writers read from.
-    pub fn log(&self) -> &Arc<EventLog> {
-        &self.log
+    /// The broadcast ring the writers read from.
+    pub fn ring(&self) -> &Arc<BroadcastRing> {
+        &self.ring
     }
 
     /// Canvas width and height.
@@ -404,7 +405,7 @@ impl Hub {
     /// goes to everyone already subscribed, then the session subscribes
     /// right after it (so it does not get its own), and is sent the welcome
     /// and the canvas (or the pixels since `resume`) and recent chat, all
-    /// tagged at the same log position.
+    /// tagged at the same ring position.
     fn admit(&self, st: &mut State, outbox: &Arc<Outbox>, name: Arc<str>, resume: Option<Resume>) {
         let cursor = self.commit(Event::Joined { name: name.clone() }, |_| 0);
         st.users.insert(
@@ -414,7 +415,7 @@ impl Hub {
                 outbox: outbox.clone(),
             },
         );
-        self.log.set_watchers(st.users.len());
+        self.ring.set_watchers(st.users.len());
         outbox.subscribe(cursor);
         self.fanout.add(outbox.clone());
         let (online, users) = st.user_names();
@@ -545,7 +546,7 @@ impl Hub {
         );
         st.history.push(pixel);
         if let Some((color, meta)) = before {
-            st.settle(self.log.visible());
+            st.settle(self.ring.visible());
             st.unsettled.push_back(Unsettled {
                 index: end,
                 seq,
@@ -598,7 +599,7 @@ impl Hub {
         let snapshot = st.shared_snapshot();
         session
             .outbox
-            .push_reply(self.log.end(), Outgoing::Canvas(snapshot));
+            .push_reply(self.ring.end(), Outgoing::Canvas(snapshot));
         Ok(After::Continue)
     }
 
@@ -606,7 +607,7 @@ impl Hub {
         let st = self.lock();
         let (tag, latest) = match self.durable(&st) {
             Some(d) => (d.visible, d.seq),
-            None => (self.log.end(), st.world.canvas.seq()),
+            None => (self.ring.end(), st.world.canvas.seq()),
         };
         let replay = st.history.since(seq, latest)?;
         session.outbox.push_reply(
@@ -667,7 +668,7 @@ impl Hub {
     }
 
     /// Queues a reply that needs no hub state. It is tagged with the
-    /// current end of the log, so it follows every event that happened
+    /// current end of the ring, so it follows every event that happened
     /// before it, as a script reading the output would expect.
     pub fn reply(&self, session: &Session, reply: Reply) -> After {
         session
@@ -677,13 +678,13 @@ impl Hub {
     }
 
     /// Where a private message (a reply, a DM, a goodbye) is queued: at the
-    /// end of the log, so it follows every event accepted before it; while
+    /// end of the ring, so it follows every event accepted before it; while
     /// the journal is down, at the published point instead, because the
     /// events past it may wait for the disk for long.
     pub fn tag(&self) -> u64 {
         match self.writable() {
-            Ok(()) => self.log.end(),
-            Err(_) => self.log.visible(),
+            Ok(()) => self.ring.end(),
+            Err(_) => self.ring.visible(),
         }
     }
 
@@ -692,7 +693,7 @@ impl Hub {
     /// `None` while it is up: reads see everything and wait for it.
     fn durable<'a>(&self, st: &'a State) -> Option<Durable<'a>> {
         self.writable().err()?;
-        let visible = self.log.visible();
+        let visible = self.ring.visible();
         let undo: Vec<&Unsettled> = st.unsettled.iter().filter(|u| u.index > visible).collect();
         let seq = undo.first().map_or(st.world.canvas.seq(), |u| u.seq - 1);
         Some(Durable { visible, seq, undo })
@@ -715,7 +716,7 @@ impl Hub {
         {
             st.users.remove(&key);
         }
-        self.log.set_watchers(st.users.len());
+        self.ring.set_watchers(st.users.len());
         session.outbox.unsubscribe(self.tag());
         match &self.cluster {
             // The cluster announces the leave to every server, this one
@@ -731,12 +732,12 @@ impl Hub {
         }
     }
 
-    /// Appends an ordered event to the broadcast log and its records (if
+    /// Appends an ordered event to the broadcast ring and its records (if
     /// any) to the journal; the event is sent once they are durable.
-    /// Returns the log index after it. Call with the hub lock held, so log
+    /// Returns the ring index after it. Call with the hub lock held, so ring
     /// order and journal order are the same.
     fn commit(&self, event: Event, records: impl FnOnce(&mut Vec<u8>) -> u64) -> u64 {
-        let end = self.log.append(&event);
+        let end = self.ring.append(&event);
         self.make_visible(end, records);
         end
     }
@@ -753,19 +754,19 @@ impl Hub {
         outbox: &Outbox,
         reply: Reply,
     ) -> u64 {
-        let tag = self.log.end();
-        let end = self.log.append(&event);
+        let tag = self.ring.end();
+        let end = self.ring.append(&event);
         outbox.push_gated(tag, end, Outgoing::Reply(reply));
         self.make_visible(end, records);
         end
     }
 
-    /// Has the log published up to `end` once the records are durable (at
+    /// Has the ring published up to `end` once the records are durable (at
     /// once without a journal).
     fn make_visible(&self, end: u64, records: impl FnOnce(&mut Vec<u8>) -> u64) {
         match &self.journal {
             Some(journal) => journal.push(end, records),
-            None => self.log.publish(end),
+            None => self.ring.publish(end),
         }
     }
 
@@ -792,7 +793,7 @@ impl Hub {
             journal.set_source(Box::new(move || {
                 let hub = hub.upgrade()?;
                 let st = hub.lock();
-                Some((st.world.clone(), hub.log.end()))
+                Some((st.world.clone(), hub.ring.end()))
             }));
         }
     }

@@ -1,5 +1,5 @@
 //! One client's way out: a short queue of private messages (replies, DMs),
-//! a cursor into the shared broadcast [`EventLog`], and the socket they are
+//! a cursor into the shared broadcast [`BroadcastRing`], and the socket they are
 //! merged into, in the order the hub decided.
 //!
 //! Anyone may [`Outbox::flush`]: the connection's reader right after it
@@ -11,11 +11,11 @@
 //! the socket to drain (or for the client to fall out of the broadcast
 //! window).
 //!
-//! Every queued message carries a *tag*: the log index that was the end of
-//! the log when the hub queued it. The writer sends log events up to the tag
+//! Every queued message carries a *tag*: the ring index that was the end of
+//! the ring when the hub queued it. The writer sends log events up to the tag
 //! before the message, so a snapshot taken under the hub lock is followed by
 //! exactly the events that came after it, never preceded by one of them.
-//! It also carries a *gate*: the message waits until the log is published
+//! It also carries a *gate*: the message waits until the ring is published
 //! (durable) up to the gate, so an `OK` for a pixel, or a snapshot that
 //! contains it, never goes out before the pixel is on disk.
 //!
@@ -35,9 +35,10 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::broadcast::BroadcastRing;
 use super::canvas::Replay;
-use super::log::{EventLog, Mode};
 use super::storage::ChatLine;
+use crate::protocol::Mode;
 use crate::protocol::{ErrorCode, Event, Reply, Snapshot, binary, text};
 
 /// Replies a connection may have queued but not yet written; its reader
@@ -217,7 +218,7 @@ struct Entry {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Entry>,
-    /// Next log index to send; `None` until the client joins.
+    /// Next ring index to send; `None` until the client joins.
     cursor: Option<u64>,
     others: usize,
     /// Gathered but not yet accepted by the socket.
@@ -258,7 +259,7 @@ pub struct Outbox {
 pub enum WriterEnd {
     /// Everything queued was written and the connection closed.
     Closed,
-    /// The client fell behind the broadcast log.
+    /// The client fell behind the broadcast ring.
     Lagged,
     /// The socket failed.
     Failed,
@@ -313,13 +314,13 @@ impl Outbox {
         }
     }
 
-    /// Queues this client's own reply (a slot was reserved), after the log
+    /// Queues this client's own reply (a slot was reserved), after the ring
     /// events before `tag` and once they are published.
     pub fn push_reply(&self, tag: u64, item: Outgoing) {
         self.push_gated(tag, tag, item);
     }
 
-    /// Like [`Outbox::push_reply`], but the reply also waits until the log
+    /// Like [`Outbox::push_reply`], but the reply also waits until the ring
     /// is published up to `gate` (events it depends on, appended after it).
     pub fn push_gated(&self, tag: u64, gate: u64, item: Outgoing) {
         self.lock().queue.push_back(Entry { tag, gate, item });
@@ -368,7 +369,7 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Drops queued messages that wait for log positions past `visible`:
+    /// Drops queued messages that wait for ring positions past `visible`:
     /// at shutdown, when the journal can no longer make them durable,
     /// those replies could never be sent and would hold back the goodbye.
     /// Nothing they answer was acknowledged.
@@ -377,13 +378,13 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Starts broadcast delivery at log index `cursor` (the client joined).
+    /// Starts broadcast delivery at ring index `cursor` (the client joined).
     pub fn subscribe(&self, cursor: u64) {
         self.lock().cursor = Some(cursor);
         self.wake.notify_one();
     }
 
-    /// Stops broadcast delivery after log index `tag` (the client left).
+    /// Stops broadcast delivery after ring index `tag` (the client left).
     pub fn unsubscribe(&self, tag: u64) {
         self.lock().queue.push_back(Entry {
             tag,
@@ -413,7 +414,7 @@ impl Outbox {
     }
 
     /// Gathers what is due and writes it without waiting; see [`Flush`].
-    pub fn flush(&self, log: &EventLog) -> Flush {
+    pub fn flush(&self, ring: &BroadcastRing) -> Flush {
         let mut st = self.lock();
         if st.lagged {
             return Flush::Lagged;
@@ -433,7 +434,7 @@ impl Outbox {
                 if written >= FLUSH_BYTES {
                     return Flush::More;
                 }
-                match gather(&mut st, self.mode, log) {
+                match gather(&mut st, self.mode, ring) {
                     Ok(0) => {}
                     Ok(replies) => self.reply_slots.add_permits(replies),
                     Err(Lagged) => {
@@ -478,8 +479,8 @@ impl Outbox {
 
     /// Replies were queued: write them now, unless the writer task owns the
     /// socket (then it writes them as soon as it can).
-    pub fn flush_replies(&self, log: &EventLog) {
-        if self.flush(log) != Flush::Idle {
+    pub fn flush_replies(&self, ring: &BroadcastRing) {
+        if self.flush(ring) != Flush::Idle {
             self.wake.notify_one();
         }
     }
@@ -497,11 +498,11 @@ impl Outbox {
         self.lock().cursor
     }
 
-    /// Whether more of the log being published could give the writer work:
+    /// Whether more of the ring being published could give the writer work:
     /// its next message waits for the journal.
-    fn waits_on_log(&self, log: &EventLog) -> bool {
+    fn waits_on_log(&self, ring: &BroadcastRing) -> bool {
         let st = self.lock();
-        st.queue.front().is_some_and(|e| e.gate > log.visible())
+        st.queue.front().is_some_and(|e| e.gate > ring.visible())
     }
 
     fn finish(&self) {
@@ -565,7 +566,7 @@ impl Outbox {
 
 /// Moves what is due into `st.pending`, up to about one batch. Returns how
 /// many replies it took.
-fn gather(st: &mut State, mode: Mode, log: &EventLog) -> Result<usize, Lagged> {
+fn gather(st: &mut State, mode: Mode, ring: &BroadcastRing) -> Result<usize, Lagged> {
     let State {
         queue,
         cursor,
@@ -575,7 +576,7 @@ fn gather(st: &mut State, mode: Mode, log: &EventLog) -> Result<usize, Lagged> {
         ..
     } = st;
     let mut replies = 0;
-    let visible = log.visible();
+    let visible = ring.visible();
     loop {
         if pending.len() >= BATCH_BYTES {
             break Ok(replies);
@@ -586,7 +587,7 @@ fn gather(st: &mut State, mode: Mode, log: &EventLog) -> Result<usize, Lagged> {
         };
         if let Some(c) = cursor.filter(|&c| c < target) {
             let budget = BATCH_BYTES - pending.len();
-            match log.copy(mode, c, target, budget, pending) {
+            match ring.copy(mode, c, target, budget, pending) {
                 Ok(reached) => {
                     *cursor = Some(reached);
                     if reached < target {
@@ -597,7 +598,7 @@ fn gather(st: &mut State, mode: Mode, log: &EventLog) -> Result<usize, Lagged> {
             }
         }
         // A gated message waits for the journal; it is flushed again when
-        // more of the log is published.
+        // more of the ring is published.
         if gate > visible {
             break Ok(replies);
         }
@@ -679,13 +680,13 @@ fn frame_rest(mode: Mode, pending: &[u8], rest: usize, n: usize) -> usize {
     }
 }
 
-/// Resolves once the log no longer holds the event at `cursor`.
-async fn passed_by(log: &EventLog, cursor: Option<u64>) {
+/// Resolves once the ring no longer holds the event at `cursor`.
+async fn passed_by(ring: &BroadcastRing, cursor: Option<u64>) {
     let Some(cursor) = cursor else {
         return std::future::pending().await;
     };
-    let mut rx = log.subscribe();
-    while log.first() <= cursor {
+    let mut rx = ring.subscribe();
+    while ring.first() <= cursor {
         if rx.changed().await.is_err() {
             return std::future::pending().await;
         }
@@ -696,13 +697,13 @@ async fn passed_by(log: &EventLog, cursor: Option<u64>) {
 /// socket, a large backlog, replies queued by other connections), and ends
 /// the connection. Runs until the outbox is closed, the client lags, or the
 /// socket fails.
-pub async fn run_writer(outbox: Arc<Outbox>, log: Arc<EventLog>) -> WriterEnd {
-    let mut log_rx = log.subscribe();
+pub async fn run_writer(outbox: Arc<Outbox>, ring: Arc<BroadcastRing>) -> WriterEnd {
+    let mut log_rx = ring.subscribe();
     let end = loop {
         log_rx.borrow_and_update();
-        match outbox.flush(&log) {
+        match outbox.flush(&ring) {
             Flush::Idle => {
-                let listen = outbox.waits_on_log(&log);
+                let listen = outbox.waits_on_log(&ring);
                 tokio::select! {
                     _ = outbox.wake.notified() => {}
                     r = log_rx.changed(), if listen => {
@@ -724,8 +725,8 @@ pub async fn run_writer(outbox: Arc<Outbox>, log: Arc<EventLog>) -> WriterEnd {
                         outbox.unblock();
                     }
                     // A peer that stopped reading may not hold its place in
-                    // the log: once the window passes it, it is dropped.
-                    _ = passed_by(&log, cursor), if cursor.is_some() => outbox.lag(),
+                    // the ring: once the window passes it, it is dropped.
+                    _ = passed_by(&ring, cursor), if cursor.is_some() => outbox.lag(),
                     // Given up on elsewhere (too many DMs), or more to do.
                     _ = outbox.wake.notified() => {}
                     // A killed connection must not wait for a peer that

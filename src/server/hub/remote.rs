@@ -90,7 +90,7 @@ impl Hub {
         let deferred = Arc::new(Deferred::default());
         session
             .outbox
-            .push_reply(self.log.end(), Outgoing::Deferred(deferred.clone()));
+            .push_reply(self.ring.end(), Outgoing::Deferred(deferred.clone()));
         let outbox = session.outbox.clone();
         tokio::spawn(async move {
             deferred.set(answer.await.unwrap_or_else(Reply::Error));
@@ -243,7 +243,7 @@ impl Hub {
             RemoteEvent::Dm { from, to, text } => {
                 if let Some(user) = st.users.get(&to) {
                     user.outbox
-                        .push_other(self.log.end(), Outgoing::Event(Event::Dm { from, text }));
+                        .push_other(self.ring.end(), Outgoing::Event(Event::Dm { from, text }));
                 }
             }
             RemoteEvent::Joined {
@@ -294,7 +294,7 @@ impl Hub {
                         (ErrorCode::Kicked, "an admin disconnected you")
                     };
                     user.outbox.evict(
-                        self.log.end(),
+                        self.ring.end(),
                         Event::Bye {
                             code,
                             text: text.into(),
@@ -352,7 +352,7 @@ impl Hub {
                 let st = self.lock();
                 if let Some(user) = st.users.get(&name.to_ascii_lowercase()) {
                     user.outbox.evict(
-                        self.log.end(),
+                        self.ring.end(),
                         Event::Bye {
                             code: e.code,
                             text: "someone else took your name while the cluster was away".into(),
@@ -391,7 +391,7 @@ impl Hub {
         joining.clear();
         for user in users.values() {
             user.outbox.evict(
-                self.log.end(),
+                self.ring.end(),
                 Event::Bye {
                     code: ErrorCode::Resync,
                     text: "the server reloaded the canvas; reconnect".into(),
@@ -399,7 +399,7 @@ impl Hub {
             );
         }
         users.clear();
-        self.log.set_watchers(0);
+        self.ring.set_watchers(0);
     }
 
     /// Names of this server's users.

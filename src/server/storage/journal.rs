@@ -29,18 +29,18 @@ use super::files;
 use super::recovery::Recovered;
 use super::{BATCH_WINDOW, Fsync, LOG, LOG_NEW, StorageConfig, World};
 use crate::protocol::Pixel;
-use crate::server::log::EventLog;
+use crate::server::broadcast::BroadcastRing;
 
 /// How often a down journal tries again.
 const RETRY: Duration = Duration::from_secs(1);
-/// How often a journal that stays down says so again in the log.
+/// How often a journal that stays down says so again in the ring.
 const REMIND: Duration = Duration::from_secs(30);
 /// The reserve holds the snapshot plus this share of it for growth, and at
 /// least [`RESERVE_MIN`] more.
 const RESERVE_SLACK: u64 = 4;
 const RESERVE_MIN: u64 = 256 * 1024;
 
-/// Gives the journal a copy of the state with the broadcast log position
+/// Gives the journal a copy of the state with the broadcast ring position
 /// it corresponds to, taken under the hub lock.
 pub type StateSource = Box<dyn Fn() -> Option<(World, u64)> + Send + Sync>;
 
@@ -55,7 +55,7 @@ struct Pending {
     /// A compaction point inside `buf`: records before it go to the old
     /// journal, the rest to the new one.
     rotate: Option<(usize, Box<World>)>,
-    /// Broadcast log index to publish once `buf` is written.
+    /// Broadcast ring index to publish once `buf` is written.
     upto: u64,
     /// Index published so far.
     published: u64,
@@ -73,7 +73,7 @@ struct Shared {
     /// The background snapshot of a compaction failed: rebuild.
     compaction_failed: AtomicBool,
     dir: PathBuf,
-    log: Arc<EventLog>,
+    ring: Arc<BroadcastRing>,
     snapshotter: Mutex<Option<JoinHandle<()>>>,
     faults: Arc<Faults>,
     health: AtomicU8,
@@ -143,7 +143,7 @@ impl Journal {
     /// Starts the writer thread on a recovered directory.
     pub fn start(
         recovered: Recovered,
-        log: Arc<EventLog>,
+        ring: Arc<BroadcastRing>,
         config: &StorageConfig,
     ) -> (Journal, World, Vec<Pixel>) {
         let Recovered {
@@ -162,7 +162,7 @@ impl Journal {
             compacting: AtomicBool::new(false),
             compaction_failed: AtomicBool::new(false),
             dir,
-            log,
+            ring,
             snapshotter: Mutex::new(None),
             faults: config.faults.clone(),
             health: AtomicU8::new(UP),
@@ -230,8 +230,8 @@ impl Journal {
         self.shared.died.clone()
     }
 
-    /// Queues records (written by `encode`) and asks for broadcast log index
-    /// `upto` to be published once they are durable. Call in log order.
+    /// Queues records (written by `encode`) and asks for broadcast ring index
+    /// `upto` to be published once they are durable. Call in ring order.
     pub fn push(&self, upto: u64, encode: impl FnOnce(&mut Vec<u8>) -> u64) {
         let mut p = self.shared.lock();
         let n = encode(&mut p.buf);
@@ -342,7 +342,7 @@ fn write_loop(shared: &Arc<Shared>, file: File) {
         if !w.rebuild {
             match w.append(&buf, rotate) {
                 Ok(()) => {
-                    shared.log.publish(upto);
+                    shared.ring.publish(upto);
                     let mut p = shared.lock();
                     p.published = p.published.max(upto);
                 }
@@ -515,7 +515,7 @@ impl Writer<'_> {
                         "the canvas files are rebuilt, but there is no room to hold space in                          reserve; placements and chat stay refused until there is"
                     );
                 }
-                shared.log.publish(end);
+                shared.ring.publish(end);
                 info!(
                     seq = state.canvas.seq(),
                     used_reserve,

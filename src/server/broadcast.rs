@@ -1,9 +1,9 @@
-//! The broadcast log: every event that goes to all joined clients, encoded
+//! The broadcast ring: every event that goes to all joined clients, encoded
 //! once per wire mode and kept as contiguous bytes for a bounded window.
 //!
 //! Each joined client's writer holds a cursor (an event index) into this log
 //! and copies everything from its cursor to the end in one go, so a client
-//! that is behind catches up with one write instead of one per event. The log
+//! that is behind catches up with one write instead of one per event. The ring
 //! never waits for anyone: when it is full the oldest events go, and a writer
 //! whose cursor points before the oldest event has lagged (it is then
 //! disconnected as a slow consumer).
@@ -15,27 +15,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::BytesMut;
 use tokio::sync::watch;
 
-use crate::protocol::{Event, binary, text};
+use crate::protocol::{Event, Mode, binary, text};
 
-/// Which encoding a connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Line-based text.
-    Text,
-    /// Length-prefixed frames.
-    Binary,
-}
-
-/// How much of the past the log keeps.
+/// How much of the past the ring keeps.
 #[derive(Debug, Clone, Copy)]
-pub struct LogLimits {
+pub struct BroadcastLimits {
     /// Most events kept.
     pub max_events: usize,
     /// Most bytes kept per mode.
     pub max_bytes: usize,
 }
 
-impl Default for LogLimits {
+impl Default for BroadcastLimits {
     fn default() -> Self {
         Self {
             max_events: 1 << 18,
@@ -109,21 +100,21 @@ struct Inner {
     text: Encoded,
     binary: Encoded,
     scratch: BytesMut,
-    limits: LogLimits,
+    limits: BroadcastLimits,
 }
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct EventLog {
+pub struct BroadcastRing {
     inner: RwLock<Inner>,
     end_tx: watch::Sender<u64>,
     /// Joined clients.
     watchers: AtomicUsize,
 }
 
-impl EventLog {
-    /// An empty log.
-    pub fn new(limits: LogLimits) -> Self {
+impl BroadcastRing {
+    /// An empty ring.
+    pub fn new(limits: BroadcastLimits) -> Self {
         Self {
             inner: RwLock::new(Inner {
                 first: 0,
@@ -140,7 +131,7 @@ impl EventLog {
     }
 
     /// Encodes `event` in both modes and appends it; it is not sent until
-    /// [`EventLog::publish`] reaches it. Returns the new end index.
+    /// [`BroadcastRing::publish`] reaches it. Returns the new end index.
     pub fn append(&self, event: &Event) -> u64 {
         {
             let mut g = self.inner.write().expect("log lock poisoned");
@@ -259,7 +250,7 @@ mod tests {
         }
     }
 
-    fn text_of(log: &EventLog, from: u64, to: u64) -> Result<String, Lagged> {
+    fn text_of(log: &BroadcastRing, from: u64, to: u64) -> Result<String, Lagged> {
         let mut out = BytesMut::new();
         log.copy(Mode::Text, from, to, usize::MAX, &mut out)?;
         Ok(String::from_utf8(out.to_vec()).unwrap())
@@ -267,7 +258,7 @@ mod tests {
 
     #[test]
     fn copies_ranges_in_each_mode() {
-        let log = EventLog::new(LogLimits::default());
+        let log = BroadcastRing::new(BroadcastLimits::default());
         for n in 0..3 {
             let e = log.append(&joined(n));
             log.publish(e);
@@ -284,7 +275,7 @@ mod tests {
 
     #[test]
     fn old_events_fall_off_and_slow_cursors_lag() {
-        let log = EventLog::new(LogLimits {
+        let log = BroadcastRing::new(BroadcastLimits {
             max_events: 4,
             max_bytes: 1 << 20,
         });
@@ -298,7 +289,7 @@ mod tests {
 
     #[test]
     fn byte_limit_bounds_memory_across_ring_wraparound() {
-        let log = EventLog::new(LogLimits {
+        let log = BroadcastRing::new(BroadcastLimits {
             max_events: 1 << 20,
             max_bytes: 100,
         });
@@ -313,7 +304,7 @@ mod tests {
 
     #[test]
     fn nothing_past_the_published_index_is_copied() {
-        let log = EventLog::new(LogLimits::default());
+        let log = BroadcastRing::new(BroadcastLimits::default());
         log.append(&joined(0));
         let e = log.append(&joined(1));
         assert_eq!(text_of(&log, 0, e).unwrap(), "");
@@ -325,7 +316,7 @@ mod tests {
 
     #[test]
     fn copies_stop_at_the_byte_budget_on_event_boundaries() {
-        let log = EventLog::new(LogLimits::default());
+        let log = BroadcastRing::new(BroadcastLimits::default());
         for n in 0..10 {
             let e = log.append(&joined(n));
             log.publish(e); // "JOINED userN\n" is 13 bytes
