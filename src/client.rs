@@ -13,6 +13,8 @@
 #[cfg(feature = "tui")]
 pub mod app;
 #[cfg(feature = "tui")]
+pub mod color;
+#[cfg(feature = "tui")]
 pub mod event;
 #[cfg(feature = "tui")]
 pub mod keys;

@@ -15,10 +15,11 @@ use ratatui::layout::{Position, Rect};
 use tui_input::Input;
 use tui_input::backend::crossterm::EventHandler;
 
+use super::color::ColorMode;
 use super::event::AppEvent;
 use super::keys::{self, Action};
 use super::net::{ClientEvent, Login, LoginError, RequestError};
-use super::ui::{self, ColorMode};
+use super::ui;
 use crate::protocol::{
     Command, ErrorCode, Event, PALETTE, Pixel, Placement, Reply, Snapshot, Welcome, validate_name,
 };

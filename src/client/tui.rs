@@ -15,9 +15,10 @@ use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 
 use super::app::{App, Intent};
+use super::color::ColorMode;
 use super::event::AppEvent;
 use super::net::{Client, ClientConfig, ClientEvent, RequestError};
-use super::ui::{self, ColorMode};
+use super::ui;
 
 /// How often the screen is refreshed with nothing happening (countdowns,
 /// notices expiring).

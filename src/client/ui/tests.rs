@@ -10,6 +10,7 @@ use ratatui::crossterm::event::KeyCode;
 
 use super::*;
 use crate::client::app::{App, Intent, Link};
+use crate::client::color::ColorMode;
 use crate::client::event::AppEvent;
 use crate::client::net::ClientEvent;
 use crate::client::testing::*;
@@ -171,20 +172,7 @@ fn in_the_narrowest_layout_all_16_colours_still_show() {
 
 #[test]
 fn without_true_colour_the_nearest_of_256_is_used() {
-    assert_eq!(nearest_ansi256([0xFF, 0xFF, 0xFF]), 231);
-    assert_eq!(nearest_ansi256([0xE5, 0x00, 0x00]), 160);
-    assert_eq!(nearest_ansi256([0x00, 0x00, 0xEA]), 20);
-    assert_eq!(nearest_ansi256([0x22, 0x22, 0x22]), 235);
-    assert_eq!(nearest_ansi256([0x88, 0x88, 0x88]), 102);
-    // All 16 palette colours stay distinct.
-    let mut seen: Vec<u8> = crate::protocol::PALETTE
-        .iter()
-        .map(|c| nearest_ansi256(c.rgb))
-        .collect();
-    seen.sort();
-    seen.dedup();
-    assert_eq!(seen.len(), 16);
-
+    // Which index each colour gets: `color::tests`.
     let mut app = online_on(64, 64, (120, 40), ColorMode::Ansi256);
     press(&mut app, [key('l')]);
     place(&mut app, 1, 3, 4, 5);
