@@ -116,6 +116,16 @@ async fn drive(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut signals = Signals::new()?;
     while !quit {
+        // A resize the terminal has not reported yet still reaches the
+        // state before the frame, so the layout kept for clicks is the
+        // one drawn.
+        let size = term.terminal.size().context("read the terminal size")?;
+        if (size.width, size.height) != app.size {
+            let (width, height) = (size.width, size.height);
+            if step(app, client, AppEvent::Resize { width, height }) {
+                break;
+            }
+        }
         term.terminal
             .draw(|frame| ui::draw(frame, app))
             .context("draw")?;
