@@ -87,8 +87,8 @@ impl Drop for Term {
 /// Runs the terminal UI until the user quits.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (client, mut net) = Client::spawn(ClientConfig::new(options.server.clone()));
-    let mut app = App::new(options.server, options.name, ColorMode::from_env())
-        .with_password(options.password);
+    let mut app =
+        App::new(options.server, options.name, ColorMode::detect()).with_password(options.password);
     let result = drive(&mut app, &client, &mut net).await;
     client.shutdown().await;
     result
