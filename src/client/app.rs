@@ -8,7 +8,7 @@
 //! with the server. [`App::update`] routes each key, click and resize to
 //! them; a component that needs something beyond itself pushes a
 //! [`Request`], which the app carries out (components never call each
-//! other). Network reports are applied in [`reports`]. What should happen
+//! other). Network reports are applied in `reports`. What should happen
 //! in the world comes out as [`Intent`]s for the loop to carry out.
 //!
 //! The layout is computed here, once per update, from the terminal size
