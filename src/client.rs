@@ -4,14 +4,18 @@
 //!   [`Client`] that keeps a session alive (reconnect, resume, keepalive) for
 //!   interactive programs.
 //! - [`script`]: the `set`, `say`, `watch` and `canvas` subcommands.
-//! - The terminal UI, split as ratatui apps are: [`app`] (state and how
-//!   every input changes it; no I/O), [`event`] (everything the loop
-//!   handles), [`keys`] (the one key table for handler and help), [`ui`]
-//!   (drawing, a pure function of the state) and [`tui`] (the loop that
-//!   joins the terminal, the network and the state).
+//! - The terminal UI, split as ratatui apps are: [`app`] (the state as
+//!   components, one per pane, and how every input changes it; no I/O, no
+//!   drawing), [`event`] (everything the loop handles), [`keys`] (the one
+//!   key table for handler and help), [`color`] (how colours reach the
+//!   terminal), [`ui`] (drawing, a pure function of the state: one widget
+//!   per pane) and [`tui`] (the loop that joins the terminal, the network
+//!   and the state).
 
 #[cfg(feature = "tui")]
 pub mod app;
+#[cfg(feature = "tui")]
+pub mod color;
 #[cfg(feature = "tui")]
 pub mod event;
 #[cfg(feature = "tui")]

@@ -4,14 +4,17 @@
 //! clients check what reached the server.
 //!
 //! Runs headless: tmux needs no terminal for a detached session. Every wait
-//! polls with a bound; the tmux server is killed by a guard even when a test
-//! fails.
+//! polls with a bound. Each test's tmux server has its socket in a
+//! temporary directory of its own (`tmux -S`), and a guard kills the server
+//! and removes the directory even when a test fails, so nothing is left in
+//! `/tmp`. Without tmux the tests are skipped, loudly (and fail under
+//! `CI=true`, where `.ci/run` installs it).
 
 mod common;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{TextClient, WAIT};
@@ -30,11 +33,27 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// True when tmux is installed; otherwise `test` is reported skipped
+/// (which fails under `CI=true`).
+fn have_tmux(test: &str) -> bool {
+    let found = std::process::Command::new("tmux")
+        .arg("-V")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        common::skip(test, "tmux is not installed (.ci/run installs it)");
+    }
+    found
+}
+
 /// A private tmux server with one 120x40 session running `pixchat`; dropped,
-/// it kills the tmux server and everything in it.
+/// it kills the tmux server and everything in it, and removes the
+/// directory that holds its socket and the client's log.
 struct Tmux {
-    socket: String,
-    log: std::path::PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -42,37 +61,47 @@ impl Tmux {
     /// it reports the exit status and keeps the pane, so the test can see
     /// the terminal after the UI is gone.
     fn start(addr: SocketAddr, args: &[&str]) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let socket = format!(
-            "pixchat-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let log = std::env::temp_dir().join(format!("{socket}.log"));
+        // Built first, so its drop cleans up even if the session fails.
+        let tmux = Tmux {
+            dir: tempfile::Builder::new()
+                .prefix("pixchat-tmux-")
+                .tempdir()
+                .expect("a temporary directory"),
+        };
         let mut line = format!(
             "{} --server {addr} --log {}",
             env!("CARGO_BIN_EXE_pixchat"),
-            log.display()
+            tmux.log().display()
         );
         for arg in args {
             line.push(' ');
             line.push_str(arg);
         }
         let script = format!("{line}; echo \"EXITED $?\"; sleep 600");
-        let tmux = Tmux { socket, log };
         let status = tmux
             .command()
             .args(["new-session", "-d", "-s", "ui", "-x", "120", "-y", "40"])
             .args(["env", "COLORTERM=truecolor", "sh", "-c", &script])
             .status()
-            .expect("tmux is required for this test (.ci/run installs it)");
+            .expect("run tmux");
         assert!(status.success(), "tmux new-session failed");
         tmux
     }
 
+    /// The tmux server's socket.
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    /// The client's log (`--log`).
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("client.log")
+    }
+
     fn command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new("tmux");
-        cmd.args(["-f", "/dev/null", "-L", &self.socket])
+        cmd.args(["-f", "/dev/null", "-S"])
+            .arg(self.socket())
             .env("TERM", "xterm-256color")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -123,7 +152,7 @@ impl Tmux {
                 return screen;
             }
             if tokio::time::Instant::now() >= deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let log = std::fs::read_to_string(self.log()).unwrap_or_default();
                 panic!(
                     "no {what} within {limit:?}; the screen:\n{}\nthe client's log:\n{log}",
                     screen.text()
@@ -140,9 +169,9 @@ impl Tmux {
 }
 
 impl Drop for Tmux {
+    /// The directory (socket, log) goes with `dir` right after.
     fn drop(&mut self) {
         let _ = self.command().arg("kill-server").output();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -264,6 +293,9 @@ fn status(screen: &Screen) -> String {
 
 #[tokio::test]
 async fn keys_draw_a_pixel_others_see_and_chat_goes_both_ways() {
+    if !have_tmux("keys_draw_a_pixel_others_see_and_chat_goes_both_ways") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]).await;
     let mut watcher = TextClient::joined(server.addr, "watcher").await;
@@ -317,6 +349,9 @@ async fn keys_draw_a_pixel_others_see_and_chat_goes_both_ways() {
 
 #[tokio::test]
 async fn the_first_screen_asks_for_a_name_and_says_when_it_is_taken() {
+    if !have_tmux("the_first_screen_asks_for_a_name_and_says_when_it_is_taken") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]).await;
     let mut holder = TextClient::joined(server.addr, "bob").await;
@@ -339,6 +374,10 @@ async fn the_first_screen_asks_for_a_name_and_says_when_it_is_taken() {
 
 #[tokio::test]
 async fn after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_meanwhile() {
+    if !have_tmux("after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_meanwhile")
+    {
+        return;
+    }
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -391,6 +430,9 @@ async fn after_a_server_restart_the_client_reconnects_and_shows_what_was_drawn_m
 
 #[tokio::test]
 async fn after_a_crash_and_restart_on_the_same_data_the_client_resumes_where_it_was() {
+    if !have_tmux("after_a_crash_and_restart_on_the_same_data_the_client_resumes_where_it_was") {
+        return;
+    }
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
@@ -435,6 +477,9 @@ async fn after_a_crash_and_restart_on_the_same_data_the_client_resumes_where_it_
 
 #[tokio::test]
 async fn on_a_password_server_the_first_screen_asks_for_the_password() {
+    if !have_tmux("on_a_password_server_the_first_screen_asks_for_the_password") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--password", "s3cret"]).await;
     let mut watcher = TextClient::connect(server.addr).await;

@@ -7,9 +7,9 @@ use std::time::Instant;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::app::{App, Intent};
+use super::color::ColorMode;
 use super::event::AppEvent;
 use super::net::{ClientEvent, Login};
-use super::ui::ColorMode;
 use crate::protocol::{PALETTE, Snapshot, Welcome};
 
 pub const SERVER: &str = "127.0.0.1:7878";

@@ -15,9 +15,10 @@ use ratatui::crossterm::execute;
 use tokio::sync::mpsc;
 
 use super::app::{App, Intent};
+use super::color::ColorMode;
 use super::event::AppEvent;
 use super::net::{Client, ClientConfig, ClientEvent, RequestError};
-use super::ui::{self, ColorMode};
+use super::ui;
 
 /// How often the screen is refreshed with nothing happening (countdowns,
 /// notices expiring).
@@ -86,8 +87,8 @@ impl Drop for Term {
 /// Runs the terminal UI until the user quits.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (client, mut net) = Client::spawn(ClientConfig::new(options.server.clone()));
-    let mut app = App::new(options.server, options.name, ColorMode::from_env())
-        .with_password(options.password);
+    let mut app =
+        App::new(options.server, options.name, ColorMode::detect()).with_password(options.password);
     let result = drive(&mut app, &client, &mut net).await;
     client.shutdown().await;
     result
@@ -115,6 +116,16 @@ async fn drive(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut signals = Signals::new()?;
     while !quit {
+        // A resize the terminal has not reported yet still reaches the
+        // state before the frame, so the layout kept for clicks is the
+        // one drawn.
+        let size = term.terminal.size().context("read the terminal size")?;
+        if (size.width, size.height) != app.size {
+            let (width, height) = (size.width, size.height);
+            if step(app, client, AppEvent::Resize { width, height }) {
+                break;
+            }
+        }
         term.terminal
             .draw(|frame| ui::draw(frame, app))
             .context("draw")?;

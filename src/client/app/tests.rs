@@ -2,13 +2,19 @@
 //! user would notice them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use ratatui::crossterm::event::{KeyCode, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
+use super::canvas::PendingPixel;
+use super::chat::{CHAT_LINES, ChatLine};
+use super::palette;
+use super::status::{NOTICE_TIME, NoticeKind, WallClock, format_ago, format_tenths};
 use super::*;
 use crate::client::LoginError;
+use crate::client::net::{ClientEvent, RequestError};
 use crate::client::testing::*;
-use crate::protocol::{ErrorCode, WireError};
+use crate::protocol::{ErrorCode, Event, Pixel, Placement, Reply, WireError};
 
 fn press(app: &mut App, events: impl IntoIterator<Item = AppEvent>) -> Vec<Intent> {
     events
@@ -60,16 +66,16 @@ fn arrows_and_hjkl_move_the_cursor_within_the_canvas() {
         &mut app,
         [key('j'), code(KeyCode::Down), key('j'), key('j')],
     );
-    assert_eq!(app.cursor, (3, 4));
+    assert_eq!(app.canvas.cursor, (3, 4));
     press(&mut app, [key('k'), code(KeyCode::Up), key('h')]);
-    assert_eq!(app.cursor, (2, 2));
+    assert_eq!(app.canvas.cursor, (2, 2));
     // Shift moves 8, and the edges hold.
     press(&mut app, [shift(KeyCode::Right)]);
-    assert_eq!(app.cursor, (7, 2));
+    assert_eq!(app.canvas.cursor, (7, 2));
     press(&mut app, [key('J')]);
-    assert_eq!(app.cursor, (7, 5));
+    assert_eq!(app.canvas.cursor, (7, 5));
     press(&mut app, [key('H'), key('K'), key('h'), key('k')]);
-    assert_eq!(app.cursor, (0, 0));
+    assert_eq!(app.canvas.cursor, (0, 0));
 }
 
 #[test]
@@ -88,7 +94,7 @@ fn space_places_the_selected_colour_and_the_reply_settles_it() {
     );
     let tag = sends[0].0;
     assert_eq!(
-        app.pending,
+        app.canvas.pending,
         vec![PendingPixel {
             x: 4,
             y: 2,
@@ -100,8 +106,8 @@ fn space_places_the_selected_colour_and_the_reply_settles_it() {
         &mut app,
         [reply(tag, Reply::Set { seq: 1 }), pixel(1, 4, 2, 5)],
     );
-    assert!(app.pending.is_empty());
-    let canvas = app.canvas.as_ref().unwrap();
+    assert!(app.canvas.pending.is_empty());
+    let canvas = app.canvas.pixels.as_ref().unwrap();
     assert_eq!((canvas.get(4, 2), canvas.seq), (Some(5), 1));
 }
 
@@ -109,13 +115,16 @@ fn space_places_the_selected_colour_and_the_reply_settles_it() {
 fn palette_keys_step_wrap_and_pick() {
     let mut app = online();
     press(&mut app, [key('0'), key('[')]);
-    assert_eq!(app.color, 15);
+    assert_eq!(app.palette.selected, 15);
     press(&mut app, [key(']'), key(']')]);
-    assert_eq!(app.color, 1);
+    assert_eq!(app.palette.selected, 1);
     press(&mut app, [key('a')]);
-    assert_eq!(app.color, 10);
+    assert_eq!(app.palette.selected, 10);
     press(&mut app, [key('f')]);
-    assert_eq!((app.color, app.color_name(app.color)), (15, "purple"));
+    assert_eq!(
+        (app.palette.selected, app.palette.name(app.palette.selected)),
+        (15, "purple")
+    );
 }
 
 #[test]
@@ -124,7 +133,7 @@ fn pixel_events_apply_in_seq_order_and_a_gap_asks_for_the_canvas() {
     press(&mut app, [pixel(1, 0, 0, 5), pixel(2, 1, 0, 6)]);
     // A replayed event the canvas already has changes nothing.
     press(&mut app, [pixel(1, 0, 0, 9)]);
-    let canvas = app.canvas.as_ref().unwrap();
+    let canvas = app.canvas.pixels.as_ref().unwrap();
     assert_eq!(
         (canvas.get(0, 0), canvas.get(1, 0), canvas.seq),
         (Some(5), Some(6), 2)
@@ -141,7 +150,7 @@ fn pixel_events_apply_in_seq_order_and_a_gap_asks_for_the_canvas() {
         &mut app,
         [reply(sends[0].0, Reply::Canvas(Arc::new(fixed)))],
     );
-    let canvas = app.canvas.as_ref().unwrap();
+    let canvas = app.canvas.pixels.as_ref().unwrap();
     assert_eq!((canvas.get(3, 0), canvas.seq), (Some(12), 7));
 }
 
@@ -155,12 +164,12 @@ fn pixels_placed_offline_are_queued_then_sent_after_reconnect() {
             retry_in: Duration::from_secs(2),
         })],
     );
-    assert!(matches!(app.link, Link::Retrying { .. }));
-    assert!(app.users.is_empty());
+    assert!(matches!(app.session.link, Link::Retrying { .. }));
+    assert!(app.users.names.is_empty());
     let intents = press(&mut app, [key('l'), key('7'), key(' ')]);
     assert!(sent(&intents).is_empty(), "nothing goes out offline");
-    assert_eq!(app.queued(), 1);
-    assert!(app.notice.as_ref().unwrap().text.contains("queued"));
+    assert_eq!(app.canvas.queued(), 1);
+    assert!(app.status.notice.as_ref().unwrap().text.contains("queued"));
 
     // Back, resumed: the queued pixel goes out.
     let snap = snapshot(1, 8, 6, 0);
@@ -180,7 +189,7 @@ fn pixels_placed_offline_are_queued_then_sent_after_reconnect() {
             color: 7
         }]
     );
-    assert_eq!(app.queued(), 0);
+    assert_eq!(app.canvas.queued(), 0);
     // Lost again before the answer: queued again, not dropped.
     press(
         &mut app,
@@ -189,7 +198,7 @@ fn pixels_placed_offline_are_queued_then_sent_after_reconnect() {
             result: Err(RequestError::ConnectionLost),
         })],
     );
-    assert_eq!(app.queued(), 1);
+    assert_eq!(app.canvas.queued(), 1);
 }
 
 #[test]
@@ -201,14 +210,17 @@ fn a_server_error_is_a_brief_notice_not_a_crash() {
         reply(tag, error(ErrorCode::RateLimited, "slow down")),
         start,
     );
-    assert!(app.pending.is_empty(), "a refused pixel is not kept");
-    let notice = app.notice.clone().expect("a notice");
+    assert!(app.canvas.pending.is_empty(), "a refused pixel is not kept");
+    let notice = app.status.notice.clone().expect("a notice");
     assert!(notice.text.contains("rate_limited"), "{}", notice.text);
     app.update(AppEvent::Tick, start + NOTICE_TIME / 2);
-    assert!(app.notice.is_some());
+    assert!(app.status.notice.is_some());
     app.update(AppEvent::Tick, start + NOTICE_TIME);
-    assert!(app.notice.is_none(), "the notice goes away by itself");
-    assert_eq!(app.link, Link::Online);
+    assert!(
+        app.status.notice.is_none(),
+        "the notice goes away by itself"
+    );
+    assert_eq!(app.session.link, Link::Online);
 }
 
 #[test]
@@ -226,12 +238,12 @@ fn enter_focuses_chat_enter_sends_and_esc_returns() {
             text: "hi q".into()
         }
     );
-    assert_eq!(app.input.value(), "");
+    assert_eq!(app.chat.input.value(), "");
     assert_eq!(app.focus, Focus::Chat);
     press(&mut app, typed("draft"));
     press(&mut app, [code(KeyCode::Esc)]);
     assert_eq!(app.focus, Focus::Canvas);
-    assert_eq!(app.input.value(), "draft", "Esc keeps the text");
+    assert_eq!(app.chat.input.value(), "draft", "Esc keeps the text");
     // An empty Enter goes back to drawing too.
     press(
         &mut app,
@@ -245,7 +257,7 @@ fn tell_and_who_commands() {
     let mut app = online();
     let intents = press(&mut app, [key('/')]);
     assert!(intents.is_empty());
-    assert_eq!((app.focus, app.input.value()), (Focus::Chat, "/"));
+    assert_eq!((app.focus, app.chat.input.value()), (Focus::Chat, "/"));
     press(&mut app, typed("tell bob see you"));
     let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
     assert_eq!(
@@ -257,7 +269,7 @@ fn tell_and_who_commands() {
     );
     press(&mut app, [reply(sends[0].0, Reply::Ok)]);
     assert_eq!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(&ChatLine::DmOut {
             to: "bob".into(),
             text: "see you".into()
@@ -278,15 +290,15 @@ fn tell_and_who_commands() {
         )],
     );
     assert_eq!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(&ChatLine::Info("online (3): alice, bob, Carol".into()))
     );
-    assert_eq!(app.users, ["alice", "bob", "Carol"]);
+    assert_eq!(app.users.names, ["alice", "bob", "Carol"]);
 
     press(&mut app, typed("/tell bob"));
     assert!(sent(&press(&mut app, [code(KeyCode::Enter)])).is_empty());
     assert_eq!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(&ChatLine::Error("usage: /tell NAME text".into()))
     );
 }
@@ -305,12 +317,12 @@ fn a_dm_to_nobody_shows_the_server_error_and_keeps_the_text() {
         )],
     );
     assert_eq!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(&ChatLine::Error(
             "no_such_user: nobody called zed is online".into()
         ))
     );
-    assert_eq!(app.input.value(), "/tell zed hi");
+    assert_eq!(app.chat.input.value(), "/tell zed hi");
 }
 
 #[test]
@@ -326,8 +338,15 @@ fn chat_offline_is_not_sent_and_the_text_stays() {
     press(&mut app, [code(KeyCode::Enter)]);
     press(&mut app, typed("anyone?"));
     assert!(sent(&press(&mut app, [code(KeyCode::Enter)])).is_empty());
-    assert_eq!(app.input.value(), "anyone?");
-    assert!(app.notice.as_ref().unwrap().text.contains("not sent"));
+    assert_eq!(app.chat.input.value(), "anyone?");
+    assert!(
+        app.status
+            .notice
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("not sent")
+    );
 }
 
 #[test]
@@ -353,7 +372,7 @@ fn chat_events_fill_the_scrollback_and_the_user_list() {
             }),
         ],
     );
-    let tail: Vec<&ChatLine> = app.chat.iter().rev().take(4).rev().collect();
+    let tail: Vec<&ChatLine> = app.chat.lines.iter().rev().take(4).rev().collect();
     assert_eq!(
         tail,
         [
@@ -369,7 +388,7 @@ fn chat_events_fill_the_scrollback_and_the_user_list() {
             &ChatLine::Left("bob".into()),
         ]
     );
-    assert_eq!(app.users, ["alice", "carol"]);
+    assert_eq!(app.users.names, ["alice", "carol"]);
 }
 
 #[test]
@@ -428,20 +447,21 @@ fn a_restarted_server_with_a_new_canvas_replaces_the_old_one() {
         })],
     );
     // The last canvas stays on screen while offline.
-    assert_eq!(app.canvas.as_ref().unwrap().get(2, 2), Some(5));
+    assert_eq!(app.canvas.pixels.as_ref().unwrap().get(2, 2), Some(5));
     let mut fresh = (*snapshot(2, 8, 6, 1)).clone();
     fresh.pixels[1] = 10;
     let fresh = Arc::new(fresh);
     press(&mut app, [joined(fresh, &["alice"])]);
-    let canvas = app.canvas.as_ref().unwrap();
+    let canvas = app.canvas.pixels.as_ref().unwrap();
     assert_eq!((canvas.id, canvas.seq), (2, 1));
     assert_eq!((canvas.get(2, 2), canvas.get(1, 0)), (Some(0), Some(10)));
     assert!(
         app.chat
+            .lines
             .iter()
             .any(|l| matches!(l, ChatLine::Info(t) if t.contains("new canvas")))
     );
-    assert_eq!(app.link, Link::Online);
+    assert_eq!(app.session.link, Link::Online);
 }
 
 #[test]
@@ -466,7 +486,7 @@ fn question_mark_opens_help_and_any_key_closes_it() {
 #[test]
 fn a_click_places_at_the_clicked_pixel_and_a_second_click_reaches_the_lower_half() {
     let mut app = online();
-    let areas = ui::layout(app.area(), app.canvas_size(), app.users.len()).unwrap();
+    let areas = app.layout.expect("a layout for 120x40");
     let inner = areas.canvas_inner;
     let click = |col: u16, row: u16| {
         AppEvent::Mouse(MouseEvent {
@@ -486,7 +506,7 @@ fn a_click_places_at_the_clicked_pixel_and_a_second_click_reaches_the_lower_half
             color: 5
         }
     );
-    assert_eq!(app.cursor, (3, 4));
+    assert_eq!(app.canvas.cursor, (3, 4));
     let second = sent(&press(&mut app, [click(inner.x + 3, inner.y + 2)]));
     assert_eq!(
         second[0].1,
@@ -497,9 +517,9 @@ fn a_click_places_at_the_clicked_pixel_and_a_second_click_reaches_the_lower_half
         }
     );
     // A click on a palette swatch selects it.
-    let slot = ui::palette_slot(areas.palette, 12);
+    let slot = palette::slot(areas.palette, 12);
     press(&mut app, [click(slot.x + 2, slot.y)]);
-    assert_eq!(app.color, 12);
+    assert_eq!(app.palette.selected, 12);
 }
 
 #[test]
@@ -514,17 +534,15 @@ fn the_view_follows_the_cursor_on_a_canvas_larger_than_the_window() {
         t0(),
     );
     app.update(joined(snapshot(1, 64, 64, 0), &["alice"]), t0());
-    assert_eq!(app.view, (0, 0));
-    let inner = ui::layout(app.area(), app.canvas_size(), 1)
-        .unwrap()
-        .canvas_inner;
+    assert_eq!(app.canvas.view, (0, 0));
+    let inner = app.layout.unwrap().canvas_inner;
     assert!(inner.width < 64 && inner.height < 32, "{inner:?}");
     press(&mut app, vec![key('L'); 8]);
     press(&mut app, vec![key('J'); 8]);
-    assert_eq!(app.cursor, (63, 63));
-    assert_eq!(app.view, (64 - inner.width, 64 - 2 * inner.height));
+    assert_eq!(app.canvas.cursor, (63, 63));
+    assert_eq!(app.canvas.view, (64 - inner.width, 64 - 2 * inner.height));
     press(&mut app, vec![key('H'); 8]);
-    assert_eq!(app.view.0, 0);
+    assert_eq!(app.canvas.view.0, 0);
     // A bigger window shows it all again.
     app.update(
         AppEvent::Resize {
@@ -533,7 +551,7 @@ fn the_view_follows_the_cursor_on_a_canvas_larger_than_the_window() {
         },
         t0(),
     );
-    assert_eq!(app.view, (0, 0));
+    assert_eq!(app.canvas.view, (0, 0));
 }
 
 #[test]
@@ -549,16 +567,16 @@ fn chat_scrolls_back_and_follows_again() {
         );
     }
     press(&mut app, [code(KeyCode::PageUp)]);
-    let one_page = app.chat_scroll;
+    let one_page = app.chat.scroll;
     assert!(one_page > 0);
     press(&mut app, [code(KeyCode::PageUp), code(KeyCode::PageDown)]);
-    assert_eq!(app.chat_scroll, one_page);
+    assert_eq!(app.chat.scroll, one_page);
     press(&mut app, [code(KeyCode::End)]);
-    assert_eq!(app.chat_scroll, 0);
+    assert_eq!(app.chat.scroll, 0);
     for _ in 0..100 {
         press(&mut app, [code(KeyCode::PageUp)]);
     }
-    assert!(app.chat_scroll < 110, "scrolling stops at the top");
+    assert!(app.chat.scroll < 110, "scrolling stops at the top");
 }
 
 #[test]
@@ -573,9 +591,9 @@ fn the_chat_keeps_a_bounded_scrollback() {
             t0(),
         );
     }
-    assert_eq!(app.chat.len(), CHAT_LINES);
+    assert_eq!(app.chat.lines.len(), CHAT_LINES);
     assert_eq!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(&ChatLine::Msg {
             from: "bob".into(),
             text: format!("{}", CHAT_LINES + 9)
@@ -621,7 +639,7 @@ fn a_server_that_wants_a_password_gets_a_password_field() {
     assert_eq!(form.field, Field::Password, "the focus is on the password");
     assert_eq!(form.password.as_ref().unwrap().value(), "");
     assert_eq!(form.error.as_deref(), Some("this server needs a password"));
-    assert_eq!(app.link, Link::Idle);
+    assert_eq!(app.session.link, Link::Idle);
 
     // Typing goes to the password; Enter joins with both.
     press(&mut app, typed("s3cret"));
@@ -698,7 +716,7 @@ fn a_wrong_password_says_so_and_stays_on_the_login_screen() {
     assert_eq!(form.error.as_deref(), Some("wrong password"));
     assert_eq!(form.field, Field::Password);
     assert_eq!(form.password.as_ref().unwrap().value(), "", "typed anew");
-    assert_eq!(app.link, Link::Idle);
+    assert_eq!(app.session.link, Link::Idle);
     press(&mut app, typed("right"));
     assert_eq!(
         press(&mut app, [code(KeyCode::Enter)]),
@@ -735,15 +753,16 @@ fn a_cooldown_counts_down_and_holds_pixels_until_it_ends() {
     let start = t0();
     let tag = sent(&app.update(key(' '), start))[0].0;
     app.update(reply(tag, error(ErrorCode::Cooldown, "2400")), start);
-    assert!(app.pending.is_empty(), "shown as not placed");
+    assert!(app.canvas.pending.is_empty(), "shown as not placed");
     assert!(
-        app.notice
+        app.status
+            .notice
             .as_ref()
             .unwrap()
             .text
             .contains("(0,0) not placed"),
         "{:?}",
-        app.notice
+        app.status.notice
     );
     assert_eq!(app.cooldown_left(), Some(Duration::from_millis(2400)));
     assert!(app.animating(), "a countdown needs fast redraws");
@@ -754,9 +773,9 @@ fn a_cooldown_counts_down_and_holds_pixels_until_it_ends() {
     assert_eq!(format_tenths(app.cooldown_left().unwrap()), "1.4 s");
     // Space now would only be refused: nothing is sent, and it says why.
     assert!(sent(&app.update(key(' '), later)).is_empty());
-    assert!(app.pending.is_empty());
+    assert!(app.canvas.pending.is_empty());
     assert_eq!(
-        app.notice.as_ref().unwrap().text,
+        app.status.notice.as_ref().unwrap().text,
         "not placed: wait for the cooldown"
     );
 
@@ -788,26 +807,26 @@ fn a_kick_leaves_the_client_offline_until_r() {
     );
     assert!(intents.is_empty(), "no reconnect by itself: {intents:?}");
     assert!(
-        matches!(&app.link, Link::Evicted { reason } if reason.contains("kicked")),
+        matches!(&app.session.link, Link::Evicted { reason } if reason.contains("kicked")),
         "{:?}",
-        app.link
+        app.session.link
     );
-    assert!(app.users.is_empty());
+    assert!(app.users.names.is_empty());
     assert!(matches!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(ChatLine::Error(t)) if t.contains("an admin disconnected you") && t.contains("press r")
     ));
     // The canvas stays; drawing queues as offline.
-    assert!(app.canvas.is_some());
+    assert!(app.canvas.pixels.is_some());
     assert!(sent(&press(&mut app, [key(' ')])).is_empty());
-    assert_eq!(app.queued(), 1);
+    assert_eq!(app.canvas.queued(), 1);
     // Ticks pass, nothing happens; r joins again with the same login.
     assert!(press(&mut app, [AppEvent::Tick, AppEvent::Tick]).is_empty());
     assert_eq!(
         press(&mut app, [key('r')]),
         vec![Intent::Login(with_pw("alice", "pw"))]
     );
-    assert_eq!(app.link, Link::Connecting { attempt: 1 });
+    assert_eq!(app.session.link, Link::Connecting { attempt: 1 });
 }
 
 #[test]
@@ -821,13 +840,13 @@ fn a_ban_says_banned_from_this_server() {
         })],
     );
     assert_eq!(
-        app.link,
+        app.session.link,
         Link::Evicted {
             reason: "banned from this server".into()
         }
     );
     assert!(matches!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(ChatLine::Error(t)) if t == "banned: an admin banned you from this server"
     ));
 }
@@ -836,7 +855,7 @@ fn a_ban_says_banned_from_this_server() {
 fn r_skips_the_reconnect_countdown_but_does_nothing_online() {
     let mut app = online();
     assert!(press(&mut app, [key('r')]).is_empty());
-    assert_eq!(app.link, Link::Online);
+    assert_eq!(app.session.link, Link::Online);
     press(
         &mut app,
         [net(ClientEvent::Disconnected {
@@ -854,7 +873,7 @@ fn r_skips_the_reconnect_countdown_but_does_nothing_online() {
 fn w_asks_who_placed_the_pixel_under_the_cursor_and_shows_the_answer() {
     let mut app = online();
     let now = t0();
-    app.wall = WallClock {
+    app.session.wall = WallClock {
         at: now,
         unix_ms: 1_700_000_000_000,
     };
@@ -875,8 +894,8 @@ fn w_asks_who_placed_the_pixel_under_the_cursor_and_shows_the_answer() {
         now,
     );
     let want = "(2,1) placed by bob 2 min ago, seq 17";
-    assert_eq!(app.chat.back(), Some(&ChatLine::Info(want.into())));
-    let notice = app.notice.as_ref().unwrap();
+    assert_eq!(app.chat.lines.back(), Some(&ChatLine::Info(want.into())));
+    let notice = app.status.notice.as_ref().unwrap();
     assert_eq!(
         (notice.text.as_str(), notice.kind),
         (want, NoticeKind::Info)
@@ -885,7 +904,7 @@ fn w_asks_who_placed_the_pixel_under_the_cursor_and_shows_the_answer() {
     let tag = sent(&app.update(key('w'), now))[0].0;
     app.update(reply(tag, Reply::Whose(None)), now);
     assert_eq!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(&ChatLine::Info("(2,1) nobody has placed this pixel".into()))
     );
 
@@ -919,7 +938,10 @@ fn kick_and_ban_commands_go_to_the_server_and_show_the_answer() {
     let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
     assert_eq!(sends[0].1, Command::Kick { name: "bob".into() });
     press(&mut app, [reply(sends[0].0, Reply::Ok)]);
-    assert_eq!(app.chat.back(), Some(&ChatLine::Info("kicked bob".into())));
+    assert_eq!(
+        app.chat.lines.back(),
+        Some(&ChatLine::Info("kicked bob".into()))
+    );
 
     press(&mut app, typed("/ban carol"));
     let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
@@ -941,7 +963,7 @@ fn kick_and_ban_commands_go_to_the_server_and_show_the_answer() {
         ),
         start,
     );
-    let notice = app.notice.clone().unwrap();
+    let notice = app.status.notice.clone().unwrap();
     assert_eq!(notice.kind, NoticeKind::Error);
     assert!(
         notice.text.starts_with("forbidden: KICK and BAN need"),
@@ -949,12 +971,12 @@ fn kick_and_ban_commands_go_to_the_server_and_show_the_answer() {
         notice.text
     );
     app.update(AppEvent::Tick, start + NOTICE_TIME);
-    assert!(app.notice.is_none());
+    assert!(app.status.notice.is_none());
 
     press(&mut app, typed("/kick"));
     assert!(sent(&press(&mut app, [code(KeyCode::Enter)])).is_empty());
     assert_eq!(
-        app.chat.back(),
+        app.chat.lines.back(),
         Some(&ChatLine::Error("usage: /kick NAME".into()))
     );
 }

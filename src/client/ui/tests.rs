@@ -6,11 +6,18 @@ use std::time::Duration;
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::KeyCode;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier};
 
 use super::*;
-use crate::client::app::{App, Intent, Link};
+use crate::client::app::palette;
+use crate::client::app::session::Link;
+use crate::client::app::{App, Intent};
+use crate::client::color::ColorMode;
 use crate::client::event::AppEvent;
+use crate::client::keys;
 use crate::client::net::ClientEvent;
 use crate::client::testing::*;
 use crate::protocol::{Event, Pixel};
@@ -36,13 +43,12 @@ fn screen(buf: &Buffer) -> String {
 }
 
 fn inner(app: &App) -> Rect {
-    layout(app.area(), app.canvas_size(), app.users.len())
-        .unwrap()
-        .canvas_inner
+    areas(app).canvas_inner
 }
 
+/// The layout the state kept, which the drawing uses.
 fn areas(app: &App) -> Areas {
-    layout(app.area(), app.canvas_size(), app.users.len()).unwrap()
+    app.layout.expect("a layout")
 }
 
 fn place(app: &mut App, seq: u64, x: u16, y: u16, color: u8) {
@@ -126,7 +132,7 @@ fn the_palette_shows_every_colour_with_its_key_and_marks_the_selection() {
     let buf = render(&app);
     let bar = areas(&app).palette;
     for (i, c) in crate::protocol::PALETTE.iter().enumerate() {
-        let slot = palette_slot(bar, i);
+        let slot = palette::slot(bar, i);
         let key = char::from_digit(i as u32, 16).unwrap().to_string();
         assert_eq!(buf[(slot.x + 1, slot.y)].symbol(), key);
         let [r, g, b] = c.rgb;
@@ -140,7 +146,7 @@ fn the_palette_shows_every_colour_with_its_key_and_marks_the_selection() {
         assert_eq!(buf[(slot.x, slot.y)].symbol(), marker, "slot {i}");
     }
     assert!(
-        buf[(palette_slot(bar, 5).x + 1, bar.y)]
+        buf[(palette::slot(bar, 5).x + 1, bar.y)]
             .modifier
             .contains(Modifier::BOLD)
     );
@@ -154,7 +160,7 @@ fn in_the_narrowest_layout_all_16_colours_still_show() {
     let buf = render(&app);
     let bar = areas(&app).palette;
     for i in 0..16 {
-        let slot = palette_slot(bar, i);
+        let slot = palette::slot(bar, i);
         assert_eq!(slot.width, 3, "compact slots at {} columns", bar.width);
         let key = char::from_digit(i as u32, 16).unwrap().to_string();
         assert_eq!(buf[(slot.x, slot.y)].symbol(), key);
@@ -171,20 +177,7 @@ fn in_the_narrowest_layout_all_16_colours_still_show() {
 
 #[test]
 fn without_true_colour_the_nearest_of_256_is_used() {
-    assert_eq!(nearest_ansi256([0xFF, 0xFF, 0xFF]), 231);
-    assert_eq!(nearest_ansi256([0xE5, 0x00, 0x00]), 160);
-    assert_eq!(nearest_ansi256([0x00, 0x00, 0xEA]), 20);
-    assert_eq!(nearest_ansi256([0x22, 0x22, 0x22]), 235);
-    assert_eq!(nearest_ansi256([0x88, 0x88, 0x88]), 102);
-    // All 16 palette colours stay distinct.
-    let mut seen: Vec<u8> = crate::protocol::PALETTE
-        .iter()
-        .map(|c| nearest_ansi256(c.rgb))
-        .collect();
-    seen.sort();
-    seen.dedup();
-    assert_eq!(seen.len(), 16);
-
+    // Which index each colour gets: `color::tests`.
     let mut app = online_on(64, 64, (120, 40), ColorMode::Ansi256);
     press(&mut app, [key('l')]);
     place(&mut app, 1, 3, 4, 5);
@@ -359,7 +352,7 @@ fn kicked_and_banned_show_offline_with_the_reason() {
 fn the_whose_answer_shows_in_the_status_bar_and_the_chat() {
     let mut app = online();
     let now = t0();
-    app.wall = crate::client::app::WallClock {
+    app.session.wall = crate::client::app::status::WallClock {
         at: now,
         unix_ms: 1_700_000_000_000,
     };
@@ -515,7 +508,7 @@ fn the_login_screen_shows_why_a_name_was_refused() {
     assert!(text.contains("name  alice"), "{text}");
     assert!(text.contains("alice is already online"), "{text}");
     assert!(text.contains(SERVER));
-    assert!(matches!(app.link, Link::Idle));
+    assert!(matches!(app.session.link, Link::Idle));
 }
 
 #[test]
@@ -591,4 +584,141 @@ fn the_password_field_is_masked() {
         text.lines().position(|l| l == line).unwrap() as u16,
     );
     terminal.backend_mut().assert_cursor_position((cx, cy));
+}
+
+/// The text of row `y` between columns `x0` and `x1`, a wide character
+/// read once (the cell it covers is skipped), trailing blanks dropped.
+fn text_between(buf: &Buffer, y: u16, x0: u16, x1: u16) -> String {
+    use ratatui::buffer::CellWidth;
+    let mut text = String::new();
+    let mut x = x0;
+    while x < x1 {
+        let symbol = buf[(x, y)].symbol();
+        text.push_str(symbol);
+        x += symbol.cell_width().max(1);
+    }
+    text.trim_end().to_string()
+}
+
+/// The chat rows the state counts, as text.
+fn state_rows(app: &App, width: u16) -> Vec<String> {
+    app.chat
+        .rows(width)
+        .iter()
+        .map(|row| row.iter().map(|(_, s)| *s).collect::<String>())
+        .map(|s| s.trim_end().to_string())
+        .collect()
+}
+
+#[test]
+fn chat_scrolling_counts_the_wrapped_rows_that_are_drawn() {
+    let mut app = online_on(64, 64, (80, 24), ColorMode::TrueColor);
+    let say = |from: &str, text: &str| {
+        net(ClientEvent::Event(Event::Msg {
+            from: Arc::from(from),
+            text: Arc::from(text),
+        }))
+    };
+    press(
+        &mut app,
+        (0..12).map(|i| match i % 4 {
+            0 => say(
+                "bob",
+                &format!("{i}: a line long enough to wrap onto a second row"),
+            ),
+            1 => say("carol", &format!("{i}: 漢字の行も二列ずつ数えて折り返す")),
+            2 => say(
+                "bob",
+                &format!("{i}: https://example.com/a/very/long/word/that/breaks"),
+            ),
+            _ => say("dave", &format!("{i}: short")),
+        }),
+    );
+    let messages = areas(&app).messages;
+    let (width, height) = (messages.width, usize::from(messages.height));
+    let rows = state_rows(&app, width);
+    assert!(
+        rows.len() > app.chat.lines.len() + 12,
+        "lines wrap: {rows:#?}"
+    );
+    // The first line is the join note, wrapped as the README shows it.
+    assert_eq!(rows[..2], ["· joined as alice (canvas", "64x64, seq 0)"]);
+    let drawn = |app: &App| -> Vec<String> {
+        let buf = render(app);
+        (messages.y..messages.bottom())
+            .map(|y| text_between(&buf, y, messages.x, messages.right()))
+            .collect()
+    };
+
+    // Following: the last rows.
+    assert_eq!(drawn(&app), rows[rows.len() - height..]);
+    // Each PgUp goes back half a pane of rows, until the first row is on
+    // top; the title says how far back.
+    let page = height / 2;
+    let mut back = 0;
+    while back < rows.len() - height {
+        press(&mut app, [code(KeyCode::PageUp)]);
+        back = (back + page).min(rows.len() - height);
+        let top = rows.len() - height - back;
+        assert_eq!(drawn(&app), rows[top..top + height], "{back} rows back");
+        let title = row(&render(&app), areas(&app).chat.y);
+        assert!(title.contains(&format!("↑{back} · End follows")), "{title}");
+    }
+    assert_eq!(drawn(&app)[0], rows[0]);
+    press(&mut app, [code(KeyCode::End)]);
+    assert_eq!(drawn(&app), rows[rows.len() - height..]);
+}
+
+#[test]
+fn a_click_lands_on_the_pixel_drawn_under_it() {
+    use ratatui::crossterm::event::{KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+    // A canvas larger than the window, scrolled to the bottom right.
+    let mut app = online_on(64, 64, (80, 24), ColorMode::TrueColor);
+    press(&mut app, vec![key('L'); 8]);
+    press(&mut app, vec![key('J'); 8]);
+    assert_ne!(app.canvas.view, (0, 0), "scrolled");
+    place(&mut app, 1, 45, 56, 5);
+    let buf = render(&app);
+    let inner = inner(&app);
+    let red: Vec<(u16, u16)> = (inner.top()..inner.bottom())
+        .flat_map(|y| (inner.left()..inner.right()).map(move |x| (x, y)))
+        .filter(|&at| buf[at].fg == RED)
+        .collect();
+    assert_eq!(red.len(), 1, "one red upper half on screen");
+    let (column, row) = red[0];
+    let click = AppEvent::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    });
+    let intents = press(&mut app, [click]);
+    assert!(
+        matches!(
+            &intents[..],
+            [Intent::Send {
+                cmd: crate::protocol::Command::Set { x: 45, y: 56, .. },
+                ..
+            }]
+        ),
+        "{intents:?}"
+    );
+    // The border around the pixels is no pixel, and a terminal too small
+    // to draw the canvas takes no clicks.
+    let border = AppEvent::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: inner.x - 1,
+        row,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert!(press(&mut app, [border.clone()]).is_empty());
+    app.update(
+        AppEvent::Resize {
+            width: 40,
+            height: 10,
+        },
+        t0(),
+    );
+    assert_eq!(app.layout, None);
+    assert!(press(&mut app, [border]).is_empty());
 }
