@@ -146,6 +146,10 @@ pub enum Command {
         name: String,
         /// Binary mode only: resume from this point instead of a snapshot.
         resume: Option<Resume>,
+        /// Join without telling anyone: no `JOINED` or `LEFT` for this
+        /// session, and listings mark the name with a trailing `*`. For
+        /// scripts that join for one command.
+        quiet: bool,
     },
     /// Chat to everyone.
     Say {

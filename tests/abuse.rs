@@ -281,7 +281,8 @@ async fn an_admin_kicking_itself_gets_its_ok_before_the_bye() {
     assert!(matches!(
         b.cmd(Command::Join {
             name: "b".into(),
-            resume: None
+            resume: None,
+            quiet: false
         })
         .await,
         Reply::Welcome(_)
@@ -313,6 +314,7 @@ async fn binary_clients_authenticate_too() {
         .cmd(Command::Join {
             name: "b".into(),
             resume: None,
+            quiet: false,
         })
         .await
     {
@@ -329,6 +331,7 @@ async fn binary_clients_authenticate_too() {
     c.send(Command::Join {
         name: "b".into(),
         resume: None,
+        quiet: false,
     })
     .await;
     assert!(matches!(c.reply().await, Reply::Welcome(_)));

@@ -28,6 +28,7 @@ async fn join(c: &mut BinClient, name: &str) -> pixchat::protocol::Welcome {
     c.send(Command::Join {
         name: name.into(),
         resume: None,
+        quiet: false,
     })
     .await;
     let w = welcome(c.reply().await);
@@ -65,6 +66,7 @@ async fn hello_join_welcome_snapshot_and_events() {
     c.send(Command::Join {
         name: "binny".into(),
         resume: None,
+        quiet: false,
     })
     .await;
     let w = welcome(c.reply().await);
@@ -168,6 +170,7 @@ async fn join_with_resume_replays_only_what_was_missed() {
             canvas_id: w.canvas_id,
             seq: 5,
         }),
+        quiet: false,
     })
     .await;
     let w2 = welcome(c.reply().await);
@@ -194,6 +197,7 @@ async fn join_with_resume_replays_only_what_was_missed() {
             canvas_id: w.canvas_id ^ 1,
             seq: 5,
         }),
+        quiet: false,
     })
     .await;
     assert!(!welcome(d.reply().await).resumed);
@@ -255,7 +259,8 @@ async fn sync_and_errors_in_binary_keep_the_connection() {
         error_code(
             c.cmd(Command::Join {
                 name: "b2".into(),
-                resume: None
+                resume: None,
+                quiet: false
             })
             .await
         ),
@@ -412,4 +417,51 @@ async fn oversized_and_broken_frames_close_only_that_client() {
     // Everyone else is undisturbed.
     assert_eq!(watcher.cmd("SET 1 1 1").await, "OK 1");
     assert_eq!(watcher.line().await, "PIXEL 1 1 1 1 watcher");
+}
+
+#[tokio::test]
+async fn a_quiet_binary_join_is_not_announced() {
+    let server = start_default().await;
+    let mut watcher = BinClient::connect(server.addr).await;
+    join(&mut watcher, "watcher").await;
+    let mut bot = BinClient::connect(server.addr).await;
+    bot.send(Command::Join {
+        name: "bot".into(),
+        resume: None,
+        quiet: true,
+    })
+    .await;
+    let w = welcome(bot.reply().await);
+    assert_eq!(w.users, ["bot*", "watcher"]);
+    assert!(matches!(bot.next().await, ServerMsg::Reply(Reply::Canvas(_))));
+    match bot
+        .cmd(Command::Set {
+            x: 0,
+            y: 0,
+            color: 3,
+        })
+        .await
+    {
+        Reply::Set { seq } => assert_eq!(seq, 1),
+        other => panic!("{other:?}"),
+    }
+    drop(bot);
+    // The watcher's next event is the pixel: no JOINED before it; and once
+    // the bot is gone, WHO lists the watcher alone with no LEFT on the way.
+    match watcher.event().await {
+        Event::Pixel(p) => assert_eq!(&*p.name, "bot"),
+        other => panic!("{other:?}"),
+    }
+    let mut alone = false;
+    for _ in 0..50 {
+        match watcher.cmd(Command::Who).await {
+            Reply::Who { users, .. } if users == ["watcher"] => {
+                alone = true;
+                break;
+            }
+            Reply::Who { .. } => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(alone);
 }

@@ -275,6 +275,7 @@ async fn a_client_moving_to_another_server_resumes_where_it_was() {
         .send(Command::Join {
             name: "roamer".into(),
             resume: None,
+            quiet: false,
         })
         .await;
     let w = match roamer.reply().await {
@@ -309,6 +310,7 @@ async fn a_client_moving_to_another_server_resumes_where_it_was() {
                 canvas_id: w.canvas_id,
                 seq: w.seq,
             }),
+            quiet: false,
         })
         .await;
     let w2 = match roamer.reply().await {
@@ -361,4 +363,45 @@ async fn an_admin_kicking_itself_gets_its_ok_before_the_bye() {
             .collect();
         assert_eq!(rest, ["OK", "BYE kicked an admin disconnected you"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_join_is_listed_everywhere_and_announced_nowhere() {
+    let Some(cl) = cluster(2).await else { return };
+    let [a, b] = [0, 1].map(|i| cl.servers[i].addr);
+    let mut alice = TextClient::joined(a, "alice").await;
+    let mut cron = TextClient::connect(b).await;
+    assert!(cron.cmd("JOIN cron quiet").await.starts_with("OK cron "));
+    assert_eq!(alice.cmd("WHO").await, "OK 2 alice cron*");
+    let mut dup = TextClient::connect(a).await;
+    assert!(dup.cmd("JOIN CRON").await.starts_with("ERR name_taken "));
+    assert!(cron.cmd("SET 2 2 2").await.starts_with("OK "));
+    cron.send("QUIT").await;
+    cron.until("OK bye").await;
+    // Everything alice saw since: the pixel, and nothing about cron coming
+    // or going; the roster converges to alice alone.
+    let mut gone = false;
+    for _ in 0..50 {
+        alice.send("WHO").await;
+        let mut lines = Vec::new();
+        let who = loop {
+            let l = alice.line().await;
+            if l.starts_with("OK ") {
+                break l;
+            }
+            lines.push(l);
+        };
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.starts_with("JOINED") && !l.starts_with("LEFT")),
+            "{lines:?}"
+        );
+        if who == "OK 1 alice" {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "cron is still listed");
 }

@@ -458,6 +458,7 @@ async fn canvas_identity_authorship_and_chat_survive_a_restart() {
     b.send(Command::Join {
         name: "bob".into(),
         resume: None,
+        quiet: false,
     })
     .await;
     let w = match b.reply().await {

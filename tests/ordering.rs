@@ -121,6 +121,7 @@ async fn binary_welcome_snapshot_then_events_matches_the_canvas_under_flood() {
             c.send(Command::Join {
                 name: format!("bin{i}"),
                 resume: None,
+                quiet: false,
             })
             .await;
             let welcome = match c.reply().await {

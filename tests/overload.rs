@@ -222,7 +222,11 @@ async fn chaos(addr: std::net::SocketAddr, id: u64, kind: Chaos) -> Vec<(u64, u1
                 Command::Hello {
                     version: PROTOCOL_VERSION,
                 },
-                Command::Join { name, resume: None },
+                Command::Join {
+                    name,
+                    resume: None,
+                    quiet: false,
+                },
             ];
             for _ in 0..30 {
                 cmds.push(Command::Set {
@@ -400,6 +404,7 @@ async fn a_slow_consumer_reads_whole_messages_then_bye_then_the_end() {
         Command::Join {
             name: "bsloth".into(),
             resume: None,
+            quiet: false,
         },
     ] {
         pixchat::protocol::binary::encode_command(&cmd, &mut hello);

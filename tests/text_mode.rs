@@ -27,6 +27,53 @@ async fn join_notices_go_both_ways() {
 }
 
 #[tokio::test]
+async fn a_quiet_join_is_neither_announced_nor_its_leave() {
+    let server = start_default().await;
+    let mut alice = TextClient::joined(server.addr, "alice").await;
+    let mut cron = TextClient::connect(server.addr).await;
+    assert_eq!(cron.cmd("JOIN cron quiet").await, "OK cron 64 64 0");
+    // Listed, marked, and its name is taken.
+    assert_eq!(cron.cmd("WHO").await, "OK 2 alice cron*");
+    let mut other = TextClient::connect(server.addr).await;
+    assert!(other.cmd("JOIN Cron").await.starts_with("ERR name_taken "));
+    // It places pixels and chats like anyone, and gets events.
+    assert_eq!(cron.cmd("SET 1 1 red").await, "OK 1");
+    assert_eq!(cron.cmd("SAY backup done").await, "OK");
+    alice.send("SAY thanks").await;
+    cron.until("MSG alice thanks").await;
+    cron.send("QUIT").await;
+    cron.until("OK bye").await;
+    assert!(cron.expect_closed().await.is_empty());
+    // Alice saw the pixel and the chat, and no JOINED or LEFT for cron.
+    alice.send("PING end").await;
+    let mut seen = Vec::new();
+    loop {
+        let line = alice.line().await;
+        if line == "OK PONG end" {
+            break;
+        }
+        seen.push(line);
+    }
+    assert_eq!(
+        seen,
+        [
+            "PIXEL 1 1 1 5 cron",
+            "MSG cron backup done",
+            "OK",
+            "MSG alice thanks"
+        ],
+    );
+    assert_eq!(alice.cmd("WHO").await, "OK 1 alice");
+    // A second word that is not `quiet` is refused.
+    assert!(
+        other
+            .cmd("JOIN bob loud")
+            .await
+            .starts_with("ERR bad_args ")
+    );
+}
+
+#[tokio::test]
 async fn chat_reaches_everyone_including_the_sender() {
     let server = start_default().await;
     let mut a = TextClient::joined(server.addr, "a").await;

@@ -499,6 +499,7 @@ pub(crate) async fn join_pixchat(
         &Command::Join {
             name: name.to_string(),
             resume: None,
+            quiet: false,
         },
         &mut hello,
     );

@@ -297,6 +297,7 @@ impl Connection {
         let cmd = Command::Join {
             name: login.name.clone(),
             resume,
+            quiet: false,
         };
         let welcome = match self.request(&cmd).await {
             Ok(Reply::Welcome(w)) => w,

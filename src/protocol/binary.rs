@@ -24,6 +24,11 @@ use super::{
 /// first is rejected at once.
 pub const HELLO_MAGIC: &[u8; 4] = b"PXCH";
 
+/// `JOIN` flag: a canvas id and seq to resume from follow.
+pub const JOIN_RESUME: u8 = 1;
+/// `JOIN` flag: join quietly (no `JOINED`/`LEFT` for this session).
+pub const JOIN_QUIET: u8 = 2;
+
 /// Client message types.
 pub mod client_type {
     /// `HELLO magic:4 version:u16`
@@ -277,13 +282,18 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
             out.extend_from_slice(HELLO_MAGIC);
             out.put_u16(*version);
         }
-        Command::Join { name, resume } => {
+        Command::Join {
+            name,
+            resume,
+            quiet,
+        } => {
             out.put_u8(t::JOIN);
             put_str8(out, name);
+            let quiet = if *quiet { JOIN_QUIET } else { 0 };
             match resume {
-                None => out.put_u8(0),
+                None => out.put_u8(quiet),
                 Some(r) => {
-                    out.put_u8(1);
+                    out.put_u8(JOIN_RESUME | quiet);
                     out.put_u64(r.canvas_id);
                     out.put_u64(r.seq);
                 }
@@ -576,15 +586,23 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
         }
         t::JOIN => {
             let name = r.str8()?;
-            let resume = match r.u8()? {
-                0 => None,
-                1 => Some(Resume {
+            let flags = r.u8()?;
+            if flags & !(JOIN_RESUME | JOIN_QUIET) != 0 {
+                return Err(());
+            }
+            let resume = if flags & JOIN_RESUME != 0 {
+                Some(Resume {
                     canvas_id: r.u64()?,
                     seq: r.u64()?,
-                }),
-                _ => return Err(()),
+                })
+            } else {
+                None
             };
-            r.end(Command::Join { name, resume })
+            r.end(Command::Join {
+                name,
+                resume,
+                quiet: flags & JOIN_QUIET != 0,
+            })
         }
         t::SAY => {
             let text = r.str16()?;

@@ -125,10 +125,19 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
     }
     let is = |w: &str| word.eq_ignore_ascii_case(w);
     if is("JOIN") {
-        let name = one_arg(rest, "JOIN <name>")?;
+        let (name, flag) = split_word(rest);
+        let quiet = match flag.trim_matches(' ') {
+            "" => false,
+            f if f.eq_ignore_ascii_case("quiet") => true,
+            _ => return Err(usage("JOIN <name> [quiet]")),
+        };
+        if name.is_empty() {
+            return Err(usage("JOIN <name> [quiet]"));
+        }
         Ok(Command::Join {
             name: name.to_string(),
             resume: None,
+            quiet,
         })
     } else if is("SAY") {
         Ok(Command::Say {
@@ -426,7 +435,8 @@ mod tests {
             vec![
                 Ok(Command::Join {
                     name: "alice".into(),
-                    resume: None
+                    resume: None,
+                    quiet: false,
                 }),
                 Ok(Command::Say {
                     text: "hello  there".into()

@@ -89,11 +89,15 @@ pub enum RemoteEvent {
         server: String,
         /// Ties the event to the local JOIN that asked for it.
         nonce: u64,
+        /// Joined quietly: not announced.
+        quiet: bool,
     },
     /// Someone left (or their server died).
     Left {
         /// Their name.
         name: Arc<str>,
+        /// They had joined quietly: not announced.
+        quiet: bool,
     },
     /// An admin kicked (or banned) a user.
     Kick {
@@ -110,8 +114,9 @@ pub enum RemoteEvent {
 pub struct Loaded {
     /// Canvas, authorship, chat.
     pub world: World,
-    /// Everyone online, by the `users` hash.
-    pub users: Vec<String>,
+    /// Everyone online, by the `users` hash, and whether they joined
+    /// quietly.
+    pub users: Vec<(String, bool)>,
     /// Recent pixel events, oldest first, to serve `SYNC` from.
     pub recent: Vec<Pixel>,
     /// Stream id the state includes everything up to.
@@ -268,10 +273,11 @@ if cur then
     return 'name_taken'
   end
 end
-redis.call('HSET', p .. 'users', ARGV[2], ARGV[4] .. ' ' .. ARGV[3])
+local quiet = ARGV[8] == '1'
+redis.call('HSET', p .. 'users', ARGV[2], ARGV[4] .. ' ' .. ARGV[3] .. (quiet and ' q' or ''))
 redis.call('SADD', p .. 'servers', ARGV[4])
 redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[6], '*',
-  't', 'j', 'n', ARGV[3], 'v', ARGV[4], 'k', ARGV[5])
+  't', 'j', 'n', ARGV[3], 'v', ARGV[4], 'k', ARGV[5], 'q', ARGV[8])
 return 'ok'
 ";
 
@@ -281,7 +287,8 @@ local p = ARGV[1]
 local cur = redis.call('HGET', p .. 'users', ARGV[2])
 if cur and string.match(cur, '^(%S+)') == ARGV[4] then
   redis.call('HDEL', p .. 'users', ARGV[2])
-  redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*', 't', 'l', 'n', ARGV[3])
+  local q = string.match(cur, ' q$') and '1' or '0'
+  redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*', 't', 'l', 'n', ARGV[3], 'q', q)
 end
 return 'ok'
 ";
@@ -335,10 +342,11 @@ if not any then return 0 end
 local n = 0
 local all = redis.call('HGETALL', p .. 'users')
 for i = 1, #all, 2 do
-  local owner, name = string.match(all[i + 1], '^(%S+) (%S+)$')
+  local owner, name = string.match(all[i + 1], '^(%S+) (%S+)')
   if owner and dead[owner] then
+    local q = string.match(all[i + 1], ' q$') and '1' or '0'
     redis.call('HDEL', p .. 'users', all[i])
-    redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[2], '*', 't', 'l', 'n', name)
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[2], '*', 't', 'l', 'n', name, 'q', q)
     n = n + 1
   end
 end
@@ -687,7 +695,13 @@ impl Cluster {
     /// Claims `name` for a session of this server; the `Joined` event with
     /// `nonce` follows in the stream. `again` re-registers a user this server
     /// already holds.
-    pub async fn join(&self, name: &str, nonce: u64, again: bool) -> Result<(), WireError> {
+    pub async fn join(
+        &self,
+        name: &str,
+        nonce: u64,
+        again: bool,
+        quiet: bool,
+    ) -> Result<(), WireError> {
         let mut inv = self.scripts.join.prepare_invoke();
         inv.arg(&self.config.prefix)
             .arg(name.to_ascii_lowercase())
@@ -695,7 +709,8 @@ impl Cluster {
             .arg(&self.server_id)
             .arg(nonce)
             .arg(self.config.stream_len)
-            .arg(if again { "1" } else { "0" });
+            .arg(if again { "1" } else { "0" })
+            .arg(if quiet { "1" } else { "0" });
         let reply: String = self.run(inv).await?;
         match reply.as_str() {
             "ok" => Ok(()),
@@ -711,7 +726,8 @@ impl Cluster {
         }
     }
 
-    /// Releases a name of this server; retried after an outage.
+    /// Releases a name of this server; retried after an outage. (Whether
+    /// the leave is announced follows from how the name was joined.)
     pub async fn leave(&self, name: &str) {
         if self.try_leave(name).await.is_err() {
             self.pending_leaves
@@ -1003,9 +1019,11 @@ fn parse_event(entry: &redis::streams::StreamId) -> Option<RemoteEvent> {
             name: Arc::from(field(m, "n")?),
             server: field(m, "v")?,
             nonce: num("k").unwrap_or(0),
+            quiet: num("q") == Some(1),
         },
         "l" => RemoteEvent::Left {
             name: Arc::from(field(m, "n")?),
+            quiet: num("q") == Some(1),
         },
         "k" => RemoteEvent::Kick {
             name: field(m, "n")?,
@@ -1079,7 +1097,11 @@ fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
         .context("users")?
         .iter()
         .filter_map(text)
-        .filter_map(|v| v.split_once(' ').map(|(_, name)| name.to_string()))
+        .filter_map(|v| {
+            let mut words = v.split(' ').skip(1);
+            let name = words.next()?.to_string();
+            Some((name, words.next() == Some("q")))
+        })
         .collect();
     let recent_entries = array(next()?).context("recent events")?;
     let mut position = "0-0".to_string();

@@ -90,14 +90,41 @@ pub struct Session {
     pub name: Option<Arc<str>>,
     /// Binary mode: set once `HELLO` succeeds.
     pub hello: bool,
+    /// Joined quietly: its join and leave are not announced.
+    pub quiet: bool,
     /// Rights earned so far.
     pub access: Access,
+}
+
+/// Someone online, as listed.
+#[derive(Debug, Clone)]
+pub(crate) struct Online {
+    name: Arc<str>,
+    /// Joined quietly (a script): listed with a trailing `*`, its join and
+    /// leave not announced.
+    quiet: bool,
+}
+
+impl Online {
+    pub(crate) fn new(name: Arc<str>, quiet: bool) -> Self {
+        Self { name, quiet }
+    }
+
+    /// The name as `WHO` lists it.
+    fn listed(&self) -> String {
+        if self.quiet {
+            format!("{}*", self.name)
+        } else {
+            self.name.to_string()
+        }
+    }
 }
 
 #[derive(Debug)]
 struct User {
     name: Arc<str>,
     outbox: Arc<Outbox>,
+    quiet: bool,
 }
 
 #[derive(Debug)]
@@ -110,7 +137,7 @@ struct State {
     /// Everyone online (on every server of a cluster), by lower-cased
     /// name: names are unique ignoring case, and the order is the listing
     /// order, so listing the first names is cheap.
-    roster: BTreeMap<String, Arc<str>>,
+    roster: BTreeMap<String, Online>,
     /// Cluster mode: JOINs waiting for their event, by nonce.
     joining: HashMap<u64, PendingJoin>,
     /// The last snapshot handed out, reused while the seq is unchanged so a
@@ -252,6 +279,7 @@ impl Hub {
             outbox,
             name: None,
             hello: false,
+            quiet: false,
             access: if self.password.is_some() {
                 Access::None
             } else {
@@ -287,7 +315,11 @@ impl Hub {
         match cmd {
             Command::Hello { version } => self.hello(session, version),
             Command::Auth { password } => self.auth(session, &password),
-            Command::Join { name, resume } => self.join(session, name, resume),
+            Command::Join {
+                name,
+                resume,
+                quiet,
+            } => self.join(session, name, resume, quiet),
             Command::Say { text } => self.say(session, text),
             Command::Tell { to, text } => self.tell(session, &to, text),
             Command::Set { x, y, color } => self.set(session, x, y, color),
@@ -366,6 +398,7 @@ impl Hub {
         session: &mut Session,
         name: String,
         resume: Option<Resume>,
+        quiet: bool,
     ) -> Result<After, WireError> {
         let key = joinable(session, &name)?;
         let mut st = self.lock();
@@ -395,9 +428,10 @@ impl Hub {
             ));
         }
         let name: Arc<str> = Arc::from(name);
-        st.roster.insert(key, name.clone());
-        self.admit(&mut st, &session.outbox, name.clone(), resume);
+        st.roster.insert(key, Online::new(name.clone(), quiet));
+        self.admit(&mut st, &session.outbox, name.clone(), resume, quiet);
         session.name = Some(name);
+        session.quiet = quiet;
         Ok(After::Continue)
     }
 
@@ -406,13 +440,25 @@ impl Hub {
     /// right after it (so it does not get its own), and is sent the welcome
     /// and the canvas (or the pixels since `resume`) and recent chat, all
     /// tagged at the same ring position.
-    fn admit(&self, st: &mut State, outbox: &Arc<Outbox>, name: Arc<str>, resume: Option<Resume>) {
-        let cursor = self.commit(Event::Joined { name: name.clone() }, |_| 0);
+    fn admit(
+        &self,
+        st: &mut State,
+        outbox: &Arc<Outbox>,
+        name: Arc<str>,
+        resume: Option<Resume>,
+        quiet: bool,
+    ) {
+        let cursor = if quiet {
+            self.ring.end()
+        } else {
+            self.commit(Event::Joined { name: name.clone() }, |_| 0)
+        };
         st.users.insert(
             name.to_ascii_lowercase(),
             User {
                 name: name.clone(),
                 outbox: outbox.clone(),
+                quiet,
             },
         );
         self.ring.set_watchers(st.users.len());
@@ -727,7 +773,9 @@ impl Hub {
             }
             None => {
                 st.roster.remove(&key);
-                self.commit(Event::Left { name }, |_| 0);
+                if !session.quiet {
+                    self.commit(Event::Left { name }, |_| 0);
+                }
             }
         }
     }
@@ -841,7 +889,7 @@ impl State {
             .roster
             .values()
             .take(MAX_LISTED_USERS)
-            .map(|n| n.to_string())
+            .map(Online::listed)
             .collect();
         (self.roster.len() as u32, names)
     }
@@ -903,10 +951,10 @@ fn gate(session: &Session, cmd: &Command) -> Result<(), WireError> {
     Ok(())
 }
 
-fn roster_of(names: Vec<String>) -> BTreeMap<String, Arc<str>> {
+fn roster_of(names: Vec<(String, bool)>) -> BTreeMap<String, Online> {
     names
         .into_iter()
-        .map(|n| (n.to_ascii_lowercase(), Arc::from(n)))
+        .map(|(n, quiet)| (n.to_ascii_lowercase(), Online::new(Arc::from(n), quiet)))
         .collect()
 }
 

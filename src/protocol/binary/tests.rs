@@ -50,6 +50,15 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
             Command::Join {
                 name: "bob".into(),
                 resume: None,
+                quiet: false,
+            },
+        ),
+        (
+            "join_quiet",
+            Command::Join {
+                name: "bob".into(),
+                resume: None,
+                quiet: true,
             },
         ),
         (
@@ -60,6 +69,7 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
                     canvas_id: 0x0102030405060708,
                     seq: 42,
                 }),
+                quiet: false,
             },
         ),
         ("say", Command::Say { text: "hi".into() }),
@@ -357,12 +367,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
         any::<u16>().prop_map(|version| Command::Hello { version }),
         (
             arb_name(),
-            proptest::option::of((any::<u64>(), any::<u64>()))
+            proptest::option::of((any::<u64>(), any::<u64>())),
+            any::<bool>()
         )
-            .prop_map(|(name, r)| {
+            .prop_map(|(name, r, quiet)| {
                 Command::Join {
                     name,
                     resume: r.map(|(canvas_id, seq)| Resume { canvas_id, seq }),
+                    quiet,
                 }
             }),
         arb_text(512).prop_map(|text| Command::Say { text }),

@@ -38,8 +38,13 @@ impl Hub {
         };
         gate(session, &cmd)?;
         match cmd {
-            Command::Join { name, resume } => {
-                self.join_cluster(&cluster, session, name, resume).await
+            Command::Join {
+                name,
+                resume,
+                quiet,
+            } => {
+                self.join_cluster(&cluster, session, name, resume, quiet)
+                    .await
             }
             // Placements and chat are queued for Redis in order and
             // answered when Redis has, so a client can pipeline them: the
@@ -104,6 +109,7 @@ impl Hub {
         session: &mut Session,
         name: String,
         resume: Option<Resume>,
+        quiet: bool,
     ) -> Result<After, WireError> {
         let key = super::joinable(session, &name)?;
         let nonce = rand::random::<u64>() | 1;
@@ -133,13 +139,14 @@ impl Hub {
                 },
             );
         }
-        if let Err(e) = cluster.join(&name, nonce, false).await {
+        if let Err(e) = cluster.join(&name, nonce, false, quiet).await {
             self.lock().joining.remove(&nonce);
             return Err(e);
         }
         match tokio::time::timeout(JOIN_WAIT, joined).await {
             Ok(Ok(name)) => {
                 session.name = Some(name);
+                session.quiet = quiet;
                 Ok(After::Continue)
             }
             _ => {
@@ -250,38 +257,53 @@ impl Hub {
                 name,
                 server,
                 nonce,
+                quiet,
             } => {
-                st.roster.insert(name.to_ascii_lowercase(), name.clone());
+                st.roster.insert(
+                    name.to_ascii_lowercase(),
+                    super::Online::new(name.clone(), quiet),
+                );
                 let mine = self
                     .cluster
                     .as_ref()
                     .is_some_and(|c| c.server_id() == server);
                 match st.joining.remove(&nonce).filter(|_| mine) {
                     Some(pending) if !pending.done.is_closed() => {
-                        self.admit(&mut st, &pending.outbox, name.clone(), pending.resume);
+                        self.admit(
+                            &mut st,
+                            &pending.outbox,
+                            name.clone(),
+                            pending.resume,
+                            quiet,
+                        );
                         let _ = pending.done.send(name);
                     }
                     Some(_) => {
                         // The session went away while waiting: announce the
                         // join like anyone's, and release the name again.
-                        self.commit(Event::Joined { name: name.clone() }, |_| 0);
+                        if !quiet {
+                            self.commit(Event::Joined { name: name.clone() }, |_| 0);
+                        }
                         if let Some(cluster) = self.cluster.clone() {
                             tokio::spawn(async move { cluster.leave(&name).await });
                         }
                     }
-                    None => {
+                    None if !quiet => {
                         self.commit(Event::Joined { name }, |_| 0);
                     }
+                    None => {}
                 }
             }
-            RemoteEvent::Left { name } => {
+            RemoteEvent::Left { name, quiet } => {
                 let key = name.to_ascii_lowercase();
                 // A user this server still serves stays listed: its own
                 // re-registration will follow.
                 if !st.users.contains_key(&key) {
                     st.roster.remove(&key);
                 }
-                self.commit(Event::Left { name }, |_| 0);
+                if !quiet {
+                    self.commit(Event::Left { name }, |_| 0);
+                }
             }
             RemoteEvent::Kick { name, ban } => {
                 if ban {
@@ -339,14 +361,14 @@ impl Hub {
             }
         }
         // The reaper may have released our users while Redis was away.
-        let names: Vec<String> = self
+        let names: Vec<(String, bool)> = self
             .lock()
             .users
             .values()
-            .map(|u| u.name.to_string())
+            .map(|u| (u.name.to_string(), u.quiet))
             .collect();
-        for name in names {
-            if let Err(e) = cluster.join(&name, 0, true).await
+        for (name, quiet) in names {
+            if let Err(e) = cluster.join(&name, 0, true, quiet).await
                 && e.code != ErrorCode::Unavailable
             {
                 let st = self.lock();
