@@ -10,8 +10,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pixchat::protocol::Mode;
 use pixchat::protocol::{Event, Pixel};
-use pixchat::server::broadcast::{BroadcastLimits, BroadcastRing};
-use pixchat::server::canvas::{Canvas, History};
+use pixchat::server::bench_internals::{BroadcastRing, Canvas, History};
+use pixchat::server::broadcast::BroadcastLimits;
 
 fn canvas(c: &mut Criterion) {
     let mut g = c.benchmark_group("canvas");

@@ -208,8 +208,14 @@ pub enum Command {
         /// Who.
         name: String,
     },
-    /// Admin: disconnect a user and refuse the name until the server stops.
+    /// Admin: disconnect a user and refuse the name until an admin lifts
+    /// the ban (bans survive restarts).
     Ban {
+        /// Who.
+        name: String,
+    },
+    /// Admin: lift a ban.
+    Unban {
         /// Who.
         name: String,
     },
@@ -621,7 +627,7 @@ pub fn validate_token(token: &str) -> Result<(), WireError> {
 /// The one-line command summary `HELP` answers with.
 pub const HELP_TEXT: &str = "commands: JOIN <name> | SAY <text> | TELL <name> <text> | \
 SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO | PING [token] | \
-AUTH <password> | KICK <name> | BAN <name> | HELP | QUIT";
+AUTH <password> | KICK <name> | BAN <name> | UNBAN <name> | HELP | QUIT";
 
 #[cfg(test)]
 mod tests {

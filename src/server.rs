@@ -3,14 +3,22 @@
 //! and a clean shutdown on a cancellation token that finishes durable writes.
 
 pub mod broadcast;
-pub mod canvas;
+pub(crate) mod canvas;
 pub mod cluster;
-pub mod connection;
-pub mod fanout;
-pub mod hub;
-pub mod outbox;
+pub(crate) mod connection;
+pub(crate) mod fanout;
+pub(crate) mod hub;
+pub(crate) mod outbox;
 pub mod storage;
-pub mod world;
+pub(crate) mod world;
+
+/// The canvas, history and broadcast ring, for the criterion benchmarks in
+/// `benches/` only: not part of the API, and free to change.
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use super::broadcast::{BroadcastRing, Lagged};
+    pub use super::canvas::{Canvas, History};
+}
 
 use std::collections::HashMap;
 use std::net::IpAddr;

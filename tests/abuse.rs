@@ -356,3 +356,77 @@ async fn an_http_request_is_hung_up_on_without_a_reply() {
     assert_eq!(watcher.cmd("WHO").await, "OK 1 watcher");
     assert_eq!(canvas_summary(server.addr).await, (0, 0));
 }
+
+#[tokio::test]
+async fn bans_survive_a_restart_and_unban_lifts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || pixchat::Config {
+        admin_password: Some("root".into()),
+        storage: Some(pixchat::server::storage::StorageConfig::new(dir.path())),
+        ..Default::default()
+    };
+    let server = start_server(config()).await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH root").await, "OK");
+    // A name can be banned before it ever joins.
+    assert_eq!(admin.cmd("BAN Mallory").await, "OK");
+    let mut user = TextClient::connect(server.addr).await;
+    assert!(
+        user.cmd("UNBAN mallory")
+            .await
+            .starts_with("ERR forbidden ")
+    );
+    assert!(user.cmd("JOIN mallory").await.starts_with("ERR banned "));
+    server.stop().await;
+
+    // Restarted: still banned, until an admin lifts it.
+    let server = start_server(config()).await;
+    let mut user = TextClient::connect(server.addr).await;
+    assert!(user.cmd("JOIN MALLORY").await.starts_with("ERR banned "));
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH root").await, "OK");
+    assert!(
+        admin
+            .cmd("UNBAN bob")
+            .await
+            .starts_with("ERR no_such_user ")
+    );
+    assert!(admin.cmd("UNBAN").await.starts_with("ERR bad_args "));
+    assert_eq!(admin.cmd("UNBAN mallory").await, "OK");
+    assert!(user.cmd("JOIN mallory").await.starts_with("OK mallory "));
+    server.stop().await;
+
+    // And the unban is kept too.
+    let server = start_server(config()).await;
+    let mut bin = BinClient::connect(server.addr).await;
+    assert_eq!(
+        bin.cmd(Command::Auth {
+            password: "root".into()
+        })
+        .await,
+        Reply::Ok
+    );
+    assert!(matches!(
+        bin.cmd(Command::Unban {
+            name: "mallory".into()
+        })
+        .await,
+        Reply::Error(e) if e.code == pixchat::ErrorCode::NoSuchUser
+    ));
+    assert_eq!(
+        bin.cmd(Command::Ban {
+            name: "mallory".into()
+        })
+        .await,
+        Reply::Ok
+    );
+    assert_eq!(
+        bin.cmd(Command::Unban {
+            name: "mallory".into()
+        })
+        .await,
+        Reply::Ok
+    );
+    let mut user = TextClient::connect(server.addr).await;
+    assert!(user.cmd("JOIN mallory").await.starts_with("OK mallory "));
+}

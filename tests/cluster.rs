@@ -372,7 +372,16 @@ async fn a_quiet_join_is_listed_everywhere_and_announced_nowhere() {
     let mut alice = TextClient::joined(a, "alice").await;
     let mut cron = TextClient::connect(b).await;
     assert!(cron.cmd("JOIN cron quiet").await.starts_with("OK cron "));
-    assert_eq!(alice.cmd("WHO").await, "OK 2 alice cron*");
+    // The other server learns of it from the stream, soon after.
+    let mut listed = false;
+    for _ in 0..50 {
+        if alice.cmd("WHO").await == "OK 2 alice cron*" {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listed, "cron is not listed on the other server");
     let mut dup = TextClient::connect(a).await;
     assert!(dup.cmd("JOIN CRON").await.starts_with("ERR name_taken "));
     assert!(cron.cmd("SET 2 2 2").await.starts_with("OK "));
@@ -404,4 +413,35 @@ async fn a_quiet_join_is_listed_everywhere_and_announced_nowhere() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "cron is still listed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_are_cluster_wide_survive_restarts_and_can_be_lifted() {
+    let Some(cl) = cluster(0).await else { return };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let url = cl.redis.url();
+    let args = ["--redis", url.as_str(), "--admin-password", "root"];
+    let a = ServerProcess::start(dirs[0].path(), &args).await;
+    let b = ServerProcess::start(dirs[1].path(), &args).await;
+    let mut admin = TextClient::connect(a.addr).await;
+    assert_eq!(admin.cmd("AUTH root").await, "OK");
+    assert_eq!(admin.cmd("BAN mallory").await, "OK");
+    let mut user = TextClient::connect(b.addr).await;
+    assert!(user.cmd("JOIN Mallory").await.starts_with("ERR banned "));
+    // A server that restarts still knows (Redis keeps the bans).
+    b.stop().await;
+    let b = ServerProcess::start(dirs[1].path(), &args).await;
+    let mut user = TextClient::connect(b.addr).await;
+    assert!(user.cmd("JOIN mallory").await.starts_with("ERR banned "));
+    let mut admin_b = TextClient::connect(b.addr).await;
+    assert_eq!(admin_b.cmd("AUTH root").await, "OK");
+    assert!(
+        admin_b
+            .cmd("UNBAN bob")
+            .await
+            .starts_with("ERR no_such_user ")
+    );
+    assert_eq!(admin_b.cmd("UNBAN mallory").await, "OK");
+    let mut user = TextClient::connect(a.addr).await;
+    assert!(user.cmd("JOIN mallory").await.starts_with("OK mallory "));
 }

@@ -242,7 +242,7 @@ async fn a_torn_journal_tail_is_cut_kept_aside_and_everything_before_it_kept() {
     journal_with_pixels(dir.path(), 0, 10).await;
     let log = dir.path().join("canvas.log");
     let bytes = std::fs::read(&log).unwrap();
-    let record = (bytes.len() - pixchat::server::storage::format::LOG_HEADER_LEN) / 10;
+    let record = (bytes.len() - pixchat::server::storage::JOURNAL_HEADER_LEN) / 10;
     // A crash in the middle of writing the last record.
     let torn = bytes.len() - 5;
     std::fs::write(&log, &bytes[..torn]).unwrap();
@@ -292,7 +292,7 @@ async fn a_flipped_bit_mid_journal_refuses_the_start_until_repair_sets_the_rest_
     journal_with_pixels(dir.path(), 0, 2000).await;
     let log = dir.path().join("canvas.log");
     let mut bytes = std::fs::read(&log).unwrap();
-    let header = pixchat::server::storage::format::LOG_HEADER_LEN;
+    let header = pixchat::server::storage::JOURNAL_HEADER_LEN;
     let record = (bytes.len() - header) / 2000;
     // Damage record 11 of 2000.
     let at = header + 10 * record;

@@ -61,6 +61,8 @@ pub mod client_type {
     pub const KICK: u8 = 0x0E;
     /// `BAN name:str8`
     pub const BAN: u8 = 0x0F;
+    /// `UNBAN name:str8`
+    pub const UNBAN: u8 = 0x10;
 }
 
 /// Server event types.
@@ -341,6 +343,10 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
         }
         Command::Ban { name } => {
             out.put_u8(t::BAN);
+            put_str8(out, name);
+        }
+        Command::Unban { name } => {
+            out.put_u8(t::UNBAN);
             put_str8(out, name);
         }
     });
@@ -648,10 +654,14 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
             let name = r.str8()?;
             r.end(Command::Ban { name })
         }
+        t::UNBAN => {
+            let name = r.str8()?;
+            r.end(Command::Unban { name })
+        }
         _ => Err(()),
     })();
     cmd.map_err(|_| {
-        if (t::HELLO..=t::BAN).contains(&kind) {
+        if (t::HELLO..=t::UNBAN).contains(&kind) {
             malformed(kind)
         } else {
             WireError::new(

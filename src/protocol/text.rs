@@ -199,6 +199,11 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
         Ok(Command::Ban {
             name: name.to_string(),
         })
+    } else if is("UNBAN") {
+        let name = one_arg(rest, "UNBAN <name>")?;
+        Ok(Command::Unban {
+            name: name.to_string(),
+        })
     } else {
         Err(WireError::new(
             ErrorCode::UnknownCommand,

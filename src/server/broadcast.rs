@@ -134,7 +134,7 @@ impl BroadcastRing {
     /// [`BroadcastRing::publish`] reaches it. Returns the new end index.
     pub fn append(&self, event: &Event) -> u64 {
         {
-            let mut g = self.inner.write().expect("log lock poisoned");
+            let mut g = self.inner.write().expect("ring lock poisoned");
             let inner = &mut *g;
             inner.scratch.clear();
             text::encode_event(event, &mut inner.scratch);
@@ -155,10 +155,27 @@ impl BroadcastRing {
         }
     }
 
+    /// Takes a place in the order without sending anything: for a change
+    /// that has no broadcast event (a ban), so whatever answers it can
+    /// wait until it is durable, like any event. Returns the new end.
+    pub fn append_silent(&self) -> u64 {
+        let mut g = self.inner.write().expect("ring lock poisoned");
+        let inner = &mut *g;
+        inner.text.push(&[]);
+        inner.binary.push(&[]);
+        inner.end += 1;
+        while (inner.end - inner.first) as usize > inner.limits.max_events {
+            inner.text.pop_front();
+            inner.binary.pop_front();
+            inner.first += 1;
+        }
+        inner.end
+    }
+
     /// Makes events before `upto` sendable and wakes the writers.
     pub fn publish(&self, upto: u64) {
         let visible = {
-            let mut inner = self.inner.write().expect("log lock poisoned");
+            let mut inner = self.inner.write().expect("ring lock poisoned");
             inner.visible = inner.visible.max(upto.min(inner.end));
             inner.visible
         };
@@ -171,12 +188,12 @@ impl BroadcastRing {
 
     /// Index the next event will get: a cursor here has seen everything.
     pub fn end(&self) -> u64 {
-        self.inner.read().expect("log lock poisoned").end
+        self.inner.read().expect("ring lock poisoned").end
     }
 
     /// Events before this index may be sent.
     pub fn visible(&self) -> u64 {
-        self.inner.read().expect("log lock poisoned").visible
+        self.inner.read().expect("ring lock poisoned").visible
     }
 
     /// Copies the `mode` encoding of events from index `from` towards `to`
@@ -190,7 +207,7 @@ impl BroadcastRing {
         max_bytes: usize,
         out: &mut BytesMut,
     ) -> Result<u64, Lagged> {
-        let inner = self.inner.read().expect("log lock poisoned");
+        let inner = self.inner.read().expect("ring lock poisoned");
         if from < inner.first {
             return Err(Lagged);
         }
@@ -220,7 +237,7 @@ impl BroadcastRing {
 
     /// Index of the oldest event still kept: a cursor below it has lagged.
     pub fn first(&self) -> u64 {
-        self.inner.read().expect("log lock poisoned").first
+        self.inner.read().expect("ring lock poisoned").first
     }
 
     /// Records how many clients receive broadcasts.

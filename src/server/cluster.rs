@@ -54,7 +54,7 @@ pub struct ClusterConfig {
 
 /// An event read from the shared stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RemoteEvent {
+pub(crate) enum RemoteEvent {
     /// A pixel was placed.
     Pixel {
         /// Canvas seq.
@@ -106,12 +106,17 @@ pub enum RemoteEvent {
         /// Banned, not just kicked.
         ban: bool,
     },
+    /// An admin lifted a ban.
+    Unban {
+        /// Lower-cased name.
+        name: String,
+    },
 }
 
 /// What a server loads when it starts, or resyncs: the state and the
 /// stream position it corresponds to.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Canvas, authorship, chat.
     pub world: World,
     /// Everyone online, by the `users` hash, and whether they joined
@@ -125,7 +130,7 @@ pub struct Loaded {
 
 /// What Redis holds now, to check a replica against.
 #[derive(Debug)]
-pub struct Probe {
+pub(crate) struct Probe {
     /// The shared canvas id.
     pub canvas_id: u64,
     /// Its seq.
@@ -154,7 +159,7 @@ fn stream_id(id: &str) -> Option<(u64, u64)> {
 }
 
 /// See the module docs.
-pub struct Cluster {
+pub(crate) struct Cluster {
     config: ClusterConfig,
     server_id: String,
     client: redis::Client,
@@ -199,6 +204,7 @@ struct Scripts {
     leave: Script,
     tell: Script,
     kick: Script,
+    unban: Script,
     heartbeat: Script,
     reap: Script,
 }
@@ -222,7 +228,8 @@ local whose = redis.call('HGETALL', p .. 'whose')
 local chat = redis.call('LRANGE', p .. 'chat', 0, -1)
 local users = redis.call('HVALS', p .. 'users')
 local recent = redis.call('XREVRANGE', p .. 'events', '+', '-', 'COUNT', ARGV[2])
-return {meta, pixels, whose, chat, users, recent}
+local banned = redis.call('SMEMBERS', p .. 'banned')
+return {meta, pixels, whose, chat, users, recent, banned}
 ";
 
 /// Places a pixel: range, cooldown, seq, canvas, author, event.
@@ -314,6 +321,14 @@ redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[4], '*', 't', 'k', 'n', AR
 return 'ok'
 ";
 
+/// Lifts a ban, everywhere.
+const UNBAN: &str = r"
+local p = ARGV[1]
+if redis.call('SREM', p .. 'banned', ARGV[2]) == 0 then return 'not_banned' end
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[3], '*', 't', 'u', 'n', ARGV[2])
+return 'ok'
+";
+
 /// This server is alive for another time to live.
 const HEARTBEAT: &str = r"
 local p = ARGV[1]
@@ -398,6 +413,7 @@ impl Cluster {
                 leave: Script::new(LEAVE),
                 tell: Script::new(TELL),
                 kick: Script::new(KICK),
+                unban: Script::new(UNBAN),
                 heartbeat: Script::new(HEARTBEAT),
                 reap: Script::new(REAP),
             },
@@ -783,6 +799,22 @@ impl Cluster {
         }
     }
 
+    /// Lifts the ban on `name`, everywhere.
+    pub async fn unban(&self, name: &str) -> Result<(), WireError> {
+        let mut inv = self.scripts.unban.prepare_invoke();
+        inv.arg(&self.config.prefix)
+            .arg(name.to_ascii_lowercase())
+            .arg(self.config.stream_len);
+        let reply: String = self.run(inv).await?;
+        match reply.as_str() {
+            "ok" => Ok(()),
+            _ => Err(WireError::new(
+                ErrorCode::NoSuchUser,
+                format!("{name} is not banned"),
+            )),
+        }
+    }
+
     async fn heartbeat(&self) -> Result<(), WireError> {
         let mut con = self.con()?;
         self.scripts
@@ -1029,6 +1061,9 @@ fn parse_event(entry: &redis::streams::StreamId) -> Option<RemoteEvent> {
             name: field(m, "n")?,
             ban: field(m, "b")? == "1",
         },
+        "u" => RemoteEvent::Unban {
+            name: field(m, "n")?,
+        },
         _ => return None,
     })
 }
@@ -1133,6 +1168,11 @@ fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
         }
     }
     recent.reverse();
+    world.bans = array(next()?)
+        .context("banned")?
+        .iter()
+        .filter_map(text)
+        .collect();
     // History must be consecutive up to the canvas seq.
     let latest = world.canvas.seq();
     let keep = recent

@@ -355,7 +355,7 @@ impl Reader<'_> {
                 }
             }
             let handled = tokio::select! {
-                r = self.hub.handle_async(session, cmd) => r,
+                r = self.hub.handle(session, cmd) => r,
                 _ = outbox.kill.cancelled() => return Stop::Done,
                 _ = self.shutdown.cancelled() => return Stop::Shutdown,
             };

@@ -1,48 +1,49 @@
-//! The hub: who is online, the canvas, and the order of everything.
+//! The hub: who is online, the world, and the order of everything.
 //!
 //! Each command runs as one step under one `std::sync::Mutex`: it changes
-//! state, appends broadcast events to the [`BroadcastRing`], hands records to the
-//! [`Journal`] and queues the replies, all before the lock is released. That
-//! single step is what makes the snapshot-then-events guarantee hold: a
-//! `CANVAS` or `JOIN` snapshot and the ring position tagged on it are taken
-//! together, so no pixel can fall between them. The lock is never held across
-//! an `.await`, never while writing to a socket (writers only copy bytes out
-//! of the ring) and never while waiting for the disk (the journal thread
-//! publishes durable ring positions), so one slow client or a slow fsync
-//! cannot stall the others' commands.
+//! state, appends broadcast events to the [`BroadcastRing`], hands records
+//! to the backend and queues the replies, all before the lock is released.
+//! That single step is what makes the snapshot-then-events guarantee hold:
+//! a `CANVAS` or `JOIN` snapshot and the ring position tagged on it are
+//! taken together, so no pixel can fall between them. The lock is never
+//! held across an `.await`, never while writing to a socket (writers only
+//! copy bytes out of the ring) and never while waiting for the disk (the
+//! journal thread publishes durable ring positions), so one slow client or
+//! a slow fsync cannot stall the others' commands.
 //!
-//! One private step, `commit`, puts an ordered event into the broadcast ring
-//! (and its record into the journal). In cluster mode ([`remote`]) the
-//! order comes from Redis instead: changes are sent there, and the events
-//! read back from its stream go through the same `commit`, so the fan-out,
-//! snapshots and `SYNC` work the same way.
+//! Every ordered change to the world goes through one path,
+//! [`Hub::commit`]: [`World::apply`], then its broadcast event, the reply
+//! to whoever asked, and the record for the backend. Who decides the order
+//! is the [`Backend`]: this server ([`local`]), with or without a journal,
+//! or Redis ([`remote`]), whose stream is read back through the same
+//! `commit`. Reads ([`reads`]) come from the state the changes built.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
-pub mod remote;
+mod local;
+mod reads;
+pub(crate) mod remote;
 
 use super::broadcast::{BroadcastLimits, BroadcastRing};
 use super::canvas::{Canvas, History, PixelMeta};
 use super::cluster::{Cluster, Loaded};
 use super::fanout::Fanout;
 use super::outbox::{Outbox, Outgoing, SharedSnapshot};
-use super::storage::{self, ChatLine, Journal, StorageConfig, World, format};
-use super::unix_ms;
-use super::world::Change;
-use crate::protocol::Mode;
+use super::storage::{self, Journal, StorageConfig, format};
+use super::world::{Applied, Change, World};
 use crate::protocol::{
-    Command, ErrorCode, Event, HELP_TEXT, HelloInfo, MAX_LISTED_USERS, PALETTE, PROTOCOL_VERSION,
-    Pixel, Placement, Reply, Resume, Welcome, WireError, validate_name, validate_text,
-    validate_token,
+    Command, ErrorCode, Event, HELP_TEXT, MAX_LISTED_USERS, Mode, Pixel, Reply, Resume, WireError,
+    validate_name, validate_token,
 };
 
 /// Everything the hub needs to start.
 #[derive(Debug, Clone)]
-pub struct HubConfig {
+pub(crate) struct HubConfig {
     /// Canvas size asked for (`None`: the stored one, or the default).
     pub size: Option<(u16, u16)>,
     /// Size of a new canvas when none was asked for.
@@ -57,8 +58,19 @@ pub struct HubConfig {
     pub cooldown: Duration,
     /// Needed before anything but `PING`, `HELP`, `QUIT`.
     pub password: Option<String>,
-    /// Grants `KICK` and `BAN`.
+    /// Grants `KICK`, `BAN` and `UNBAN`.
     pub admin_password: Option<String>,
+}
+
+/// Who orders changes, and where they are kept.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    /// This server orders them; nothing is kept.
+    Memory,
+    /// This server orders them; the journal keeps them.
+    Journal(Journal),
+    /// Redis orders them and keeps them; this server follows its stream.
+    Cluster(Arc<Cluster>),
 }
 
 /// A cluster-mode `JOIN` waiting for its `JOINED` event from the stream.
@@ -72,18 +84,18 @@ struct PendingJoin {
 
 /// What a session may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
+pub(crate) enum Access {
     /// The server has a password and it was not given yet.
     None,
     /// May join, chat and draw.
     User,
-    /// May also kick and ban.
+    /// May also kick, ban and unban.
     Admin,
 }
 
 /// One connection's view of itself, owned by its connection task.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     /// Where this client's messages go.
     pub outbox: Arc<Outbox>,
     /// Set once `JOIN` succeeds.
@@ -120,6 +132,7 @@ impl Online {
     }
 }
 
+/// A session of this server that joined.
 #[derive(Debug)]
 struct User {
     name: Arc<str>,
@@ -129,7 +142,7 @@ struct User {
 
 #[derive(Debug)]
 struct State {
-    /// What survives restarts: canvas, authorship, recent chat.
+    /// What survives restarts: canvas, authorship, recent chat, bans.
     world: World,
     history: History,
     /// This server's joined sessions, by lower-cased name.
@@ -144,10 +157,9 @@ struct State {
     /// crowd joining at once shares one copy and one encoding.
     snapshot: Option<Arc<SharedSnapshot>>,
     /// Last placement per lower-cased name, for the cooldown. Keyed by name
-    /// rather than connection, so reconnecting does not reset it.
+    /// rather than connection, so reconnecting does not reset it; on
+    /// tokio's clock, so tests can run it on paused time.
     last_placed: HashMap<String, Instant>,
-    /// Lower-cased names banned until the server stops.
-    banned: HashSet<String>,
     /// Placements not yet durable, oldest first, with what their cell
     /// held before. While the journal is down, reads are answered from
     /// the durable state: the current one with these undone.
@@ -167,23 +179,13 @@ struct Unsettled {
     meta: Option<PixelMeta>,
 }
 
-/// The state every published event adds up to: the current state minus
-/// the unsettled placements after `visible`.
-struct Durable<'a> {
-    visible: u64,
-    seq: u64,
-    undo: Vec<&'a Unsettled>,
-}
-
 /// See the module docs.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     state: Mutex<State>,
     ring: Arc<BroadcastRing>,
     fanout: Arc<Fanout>,
-    /// Cluster mode: Redis orders every change.
-    cluster: Option<Arc<Cluster>>,
-    journal: Option<Journal>,
+    backend: Backend,
     /// Pixel events kept for `SYNC`.
     history_capacity: usize,
     cooldown: Duration,
@@ -193,7 +195,7 @@ pub struct Hub {
 
 /// What a command asks of the connection besides its reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
+pub(crate) enum After {
     /// Keep reading commands.
     Continue,
     /// Close once the reply is written.
@@ -201,24 +203,25 @@ pub enum After {
 }
 
 impl Hub {
-    /// Recovers the stored canvas (or creates one) and starts the journal.
+    /// Recovers the stored canvas (or creates one) and starts the journal,
+    /// or keeps the canvas in memory.
     pub fn open(config: &HubConfig) -> anyhow::Result<Self> {
         let ring = Arc::new(BroadcastRing::new(config.broadcast));
-        let (journal, world, replayed) = match &config.storage {
+        let (backend, world, replayed) = match &config.storage {
             Some(storage_config) => {
                 let recovered = storage::open(storage_config, config.size, config.default_size)?;
                 let (journal, world, replayed) =
                     Journal::start(recovered, ring.clone(), storage_config);
-                (Some(journal), world, replayed)
+                (Backend::Journal(journal), world, replayed)
             }
             None => {
                 let (w, h) = config.size.unwrap_or(config.default_size);
                 let canvas =
                     Canvas::new(rand::random(), w, h).map_err(|e| anyhow::anyhow!(e.message))?;
-                (None, World::new(canvas), Vec::new())
+                (Backend::Memory, World::new(canvas), Vec::new())
             }
         };
-        Ok(Self::assemble(config, ring, journal, world, replayed, None))
+        Ok(Self::assemble(config, ring, backend, world, replayed))
     }
 
     /// A hub whose canvas lives in a Redis cluster, starting from `loaded`.
@@ -227,10 +230,9 @@ impl Hub {
         let hub = Self::assemble(
             config,
             ring,
-            None,
+            Backend::Cluster(cluster),
             loaded.world,
             loaded.recent,
-            Some(cluster),
         );
         hub.lock().roster = roster_of(loaded.users);
         hub
@@ -239,10 +241,9 @@ impl Hub {
     fn assemble(
         config: &HubConfig,
         ring: Arc<BroadcastRing>,
-        journal: Option<Journal>,
+        backend: Backend,
         world: World,
         replayed: Vec<Pixel>,
-        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         let mut history = History::new(config.history);
         let skip = replayed.len().saturating_sub(config.history);
@@ -251,7 +252,7 @@ impl Hub {
         }
         let pacers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
-            cluster,
+            backend,
             fanout: Arc::new(Fanout::new(ring.clone(), pacers)),
             state: Mutex::new(State {
                 world,
@@ -261,11 +262,9 @@ impl Hub {
                 joining: HashMap::new(),
                 snapshot: None,
                 last_placed: HashMap::new(),
-                banned: HashSet::new(),
                 unsettled: VecDeque::new(),
             }),
             ring,
-            journal,
             history_capacity: config.history,
             cooldown: config.cooldown,
             password: config.password.clone(),
@@ -298,6 +297,21 @@ impl Hub {
         &self.ring
     }
 
+    /// The cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.backend {
+            Backend::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        match &self.backend {
+            Backend::Journal(j) => Some(j),
+            _ => None,
+        }
+    }
+
     /// Canvas width and height.
     pub fn size(&self) -> (u16, u16) {
         let st = self.lock();
@@ -309,9 +323,22 @@ impl Hub {
     }
 
     /// Runs one command for `session`, queueing its reply. Errors come back
-    /// to the caller, which queues them as the reply.
-    pub fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
+    /// to the caller, which queues them as the reply. In cluster mode the
+    /// commands that change shared state go to Redis first, hence async.
+    pub async fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
         gate(session, &cmd)?;
+        if let Backend::Cluster(cluster) = &self.backend {
+            match self.handle_remote(cluster, session, cmd).await? {
+                Ok(after) => return Ok(after),
+                Err(cmd) => return self.handle_here(session, cmd),
+            }
+        }
+        self.handle_here(session, cmd)
+    }
+
+    /// Commands this server answers itself: all of them standalone; the
+    /// reads in a cluster.
+    fn handle_here(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
         match cmd {
             Command::Hello { version } => self.hello(session, version),
             Command::Auth { password } => self.auth(session, &password),
@@ -326,12 +353,10 @@ impl Hub {
             Command::Whose { x, y } => self.whose(session, x, y),
             Command::Canvas => self.canvas(session),
             Command::Sync { seq } => self.sync(session, seq),
-            Command::Who => {
-                let (online, users) = self.lock().user_names();
-                Ok(self.reply(session, Reply::Who { online, users }))
-            }
-            Command::Kick { name } => self.kick(session, &name, false),
-            Command::Ban { name } => self.kick(session, &name, true),
+            Command::Who => self.who(session),
+            Command::Kick { name } => self.moderate(session, &name, Moderation::Kick),
+            Command::Ban { name } => self.moderate(session, &name, Moderation::Ban),
+            Command::Unban { name } => self.moderate(session, &name, Moderation::Unban),
             Command::Ping { token } => {
                 validate_token(&token)?;
                 Ok(self.reply(session, Reply::Pong { token }))
@@ -347,30 +372,6 @@ impl Hub {
                 Ok(After::Close)
             }
         }
-    }
-
-    fn hello(&self, session: &mut Session, version: u16) -> Result<After, WireError> {
-        if session.outbox.mode() != Mode::Binary || session.hello {
-            return Err(WireError::new(ErrorCode::BadArgs, "HELLO was already said"));
-        }
-        if version != PROTOCOL_VERSION {
-            return Err(WireError::new(
-                ErrorCode::UnsupportedVersion,
-                format!("this server speaks protocol version {PROTOCOL_VERSION}"),
-            ));
-        }
-        session.hello = true;
-        let st = self.lock();
-        let durable = self.durable(&st);
-        let info = HelloInfo {
-            version: PROTOCOL_VERSION,
-            canvas_id: st.world.canvas.id(),
-            width: st.world.canvas.width(),
-            height: st.world.canvas.height(),
-            seq: durable.as_ref().map_or(st.world.canvas.seq(), |d| d.seq),
-        };
-        drop(st);
-        Ok(self.reply(session, Reply::Hello(info)))
     }
 
     fn auth(&self, session: &mut Session, password: &str) -> Result<After, WireError> {
@@ -393,324 +394,89 @@ impl Hub {
         Ok(self.reply(session, Reply::Ok))
     }
 
-    fn join(
-        &self,
-        session: &mut Session,
-        name: String,
-        resume: Option<Resume>,
-        quiet: bool,
-    ) -> Result<After, WireError> {
-        let key = joinable(session, &name)?;
-        let mut st = self.lock();
-        if let Some(journal) = &self.journal
-            && journal.stuck()
-        {
-            // The newcomer's JOINED event could not go out before the
-            // records the journal is still trying to write.
-            return Err(WireError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "{}; try again shortly",
-                    journal.available().err().unwrap_or_default()
-                ),
-            ));
-        }
-        if st.banned.contains(&key) {
-            return Err(WireError::new(
-                ErrorCode::Banned,
-                format!("{name} is banned from this server"),
-            ));
-        }
-        if st.users.contains_key(&key) {
-            return Err(WireError::new(
-                ErrorCode::NameTaken,
-                format!("{name} is already online"),
-            ));
-        }
-        let name: Arc<str> = Arc::from(name);
-        st.roster.insert(key, Online::new(name.clone(), quiet));
-        self.admit(&mut st, &session.outbox, name.clone(), resume, quiet);
-        session.name = Some(name);
-        session.quiet = quiet;
-        Ok(After::Continue)
-    }
-
-    /// Announces a joined user and lets its session in: the `JOINED` event
-    /// goes to everyone already subscribed, then the session subscribes
-    /// right after it (so it does not get its own), and is sent the welcome
-    /// and the canvas (or the pixels since `resume`) and recent chat, all
-    /// tagged at the same ring position.
-    fn admit(
+    /// Applies an ordered change to the world and makes it known: its
+    /// broadcast event (if it has one) goes into the ring, `reply` is
+    /// queued to whoever asked before that event can go out (so a sender
+    /// sees its `OK` before its own `PIXEL`), and the backend gets the
+    /// record: the journal makes it durable before anything of it is sent.
+    /// The one path for every change, whoever ordered it: this server's
+    /// commands and the cluster's stream. Call with the hub lock held, so
+    /// ring order, journal order and world order are the same.
+    ///
+    /// `Err` when the change does not follow from the world (a gap in a
+    /// stream): nothing changed.
+    fn commit(
         &self,
         st: &mut State,
-        outbox: &Arc<Outbox>,
-        name: Arc<str>,
-        resume: Option<Resume>,
-        quiet: bool,
-    ) {
-        let cursor = if quiet {
-            self.ring.end()
-        } else {
-            self.commit(Event::Joined { name: name.clone() }, |_| 0)
+        change: Change,
+        reply: Option<(&Outbox, Reply)>,
+    ) -> Result<u64, String> {
+        let before = match (&self.backend, &change) {
+            (Backend::Journal(_), Change::Pixel { x, y, .. }) => Some((
+                st.world.canvas.get(*x, *y).unwrap_or_default(),
+                st.world.canvas.whose(*x, *y),
+            )),
+            _ => None,
         };
-        st.users.insert(
-            name.to_ascii_lowercase(),
-            User {
-                name: name.clone(),
-                outbox: outbox.clone(),
-                quiet,
-            },
-        );
-        self.ring.set_watchers(st.users.len());
-        outbox.subscribe(cursor);
-        self.fanout.add(outbox.clone());
-        let (online, users) = st.user_names();
-        let canvas = &st.world.canvas;
-        let latest = canvas.seq();
-        let replay = resume
-            .filter(|r| r.canvas_id == canvas.id())
-            .and_then(|r| st.history.since(r.seq, latest).ok());
-        let welcome = Reply::Welcome(Welcome {
-            name: name.to_string(),
-            canvas_id: canvas.id(),
-            width: canvas.width(),
-            height: canvas.height(),
-            seq: latest,
-            palette: PALETTE
-                .iter()
-                .map(|c| (c.rgb, c.name.to_string()))
-                .collect(),
-            online,
-            users,
-            resumed: replay.is_some(),
-        });
-        let binary = outbox.mode() == Mode::Binary;
-        let snapshot = (binary && replay.is_none()).then(|| st.shared_snapshot());
-        let history = st.world.chat.iter().cloned().collect();
-        outbox.push_reply(
-            cursor,
-            Outgoing::Join {
-                welcome,
-                snapshot,
-                replay,
-                history,
-            },
-        );
-    }
-
-    fn say(&self, session: &Session, text: String) -> Result<After, WireError> {
-        let from = joined(session)?;
-        validate_text(&text)?;
-        let mut st = self.lock();
-        self.writable()?;
-        let line = ChatLine {
-            chat_seq: st.world.chat_seq + 1,
-            unix_ms: unix_ms(),
-            from: from.clone(),
-            text: Arc::from(text),
+        let tag = self.ring.end();
+        let pixel = match st.world.apply(&change)? {
+            Applied::Had => return Ok(tag),
+            Applied::Done(pixel) => pixel,
         };
-        self.commit_replying(
-            Event::Msg {
-                from,
+        let end = match (&change, &pixel) {
+            (Change::Pixel { .. }, Some(p)) => self.ring.append(&Event::Pixel(p.clone())),
+            (Change::Chat(line), _) => self.ring.append(&Event::Msg {
+                from: line.from.clone(),
                 text: line.text.clone(),
-            },
-            |buf| {
-                format::put_chat(buf, &line);
-                1
-            },
-            &session.outbox,
-            Reply::Ok,
-        );
-        st.world
-            .apply(&Change::Chat(line))
-            .expect("the next chat seq follows");
-        self.maybe_compact(&st);
-        Ok(After::Continue)
-    }
-
-    fn tell(&self, session: &Session, to: &str, text: String) -> Result<After, WireError> {
-        let from = joined(session)?;
-        validate_text(&text)?;
-        let st = self.lock();
-        let Some(target) = st.users.get(&to.to_ascii_lowercase()) else {
-            return Err(WireError::new(
-                ErrorCode::NoSuchUser,
-                format!("nobody called {to} is online"),
-            ));
-        };
-        let tag = self.tag();
-        target.outbox.push_other(
-            tag,
-            Outgoing::Event(Event::Dm {
-                from,
-                text: Arc::from(text),
             }),
-        );
-        session.outbox.push_reply(tag, Outgoing::Reply(Reply::Ok));
-        Ok(After::Continue)
-    }
-
-    fn set(&self, session: &Session, x: u32, y: u32, color: u32) -> Result<After, WireError> {
-        let name = joined(session)?;
-        let mut st = self.lock();
-        let (x, y, color) = st.world.canvas.check(x, y, color)?;
-        self.writable()?;
-        let key = name.to_ascii_lowercase();
-        let now = Instant::now();
-        if !self.cooldown.is_zero()
-            && let Some(last) = st.last_placed.get(&key)
-        {
-            let ready = *last + self.cooldown;
-            if ready > now {
-                let left = (ready - now).as_millis().max(1);
-                return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
-            }
-        }
-        let unix_ms = unix_ms();
-        let before = self.journal.is_some().then(|| {
-            (
-                st.world.canvas.get(x, y).unwrap_or_default(),
-                st.world.canvas.whose(x, y),
-            )
-        });
-        let seq = st.world.canvas.apply(x, y, color, &name, unix_ms);
-        let pixel = Pixel {
-            seq,
-            x,
-            y,
-            color,
-            name,
+            // No broadcast event, but a place in the ring all the same: the
+            // reply waits for it, so a ban is on disk before its `OK`.
+            _ => self.ring.append_silent(),
         };
-        let end = self.commit_replying(
-            Event::Pixel(pixel.clone()),
-            |buf| {
-                format::put_pixel(buf, seq, (x, y, color), unix_ms, &pixel.name);
-                1
-            },
-            &session.outbox,
-            Reply::Set { seq },
-        );
-        st.history.push(pixel);
-        if let Some((color, meta)) = before {
-            st.settle(self.ring.visible());
-            st.unsettled.push_back(Unsettled {
-                index: end,
-                seq,
-                x,
-                y,
-                color,
-                meta,
-            });
-        }
-        if !self.cooldown.is_zero() {
-            st.remember_placement(key, now, self.cooldown);
-        }
-        self.maybe_compact(&st);
-        Ok(After::Continue)
-    }
-
-    fn whose(&self, session: &Session, x: u32, y: u32) -> Result<After, WireError> {
-        let st = self.lock();
-        let (x, y) = st.world.canvas.check_xy(x, y)?;
-        let mut meta = st.world.canvas.whose(x, y);
-        if let Some(d) = self.durable(&st)
-            && let Some(u) = d.undo.iter().find(|u| (u.x, u.y) == (x, y))
-        {
-            meta = u.meta.clone();
-        }
-        let placement = meta.map(|m| Placement {
-            name: m.name.to_string(),
-            unix_ms: m.unix_ms,
-            seq: m.seq,
-        });
-        drop(st);
-        Ok(self.reply(session, Reply::Whose(placement)))
-    }
-
-    fn canvas(&self, session: &Session) -> Result<After, WireError> {
-        let mut st = self.lock();
-        if let Some(d) = self.durable(&st) {
-            let mut snapshot = st.world.canvas.snapshot();
-            for u in d.undo.iter().rev() {
-                let i = usize::from(u.y) * usize::from(snapshot.width) + usize::from(u.x);
-                snapshot.pixels[i] = u.color;
+        if let Some(pixel) = pixel {
+            if let Some((color, meta)) = before {
+                st.settle(self.ring.visible());
+                st.unsettled.push_back(Unsettled {
+                    index: end,
+                    seq: pixel.seq,
+                    x: pixel.x,
+                    y: pixel.y,
+                    color,
+                    meta,
+                });
             }
-            snapshot.seq = d.seq;
-            session.outbox.push_reply(
-                d.visible,
-                Outgoing::Canvas(Arc::new(SharedSnapshot::new(snapshot))),
-            );
-            return Ok(After::Continue);
+            st.history.push(pixel);
         }
-        let snapshot = st.shared_snapshot();
-        session
-            .outbox
-            .push_reply(self.ring.end(), Outgoing::Canvas(snapshot));
-        Ok(After::Continue)
+        if let Some((outbox, reply)) = reply {
+            outbox.push_gated(tag, end, Outgoing::Reply(reply));
+        }
+        self.persist(end, Some(&change));
+        self.maybe_compact(st);
+        Ok(end)
     }
 
-    fn sync(&self, session: &Session, seq: u64) -> Result<After, WireError> {
-        let st = self.lock();
-        let (tag, latest) = match self.durable(&st) {
-            Some(d) => (d.visible, d.seq),
-            None => (self.ring.end(), st.world.canvas.seq()),
-        };
-        let replay = st.history.since(seq, latest)?;
-        session.outbox.push_reply(
-            tag,
-            Outgoing::Sync {
-                replay,
-                seq: latest,
-            },
-        );
-        Ok(After::Continue)
+    /// Puts a presence event (`JOINED`, `LEFT`) in order with the changes.
+    /// Returns the ring index after it.
+    fn announce(&self, event: Event) -> u64 {
+        let end = self.ring.append(&event);
+        self.persist(end, None);
+        end
     }
 
-    fn kick(&self, session: &Session, name: &str, ban: bool) -> Result<After, WireError> {
-        if session.access != Access::Admin {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                "KICK and BAN need the admin password (AUTH)",
-            ));
+    /// Lets the ring publish up to `end` once `change` is kept: after the
+    /// journal wrote it, or at once (in memory, or when Redis already keeps
+    /// it).
+    fn persist(&self, end: u64, change: Option<&Change>) {
+        match &self.backend {
+            Backend::Journal(journal) => journal.push(end, |buf| match change {
+                Some(change) => {
+                    format::put_change(buf, change);
+                    1
+                }
+                None => 0,
+            }),
+            Backend::Memory | Backend::Cluster(_) => self.ring.publish(end),
         }
-        validate_name(name)?;
-        let key = name.to_ascii_lowercase();
-        let mut st = self.lock();
-        let target = st.users.get(&key).map(|u| u.outbox.clone());
-        if ban {
-            st.banned.insert(key);
-        } else if target.is_none() {
-            return Err(WireError::new(
-                ErrorCode::NoSuchUser,
-                format!("nobody called {name} is online"),
-            ));
-        }
-        tracing::info!(
-            admin = session.name.as_deref().unwrap_or("-"),
-            target = name,
-            action = if ban { "ban" } else { "kick" },
-            online = target.is_some(),
-            "moderation"
-        );
-        // The reply first: an admin kicking itself gets its `OK` before
-        // the `BYE`, since nothing is sent after that.
-        self.reply(session, Reply::Ok);
-        if let Some(outbox) = target {
-            let (code, text) = if ban {
-                (ErrorCode::Banned, "an admin banned you from this server")
-            } else {
-                (ErrorCode::Kicked, "an admin disconnected you")
-            };
-            outbox.evict(
-                self.tag(),
-                Event::Bye {
-                    code,
-                    text: text.into(),
-                },
-            );
-        }
-        drop(st);
-        Ok(After::Continue)
     }
 
     /// Queues a reply that needs no hub state. It is tagged with the
@@ -734,17 +500,6 @@ impl Hub {
         }
     }
 
-    /// While the journal is down: the durable state's position (reads are
-    /// answered from it, so nothing a crash could take back is shown).
-    /// `None` while it is up: reads see everything and wait for it.
-    fn durable<'a>(&self, st: &'a State) -> Option<Durable<'a>> {
-        self.writable().err()?;
-        let visible = self.ring.visible();
-        let undo: Vec<&Unsettled> = st.unsettled.iter().filter(|u| u.index > visible).collect();
-        let seq = undo.first().map_or(st.world.canvas.seq(), |u| u.seq - 1);
-        Some(Durable { visible, seq, undo })
-    }
-
     /// Removes a joined session and tells everyone else. Safe to call for
     /// sessions that never joined.
     pub fn leave(&self, session: &mut Session) {
@@ -764,57 +519,19 @@ impl Hub {
         }
         self.ring.set_watchers(st.users.len());
         session.outbox.unsubscribe(self.tag());
-        match &self.cluster {
+        match &self.backend {
             // The cluster announces the leave to every server, this one
             // included, through the stream.
-            Some(cluster) => {
+            Backend::Cluster(cluster) => {
                 let cluster = cluster.clone();
                 tokio::spawn(async move { cluster.leave(&name).await });
             }
-            None => {
+            Backend::Memory | Backend::Journal(_) => {
                 st.roster.remove(&key);
                 if !session.quiet {
-                    self.commit(Event::Left { name }, |_| 0);
+                    self.announce(Event::Left { name });
                 }
             }
-        }
-    }
-
-    /// Appends an ordered event to the broadcast ring and its records (if
-    /// any) to the journal; the event is sent once they are durable.
-    /// Returns the ring index after it. Call with the hub lock held, so ring
-    /// order and journal order are the same.
-    fn commit(&self, event: Event, records: impl FnOnce(&mut Vec<u8>) -> u64) -> u64 {
-        let end = self.ring.append(&event);
-        self.make_visible(end, records);
-        end
-    }
-
-    /// [`Hub::commit`] for an event caused by the command `reply` answers.
-    /// The reply is queued (after the events before this one, gated on this
-    /// one being durable) before the event can become visible: once it is,
-    /// a pacer may flush the sender's outbox at once, and without its reply
-    /// queued the sender would get the event first.
-    fn commit_replying(
-        &self,
-        event: Event,
-        records: impl FnOnce(&mut Vec<u8>) -> u64,
-        outbox: &Outbox,
-        reply: Reply,
-    ) -> u64 {
-        let tag = self.ring.end();
-        let end = self.ring.append(&event);
-        outbox.push_gated(tag, end, Outgoing::Reply(reply));
-        self.make_visible(end, records);
-        end
-    }
-
-    /// Has the ring published up to `end` once the records are durable (at
-    /// once without a journal).
-    fn make_visible(&self, end: u64, records: impl FnOnce(&mut Vec<u8>) -> u64) {
-        match &self.journal {
-            Some(journal) => journal.push(end, records),
-            None => self.ring.publish(end),
         }
     }
 
@@ -822,7 +539,7 @@ impl Hub {
     /// full or failing disk). Called under the hub lock, so nothing is
     /// accepted after the journal went down and took its copy of the state.
     fn writable(&self) -> Result<(), WireError> {
-        match &self.journal {
+        match self.journal() {
             Some(journal) => journal.available().map_err(|why| {
                 WireError::new(
                     ErrorCode::Unavailable,
@@ -836,7 +553,7 @@ impl Hub {
     /// Lets the journal rebuild its files from this hub's state after a
     /// write error. Call once, right after the hub is shared.
     pub fn attach_journal(self: &Arc<Self>) {
-        if let Some(journal) = &self.journal {
+        if let Some(journal) = self.journal() {
             let hub = Arc::downgrade(self);
             journal.set_source(Box::new(move || {
                 let hub = hub.upgrade()?;
@@ -849,36 +566,65 @@ impl Hub {
     /// True while the journal holds records it could not write (a failing
     /// disk); see [`Journal::stuck`].
     pub fn journal_stuck(&self) -> bool {
-        self.journal.as_ref().is_some_and(Journal::stuck)
+        self.journal().is_some_and(Journal::stuck)
     }
 
     /// Cancelled if the journal writer dies (never in memory or cluster
     /// mode): the server must not go on accepting what it cannot keep.
     pub fn journal_died(&self) -> Option<tokio_util::sync::CancellationToken> {
-        self.journal.as_ref().map(Journal::died)
+        self.journal().map(Journal::died)
     }
 
     /// Starts a compaction when the journal has grown enough. The state is
     /// copied under the hub lock, so it matches the journal position
     /// exactly.
     fn maybe_compact(&self, st: &State) {
-        if let Some(journal) = &self.journal
+        if let Some(journal) = self.journal()
             && journal.wants_compaction()
         {
             journal.compact(st.world.clone());
         }
     }
 
-    /// Number of users joined.
-    pub fn user_count(&self) -> usize {
-        self.lock().users.len()
-    }
-
     /// Writes everything accepted to disk and stops the journal. Blocks.
     pub fn close(&self) {
-        if let Some(journal) = &self.journal {
+        if let Some(journal) = self.journal() {
             journal.close();
         }
+    }
+}
+
+/// What an admin does to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moderation {
+    /// Disconnect.
+    Kick,
+    /// Disconnect and refuse the name from now on.
+    Ban,
+    /// Accept the name again.
+    Unban,
+}
+
+impl Moderation {
+    fn word(self) -> &'static str {
+        match self {
+            Moderation::Kick => "kick",
+            Moderation::Ban => "ban",
+            Moderation::Unban => "unban",
+        }
+    }
+
+    /// The goodbye a user so treated gets, if any.
+    fn bye(self) -> Option<Event> {
+        let (code, text) = match self {
+            Moderation::Kick => (ErrorCode::Kicked, "an admin disconnected you"),
+            Moderation::Ban => (ErrorCode::Banned, "an admin banned you from this server"),
+            Moderation::Unban => return None,
+        };
+        Some(Event::Bye {
+            code,
+            text: text.into(),
+        })
     }
 }
 
@@ -913,13 +659,10 @@ impl State {
         }
     }
 
-    /// Records a placement for the cooldown and forgets entries whose
-    /// cooldown is over, so the map stays as small as the active users.
-    fn remember_placement(&mut self, key: String, now: Instant, cooldown: Duration) {
-        self.last_placed.insert(key, now);
-        if self.last_placed.len() > 2 * self.users.len() + 64 {
-            self.last_placed
-                .retain(|_, t| now.duration_since(*t) < cooldown);
+    /// Tells a user of this server goodbye, if it is here.
+    fn evict(&self, key: &str, tag: u64, bye: Event) {
+        if let Some(user) = self.users.get(key) {
+            user.outbox.evict(tag, bye);
         }
     }
 }
@@ -951,6 +694,17 @@ fn gate(session: &Session, cmd: &Command) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Only an admin may kick, ban or unban.
+fn admin(session: &Session) -> Result<(), WireError> {
+    if session.access != Access::Admin {
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            "KICK, BAN and UNBAN need the admin password (AUTH)",
+        ));
+    }
+    Ok(())
+}
+
 fn roster_of(names: Vec<(String, bool)>) -> BTreeMap<String, Online> {
     names
         .into_iter()
@@ -977,4 +731,26 @@ fn joinable(session: &Session, name: &str) -> Result<String, WireError> {
     }
     validate_name(name)?;
     Ok(name.to_ascii_lowercase())
+}
+
+/// The name a `TELL` is for: a name that breaks the rules is nobody.
+fn recipient(to: &str) -> Result<String, WireError> {
+    validate_name(to).map_err(|_| {
+        WireError::new(
+            ErrorCode::NoSuchUser,
+            format!("nobody called {to} is online"),
+        )
+    })?;
+    Ok(to.to_ascii_lowercase())
+}
+
+fn banned(name: &str) -> WireError {
+    WireError::new(
+        ErrorCode::Banned,
+        format!("{name} is banned from this server"),
+    )
+}
+
+fn unix_ms() -> u64 {
+    super::unix_ms()
 }

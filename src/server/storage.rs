@@ -31,18 +31,21 @@
 
 pub mod faults;
 mod files;
-pub mod format;
-pub mod journal;
+pub(crate) mod format;
+pub(crate) mod journal;
 pub mod recovery;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::world::{CHAT_HISTORY, ChatLine, World};
+pub(crate) use super::world::{CHAT_HISTORY, ChatLine, World};
 
 pub use faults::Faults;
-pub use journal::Journal;
-pub use recovery::{Recovered, open};
+pub(crate) use journal::Journal;
+pub(crate) use recovery::open;
+
+/// Bytes of a journal's header (the records start after it).
+pub const JOURNAL_HEADER_LEN: usize = format::LOG_HEADER_LEN;
 
 /// How long `--fsync batch` waits to gather more records into one fsync.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(2);

@@ -103,6 +103,7 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
         ("whose", Command::Whose { x: 3, y: 4 }),
         ("kick", Command::Kick { name: "al".into() }),
         ("ban", Command::Ban { name: "al".into() }),
+        ("unban", Command::Unban { name: "al".into() }),
     ]
 }
 
@@ -397,6 +398,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         }),
         arb_name().prop_map(|name| Command::Kick { name }),
         arb_name().prop_map(|name| Command::Ban { name }),
+        arb_name().prop_map(|name| Command::Unban { name }),
     ]
 }
 

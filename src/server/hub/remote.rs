@@ -1,50 +1,43 @@
 //! Cluster mode: commands that change shared state go to Redis, and the
-//! hub applies what comes back from the stream, in stream order, to its
-//! replica and its clients.
+//! hub applies what comes back from the stream, in stream order, through
+//! the same [`Hub::commit`] as standalone commands.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{After, Hub, PendingJoin, Session, State, gate, joined, roster_of};
+use super::{
+    After, Change, Hub, Moderation, Online, PendingJoin, Session, State, admin, joinable, joined,
+    recipient, roster_of, unix_ms,
+};
 use crate::protocol::{
-    Command, ErrorCode, Event, Pixel, Reply, Resume, WireError, validate_name, validate_text,
+    Command, ErrorCode, Event, Reply, Resume, WireError, validate_name, validate_text,
 };
 use crate::server::canvas::History;
 use crate::server::cluster::{Cluster, Loaded, RemoteEvent};
 use crate::server::outbox::{Deferred, Outgoing};
-use crate::server::unix_ms;
 
 /// How long a JOIN waits for its event to come back from the stream.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 impl Hub {
-    /// The cluster, in cluster mode.
-    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.as_ref()
-    }
-
-    /// Runs one command. In cluster mode the commands that change shared
-    /// state are sent to Redis and awaited; everything else is
-    /// [`Hub::handle`].
-    pub async fn handle_async(
+    /// Runs a command that changes shared state by asking Redis. `Ok(Err)`
+    /// gives back a command this server answers itself.
+    pub(super) async fn handle_remote(
         &self,
+        cluster: &Arc<Cluster>,
         session: &mut Session,
         cmd: Command,
-    ) -> Result<After, WireError> {
-        let Some(cluster) = self.cluster.clone() else {
-            return self.handle(session, cmd);
-        };
-        gate(session, &cmd)?;
-        match cmd {
+    ) -> Result<Result<After, Command>, WireError> {
+        let after = match cmd {
             Command::Join {
                 name,
                 resume,
                 quiet,
             } => {
-                self.join_cluster(&cluster, session, name, resume, quiet)
-                    .await
+                self.join_cluster(cluster, session, name, resume, quiet)
+                    .await?
             }
             // Placements and chat are queued for Redis in order and
             // answered when Redis has, so a client can pipeline them: the
@@ -57,31 +50,37 @@ impl Hub {
                     session,
                     async move { seq.await.map(|seq| Reply::Set { seq }) },
                 );
-                Ok(After::Continue)
+                After::Continue
             }
             Command::Say { text } => {
                 let name = joined(session)?;
                 validate_text(&text)?;
                 let said = cluster.say(&name, &text, unix_ms());
                 self.reply_later(session, async move { said.await.map(|_| Reply::Ok) });
-                Ok(After::Continue)
+                After::Continue
             }
             Command::Tell { to, text } => {
                 let from = joined(session)?;
                 validate_text(&text)?;
-                validate_name(&to).map_err(|_| {
-                    WireError::new(
-                        ErrorCode::NoSuchUser,
-                        format!("nobody called {to} is online"),
-                    )
-                })?;
+                recipient(&to)?;
                 cluster.tell(&from, &to, &text).await?;
-                Ok(self.reply(session, Reply::Ok))
+                self.reply(session, Reply::Ok)
             }
-            Command::Kick { name } => self.kick_cluster(cluster, session, name, false).await,
-            Command::Ban { name } => self.kick_cluster(cluster, session, name, true).await,
-            other => self.handle(session, other),
-        }
+            Command::Kick { name } => {
+                self.moderate_cluster(cluster, session, name, Moderation::Kick)
+                    .await?
+            }
+            Command::Ban { name } => {
+                self.moderate_cluster(cluster, session, name, Moderation::Ban)
+                    .await?
+            }
+            Command::Unban { name } => {
+                self.moderate_cluster(cluster, session, name, Moderation::Unban)
+                    .await?
+            }
+            other => return Ok(Err(other)),
+        };
+        Ok(Ok(after))
     }
 
     /// Queues a reply that `answer` will provide, and sends it (and what
@@ -111,7 +110,7 @@ impl Hub {
         resume: Option<Resume>,
         quiet: bool,
     ) -> Result<After, WireError> {
-        let key = super::joinable(session, &name)?;
+        let key = joinable(session, &name)?;
         let nonce = rand::random::<u64>() | 1;
         let (done, joined) = tokio::sync::oneshot::channel();
         {
@@ -160,36 +159,36 @@ impl Hub {
         }
     }
 
-    async fn kick_cluster(
+    async fn moderate_cluster(
         &self,
-        cluster: Arc<Cluster>,
+        cluster: &Arc<Cluster>,
         session: &Session,
         name: String,
-        ban: bool,
+        what: Moderation,
     ) -> Result<After, WireError> {
-        if session.access != super::Access::Admin {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                "KICK and BAN need the admin password (AUTH)",
-            ));
-        }
+        admin(session)?;
         validate_name(&name)?;
         // The eviction comes back from the stream whenever Redis has it, and
         // nothing is sent after a `BYE`: an admin kicking itself must have
         // its reply's place taken before Redis is asked.
         let admin = session.name.clone();
-        let kicked = self.reply_later(session, async move {
-            cluster.kick(&name, ban).await?;
+        let cluster = cluster.clone();
+        let done = self.reply_later(session, async move {
+            match what {
+                Moderation::Kick => cluster.kick(&name, false).await?,
+                Moderation::Ban => cluster.kick(&name, true).await?,
+                Moderation::Unban => cluster.unban(&name).await?,
+            }
             info!(
                 admin = admin.as_deref().unwrap_or("-"),
                 target = name,
-                action = if ban { "ban" } else { "kick" },
+                action = what.word(),
                 "moderation"
             );
             Ok(Reply::Ok)
         });
-        // Later commands still wait for the kick, as they always did.
-        let _ = kicked.await;
+        // Later commands still wait for it, as they always did.
+        let _ = done.await;
         Ok(After::Continue)
     }
 
@@ -206,46 +205,18 @@ impl Hub {
                 name,
                 unix_ms,
             } => {
-                let have = st.world.canvas.seq();
-                if seq <= have {
-                    return true;
-                }
-                let Ok((x, y, color)) = st.world.canvas.check(x.into(), y.into(), color.into())
-                else {
-                    return false;
-                };
-                if seq != have + 1 {
-                    return false;
-                }
-                st.world.canvas.apply(x, y, color, &name, unix_ms);
-                let pixel = Pixel {
+                let change = Change::Pixel {
                     seq,
                     x,
                     y,
                     color,
+                    unix_ms,
                     name,
                 };
-                self.commit(Event::Pixel(pixel.clone()), |_| 0);
-                st.history.push(pixel);
+                return self.commit(&mut st, change, None).is_ok();
             }
             RemoteEvent::Msg(line) => {
-                if line.chat_seq <= st.world.chat_seq {
-                    return true;
-                }
-                self.commit(
-                    Event::Msg {
-                        from: line.from.clone(),
-                        text: line.text.clone(),
-                    },
-                    |_| 0,
-                );
-                if st
-                    .world
-                    .apply(&crate::server::world::Change::Chat(line))
-                    .is_err()
-                {
-                    return false;
-                }
+                return self.commit(&mut st, Change::Chat(line), None).is_ok();
             }
             RemoteEvent::Dm { from, to, text } => {
                 if let Some(user) = st.users.get(&to) {
@@ -259,14 +230,9 @@ impl Hub {
                 nonce,
                 quiet,
             } => {
-                st.roster.insert(
-                    name.to_ascii_lowercase(),
-                    super::Online::new(name.clone(), quiet),
-                );
-                let mine = self
-                    .cluster
-                    .as_ref()
-                    .is_some_and(|c| c.server_id() == server);
+                st.roster
+                    .insert(name.to_ascii_lowercase(), Online::new(name.clone(), quiet));
+                let mine = self.cluster().is_some_and(|c| c.server_id() == server);
                 match st.joining.remove(&nonce).filter(|_| mine) {
                     Some(pending) if !pending.done.is_closed() => {
                         self.admit(
@@ -282,14 +248,14 @@ impl Hub {
                         // The session went away while waiting: announce the
                         // join like anyone's, and release the name again.
                         if !quiet {
-                            self.commit(Event::Joined { name: name.clone() }, |_| 0);
+                            self.announce(Event::Joined { name: name.clone() });
                         }
-                        if let Some(cluster) = self.cluster.clone() {
+                        if let Some(cluster) = self.cluster().cloned() {
                             tokio::spawn(async move { cluster.leave(&name).await });
                         }
                     }
                     None if !quiet => {
-                        self.commit(Event::Joined { name }, |_| 0);
+                        self.announce(Event::Joined { name });
                     }
                     None => {}
                 }
@@ -302,27 +268,27 @@ impl Hub {
                     st.roster.remove(&key);
                 }
                 if !quiet {
-                    self.commit(Event::Left { name }, |_| 0);
+                    self.announce(Event::Left { name });
                 }
             }
             RemoteEvent::Kick { name, ban } => {
-                if ban {
-                    st.banned.insert(name.clone());
+                let what = if ban {
+                    if self
+                        .commit(&mut st, Change::Ban(name.clone()), None)
+                        .is_err()
+                    {
+                        return false;
+                    }
+                    Moderation::Ban
+                } else {
+                    Moderation::Kick
+                };
+                if let Some(bye) = what.bye() {
+                    st.evict(&name, self.ring.end(), bye);
                 }
-                if let Some(user) = st.users.get(&name) {
-                    let (code, text) = if ban {
-                        (ErrorCode::Banned, "an admin banned you from this server")
-                    } else {
-                        (ErrorCode::Kicked, "an admin disconnected you")
-                    };
-                    user.outbox.evict(
-                        self.ring.end(),
-                        Event::Bye {
-                            code,
-                            text: text.into(),
-                        },
-                    );
-                }
+            }
+            RemoteEvent::Unban { name } => {
+                return self.commit(&mut st, Change::Unban(name), None).is_ok();
             }
         }
         true
@@ -348,7 +314,7 @@ impl Hub {
         };
         if forced || !consistent {
             warn!(forced, "the replica no longer matches Redis; reloading it");
-            match cluster.load(self.history_len()).await {
+            match cluster.load(self.history_capacity).await {
                 Ok(loaded) => {
                     let position = loaded.position.clone();
                     self.reset(loaded);
@@ -371,23 +337,17 @@ impl Hub {
             if let Err(e) = cluster.join(&name, 0, true, quiet).await
                 && e.code != ErrorCode::Unavailable
             {
-                let st = self.lock();
-                if let Some(user) = st.users.get(&name.to_ascii_lowercase()) {
-                    user.outbox.evict(
-                        self.ring.end(),
-                        Event::Bye {
-                            code: e.code,
-                            text: "someone else took your name while the cluster was away".into(),
-                        },
-                    );
-                }
+                self.lock().evict(
+                    &name.to_ascii_lowercase(),
+                    self.ring.end(),
+                    Event::Bye {
+                        code: e.code,
+                        text: "someone else took your name while the cluster was away".into(),
+                    },
+                );
             }
         }
         None
-    }
-
-    fn history_len(&self) -> usize {
-        self.history_capacity
     }
 
     /// Replaces the replica with `loaded` and sends every client of this

@@ -254,6 +254,7 @@ pub struct Damage {
 
 impl Damage {
     /// True for a torn tail: nothing intact follows the damage.
+    #[cfg(test)]
     pub fn is_torn_tail(&self) -> bool {
         self.intact_after.is_none()
     }

@@ -30,7 +30,7 @@ use crate::protocol::Pixel;
 
 /// The snapshot file as found.
 #[derive(Debug)]
-pub enum SnapshotFile {
+pub(crate) enum SnapshotFile {
     /// There is none.
     Missing,
     /// It is there but cannot be used.
@@ -51,7 +51,7 @@ pub enum SnapshotFile {
 
 /// One journal file as found.
 #[derive(Debug)]
-pub struct JournalFile {
+pub(crate) struct JournalFile {
     /// `canvas.log` or `canvas.log.new`.
     pub name: &'static str,
     /// Its bytes.
@@ -62,7 +62,7 @@ pub struct JournalFile {
 
 /// Everything in a data directory, read but not changed.
 #[derive(Debug)]
-pub struct Inspection {
+pub(crate) struct Inspection {
     /// The directory.
     pub dir: PathBuf,
     /// `canvas.snap`.
@@ -72,7 +72,7 @@ pub struct Inspection {
 }
 
 /// Reads the data directory without changing anything.
-pub fn inspect(dir: &Path) -> anyhow::Result<Inspection> {
+pub(crate) fn inspect(dir: &Path) -> anyhow::Result<Inspection> {
     let snapshot = match fs::read(dir.join(SNAP)) {
         Ok(bytes) => match format::decode_snapshot(&bytes) {
             Ok(state) => SnapshotFile::Ok {
@@ -105,7 +105,7 @@ pub fn inspect(dir: &Path) -> anyhow::Result<Inspection> {
 
 /// A torn tail to cut: the bytes after the last whole record.
 #[derive(Debug)]
-pub struct Torn {
+pub(crate) struct Torn {
     /// The journal it is cut from.
     pub file: &'static str,
     /// Where the cut is.
@@ -116,7 +116,7 @@ pub struct Torn {
 
 /// How a start may proceed.
 #[derive(Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The state after snapshot and replay.
     pub state: World,
     /// Pixel events replayed from the journal, to seed `SYNC` history.
@@ -134,7 +134,7 @@ pub struct Plan {
 
 /// Why a start refuses, in terms an operator can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The file at fault.
     pub file: &'static str,
     /// Byte offset of the damage, where that means something.
@@ -150,7 +150,7 @@ pub struct Refusal {
 
 /// The kinds of damage `repair` knows how to get past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// The snapshot does not read back.
     SnapshotDamaged,
     /// No snapshot, and the journal does not start at the beginning.
@@ -248,7 +248,7 @@ fn records_in(journals: &[JournalFile]) -> usize {
 
 /// Decides how a start proceeds from what `inspect` found. `size` is the
 /// size asked for on the command line, if any.
-pub fn plan(
+pub(crate) fn plan(
     ins: &Inspection,
     size: Option<(u16, u16)>,
     default_size: (u16, u16),
@@ -464,7 +464,7 @@ pub fn plan(
 
 /// The outcome of opening a data directory.
 #[derive(Debug)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     /// The state after snapshot and replay.
     pub state: World,
     /// Pixel events replayed from the journal, to seed `SYNC` history.
@@ -500,7 +500,7 @@ fn lock(dir: &Path) -> anyhow::Result<File> {
 /// start-up of the durable server. `size` is the canvas size asked for, if
 /// any: a stored canvas of another size is an error unless `new_canvas`
 /// is set. A refusal changes nothing on disk.
-pub fn open(
+pub(crate) fn open(
     config: &StorageConfig,
     size: Option<(u16, u16)>,
     default_size: (u16, u16),

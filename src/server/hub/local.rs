@@ -1,0 +1,287 @@
+//! Changes this server orders itself (standalone, in memory or with a
+//! journal): joins, chat, DMs, placements and moderation. Each is checked,
+//! then made an ordered change through [`Hub::commit`].
+
+use std::sync::Arc;
+
+use super::{
+    After, Change, Hub, Moderation, Online, Session, State, User, admin, banned, joinable, joined,
+    recipient, unix_ms,
+};
+use crate::protocol::{
+    ErrorCode, Event, Mode, PALETTE, Reply, Resume, Welcome, WireError, validate_name,
+    validate_text,
+};
+use crate::server::outbox::{Outbox, Outgoing};
+use crate::server::world::ChatLine;
+
+impl Hub {
+    pub(super) fn join(
+        &self,
+        session: &mut Session,
+        name: String,
+        resume: Option<Resume>,
+        quiet: bool,
+    ) -> Result<After, WireError> {
+        let key = joinable(session, &name)?;
+        let mut st = self.lock();
+        if let Some(journal) = self.journal()
+            && journal.stuck()
+        {
+            // The newcomer's JOINED event could not go out before the
+            // records the journal is still trying to write.
+            return Err(WireError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{}; try again shortly",
+                    journal.available().err().unwrap_or_default()
+                ),
+            ));
+        }
+        if st.world.is_banned(&key) {
+            return Err(banned(&name));
+        }
+        if st.users.contains_key(&key) {
+            return Err(WireError::new(
+                ErrorCode::NameTaken,
+                format!("{name} is already online"),
+            ));
+        }
+        let name: Arc<str> = Arc::from(name);
+        st.roster.insert(key, Online::new(name.clone(), quiet));
+        self.admit(&mut st, &session.outbox, name.clone(), resume, quiet);
+        session.name = Some(name);
+        session.quiet = quiet;
+        Ok(After::Continue)
+    }
+
+    /// Announces a joined user and lets its session in: the `JOINED` event
+    /// goes to everyone already subscribed (unless it joined quietly), then
+    /// the session subscribes right after it (so it does not get its own),
+    /// and is sent the welcome and the canvas (or the pixels since
+    /// `resume`) and recent chat, all tagged at the same ring position.
+    pub(super) fn admit(
+        &self,
+        st: &mut State,
+        outbox: &Arc<Outbox>,
+        name: Arc<str>,
+        resume: Option<Resume>,
+        quiet: bool,
+    ) {
+        let cursor = if quiet {
+            self.ring.end()
+        } else {
+            self.announce(Event::Joined { name: name.clone() })
+        };
+        st.users.insert(
+            name.to_ascii_lowercase(),
+            User {
+                name: name.clone(),
+                outbox: outbox.clone(),
+                quiet,
+            },
+        );
+        self.ring.set_watchers(st.users.len());
+        outbox.subscribe(cursor);
+        self.fanout.add(outbox.clone());
+        let (online, users) = st.user_names();
+        let canvas = &st.world.canvas;
+        let latest = canvas.seq();
+        let replay = resume
+            .filter(|r| r.canvas_id == canvas.id())
+            .and_then(|r| st.history.since(r.seq, latest).ok());
+        let welcome = Reply::Welcome(Welcome {
+            name: name.to_string(),
+            canvas_id: canvas.id(),
+            width: canvas.width(),
+            height: canvas.height(),
+            seq: latest,
+            palette: PALETTE
+                .iter()
+                .map(|c| (c.rgb, c.name.to_string()))
+                .collect(),
+            online,
+            users,
+            resumed: replay.is_some(),
+        });
+        let binary = outbox.mode() == Mode::Binary;
+        let snapshot = (binary && replay.is_none()).then(|| st.shared_snapshot());
+        let history = st.world.chat.iter().cloned().collect();
+        outbox.push_reply(
+            cursor,
+            Outgoing::Join {
+                welcome,
+                snapshot,
+                replay,
+                history,
+            },
+        );
+    }
+
+    pub(super) fn say(&self, session: &Session, text: String) -> Result<After, WireError> {
+        let from = joined(session)?;
+        validate_text(&text)?;
+        let mut st = self.lock();
+        self.writable()?;
+        let line = ChatLine {
+            chat_seq: st.world.chat_seq + 1,
+            unix_ms: unix_ms(),
+            from,
+            text: Arc::from(text),
+        };
+        self.commit(
+            &mut st,
+            Change::Chat(line),
+            Some((&session.outbox, Reply::Ok)),
+        )
+        .expect("the next chat seq follows");
+        Ok(After::Continue)
+    }
+
+    pub(super) fn tell(
+        &self,
+        session: &Session,
+        to: &str,
+        text: String,
+    ) -> Result<After, WireError> {
+        let from = joined(session)?;
+        validate_text(&text)?;
+        let key = recipient(to)?;
+        let st = self.lock();
+        let Some(target) = st.users.get(&key) else {
+            return Err(WireError::new(
+                ErrorCode::NoSuchUser,
+                format!("nobody called {to} is online"),
+            ));
+        };
+        let tag = self.tag();
+        target.outbox.push_other(
+            tag,
+            Outgoing::Event(Event::Dm {
+                from,
+                text: Arc::from(text),
+            }),
+        );
+        session.outbox.push_reply(tag, Outgoing::Reply(Reply::Ok));
+        Ok(After::Continue)
+    }
+
+    pub(super) fn set(
+        &self,
+        session: &Session,
+        x: u32,
+        y: u32,
+        color: u32,
+    ) -> Result<After, WireError> {
+        let name = joined(session)?;
+        let mut st = self.lock();
+        let (x, y, color) = st.world.canvas.check(x, y, color)?;
+        self.writable()?;
+        let key = name.to_ascii_lowercase();
+        let now = tokio::time::Instant::now();
+        if !self.cooldown.is_zero()
+            && let Some(last) = st.last_placed.get(&key)
+        {
+            let ready = *last + self.cooldown;
+            if ready > now {
+                let left = (ready - now).as_millis().max(1);
+                return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
+            }
+        }
+        let seq = st.world.canvas.seq() + 1;
+        let change = Change::Pixel {
+            seq,
+            x,
+            y,
+            color,
+            unix_ms: unix_ms(),
+            name,
+        };
+        self.commit(&mut st, change, Some((&session.outbox, Reply::Set { seq })))
+            .expect("the next seq follows and the placement was checked");
+        if !self.cooldown.is_zero() {
+            remember_placement(&mut st, key, now, self.cooldown);
+        }
+        Ok(After::Continue)
+    }
+
+    /// `KICK`, `BAN` and `UNBAN`. A ban is a change to the world (kept by
+    /// the journal, so it survives a restart); a kick is not.
+    pub(super) fn moderate(
+        &self,
+        session: &Session,
+        name: &str,
+        what: Moderation,
+    ) -> Result<After, WireError> {
+        admin(session)?;
+        validate_name(name)?;
+        let key = name.to_ascii_lowercase();
+        let mut st = self.lock();
+        let online = st.users.contains_key(&key);
+        match what {
+            Moderation::Kick if !online => {
+                return Err(WireError::new(
+                    ErrorCode::NoSuchUser,
+                    format!("nobody called {name} is online"),
+                ));
+            }
+            Moderation::Unban if !st.world.bans.contains(&key) => {
+                return Err(WireError::new(
+                    ErrorCode::NoSuchUser,
+                    format!("{name} is not banned"),
+                ));
+            }
+            Moderation::Kick => {}
+            Moderation::Ban | Moderation::Unban => self.writable()?,
+        }
+        tracing::info!(
+            admin = session.name.as_deref().unwrap_or("-"),
+            target = name,
+            action = what.word(),
+            online,
+            "moderation"
+        );
+        // The reply first: an admin kicking itself gets its `OK` before
+        // the `BYE`, since nothing is sent after that.
+        match what {
+            Moderation::Kick => {
+                self.reply(session, Reply::Ok);
+            }
+            Moderation::Ban => {
+                self.commit(
+                    &mut st,
+                    Change::Ban(key.clone()),
+                    Some((&session.outbox, Reply::Ok)),
+                )
+                .expect("a ban always applies");
+            }
+            Moderation::Unban => {
+                self.commit(
+                    &mut st,
+                    Change::Unban(key.clone()),
+                    Some((&session.outbox, Reply::Ok)),
+                )
+                .expect("an unban always applies");
+            }
+        }
+        if let Some(bye) = what.bye() {
+            st.evict(&key, self.tag(), bye);
+        }
+        Ok(After::Continue)
+    }
+}
+
+/// Records a placement for the cooldown and forgets entries whose
+/// cooldown is over, so the map stays as small as the active users.
+fn remember_placement(
+    st: &mut State,
+    key: String,
+    now: tokio::time::Instant,
+    cooldown: std::time::Duration,
+) {
+    st.last_placed.insert(key, now);
+    if st.last_placed.len() > 2 * st.users.len() + 64 {
+        st.last_placed
+            .retain(|_, t| now.duration_since(*t) < cooldown);
+    }
+}
