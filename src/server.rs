@@ -10,6 +10,7 @@ pub(crate) mod fanout;
 pub(crate) mod hub;
 pub(crate) mod outbox;
 pub mod storage;
+pub(crate) mod supervise;
 pub(crate) mod world;
 
 /// The canvas, history and broadcast ring, for the criterion benchmarks in
@@ -39,6 +40,7 @@ use crate::protocol::{ErrorCode, Reply, WireError, binary, text};
 use broadcast::BroadcastLimits;
 use hub::{Hub, HubConfig};
 use storage::StorageConfig;
+use supervise::{Ended, Supervisor, Task};
 
 /// Server settings. `Config::default()` keeps the canvas in memory only;
 /// the `pixchat-server` binary stores it in `./pixchat-data` by default.
@@ -223,8 +225,11 @@ pub async fn run(
         password: config.password.clone(),
         admin_password: config.admin_password.clone(),
     };
+    let mut tasks = Supervisor::default();
     let hub = match config.cluster.clone() {
-        Some(cluster_config) => start_cluster(cluster_config, hub_config, size, &shutdown).await?,
+        Some(cluster_config) => {
+            start_cluster(cluster_config, hub_config, size, &shutdown, &mut tasks).await?
+        }
         None => {
             // Recovery reads and fsyncs files: keep it off the async workers.
             let hub = tokio::task::spawn_blocking(move || Hub::open(&hub_config))
@@ -239,8 +244,9 @@ pub async fn run(
     // server accepts could be acknowledged, so the server stops.
     let journal_died = hub.journal_died().unwrap_or_default();
     let mut failure = None;
+    let pacer = |shard| hub.fanout().clone().run(shard, shutdown.clone());
     for shard in 0..hub.fanout().shards() {
-        tokio::spawn(hub.fanout().clone().run(shard, shutdown.clone()));
+        tasks.spawn(Task::Pacer(shard), pacer(shard));
     }
     let (width, height) = hub.size();
     let addr = listener
@@ -255,6 +261,8 @@ pub async fn run(
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
+            // Shutdown first: tasks end on it too, which is no failure.
+            biased;
             _ = shutdown.cancelled() => break,
             _ = journal_died.cancelled() => {
                 tracing::error!("the journal writer died; stopping the server");
@@ -262,6 +270,19 @@ pub async fn run(
                 shutdown.cancel();
                 break;
             }
+            ended = tasks.ended() => match ended {
+                Ended::Restart(Task::Pacer(shard)) => {
+                    tasks.spawn(Task::Pacer(shard), pacer(shard));
+                    continue;
+                }
+                Ended::Restart(_) => unreachable!("only pacers are restarted"),
+                Ended::Fatal(e) => {
+                    tracing::error!(error = %e, "stopping the server");
+                    failure = Some(e);
+                    shutdown.cancel();
+                    break;
+                }
+            },
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -313,6 +334,7 @@ pub async fn run(
     if let Some(cluster) = hub.cluster() {
         cluster.depart(&hub.local_names()).await;
     }
+    tasks.stop(SHUTDOWN_GRACE).await;
     let closing = hub.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
@@ -331,6 +353,7 @@ async fn start_cluster(
     hub_config: HubConfig,
     size: Option<(u16, u16)>,
     shutdown: &CancellationToken,
+    tasks: &mut Supervisor,
 ) -> anyhow::Result<Arc<Hub>> {
     let cluster = cluster::Cluster::connect(cluster_config, size, hub_config.default_size).await?;
     let loaded = cluster.load(hub_config.history).await?;
@@ -339,16 +362,22 @@ async fn start_cluster(
     let applier = hub.clone();
     let reconciler = hub.clone();
     let reconciling = cluster.clone();
-    tokio::spawn(cluster.clone().tail(
-        position,
-        move |event| applier.apply_remote(event),
-        async move |forced: bool, position: String| {
-            reconciler.reconcile(&reconciling, forced, &position).await
-        },
-        shutdown.clone(),
-    ));
-    tokio::spawn(cluster.clone().send_changes(shutdown.clone()));
-    tokio::spawn(cluster.keep_alive(shutdown.clone()));
+    tasks.spawn(
+        Task::ClusterTail,
+        cluster.clone().tail(
+            position,
+            move |event| applier.apply_remote(event),
+            async move |forced: bool, position: String| {
+                reconciler.reconcile(&reconciling, forced, &position).await
+            },
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        Task::ClusterSend,
+        cluster.clone().send_changes(shutdown.clone()),
+    );
+    tasks.spawn(Task::ClusterKeepAlive, cluster.keep_alive(shutdown.clone()));
     Ok(hub)
 }
 

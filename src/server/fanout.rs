@@ -81,6 +81,8 @@ pub struct Fanout {
     wall_ns: AtomicU64,
     /// Notified after every sweep, for producers waiting for room.
     progress: Notify,
+    /// Sweeps done since the start, by all pacers.
+    sweeps: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -109,7 +111,14 @@ impl Fanout {
             busy_ns: AtomicU64::new(0),
             wall_ns: AtomicU64::new(0),
             progress: Notify::new(),
+            sweeps: AtomicU64::new(0),
         }
+    }
+
+    /// Sweeps done since the start, by all pacers.
+    #[cfg(test)]
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps.load(Ordering::Relaxed)
     }
 
     /// Number of pacers to run.
@@ -127,10 +136,17 @@ impl Fanout {
     pub fn add(&self, outbox: Arc<Outbox>) {
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         let bucket = rand::random_range(0..BUCKETS);
+        self.bucket(shard, bucket).push(outbox);
+    }
+
+    /// A bucket's watchers. A pacer that panicked in the middle of a sweep
+    /// leaves the list whole (a sweep only reads it and drops closed
+    /// watchers), so the pacer that replaces it carries on with it rather
+    /// than freezing the shard on a poisoned lock.
+    fn bucket(&self, shard: usize, bucket: usize) -> std::sync::MutexGuard<'_, Vec<Arc<Outbox>>> {
         self.shards[shard].buckets[bucket]
             .lock()
-            .expect("bucket lock poisoned")
-            .push(outbox);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The lowest ring index all watchers' buckets have been swept to.
@@ -160,9 +176,7 @@ impl Fanout {
     /// Writes due events to the watchers of one bucket; true if any was due.
     fn sweep(&self, shard: usize, bucket: usize) -> bool {
         let visible = self.ring.visible();
-        let mut watchers = self.shards[shard].buckets[bucket]
-            .lock()
-            .expect("bucket lock poisoned");
+        let mut watchers = self.bucket(shard, bucket);
         watchers.retain(|o| o.is_watching());
         let mut wrote = false;
         for outbox in watchers.iter() {
@@ -203,6 +217,7 @@ impl Fanout {
             .fetch_add(thread_cpu().saturating_sub(started), Ordering::Relaxed);
         self.wall_ns
             .fetch_add(wall.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.sweeps.fetch_add(1, Ordering::Relaxed);
         self.progress.notify_waiters();
     }
 
@@ -283,8 +298,9 @@ impl Fanout {
     pub async fn run(self: Arc<Self>, shard: usize, shutdown: CancellationToken) {
         let mut published = self.ring.subscribe();
         let epoch = Instant::now();
-        // Ring index each bucket had been sent up to at its last sweep.
-        let mut seen = [self.ring.visible(); BUCKETS];
+        // Ring index each bucket had been sent up to at its last sweep. A
+        // pacer restarted after a failure does not know, so it sweeps all.
+        let mut seen = [0; BUCKETS];
         // Slots that began up to here have been swept. Kept as a time, not
         // a slot number, because the slot length changes with the interval.
         let mut swept_to = epoch;
@@ -294,7 +310,7 @@ impl Fanout {
             let visible = self.ring.visible();
             let behind = seen.iter().any(|&s| s < visible);
             let slot = slot_length(self.interval());
-            let next = epoch + slot * (slot_index(epoch, swept_to, slot) + 1);
+            let next = slot_start(epoch, slot, slot_index(epoch, swept_to, slot) + 1);
             tokio::select! {
                 r = published.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(next), if behind => {}
@@ -310,7 +326,7 @@ impl Fanout {
                 let slot = slot_length(interval);
                 let to = slot_index(epoch, now, slot);
                 let from = (slot_index(epoch, swept_to, slot) + 1)
-                    .max(to.saturating_sub(BUCKETS as u32 - 1));
+                    .max(to.saturating_sub(BUCKETS as u64 - 1));
                 self.sweep_buckets(shard, (from..=to).map(|k| k as usize % BUCKETS), &mut seen);
             }
             swept_to = now;
@@ -347,7 +363,135 @@ fn slot_length(interval: Duration) -> Duration {
     (interval / BUCKETS as u32).max(Duration::from_micros(30))
 }
 
-/// Number of the slot that `at` falls in.
-fn slot_index(epoch: Instant, at: Instant, slot: Duration) -> u32 {
-    (at.duration_since(epoch).as_nanos() / slot.as_nanos()) as u32
+/// Number of the slot that `at` falls in. In `u64`: at the shortest slot a
+/// `u32` would wrap after about 37 hours, and the pacers would then spin.
+fn slot_index(epoch: Instant, at: Instant, slot: Duration) -> u64 {
+    (at.duration_since(epoch).as_nanos() / slot.as_nanos()) as u64
+}
+
+/// When slot `index` begins.
+fn slot_start(epoch: Instant, slot: Duration, index: u64) -> Instant {
+    let nanos = (slot.as_nanos() as u64).saturating_mul(index);
+    epoch + Duration::from_nanos(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Event;
+    use crate::server::broadcast::BroadcastLimits;
+
+    fn fanout(shards: usize) -> (Arc<BroadcastRing>, Arc<Fanout>) {
+        let ring = Arc::new(BroadcastRing::new(BroadcastLimits::default()));
+        let fanout = Arc::new(Fanout::new(ring.clone(), shards));
+        (ring, fanout)
+    }
+
+    const WINDOW: Duration = Duration::from_millis(50);
+
+    /// Feeds the controller `cores` of pacer CPU over one window.
+    fn busy(f: &Fanout, cores: f64, contended: bool) {
+        let busy = (cores * WINDOW.as_nanos() as f64) as u64;
+        let wall = if contended { 3 * busy } else { busy };
+        f.control(busy, wall, WINDOW);
+    }
+
+    #[test]
+    fn the_interval_stretches_under_load_and_comes_back() {
+        let (_, f) = fanout(2);
+        assert_eq!(f.interval(), INTERVAL_MIN);
+        // Twice the share: the interval doubles each window, up to the cap.
+        busy(&f, 2.0 * FANOUT_SHARE * 2.0, false);
+        assert_eq!(f.interval(), 2 * INTERVAL_MIN);
+        for _ in 0..20 {
+            busy(&f, 2.0 * FANOUT_SHARE * 2.0, false);
+        }
+        assert_eq!(f.interval(), INTERVAL_MAX);
+        // Within the share: it stays.
+        busy(&f, 0.8 * FANOUT_SHARE * 2.0, false);
+        assert_eq!(f.interval(), INTERVAL_MAX);
+        // Idle: it shrinks back to the floor.
+        for _ in 0..200 {
+            busy(&f, 0.0, false);
+        }
+        assert_eq!(f.interval(), INTERVAL_MIN);
+    }
+
+    #[test]
+    fn the_floor_follows_the_watchers() {
+        let (ring, f) = fanout(2);
+        ring.set_watchers(10_000);
+        busy(&f, 0.0, false);
+        // 10,000 watchers at most 200,000 writes/s: one write each per 50 ms.
+        assert_eq!(f.interval(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn contention_stretches_at_most_twice_and_never_past_its_limit() {
+        let (_, f) = fanout(2);
+        for _ in 0..50 {
+            busy(&f, 0.7 * FANOUT_SHARE * 2.0, true);
+        }
+        assert_eq!(f.interval(), 2 * INTERVAL_MIN);
+        let (ring, f) = fanout(2);
+        ring.set_watchers(3_000); // a 15 ms floor
+        for _ in 0..50 {
+            busy(&f, 0.7 * FANOUT_SHARE * 2.0, true);
+        }
+        assert_eq!(f.interval(), GIVE_WAY_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_uptime_does_not_make_the_pacers_spin() {
+        let (ring, f) = fanout(1);
+        let stop = CancellationToken::new();
+        let pacer = tokio::spawn(f.clone().run(0, stop.clone()));
+        // 40 hours at the shortest interval: the slot number passes
+        // u32::MAX after about 37.
+        for _ in 0..40 {
+            tokio::time::advance(Duration::from_secs(3600)).await;
+        }
+        // Two events in one slot, then a while in which no slot begins
+        // (the clock is paused and only moves when told). The first goes
+        // out at once; the second waits for the next slot: a pacer on time
+        // sleeps until then instead of sweeping again and again.
+        for n in 0..2 {
+            let end = ring.append(&Event::Joined {
+                name: Arc::from(format!("u{n}")),
+            });
+            ring.publish(end);
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let before = f.sweeps();
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        let swept = f.sweeps() - before;
+        assert!(
+            swept <= 1,
+            "{swept} sweeps within one slot: the pacer spins"
+        );
+        // And once the next slot begins, the second event goes out. (Timers
+        // fire on millisecond ticks; the pacer's and this one share one.)
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(f.sweeps() > before, "the pacer never swept again");
+        stop.cancel();
+        pacer.await.unwrap();
+    }
+
+    #[test]
+    fn slots_are_counted_far_past_u32() {
+        let epoch = Instant::now();
+        let slot = slot_length(INTERVAL_MIN);
+        let at = epoch + Duration::from_secs(400 * 24 * 3600);
+        let k = slot_index(epoch, at, slot);
+        assert!(k > u64::from(u32::MAX));
+        assert!(slot_start(epoch, slot, k + 1) > at);
+        assert!(slot_start(epoch, slot, k) <= at);
+    }
 }

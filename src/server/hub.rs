@@ -28,6 +28,8 @@ use tokio::time::Instant;
 mod local;
 mod reads;
 pub(crate) mod remote;
+#[cfg(test)]
+mod tests;
 
 use super::broadcast::{BroadcastLimits, BroadcastRing};
 use super::canvas::{Canvas, History, PixelMeta};

@@ -751,6 +751,105 @@ pub async fn run_writer(outbox: Arc<Outbox>, ring: Arc<BroadcastRing>) -> Writer
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::broadcast::BroadcastLimits;
+    use tokio::io::AsyncReadExt;
+
+    /// An outbox on one end of a real loopback connection, and the other
+    /// end to read what it wrote.
+    async fn pair(mode: Mode) -> (Outbox, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_, wr) = server.into_split();
+        (Outbox::new(mode, wr), client)
+    }
+
+    fn joined(ring: &BroadcastRing, n: usize) -> u64 {
+        ring.append(&Event::Joined {
+            name: Arc::from(format!("u{n}")),
+        })
+    }
+
+    /// Reads exactly `want.len()` bytes and compares.
+    async fn expect(client: &mut tokio::net::TcpStream, want: &str) {
+        let mut got = vec![0; want.len()];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    #[tokio::test]
+    async fn a_reply_goes_after_the_events_before_its_tag_and_before_the_rest() {
+        let ring = BroadcastRing::new(BroadcastLimits::default());
+        let (outbox, mut client) = pair(Mode::Text).await;
+        outbox.subscribe(0);
+        for n in 0..2 {
+            joined(&ring, n);
+        }
+        let tag = ring.end();
+        joined(&ring, 2);
+        ring.publish(ring.end());
+        outbox.push_reply(tag, Outgoing::Reply(Reply::Ok));
+        assert_eq!(outbox.flush(&ring), Flush::Idle);
+        expect(&mut client, "JOINED u0\nJOINED u1\nOK\nJOINED u2\n").await;
+    }
+
+    #[tokio::test]
+    async fn a_gated_reply_waits_until_its_event_is_published() {
+        let ring = BroadcastRing::new(BroadcastLimits::default());
+        let (outbox, mut client) = pair(Mode::Text).await;
+        outbox.subscribe(0);
+        let tag = ring.end();
+        let end = joined(&ring, 0);
+        outbox.push_gated(tag, end, Outgoing::Reply(Reply::Set { seq: 1 }));
+        outbox.push_reply(end, Outgoing::Reply(Reply::Pong { token: "t".into() }));
+        // Not durable yet: nothing may go out, the later reply neither.
+        outbox.flush(&ring);
+        assert!(!outbox.has_due(ring.visible()));
+        ring.publish(end);
+        assert!(outbox.has_due(ring.visible()));
+        outbox.flush(&ring);
+        expect(&mut client, "OK 1\nJOINED u0\nOK PONG t\n").await;
+    }
+
+    #[tokio::test]
+    async fn a_deferred_reply_holds_its_place() {
+        let ring = BroadcastRing::new(BroadcastLimits::default());
+        let (outbox, mut client) = pair(Mode::Text).await;
+        let later = Arc::new(Deferred::default());
+        outbox.push_reply(0, Outgoing::Deferred(later.clone()));
+        outbox.push_reply(0, Outgoing::Reply(Reply::Ok));
+        outbox.flush(&ring);
+        later.set(Reply::Set { seq: 9 });
+        outbox.flush(&ring);
+        expect(&mut client, "OK 9\nOK\n").await;
+    }
+
+    #[test]
+    fn giving_up_keeps_the_partly_sent_frame_whole_and_ends_with_bye() {
+        let mut st = State::default();
+        st.pending
+            .extend_from_slice(b"EL 1 2 3 4 a\nPIXEL 2 1 1 1 a\n");
+        // The socket took "PIX" of the first line already.
+        st.head_rest = 13;
+        st.queue.push_back(Entry {
+            tag: 0,
+            gate: 0,
+            item: Outgoing::Reply(Reply::Ok),
+        });
+        st.give_up(Mode::Text);
+        assert!(st.done && st.lagged && st.queue.is_empty());
+        let text = String::from_utf8(st.pending.to_vec()).unwrap();
+        assert!(
+            text.starts_with("EL 1 2 3 4 a\nBYE slow_consumer "),
+            "{text}"
+        );
+        assert!(text.ends_with('\n') && text.lines().count() == 2, "{text}");
+    }
 
     #[test]
     fn frame_rest_finds_the_end_of_a_partly_written_line() {
