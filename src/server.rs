@@ -407,11 +407,9 @@ fn reject(rejects: &Arc<Semaphore>, tracker: &TaskTracker, stream: TcpStream, er
 }
 
 async fn reject_with(mut stream: TcpStream, err: WireError) {
-    let mut first = [0u8; 1];
-    let mode = match tokio::time::timeout(REJECT_SNIFF, stream.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] == 0 => Mode::Binary,
-        _ => Mode::Text,
-    };
+    let mode = connection::sniff(&stream, REJECT_SNIFF)
+        .await
+        .unwrap_or(Mode::Text);
     let err = Reply::Error(err);
     let mut out = BytesMut::new();
     match mode {

@@ -265,14 +265,7 @@ fn put_str16(out: &mut BytesMut, s: &str) {
 /// Cuts a string to at most `max` bytes on a character boundary; the server
 /// validates lengths earlier, this only keeps the encoder total.
 fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
 
 /// Appends a client command as one frame.

@@ -24,13 +24,14 @@
 //! The scripts touch keys they compute from a prefix, which standalone
 //! Redis allows; Redis Cluster would need every key in one hash slot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamId, StreamRangeReply};
 use redis::{AsyncConnectionConfig, Script, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -524,7 +525,7 @@ impl Cluster {
     pub async fn probe(&self) -> Result<Probe, WireError> {
         let mut con = self.con()?;
         let p = &self.config.prefix;
-        let (meta, oldest): (Vec<Option<u64>>, Value) = redis::pipe()
+        let (meta, oldest): (Vec<Option<u64>>, StreamRangeReply) = redis::pipe()
             .cmd("HMGET")
             .arg(format!("{p}meta"))
             .arg("id")
@@ -538,10 +539,7 @@ impl Cluster {
             .query_async(&mut con)
             .await
             .map_err(|_| unavailable())?;
-        let oldest = array(oldest)
-            .and_then(|a| a.into_iter().next())
-            .and_then(|e| redis::from_redis_value::<StreamEntry>(e).ok())
-            .map(|e| e.0.id);
+        let oldest = oldest.ids.into_iter().next().map(|e| e.id);
         Ok(Probe {
             canvas_id: meta.first().copied().flatten().unwrap_or(0),
             seq: meta.get(1).copied().flatten().unwrap_or(0),
@@ -574,14 +572,12 @@ impl Cluster {
             .arg(name.to_ascii_lowercase());
         let answer = self.submit(cmd);
         async move {
-            let reply = array(answer.await?).ok_or_else(unavailable)?;
-            match (word(reply.first()), reply.get(1)) {
-                (Some("ok"), Some(seq)) => int(seq).ok_or_else(unavailable),
-                (Some("cooldown"), left) => Err(WireError::new(
-                    ErrorCode::Cooldown,
-                    left.and_then(int).unwrap_or(1).to_string(),
-                )),
-                (Some("out_of_range"), _) => Err(WireError::new(
+            let reply: Vec<String> =
+                redis::from_redis_value(answer.await?).map_err(|_| unavailable())?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["ok", seq] => seq.parse().map_err(|_| unavailable()),
+                ["cooldown", left] => Err(WireError::new(ErrorCode::Cooldown, left)),
+                ["out_of_range"] => Err(WireError::new(
                     ErrorCode::OutOfRange,
                     "outside the canvas or palette",
                 )),
@@ -984,125 +980,77 @@ impl Cluster {
     }
 }
 
-fn word(v: Option<&Value>) -> Option<&str> {
-    match v? {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        Value::Okay => Some("OK"),
-        _ => None,
-    }
-}
-
-fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn array(v: Value) -> Option<Vec<Value>> {
-    match v {
-        Value::Array(a) | Value::Set(a) => Some(a),
-        Value::Nil => Some(Vec::new()),
-        _ => None,
-    }
-}
-
-fn field(map: &std::collections::HashMap<String, Value>, key: &str) -> Option<String> {
-    map.get(key).and_then(text)
-}
-
 /// Turns one stream entry into an event.
-fn parse_event(entry: &redis::streams::StreamId) -> Option<RemoteEvent> {
-    let m = &entry.map;
-    let num = |k: &str| field(m, k).and_then(|v| v.parse::<u64>().ok());
-    Some(match field(m, "t")?.as_str() {
+fn parse_event(entry: &StreamId) -> Option<RemoteEvent> {
+    let field = |k: &str| entry.get::<String>(k);
+    let num = |k: &str| entry.get::<u64>(k);
+    Some(match field("t")?.as_str() {
         "p" => RemoteEvent::Pixel {
             seq: num("s")?,
             x: u16::try_from(num("x")?).ok()?,
             y: u16::try_from(num("y")?).ok()?,
             color: u8::try_from(num("c")?).ok()?,
-            name: Arc::from(field(m, "n")?),
+            name: Arc::from(field("n")?),
             unix_ms: num("ms")?,
         },
         "m" => RemoteEvent::Msg(ChatLine {
             chat_seq: num("s")?,
             unix_ms: num("ms")?,
-            from: Arc::from(field(m, "n")?),
-            text: Arc::from(field(m, "x")?),
+            from: Arc::from(field("n")?),
+            text: Arc::from(field("x")?),
         }),
         "d" => RemoteEvent::Dm {
-            from: Arc::from(field(m, "f")?),
-            to: field(m, "to")?,
-            text: Arc::from(field(m, "x")?),
+            from: Arc::from(field("f")?),
+            to: field("to")?,
+            text: Arc::from(field("x")?),
         },
         "j" => RemoteEvent::Joined {
-            name: Arc::from(field(m, "n")?),
-            server: field(m, "v")?,
+            name: Arc::from(field("n")?),
+            server: field("v")?,
             nonce: num("k").unwrap_or(0),
             quiet: num("q") == Some(1),
         },
         "l" => RemoteEvent::Left {
-            name: Arc::from(field(m, "n")?),
+            name: Arc::from(field("n")?),
             quiet: num("q") == Some(1),
         },
         "k" => RemoteEvent::Kick {
-            name: field(m, "n")?,
-            ban: field(m, "b")? == "1",
+            name: field("n")?,
+            ban: field("b")? == "1",
         },
-        "u" => RemoteEvent::Unban {
-            name: field(m, "n")?,
-        },
+        "u" => RemoteEvent::Unban { name: field("n")? },
         _ => return None,
     })
 }
 
+/// The `LOAD` script's reply: meta (id, width, height, seq, chat seq), the
+/// pixels, `whose` (pixel index to `seq:unix_ms:name`), the chat lines,
+/// the users, the latest stream entries (newest first) and the bans.
+type LoadReply = (
+    (u64, u16, u16, u64, u64),
+    Vec<u8>,
+    HashMap<usize, String>,
+    Vec<String>,
+    Vec<String>,
+    StreamRangeReply,
+    Vec<String>,
+);
+
 /// Reads the reply of the `LOAD` script.
 fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
-    let mut parts = array(value).context("not an array")?.into_iter();
-    let mut next = || parts.next().context("short reply");
-    let meta = array(next()?).context("meta")?;
-    let meta_num = |i: usize| meta.get(i).and_then(int).context("meta field");
-    let (id, width, height, seq, chat_seq) = (
-        meta_num(0)?,
-        u16::try_from(meta_num(1)?)?,
-        u16::try_from(meta_num(2)?)?,
-        meta_num(3)?,
-        meta_num(4)?,
-    );
-    let pixels = match next()? {
-        Value::BulkString(b) => b,
-        _ => bail!("the pixels are missing"),
-    };
+    let ((id, width, height, seq, chat_seq), pixels, whose, chat, users, recent, banned): LoadReply =
+        redis::from_redis_value(value)?;
     let n = usize::from(width) * usize::from(height);
     if pixels.len() != n {
         bail!("the pixels do not fit a {width}x{height} canvas");
     }
     let mut meta_of: Vec<Option<PixelMeta>> = vec![None; n];
-    let whose = array(next()?).context("whose")?;
-    for pair in whose.chunks(2) {
-        let (Some(idx), Some(val)) = (pair.first().and_then(int), pair.get(1).and_then(text))
-        else {
-            continue;
-        };
+    for (idx, val) in whose {
         let mut it = val.splitn(3, ':');
         let (Some(s), Some(ms), Some(name)) = (it.next(), it.next(), it.next()) else {
             continue;
         };
-        if let (Ok(seq), Ok(unix_ms), Some(slot)) =
-            (s.parse(), ms.parse(), meta_of.get_mut(idx as usize))
-        {
+        if let (Ok(seq), Ok(unix_ms), Some(slot)) = (s.parse(), ms.parse(), meta_of.get_mut(idx)) {
             *slot = Some(PixelMeta {
                 name: Arc::from(name),
                 unix_ms,
@@ -1113,7 +1061,7 @@ fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
     let canvas = Canvas::restore(id, width, height, seq, pixels.into_iter().zip(meta_of))
         .map_err(|e| anyhow::anyhow!(e.message))?;
     let mut world = World::new(canvas);
-    for line in array(next()?).context("chat")?.iter().filter_map(text) {
+    for line in chat {
         let mut it = line.splitn(4, ' ');
         if let (Some(s), Some(ms), Some(from), Some(body)) =
             (it.next(), it.next(), it.next(), it.next())
@@ -1128,51 +1076,41 @@ fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
         }
     }
     world.chat_seq = chat_seq;
-    let users = array(next()?)
-        .context("users")?
+    world.bans = banned.into_iter().collect();
+    let users = users
         .iter()
-        .filter_map(text)
         .filter_map(|v| {
             let mut words = v.split(' ').skip(1);
             let name = words.next()?.to_string();
             Some((name, words.next() == Some("q")))
         })
         .collect();
-    let recent_entries = array(next()?).context("recent events")?;
-    let mut position = "0-0".to_string();
-    let mut recent = Vec::new();
-    for (i, entry) in recent_entries.into_iter().enumerate() {
-        let Ok(entry) = redis::from_redis_value::<StreamEntry>(entry) else {
-            continue;
-        };
-        if i == 0 {
-            position = entry.0.id.clone();
-        }
-        if let Some(RemoteEvent::Pixel {
-            seq,
-            x,
-            y,
-            color,
-            name,
-            ..
-        }) = parse_event(&entry.0)
-            && seq <= world.canvas.seq()
-        {
-            recent.push(Pixel {
+    let position = recent
+        .ids
+        .first()
+        .map_or_else(|| "0-0".to_string(), |e| e.id.clone());
+    let mut recent: Vec<Pixel> = recent
+        .ids
+        .iter()
+        .filter_map(|entry| match parse_event(entry) {
+            Some(RemoteEvent::Pixel {
                 seq,
                 x,
                 y,
                 color,
                 name,
-            });
-        }
-    }
-    recent.reverse();
-    world.bans = array(next()?)
-        .context("banned")?
-        .iter()
-        .filter_map(text)
+                ..
+            }) if seq <= world.canvas.seq() => Some(Pixel {
+                seq,
+                x,
+                y,
+                color,
+                name,
+            }),
+            _ => None,
+        })
         .collect();
+    recent.reverse();
     // History must be consecutive up to the canvas seq.
     let latest = world.canvas.seq();
     let keep = recent
@@ -1188,24 +1126,4 @@ fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
         recent,
         position,
     })
-}
-
-/// One `XRANGE`-style entry (`[id, [field, value, ...]]`).
-struct StreamEntry(redis::streams::StreamId);
-
-impl redis::FromRedisValue for StreamEntry {
-    fn from_redis_value(v: Value) -> Result<Self, redis::ParsingError> {
-        let parts = match v {
-            Value::Array(a) => a,
-            _ => return Err("not an entry".into()),
-        };
-        let mut it = parts.into_iter();
-        let id: String = redis::from_redis_value(it.next().ok_or("no id")?)?;
-        let map = redis::from_redis_value(it.next().ok_or("no fields")?)?;
-        Ok(StreamEntry(redis::streams::StreamId {
-            id,
-            map,
-            ..Default::default()
-        }))
-    }
 }
