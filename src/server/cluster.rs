@@ -507,6 +507,20 @@ impl Cluster {
         })
     }
 
+    /// Runs a script that answers `ok`, or something else for `refused`.
+    async fn run_ok(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+        refused: impl FnOnce() -> WireError,
+    ) -> Result<(), WireError> {
+        let reply: String = self.run(invocation).await?;
+        if reply == "ok" {
+            Ok(())
+        } else {
+            Err(refused())
+        }
+    }
+
     /// Reads the whole shared state and the stream position it matches.
     pub async fn load(&self, history: usize) -> anyhow::Result<Loaded> {
         let mut con = self.con()?;
@@ -547,6 +561,14 @@ impl Cluster {
         })
     }
 
+    /// A call of a loaded script by its hash (pipelines cannot load it), with
+    /// the key prefix, its first argument.
+    fn evalsha(&self, script: &Script) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(0).arg(&self.config.prefix);
+        cmd
+    }
+
     /// Queues a placement for Redis now, so placements reach Redis in the
     /// order clients sent them, and returns a future of its seq. The caller
     /// need not wait for it before reading the client's next command.
@@ -557,11 +579,8 @@ impl Cluster {
         unix_ms: u64,
         cooldown: Duration,
     ) -> impl std::future::Future<Output = Result<u64, WireError>> + Send + 'static {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.scripts.place.get_hash())
-            .arg(0)
-            .arg(&self.config.prefix)
-            .arg(x)
+        let mut cmd = self.evalsha(&self.scripts.place);
+        cmd.arg(x)
             .arg(y)
             .arg(color)
             .arg(name)
@@ -593,11 +612,8 @@ impl Cluster {
         text: &str,
         unix_ms: u64,
     ) -> impl std::future::Future<Output = Result<(), WireError>> + Send + 'static {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.scripts.say.get_hash())
-            .arg(0)
-            .arg(&self.config.prefix)
-            .arg(name)
+        let mut cmd = self.evalsha(&self.scripts.say);
+        cmd.arg(name)
             .arg(text)
             .arg(unix_ms)
             .arg(self.config.stream_len)
@@ -768,14 +784,13 @@ impl Cluster {
             .arg(from)
             .arg(text)
             .arg(self.config.stream_len);
-        let reply: String = self.run(inv).await?;
-        match reply.as_str() {
-            "ok" => Ok(()),
-            _ => Err(WireError::new(
+        self.run_ok(inv, || {
+            WireError::new(
                 ErrorCode::NoSuchUser,
                 format!("nobody called {to} is online"),
-            )),
-        }
+            )
+        })
+        .await
     }
 
     /// Kicks or bans `name` wherever they are.
@@ -785,14 +800,13 @@ impl Cluster {
             .arg(name.to_ascii_lowercase())
             .arg(if ban { "1" } else { "0" })
             .arg(self.config.stream_len);
-        let reply: String = self.run(inv).await?;
-        match reply.as_str() {
-            "ok" => Ok(()),
-            _ => Err(WireError::new(
+        self.run_ok(inv, || {
+            WireError::new(
                 ErrorCode::NoSuchUser,
                 format!("nobody called {name} is online"),
-            )),
-        }
+            )
+        })
+        .await
     }
 
     /// Lifts the ban on `name`, everywhere.
@@ -801,14 +815,10 @@ impl Cluster {
         inv.arg(&self.config.prefix)
             .arg(name.to_ascii_lowercase())
             .arg(self.config.stream_len);
-        let reply: String = self.run(inv).await?;
-        match reply.as_str() {
-            "ok" => Ok(()),
-            _ => Err(WireError::new(
-                ErrorCode::NoSuchUser,
-                format!("{name} is not banned"),
-            )),
-        }
+        self.run_ok(inv, || {
+            WireError::new(ErrorCode::NoSuchUser, format!("{name} is not banned"))
+        })
+        .await
     }
 
     async fn heartbeat(&self) -> Result<(), WireError> {

@@ -243,25 +243,18 @@ impl Hub {
         );
         // The reply first: an admin kicking itself gets its `OK` before
         // the `BYE`, since nothing is sent after that.
-        match what {
-            Moderation::Kick => {
+        let change = match what {
+            Moderation::Kick => None,
+            Moderation::Ban => Some(Change::Ban(key.clone())),
+            Moderation::Unban => Some(Change::Unban(key.clone())),
+        };
+        match change {
+            None => {
                 self.reply(session, Reply::Ok);
             }
-            Moderation::Ban => {
-                self.commit(
-                    &mut st,
-                    Change::Ban(key.clone()),
-                    Some((&session.outbox, Reply::Ok)),
-                )
-                .expect("a ban always applies");
-            }
-            Moderation::Unban => {
-                self.commit(
-                    &mut st,
-                    Change::Unban(key.clone()),
-                    Some((&session.outbox, Reply::Ok)),
-                )
-                .expect("an unban always applies");
+            Some(change) => {
+                self.commit(&mut st, change, Some((&session.outbox, Reply::Ok)))
+                    .expect("bans are set operations: they always apply");
             }
         }
         if let Some(bye) = what.bye() {

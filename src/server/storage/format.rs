@@ -174,16 +174,16 @@ pub fn log_header(canvas_id: u64, seq: u64, chat_seq: u64, (w, h): (u16, u16)) -
     out
 }
 
+/// The fields of a `len`-byte header that starts with `magic` and ends
+/// with a CRC of the rest, if it is intact.
+fn checked<'a>(bytes: &'a [u8], magic: &[u8; 8], len: usize) -> Option<&'a [u8]> {
+    let header = bytes.get(..len)?;
+    let (body, mut crc) = header.split_at(len - 4);
+    (&body[..8] == magic && crc32fast::hash(body) == crc.get_u32()).then(|| &body[8..])
+}
+
 fn header_copy_v2(bytes: &[u8]) -> Option<Header> {
-    let copy = bytes.get(..HEADER_COPY_LEN)?;
-    if &copy[..8] != LOG_MAGIC_V2 {
-        return None;
-    }
-    let (body, mut crc) = copy.split_at(HEADER_COPY_LEN - 4);
-    if crc32fast::hash(body) != crc.get_u32() {
-        return None;
-    }
-    let mut r = &body[8..];
+    let mut r = checked(bytes, LOG_MAGIC_V2, HEADER_COPY_LEN)?;
     Some(Header {
         version: 2,
         canvas_id: r.get_u64(),
@@ -194,15 +194,7 @@ fn header_copy_v2(bytes: &[u8]) -> Option<Header> {
 }
 
 fn header_v1(bytes: &[u8]) -> Option<Header> {
-    let h = bytes.get(..LOG_V1_HEADER_LEN)?;
-    if &h[..8] != LOG_MAGIC_V1 {
-        return None;
-    }
-    let (body, mut crc) = h.split_at(LOG_V1_HEADER_LEN - 4);
-    if crc32fast::hash(body) != crc.get_u32() {
-        return None;
-    }
-    let mut r = &body[8..];
+    let mut r = checked(bytes, LOG_MAGIC_V1, LOG_V1_HEADER_LEN)?;
     Some(Header {
         version: 1,
         canvas_id: r.get_u64(),

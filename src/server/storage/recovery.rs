@@ -863,16 +863,7 @@ fn fix(
             .map_err(|e| anyhow::anyhow!(e.message))?;
             let mut state = World::new(canvas);
             state.chat_seq = chat_seq;
-            let kept = replay_what_follows(&mut state, &ins.journals);
-            files::write_snapshot(dir, &state, &super::Faults::none(), false)?;
-            for j in &ins.journals {
-                let to = move_aside(dir, j.name, "replayed")?;
-                report.lines.push(format!(
-                    "moved {} to {} after replaying it",
-                    j.name,
-                    to.display()
-                ));
-            }
+            let kept = rewrite_from(dir, &mut state, &ins.journals, &ins.journals, report)?;
             report.given_up += seq;
             report.lines.push(format!(
                 "wrote a new {SNAP} (new canvas id {:016x}) from the {kept} placements the journal held; \
@@ -953,16 +944,7 @@ fn fix(
                 .iter()
                 .position(|x| x.name == j.name)
                 .unwrap_or(0);
-            let kept = replay_what_follows(&mut state, &ins.journals[idx..]);
-            files::write_snapshot(dir, &state, &super::Faults::none(), false)?;
-            for j in &ins.journals {
-                let to = move_aside(dir, j.name, "replayed")?;
-                report.lines.push(format!(
-                    "moved {} to {} after replaying it",
-                    j.name,
-                    to.display()
-                ));
-            }
+            let kept = rewrite_from(dir, &mut state, &ins.journals[idx..], &ins.journals, report)?;
             report.given_up += missing;
             report.lines.push(format!(
                 "wrote a new {SNAP} (new canvas id {:016x}): {before} placements before the gap and {kept} after it; \
@@ -1037,6 +1019,29 @@ fn replay_until(state: &mut World, journals: &[JournalFile], stop: &str) -> u64 
         }
     }
     n
+}
+
+/// Replays `replay` into `state`, writes `state` as the new snapshot and
+/// moves every journal of `all` aside: a canvas rebuilt from what was
+/// there. Returns the pixels replayed.
+fn rewrite_from(
+    dir: &Path,
+    state: &mut World,
+    replay: &[JournalFile],
+    all: &[JournalFile],
+    report: &mut RepairReport,
+) -> anyhow::Result<u64> {
+    let kept = replay_what_follows(state, replay);
+    files::write_snapshot(dir, state, &super::Faults::none(), false)?;
+    for j in all {
+        let to = move_aside(dir, j.name, "replayed")?;
+        report.lines.push(format!(
+            "moved {} to {} after replaying it",
+            j.name,
+            to.display()
+        ));
+    }
+    Ok(kept)
 }
 
 /// Replays every record of `journals` that follows `state`, skipping what
