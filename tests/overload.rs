@@ -33,6 +33,57 @@ const GROWTH_BOUND_KIB: u64 = 64 * 1024;
 const PIXELS: u64 = 100_000;
 const SLOW_READERS: usize = 100;
 
+/// Clients that ask for the whole canvas and never read share one copy of
+/// it: 200 of them on a 1024 x 1024 canvas would pin 200 MiB of text if
+/// each had its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_ask_for_the_canvas_and_never_read_share_one_copy() {
+    const STALLED: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--width", "1024", "--height", "1024"];
+    let server = common::ServerProcess::start(dir.path(), &args).await;
+    let (pid, addr) = (server.pid(), server.addr);
+    let mut painter = TextClient::joined(addr, "painter").await;
+    for i in 0..64 {
+        assert!(
+            painter
+                .cmd(&format!("SET {i} {i} 5"))
+                .await
+                .starts_with("OK ")
+        );
+    }
+    // One reader first, so the snapshot and its encoding exist (and are
+    // counted in the baseline, not in the growth).
+    let (seq, rows) = TextClient::connect(addr).await.canvas().await;
+    assert_eq!((seq, rows.len(), rows[0].len()), (64, 1024, 1024));
+    let baseline = rss_kib(pid);
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        let cmd: &[u8] = if i % 2 == 0 {
+            b"CANVAS\n"
+        } else {
+            // Binary: HELLO, then CANVAS.
+            &[0, 0, 0, 7, 1, b'P', b'X', b'C', b'H', 0, 1, 0, 0, 0, 1, 6]
+        };
+        s.write_all(cmd).await.unwrap();
+        stalled.push(s);
+    }
+    // Everyone was answered as far as their sockets take it.
+    assert_eq!(painter.cmd("PING settled").await, "OK PONG settled");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_kib(pid).saturating_sub(baseline);
+    assert!(
+        grown < GROWTH_BOUND_KIB,
+        "{STALLED} stalled CANVAS clients grew the server by {grown} KiB"
+    );
+    // And the server still serves.
+    assert!(painter.cmd("SET 1 2 3").await.starts_with("OK "));
+    drop(stalled);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_never_read_keep_memory_bounded_and_delay_nobody() {
     let dir = tempfile::tempdir().unwrap();

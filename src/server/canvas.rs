@@ -3,9 +3,13 @@
 //! serialises access.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::protocol::{ErrorCode, MAX_SIDE, PALETTE, Pixel, Snapshot, WireError};
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::{
+    ErrorCode, Event, MAX_SIDE, Mode, PALETTE, Pixel, Snapshot, WireError, binary, text,
+};
 
 /// Colour a new canvas is filled with (white, as on r/place).
 pub const BLANK_COLOR: u8 = 0;
@@ -224,19 +228,74 @@ const BLOCK: usize = 1024;
 /// The most recent pixel events, oldest first, with consecutive seqs.
 #[derive(Debug)]
 pub struct History {
-    full: VecDeque<Arc<[Pixel]>>,
+    full: VecDeque<Arc<Block>>,
     current: Vec<Pixel>,
     full_len: usize,
     capacity: usize,
 }
 
+/// A block of history, immutable, with its encodings built once (by the
+/// first `SYNC` that sends it whole) and shared by every later one, so
+/// clients replaying it hold references, not copies.
+#[derive(Debug)]
+pub struct Block {
+    pixels: Box<[Pixel]>,
+    text: OnceLock<Bytes>,
+    binary: OnceLock<Bytes>,
+}
+
+impl Block {
+    fn new(pixels: impl Into<Box<[Pixel]>>) -> Self {
+        Self {
+            pixels: pixels.into(),
+            text: OnceLock::new(),
+            binary: OnceLock::new(),
+        }
+    }
+
+    /// The block's events, each as a `PIXEL` event in `mode`, one after
+    /// the other.
+    pub fn encoded(&self, mode: Mode) -> &Bytes {
+        let cell = match mode {
+            Mode::Text => &self.text,
+            Mode::Binary => &self.binary,
+        };
+        cell.get_or_init(|| {
+            let mut out = BytesMut::new();
+            for p in self.pixels.iter() {
+                encode_pixel(mode, p, &mut out);
+            }
+            out.freeze()
+        })
+    }
+}
+
+/// Appends one `PIXEL` event in `mode`.
+pub fn encode_pixel(mode: Mode, pixel: &Pixel, out: &mut BytesMut) {
+    let event = Event::Pixel(pixel.clone());
+    match mode {
+        Mode::Text => text::encode_event(&event, out),
+        Mode::Binary => binary::encode_event(&event, out),
+    }
+}
+
 /// Pixel events a `SYNC` replays: shared blocks, the first one partly skipped.
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
-    blocks: Vec<Arc<[Pixel]>>,
+    blocks: Vec<Arc<Block>>,
     skip: usize,
     /// Events to replay; the blocks may hold newer ones.
     len: usize,
+}
+
+/// A piece of a [`Replay`]: a whole block (whose encoding can be shared),
+/// or some of one.
+#[derive(Debug)]
+pub enum ReplayPart<'a> {
+    /// Every event of the block.
+    Whole(&'a Block),
+    /// These events only.
+    Some(&'a [Pixel]),
 }
 
 impl Replay {
@@ -244,9 +303,26 @@ impl Replay {
     pub fn iter(&self) -> impl Iterator<Item = &Pixel> {
         self.blocks
             .iter()
-            .flat_map(|b| b.iter())
+            .flat_map(|b| b.pixels.iter())
             .skip(self.skip)
             .take(self.len)
+    }
+
+    /// The events in seq order, by the block.
+    pub fn parts(&self) -> impl Iterator<Item = ReplayPart<'_>> {
+        let mut skip = self.skip;
+        let mut left = self.len;
+        self.blocks.iter().filter_map(move |b| {
+            let start = skip.min(b.pixels.len());
+            let end = (start + left).min(b.pixels.len());
+            skip -= start;
+            left -= end - start;
+            match (start, end) {
+                (s, e) if s == e => None,
+                (0, e) if e == b.pixels.len() => Some(ReplayPart::Whole(b)),
+                (s, e) => Some(ReplayPart::Some(&b.pixels[s..e])),
+            }
+        })
     }
 
     /// Number of events.
@@ -276,13 +352,13 @@ impl History {
         debug_assert!(self.newest().is_none_or(|s| s + 1 == pixel.seq));
         self.current.push(pixel);
         if self.current.len() == BLOCK {
-            let block: Arc<[Pixel]> = std::mem::take(&mut self.current).into();
-            self.full_len += block.len();
+            let block = Arc::new(Block::new(std::mem::take(&mut self.current)));
+            self.full_len += block.pixels.len();
             self.full.push_back(block);
         }
         while self.full_len > self.capacity {
             match self.full.pop_front() {
-                Some(b) => self.full_len -= b.len(),
+                Some(b) => self.full_len -= b.pixels.len(),
                 None => break,
             }
         }
@@ -294,14 +370,14 @@ impl History {
     fn oldest(&self) -> Option<u64> {
         self.full
             .front()
-            .map(|b| b[0].seq)
+            .map(|b| b.pixels[0].seq)
             .or_else(|| self.current.first().map(|p| p.seq))
     }
 
     fn newest(&self) -> Option<u64> {
         self.current
             .last()
-            .or_else(|| self.full.back().and_then(|b| b.last()))
+            .or_else(|| self.full.back().and_then(|b| b.pixels.last()))
             .map(|p| p.seq)
     }
 
@@ -330,12 +406,12 @@ impl History {
         let mut blocks = Vec::new();
         let mut skip = 0;
         for block in &self.full {
-            let last = block[block.len() - 1].seq;
+            let last = block.pixels[block.pixels.len() - 1].seq;
             if last <= seq {
                 continue;
             }
             if blocks.is_empty() {
-                skip = (seq + 1 - block[0].seq) as usize;
+                skip = (seq + 1 - block.pixels[0].seq) as usize;
             }
             blocks.push(block.clone());
         }
@@ -343,7 +419,7 @@ impl History {
             if blocks.is_empty() {
                 skip = (seq + 1 - self.current[0].seq) as usize;
             }
-            blocks.push(self.current.clone().into());
+            blocks.push(Arc::new(Block::new(self.current.clone())));
         }
         Ok(Replay {
             blocks,

@@ -5,11 +5,18 @@
 //! Anyone may [`Outbox::flush`]: the connection's reader right after it
 //! queued replies, the fan-out pacer when the watcher's write slot comes up,
 //! the writer task when the socket drains. A flush gathers what is due and
-//! writes it with a non-blocking write under the outbox lock, so writes stay
-//! in order and no task has to be woken to make one. Only when the kernel
-//! buffer is full does the connection's writer task take over, waiting for
-//! the socket to drain (or for the client to fall out of the broadcast
-//! window).
+//! writes it with a non-blocking vectored write, so no task has to be woken
+//! to make one. One flush writes at a time (the others find it busy and
+//! leave the work to it), and the socket write itself happens outside the
+//! outbox lock, so the hub queueing a message for this client never waits
+//! for a socket. Only when the kernel buffer is full does the connection's
+//! writer task take over, waiting for the socket to drain (or for the
+//! client to fall out of the broadcast window).
+//!
+//! What is gathered but not yet written ([`Pending`]) holds big shared
+//! things by reference: a snapshot and whole blocks of `SYNC` history are
+//! encoded once and shared by every client that asks, so a client that
+//! asks and never reads pins a reference, not a copy.
 //!
 //! Every queued message carries a *tag*: the ring index that was the end of
 //! the ring when the hub queued it. The writer sends log events up to the tag
@@ -26,7 +33,7 @@
 //! room for it, since the client is not reading.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -36,7 +43,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::broadcast::BroadcastRing;
-use super::canvas::Replay;
+use super::canvas::{Replay, ReplayPart, encode_pixel};
 use super::storage::ChatLine;
 use crate::protocol::Mode;
 use crate::protocol::{ErrorCode, Event, Reply, Snapshot, binary, text};
@@ -53,6 +60,8 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// Most bytes one flush writes before it lets the caller move on, so one
 /// client with a big backlog does not hold up the pacer's round.
 const FLUSH_BYTES: usize = 256 * 1024;
+/// Chunks one vectored write takes at most.
+const MAX_IOV: usize = 64;
 /// How long a closing connection may take to flush its last bytes.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 /// Send buffer added beyond the goodbye itself, for the kernel's
@@ -134,7 +143,7 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
-    fn encode(&self, mode: Mode, out: &mut BytesMut) {
+    fn encode(&self, mode: Mode, out: &mut Pending) {
         let reply = |r: &Reply, out: &mut BytesMut| match mode {
             Mode::Text => text::encode_reply(r, out),
             Mode::Binary => binary::encode_reply(r, out),
@@ -144,19 +153,19 @@ impl Outgoing {
             Mode::Binary => binary::encode_event(e, out),
         };
         match self {
-            Outgoing::Reply(r) => reply(r, out),
+            Outgoing::Reply(r) => reply(r, &mut out.tail),
             Outgoing::Join {
                 welcome,
                 snapshot,
                 replay,
                 history,
             } => {
-                reply(welcome, out);
+                reply(welcome, &mut out.tail);
                 if let Some(s) = snapshot {
-                    out.extend_from_slice(s.encoded(mode));
+                    out.push_shared(s.encoded(mode).clone());
                 }
-                for p in replay.iter().flat_map(Replay::iter) {
-                    event(&Event::Pixel(p.clone()), out);
+                if let Some(replay) = replay {
+                    out.push_replay(mode, replay);
                 }
                 for line in history {
                     event(
@@ -165,25 +174,125 @@ impl Outgoing {
                             from: line.from.clone(),
                             text: line.text.clone(),
                         },
-                        out,
+                        &mut out.tail,
                     );
                 }
             }
-            Outgoing::Canvas(s) => out.extend_from_slice(s.encoded(mode)),
+            Outgoing::Canvas(s) => out.push_shared(s.encoded(mode).clone()),
             Outgoing::Sync { replay, seq } => {
-                for p in replay.iter() {
-                    event(&Event::Pixel(p.clone()), out);
-                }
-                reply(&Reply::Sync { seq: *seq }, out);
+                out.push_replay(mode, replay);
+                reply(&Reply::Sync { seq: *seq }, &mut out.tail);
             }
-            Outgoing::Event(e) => event(e, out),
-            Outgoing::Raw(bytes) => out.extend_from_slice(bytes),
+            Outgoing::Event(e) => event(e, &mut out.tail),
+            Outgoing::Raw(bytes) => out.tail.extend_from_slice(bytes),
             Outgoing::Deferred(d) => {
                 if let Some(r) = d.take() {
-                    reply(&r, out);
+                    reply(&r, &mut out.tail);
                 }
             }
             Outgoing::Unsubscribe | Outgoing::Close => {}
+        }
+    }
+}
+
+/// Bytes gathered for the socket and not yet taken by it: small messages
+/// copied into `tail`, big shared ones (a snapshot, whole blocks of
+/// history) queued by reference. Every chunk holds whole frames, except
+/// that the first may start inside a frame the socket took part of: then
+/// `head_rest` bytes of it finish that frame.
+#[derive(Debug, Default)]
+struct Pending {
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    queued: usize,
+    tail: BytesMut,
+    head_rest: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.tail.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.queued + self.tail.len()
+    }
+
+    /// Queues shared bytes after what is gathered.
+    fn push_shared(&mut self, bytes: Bytes) {
+        self.seal();
+        if !bytes.is_empty() {
+            self.queued += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// Queues a replay: whole blocks by reference to their shared encoding,
+    /// the rest encoded here.
+    fn push_replay(&mut self, mode: Mode, replay: &Replay) {
+        for part in replay.parts() {
+            match part {
+                ReplayPart::Whole(block) => self.push_shared(block.encoded(mode).clone()),
+                ReplayPart::Some(pixels) => {
+                    for p in pixels {
+                        encode_pixel(mode, p, &mut self.tail);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the small bytes gathered so far into the chunks.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            let bytes = self.tail.split().freeze();
+            self.queued += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// The first chunks, for one vectored write.
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.chunks
+            .iter()
+            .take(MAX_IOV)
+            .map(|c| IoSlice::new(c))
+            .collect()
+    }
+
+    /// The socket took `n` bytes.
+    fn advance(&mut self, mode: Mode, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let first = self
+                .chunks
+                .front_mut()
+                .expect("no more written than queued");
+            if n >= first.len() {
+                n -= first.len();
+                self.chunks.pop_front();
+                self.head_rest = 0;
+            } else {
+                // Only on a partial write, so a full one costs nothing extra.
+                self.head_rest = frame_rest(mode, first, self.head_rest, n);
+                first.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Keeps only what finishes the frame the socket took part of.
+    fn cut_to_whole_frames(&mut self) {
+        let head = self
+            .chunks
+            .pop_front()
+            .map(|c| c.slice(..self.head_rest.min(c.len())));
+        self.chunks.clear();
+        self.tail = BytesMut::new();
+        self.queued = 0;
+        self.head_rest = 0;
+        if let Some(head) = head {
+            self.push_shared(head);
         }
     }
 }
@@ -222,11 +331,10 @@ struct State {
     cursor: Option<u64>,
     others: usize,
     /// Gathered but not yet accepted by the socket.
-    pending: BytesMut,
-    /// Bytes at the front of `pending` that finish a frame the socket took
-    /// only part of (0: `pending` starts on a frame boundary). Kept up to
-    /// date on partial writes only, so a full write costs nothing extra.
-    head_rest: usize,
+    pending: Pending,
+    /// A flush is writing `pending` (taken out of the lock meanwhile); the
+    /// others leave the work to it.
+    writing: bool,
     /// The socket's buffer is full: only the writer task writes, once it
     /// drains.
     blocked: bool,
@@ -425,56 +533,78 @@ impl Outbox {
         if st.blocked {
             return Flush::Blocked;
         }
+        if st.writing {
+            // The flush that is writing gathers again before it stops, and
+            // whoever queued something woke the writer task as well.
+            return Flush::Idle;
+        }
+        st.writing = true;
         let mut written = 0;
-        loop {
+        let end = loop {
             if st.pending.is_empty() {
                 if st.closing {
-                    return Flush::Close;
+                    break Flush::Close;
                 }
                 if written >= FLUSH_BYTES {
-                    return Flush::More;
+                    break Flush::More;
                 }
                 match gather(&mut st, self.mode, ring) {
                     Ok(0) => {}
                     Ok(replies) => self.reply_slots.add_permits(replies),
                     Err(Lagged) => {
+                        st.writing = false;
                         st.give_up(self.mode);
                         return Flush::Lagged;
                     }
                 }
                 if st.pending.is_empty() {
                     if st.closing {
-                        return Flush::Close;
+                        break Flush::Close;
                     }
                     // An idle connection holds no buffer: with tens of
                     // thousands of watchers, a few KiB each is most of the
                     // server's memory.
-                    st.pending = BytesMut::new();
-                    return Flush::Idle;
+                    st.pending = Pending::default();
+                    break Flush::Idle;
                 }
+                st.pending.seal();
             }
-            match self.sock.try_write(&st.pending) {
-                Ok(n) => {
-                    st.head_rest = if n < st.pending.len() {
-                        frame_rest(self.mode, &st.pending, st.head_rest, n)
-                    } else {
-                        0
-                    };
-                    st.pending.advance(n);
-                    written += n;
-                }
+            // Written outside the lock: whoever queues a message for this
+            // client meanwhile (the hub, under its own lock) does not wait
+            // for the socket. Nobody else touches `pending` while `writing`.
+            let mut pending = std::mem::take(&mut st.pending);
+            drop(st);
+            let res = self.sock.try_write_vectored(&pending.slices());
+            if let Ok(n) = res {
+                pending.advance(self.mode, n);
+                written += n;
+            }
+            st = self.lock();
+            st.pending = pending;
+            match res {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     st.blocked = true;
-                    drop(st);
-                    self.wake.notify_one();
-                    return Flush::Blocked;
+                    break Flush::Blocked;
                 }
                 Err(_) => {
                     st.done = true;
-                    return Flush::Done;
+                    break Flush::Done;
                 }
             }
+            if st.lagged {
+                // Given up on while writing (too many DMs queued).
+                st.writing = false;
+                st.compose_goodbye(self.mode);
+                return Flush::Lagged;
+            }
+        };
+        st.writing = false;
+        if end == Flush::Blocked {
+            drop(st);
+            self.wake.notify_one();
         }
+        end
     }
 
     /// Replies were queued: write them now, unless the writer task owns the
@@ -508,7 +638,7 @@ impl Outbox {
     fn finish(&self) {
         let mut st = self.lock();
         st.done = true;
-        st.pending = BytesMut::new();
+        st.pending = Pending::default();
     }
 
     /// The client fell out of the broadcast window while its socket was
@@ -521,7 +651,21 @@ impl Outbox {
     /// then the goodbye. The client is not reading, so the send buffer is
     /// enlarged first to take it.
     async fn say_goodbye(&self) {
-        let last = std::mem::take(&mut self.lock().pending);
+        let last = loop {
+            {
+                let mut st = self.lock();
+                // A flush still writing hands `pending` back first.
+                if !st.writing {
+                    let mut p = std::mem::take(&mut st.pending);
+                    p.seal();
+                    break p.chunks.into_iter().fold(BytesMut::new(), |mut b, c| {
+                        b.extend_from_slice(&c);
+                        b
+                    });
+                }
+            }
+            tokio::task::yield_now().await;
+        };
         let sock = socket2::SockRef::from(self.sock.as_ref());
         // Linux sets twice the size asked for (the other half is for its
         // bookkeeping, which queued bytes are charged with too), and polls
@@ -586,8 +730,8 @@ fn gather(st: &mut State, mode: Mode, ring: &BroadcastRing) -> Result<usize, Lag
             None => (visible, 0),
         };
         if let Some(c) = cursor.filter(|&c| c < target) {
-            let budget = BATCH_BYTES - pending.len();
-            match ring.copy(mode, c, target, budget, pending) {
+            let budget = BATCH_BYTES.saturating_sub(pending.len());
+            match ring.copy(mode, c, target, budget, &mut pending.tail) {
                 Ok(reached) => {
                     *cursor = Some(reached);
                     if reached < target {
@@ -642,13 +786,23 @@ impl State {
         self.done = true;
         self.lagged = true;
         self.queue.clear();
-        self.pending.truncate(self.head_rest);
-        self.head_rest = 0;
+        if !self.writing {
+            self.compose_goodbye(mode);
+        }
+        // Else the flush that is writing does it when it hands `pending`
+        // back.
+    }
+
+    /// What a slow consumer is left with: the end of a partly sent frame,
+    /// then `BYE slow_consumer`.
+    fn compose_goodbye(&mut self, mode: Mode) {
+        self.pending.cut_to_whole_frames();
         Outgoing::Event(Event::Bye {
             code: ErrorCode::SlowConsumer,
             text: "you fell too far behind the event stream; reconnect and SYNC".into(),
         })
         .encode(mode, &mut self.pending);
+        self.pending.seal();
     }
 }
 
@@ -830,12 +984,51 @@ mod tests {
     }
 
     #[test]
+    fn pending_advances_across_chunks_and_tracks_the_frame_it_stopped_in() {
+        let mut p = Pending::default();
+        p.tail.extend_from_slice(b"OK 1\nOK 2\n");
+        p.push_shared(Bytes::from_static(b"ROW 0 00\nROW 1 00\n"));
+        p.tail.extend_from_slice(b"OK 3\n");
+        p.seal();
+        assert_eq!((p.chunks.len(), p.len()), (3, 33));
+        // Into the second chunk, in the middle of its first line.
+        p.advance(Mode::Text, 10 + 3);
+        assert_eq!((p.chunks.len(), p.head_rest, p.len()), (2, 6, 20));
+        assert_eq!(&p.chunks[0][..], b" 0 00\nROW 1 00\n");
+        // To the end of that line, then everything.
+        p.advance(Mode::Text, 6);
+        assert_eq!(p.head_rest, 0);
+        p.advance(Mode::Text, 14);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn shared_answers_are_queued_by_reference() {
+        let snapshot = Arc::new(SharedSnapshot::new(Snapshot {
+            canvas_id: 1,
+            seq: 0,
+            width: 64,
+            height: 64,
+            pixels: vec![3; 64 * 64],
+        }));
+        let (mut a, mut b) = (Pending::default(), Pending::default());
+        for p in [&mut a, &mut b] {
+            Outgoing::Canvas(snapshot.clone()).encode(Mode::Binary, p);
+        }
+        // Two clients, one copy: the same bytes behind both.
+        assert_eq!(a.chunks[0].as_ptr(), b.chunks[0].as_ptr());
+        assert_eq!(a.len(), snapshot.encoded(Mode::Binary).len());
+    }
+
+    #[test]
     fn giving_up_keeps_the_partly_sent_frame_whole_and_ends_with_bye() {
         let mut st = State::default();
         st.pending
-            .extend_from_slice(b"EL 1 2 3 4 a\nPIXEL 2 1 1 1 a\n");
+            .push_shared(Bytes::from_static(b"EL 1 2 3 4 a\nPIXEL 2 1 1 1 a\n"));
+        st.pending
+            .push_shared(Bytes::from_static(b"PIXEL 3 1 1 1 a\n"));
         // The socket took "PIX" of the first line already.
-        st.head_rest = 13;
+        st.pending.head_rest = 13;
         st.queue.push_back(Entry {
             tag: 0,
             gate: 0,
@@ -843,7 +1036,12 @@ mod tests {
         });
         st.give_up(Mode::Text);
         assert!(st.done && st.lagged && st.queue.is_empty());
-        let text = String::from_utf8(st.pending.to_vec()).unwrap();
+        let text: String = st
+            .pending
+            .chunks
+            .iter()
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
         assert!(
             text.starts_with("EL 1 2 3 4 a\nBYE slow_consumer "),
             "{text}"
@@ -871,10 +1069,11 @@ mod tests {
 
     #[test]
     fn frame_rest_walks_length_prefixed_frames() {
-        let mut p = BytesMut::new();
-        Outgoing::Reply(Reply::Set { seq: 7 }).encode(Mode::Binary, &mut p); // 13 bytes
-        Outgoing::Event(Event::Keepalive).encode(Mode::Binary, &mut p); // 5 bytes
-        Outgoing::Reply(Reply::Ok).encode(Mode::Binary, &mut p); // 5 bytes
+        let mut pending = Pending::default();
+        Outgoing::Reply(Reply::Set { seq: 7 }).encode(Mode::Binary, &mut pending); // 13 bytes
+        Outgoing::Event(Event::Keepalive).encode(Mode::Binary, &mut pending); // 5 bytes
+        Outgoing::Reply(Reply::Ok).encode(Mode::Binary, &mut pending); // 5 bytes
+        let p = pending.tail;
         assert_eq!(p.len(), 23);
         assert_eq!(frame_rest(Mode::Binary, &p, 0, 13), 0);
         assert_eq!(frame_rest(Mode::Binary, &p, 0, 2), 11);
