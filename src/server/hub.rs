@@ -644,11 +644,11 @@ impl State {
 
     fn shared_snapshot(&mut self) -> Arc<SharedSnapshot> {
         if let Some(s) = &self.snapshot
-            && s.snapshot.seq == self.world.canvas.seq()
+            && s.seq() == self.world.canvas.seq()
         {
             return s.clone();
         }
-        let s = Arc::new(SharedSnapshot::new(self.world.canvas.snapshot()));
+        let s = Arc::new(SharedSnapshot::frozen(self.world.canvas.frozen()));
         self.snapshot = Some(s.clone());
         s
     }
