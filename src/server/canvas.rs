@@ -535,7 +535,12 @@ mod tests {
         c.apply(0, 0, 5, &name, 1);
         let copy = c.clone();
         let frozen = c.frozen();
-        assert!(c.chunks.iter().zip(&copy.chunks).all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(
+            c.chunks
+                .iter()
+                .zip(&copy.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
         // A placement copies its chunk, only that one, and the copies keep
         // what they had.
         c.apply(1000, 1000, 7, &name, 2);

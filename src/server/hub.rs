@@ -330,7 +330,10 @@ impl Hub {
     pub async fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
         gate(session, &cmd)?;
         if let Backend::Cluster(cluster) = &self.backend {
-            match self.handle_remote(cluster, session, cmd).await? {
+            // Boxed: its state (a JOIN waiting for the stream, a call to
+            // Redis) would otherwise be part of every connection's future,
+            // idle ones included, standalone or not.
+            match Box::pin(self.handle_remote(cluster, session, cmd)).await? {
                 Ok(after) => return Ok(after),
                 Err(cmd) => return self.handle_here(session, cmd),
             }
