@@ -433,7 +433,10 @@ async fn a_quiet_binary_join_is_not_announced() {
     .await;
     let w = welcome(bot.reply().await);
     assert_eq!(w.users, ["bot*", "watcher"]);
-    assert!(matches!(bot.next().await, ServerMsg::Reply(Reply::Canvas(_))));
+    assert!(matches!(
+        bot.next().await,
+        ServerMsg::Reply(Reply::Canvas(_))
+    ));
     match bot
         .cmd(Command::Set {
             x: 0,
