@@ -309,12 +309,37 @@ fn parse_chat(line: &str) -> Result<ChatInput, String> {
                 ChatInput::Send(Command::Ban { name: name.clone() }, Sent::Ban { name })
             })
         }
+        "template" => parse_template(args).map(ChatInput::Local),
         "help" => Ok(ChatInput::Local(Request::Help)),
         "quit" => Ok(ChatInput::Local(Request::Quit)),
         _ => Err(format!(
-            "unknown command /{word}: try /tell NAME text, /who, /kick NAME, /ban NAME, /help, /quit (// to say a line starting with /)"
+            "unknown command /{word}: try /tell NAME text, /who, /template FILE X,Y, /kick NAME, /ban NAME, /help, /quit (// to say a line starting with /)"
         )),
     }
+}
+
+/// `/template FILE X,Y` (or `X Y`), or `/template off`.
+fn parse_template(args: &str) -> Result<Request, String> {
+    const USAGE: &str = "usage: /template FILE.png X,Y (or /template off)";
+    let args = args.trim();
+    if args.eq_ignore_ascii_case("off") {
+        return Ok(Request::NoTemplate);
+    }
+    // The place is the last one or two words; the path is what comes
+    // before, spaces and all.
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let read = |x: &str, y: &str| Some((x.parse::<u16>().ok()?, y.parse::<u16>().ok()?));
+    let (at, path_words) = match words.as_slice() {
+        [path @ .., x, y] if !path.is_empty() && read(x, y).is_some() => (read(x, y), path.len()),
+        [path @ .., xy] if !path.is_empty() => match xy.split_once(',') {
+            Some((x, y)) => (read(x, y), path.len()),
+            None => (None, 0),
+        },
+        _ => (None, 0),
+    };
+    let at = at.ok_or(USAGE)?;
+    let path = words[..path_words].join(" ");
+    Ok(Request::Template { path, at })
 }
 
 fn say(text: &str, line: &str) -> ChatInput {

@@ -117,6 +117,7 @@ impl App {
                 welcome.name, welcome.seq
             ))),
         }
+        self.recount_template();
         self.users.me = Some(welcome.name);
         self.session.joined_before = true;
         self.session.resyncing = false;
@@ -145,7 +146,14 @@ impl App {
                 let Some(canvas) = &mut self.canvas.pixels else {
                     return;
                 };
-                if canvas.apply(&p) == Applied::Gap && !self.session.resyncing {
+                let old = canvas.get(p.x, p.y);
+                let applied = canvas.apply(&p);
+                if let (Some(t), Some(old), Applied::Next | Applied::Gap) =
+                    (&mut self.template, old, applied)
+                {
+                    t.changed(p.x, p.y, old, p.color);
+                }
+                if applied == Applied::Gap && !self.session.resyncing {
                     // The server promises no gaps; if one shows, the canvas
                     // is wrong, and a fresh snapshot is the cure.
                     self.session.resyncing = true;
@@ -198,6 +206,15 @@ impl App {
     }
 
     fn on_reply(&mut self, tag: u64, result: Result<Reply, RequestError>, now: Instant) {
+        self.apply_reply(tag, result, now);
+        if self.canvas.stroke_tag == Some(tag) {
+            // A stroke's pixel was answered: the next may go.
+            self.canvas.stroke_tag = None;
+            self.paint_next(now);
+        }
+    }
+
+    fn apply_reply(&mut self, tag: u64, result: Result<Reply, RequestError>, now: Instant) {
         let Some(sent) = self.session.answered(tag) else {
             return;
         };
@@ -243,6 +260,7 @@ impl App {
                     .is_none_or(|c| c.id == s.canvas_id)
                 {
                     self.canvas.pixels = Some(Canvas::from_snapshot(&s));
+                    self.recount_template();
                 }
             }
             (sent, Reply::Error(e)) => {

@@ -485,7 +485,9 @@ fn question_mark_opens_help_and_any_key_closes_it() {
 
 #[test]
 fn a_click_places_at_the_clicked_pixel_and_a_second_click_reaches_the_lower_half() {
-    let mut app = online();
+    // 64x64 in 120x40 is drawn at 1:1: a cell is two pixels.
+    let mut app = online_on(64, 64, (120, 40), ColorMode::TrueColor);
+    assert_eq!(app.canvas.zoom, super::viewport::Zoom::In(1));
     let areas = app.layout.expect("a layout for 120x40");
     let inner = areas.canvas_inner;
     let click = |col: u16, row: u16| {
@@ -534,15 +536,28 @@ fn the_view_follows_the_cursor_on_a_canvas_larger_than_the_window() {
         t0(),
     );
     app.update(joined(snapshot(1, 64, 64, 0), &["alice"]), t0());
-    assert_eq!(app.canvas.view, (0, 0));
+    assert_eq!(app.canvas.origin, (0, 0));
     let inner = app.layout.unwrap().canvas_inner;
     assert!(inner.width < 64 && inner.height < 32, "{inner:?}");
+    // The view starts moving before the cursor reaches its edge: a
+    // quarter of it stays ahead.
+    press(
+        &mut app,
+        vec![key('l'); usize::from(inner.width - inner.width / 4)],
+    );
+    assert_eq!(app.canvas.origin.0, 1);
     press(&mut app, vec![key('L'); 8]);
     press(&mut app, vec![key('J'); 8]);
     assert_eq!(app.canvas.cursor, (63, 63));
-    assert_eq!(app.canvas.view, (64 - inner.width, 64 - 2 * inner.height));
+    assert_eq!(
+        app.canvas.origin,
+        (
+            64 - u32::from(inner.width),
+            64 - 2 * u32::from(inner.height)
+        )
+    );
     press(&mut app, vec![key('H'); 8]);
-    assert_eq!(app.canvas.view.0, 0);
+    assert_eq!(app.canvas.origin.0, 0);
     // A bigger window shows it all again.
     app.update(
         AppEvent::Resize {
@@ -551,7 +566,7 @@ fn the_view_follows_the_cursor_on_a_canvas_larger_than_the_window() {
         },
         t0(),
     );
-    assert_eq!(app.canvas.view, (0, 0));
+    assert_eq!(app.canvas.origin, (0, 0));
 }
 
 #[test]
