@@ -69,10 +69,19 @@ enum Action {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli).await {
+    // The local time zone can only be read safely while the process has
+    // one thread, so before the runtime starts its workers.
+    let utc_offset = time::UtcOffset::current_local_offset().map_or(0, |o| o.whole_seconds());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pixchat: start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli, utc_offset)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with the whole chain (`join as bob: name_taken: ...`),
@@ -97,7 +106,7 @@ fn password_hint(cli: &Cli, e: &anyhow::Error) -> &'static str {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<()> {
+async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
     init_logging(cli)?;
     let server = cli.server.as_str();
     let password = cli.password.clone().filter(|p| !p.is_empty());
@@ -122,6 +131,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 name: cli.name.clone(),
                 password,
                 template,
+                utc_offset,
             })
             .await
         }

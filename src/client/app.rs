@@ -239,6 +239,13 @@ impl App {
         self
     }
 
+    /// The same client showing chat times `seconds` east of UTC (the
+    /// local time zone, which only the process can find out).
+    pub fn with_utc_offset(mut self, seconds: i32) -> Self {
+        self.chat.utc_offset = seconds;
+        self
+    }
+
     /// The same client with a template (`--template`) at `at`.
     pub fn with_template(mut self, image: crate::client::image::Image, at: (u16, u16)) -> Self {
         self.set_template(image, at, Instant::now());
@@ -304,6 +311,7 @@ impl App {
     /// Applies one event at time `now` and returns what to do about it.
     pub fn update(&mut self, event: AppEvent, now: Instant) -> Vec<Intent> {
         self.now = now;
+        self.chat.clock_ms = self.session.wall.unix_ms(now);
         let mut requests = Vec::new();
         match event {
             AppEvent::Key(key) => self.on_key(key, &mut requests),
@@ -352,6 +360,7 @@ impl App {
         self.layout = Areas::compute(self.area(), wanted, self.users.names.len());
         if let Some(areas) = &self.layout {
             self.canvas.follow(areas.canvas_inner);
+            self.chat.view = (areas.messages.width, areas.messages.height);
         }
     }
 
@@ -386,7 +395,9 @@ impl App {
                 Some(prompt) => prompt.on_key(key, out),
                 None => out.push(Request::FocusCanvas),
             },
-            Focus::Chat => self.chat.on_key(key, self.layout.as_ref(), out),
+            Focus::Chat => self
+                .chat
+                .on_key(key, self.layout.as_ref(), &self.users.names, out),
             Focus::Canvas => {
                 if let Some(action) = keys::lookup(keys::DRAWING, &key) {
                     self.on_action(action, out);

@@ -42,6 +42,8 @@ pub struct Options {
     /// A template image read already (`--template`), and the canvas pixel
     /// of its top-left corner (`--at`).
     pub template: Option<(super::image::Image, (u16, u16))>,
+    /// Seconds east of UTC, for the chat's timestamps.
+    pub utc_offset: i32,
 }
 
 impl std::fmt::Debug for Options {
@@ -94,8 +96,9 @@ impl Drop for Term {
 /// Runs the terminal UI until the user quits.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (client, mut net) = Client::spawn(ClientConfig::new(options.server.clone()));
-    let mut app =
-        App::new(options.server, options.name, ColorMode::detect()).with_password(options.password);
+    let mut app = App::new(options.server, options.name, ColorMode::detect())
+        .with_password(options.password)
+        .with_utc_offset(options.utc_offset);
     if let Some((image, at)) = options.template {
         app = app.with_template(image, at);
     }

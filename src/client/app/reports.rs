@@ -118,6 +118,7 @@ impl App {
             ))),
         }
         self.recount_template();
+        self.chat.me = Some(welcome.name.clone());
         self.users.me = Some(welcome.name);
         self.session.joined_before = true;
         self.session.resyncing = false;
@@ -177,7 +178,11 @@ impl App {
                 from: from.to_string(),
                 text: text.to_string(),
             }),
-            Event::History { from, text, .. } => {
+            Event::History {
+                unix_ms,
+                from,
+                text,
+            } => {
                 // Every (re)join replays the latest chat; after a reconnect
                 // most of it is already on screen.
                 let seen = self.chat.lines.iter().any(|l| {
@@ -185,10 +190,18 @@ impl App {
                         if **f == *from && **t == *text)
                 });
                 if !seen {
-                    self.chat.push(ChatLine::History {
-                        from: from.to_string(),
-                        text: text.to_string(),
-                    });
+                    if !matches!(self.chat.lines.back(), Some(ChatLine::History { .. })) {
+                        // Said apart, so old chat never reads as live.
+                        self.chat
+                            .push(ChatLine::Rule("chat from before you joined".into()));
+                    }
+                    self.chat.push_at(
+                        ChatLine::History {
+                            from: from.to_string(),
+                            text: text.to_string(),
+                        },
+                        unix_ms,
+                    );
                 }
             }
             // The client pings every 15 s, which is what keeps the server's
@@ -264,16 +277,21 @@ impl App {
                 }
             }
             (sent, Reply::Error(e)) => {
-                match sent {
-                    Sent::Canvas => self.session.resyncing = false,
-                    Sent::Say { line } | Sent::Tell { line, .. } => self.chat.restore(line),
+                let recall = match sent {
+                    Sent::Canvas => {
+                        self.session.resyncing = false;
+                        ""
+                    }
+                    // Not put back into the input, where whatever the user
+                    // types next would be glued to it: `↑` brings it back.
+                    Sent::Say { .. } | Sent::Tell { .. } => " (↑ brings the line back)",
                     Sent::Pixel
                     | Sent::Who
                     | Sent::Whose { .. }
                     | Sent::Kick { .. }
-                    | Sent::Ban { .. } => {}
-                }
-                self.chat.push(ChatLine::Error(e.to_string()));
+                    | Sent::Ban { .. } => "",
+                };
+                self.chat.push(ChatLine::Error(format!("{e}{recall}")));
                 self.status.notify(now, e.to_string());
             }
             (_, other) => tracing::debug!(?other, "unexpected reply"),

@@ -304,7 +304,7 @@ fn tell_and_who_commands() {
 }
 
 #[test]
-fn a_dm_to_nobody_shows_the_server_error_and_keeps_the_text() {
+fn a_dm_to_nobody_shows_the_server_error_and_up_brings_the_line_back() {
     let mut app = online();
     press(&mut app, [code(KeyCode::Enter)]);
     press(&mut app, typed("/tell zed hi"));
@@ -319,10 +319,29 @@ fn a_dm_to_nobody_shows_the_server_error_and_keeps_the_text() {
     assert_eq!(
         app.chat.lines.back(),
         Some(&ChatLine::Error(
-            "no_such_user: nobody called zed is online".into()
+            "no_such_user: nobody called zed is online (↑ brings the line back)".into()
         ))
     );
+    // The input is not refilled behind the user's back: what they type
+    // next is a line of its own, not glued to the failed one.
+    assert_eq!(app.chat.input.value(), "");
+    let next = sent(&press(
+        &mut app,
+        typed("hello").into_iter().chain([code(KeyCode::Enter)]),
+    ));
+    assert_eq!(
+        next[0].1,
+        Command::Say {
+            text: "hello".into()
+        }
+    );
+    // ↑ twice brings the failed line back to fix it; ↓ returns.
+    press(&mut app, [code(KeyCode::Up), code(KeyCode::Up)]);
     assert_eq!(app.chat.input.value(), "/tell zed hi");
+    press(&mut app, [code(KeyCode::Down)]);
+    assert_eq!(app.chat.input.value(), "hello");
+    press(&mut app, [code(KeyCode::Down)]);
+    assert_eq!(app.chat.input.value(), "", "back to the empty line typed");
 }
 
 #[test]
