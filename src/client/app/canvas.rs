@@ -263,10 +263,15 @@ impl CanvasPane {
     /// hide it, and the pane has room for it beside the view.
     pub fn overview_area(&self, inner: Rect) -> Option<(Rect, Zoom)> {
         let view = self.viewport(inner)?;
-        if !self.overview || !view.cropped() {
+        let (w, h) = self.size()?;
+        // Only when much of the canvas is out of sight: over a canvas that
+        // almost fits, the overview would hide more than it shows.
+        let shown = |dots: u16, len: u32| u32::from(dots) * 3 < len * 2;
+        let (cols, rows) = (view.area.width, 2 * view.area.height);
+        let much_hidden = shown(cols, self.zoom.dots(w)) || shown(rows, self.zoom.dots(h));
+        if !self.overview || !much_hidden {
             return None;
         }
-        let (w, h) = self.size()?;
         let most = (
             OVERVIEW_MAX.0.min(inner.width / 3),
             OVERVIEW_MAX.1.min(inner.height / 2),

@@ -758,3 +758,29 @@ fn a_click_lands_on_the_pixel_drawn_under_it() {
     assert_eq!(app.layout, None);
     assert!(press(&mut app, [border]).is_empty());
 }
+
+#[test]
+fn with_no_color_nothing_is_coloured_and_the_canvas_is_ink_on_paper() {
+    let mut app = online_on(64, 64, (120, 40), ColorMode::NoColor);
+    place(&mut app, 1, 10, 4, 3);
+    place(&mut app, 2, 11, 5, 3);
+    let buf = render(&app);
+    assert!(
+        buf.content
+            .iter()
+            .all(|c| c.fg == Color::Reset && c.bg == Color::Reset),
+        "a colour was drawn"
+    );
+    let inner = inner(&app);
+    // Black at (10,4) is the upper dot of cell (10,2), (11,5) the lower
+    // of (11,2); white is paper.
+    assert_eq!(buf[(inner.x + 10, inner.y + 2)].symbol(), "▀");
+    assert_eq!(buf[(inner.x + 11, inner.y + 2)].symbol(), "▄");
+    assert_eq!(buf[(inner.x + 12, inner.y + 2)].symbol(), " ");
+    // The cursor, at (0,0), is shown reversed.
+    assert!(
+        buf[(inner.x, inner.y)]
+            .modifier
+            .contains(Modifier::REVERSED)
+    );
+}
