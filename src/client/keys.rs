@@ -189,7 +189,7 @@ pub const DRAWING: &[Row] = &[
     },
     Row {
         keys: "Shift+←↓↑→ HJKL",
-        help: "move 8 pixels",
+        help: "move 8 times as far",
         bindings: &[
             b(Shift(Left), mv(-FAST, 0)),
             b(Shift(Down), mv(0, FAST)),

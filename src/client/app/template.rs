@@ -74,6 +74,10 @@ impl Template {
             .saturating_add(side)
             .min(self.at.1.saturating_add(self.height));
         let (x0, y0) = (x.max(self.at.0), y.max(self.at.1));
+        if x0 >= x1 || y0 >= y1 {
+            // Most dots of a zoomed-out frame miss the template.
+            return None;
+        }
         let mut counts = [0u32; 256];
         for py in y0..y1 {
             for px in x0..x1 {

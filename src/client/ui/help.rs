@@ -110,7 +110,7 @@ impl Help<'_> {
         right.push(head("Chat commands"));
         right.extend(keys::COMMANDS.iter().map(|(k, h)| row(k, h)));
         right.push(Line::styled(
-            "Offline, placed pixels wait and are sent on reconnect.",
+            "Offline, placed pixels wait for the reconnect.",
             Style::new().fg(Color::DarkGray),
         ));
         (left, right)

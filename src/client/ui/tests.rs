@@ -784,3 +784,21 @@ fn with_no_color_nothing_is_coloured_and_the_canvas_is_ink_on_paper() {
             .contains(Modifier::REVERSED)
     );
 }
+
+#[test]
+fn offline_the_title_names_the_colour_drawn_not_the_servers() {
+    let mut app = online_on(64, 64, (120, 40), ColorMode::TrueColor);
+    app.update(
+        net(ClientEvent::Disconnected {
+            reason: "gone".into(),
+            retry_in: Duration::from_secs(5),
+        }),
+        t0(),
+    );
+    // Red placed offline: queued, drawn, and named in the title.
+    press(&mut app, [key('5'), key(' ')]);
+    assert_eq!(app.canvas.queued(), 1);
+    let buf = render(&app);
+    let title = row(&buf, areas(&app).canvas.y);
+    assert!(title.contains("(0,0) red"), "{title}");
+}
