@@ -251,7 +251,8 @@ impl ChatPane {
     /// A line's pieces, with its stamp first when stamps are shown.
     fn pieces_of<'a>(&self, line: &'a ChatLine, stamp: &'a str) -> Vec<Piece<'a>> {
         let mut pieces = line.pieces();
-        if self.timestamps {
+        // A rule marks a place in the chat, not a moment.
+        if self.timestamps && !matches!(line, ChatLine::Rule(_)) {
             pieces.insert(0, (Tone::Time, stamp));
             pieces.insert(1, (Tone::Time, " "));
         }
