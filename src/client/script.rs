@@ -3,18 +3,26 @@
 //! (or one plain line), and the server's own error as the failure, so shell
 //! scripts and cron jobs can check `$?` and read stderr. On a server with a
 //! password each session starts with `AUTH`, whether it joins or not.
+//!
+//! `set` and `say` join quietly (no `JOINED` or `LEFT` in anyone's chat;
+//! `WHO` shows the name with a `*`), and check their arguments before
+//! connecting, and the pixel against the canvas size before joining, so a
+//! mistyped cron line neither joins nor leaves a trace.
 
 use std::future::Future;
 use std::io::Write;
 
 use anyhow::Context;
 
-use super::net::{Connection, Login};
-use crate::protocol::{Command, PALETTE, Reply, color_by_name, text};
+use super::net::{ClientError, Connection, Login};
+use crate::protocol::{
+    Command, ErrorCode, MAX_SIDE, PALETTE, Reply, WireError, color_by_name, text, validate_name,
+    validate_text,
+};
 
 /// Reads a colour as the text mode does: a palette index or a colour name
-/// (ignoring case). Indexes are passed on unchecked, so the server's
-/// `out_of_range` is what a script sees for 16 and above.
+/// (ignoring case). The index is not checked against the palette here:
+/// [`set`] refuses 16 and above with the server's own `out_of_range`.
 pub fn parse_color(s: &str) -> anyhow::Result<u32> {
     if let Ok(n) = s.parse::<u32>() {
         return Ok(n);
@@ -45,17 +53,57 @@ async fn authed(server: &str, password: Option<&str>) -> anyhow::Result<Connecti
 }
 
 async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
-    let mut conn = Connection::connect(server).await?;
+    join(Connection::connect(server).await?, login).await
+}
+
+async fn join(mut conn: Connection, login: &Login) -> anyhow::Result<Connection> {
     conn.join(login, None)
         .await
         .with_context(|| format!("join as {}", login.name))?;
     Ok(conn)
 }
 
-/// Places one pixel and returns its seq.
+/// The error the server would give, found without asking it: the same
+/// code and words, so a script reads one kind of failure.
+fn refuse(code: ErrorCode, message: String) -> anyhow::Error {
+    ClientError::Server(WireError::new(code, message)).into()
+}
+
+/// `--name`, checked as the server would check it.
+fn check_name(login: &Login) -> anyhow::Result<()> {
+    validate_name(&login.name)
+        .map_err(ClientError::Server)
+        .with_context(|| format!("--name {:?}", login.name))
+}
+
+/// A pixel inside a `width` x `height` canvas, in the server's words.
+fn check_pixel(x: u32, y: u32, width: u32, height: u32) -> anyhow::Result<()> {
+    if x >= width || y >= height {
+        return Err(refuse(
+            ErrorCode::OutOfRange,
+            format!("x must be 0-{} and y 0-{}", width - 1, height - 1),
+        ));
+    }
+    Ok(())
+}
+
+/// Places one pixel and returns its seq. Joins quietly.
 pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> anyhow::Result<u64> {
     let color = parse_color(color)?;
-    let mut conn = joined(server, login).await?;
+    if color as usize >= PALETTE.len() {
+        return Err(refuse(
+            ErrorCode::OutOfRange,
+            format!("color must be 0-{}", PALETTE.len() - 1),
+        ));
+    }
+    check_name(login)?;
+    let side = u32::from(MAX_SIDE);
+    check_pixel(x, y, side, side)?;
+    let conn = Connection::connect(server).await?;
+    // HELLO told the size: a pixel outside is refused before joining.
+    let hello = conn.hello();
+    check_pixel(x, y, hello.width.into(), hello.height.into())?;
+    let mut conn = join(conn, &login.clone().quietly()).await?;
     let seq = match conn.request(&Command::Set { x, y, color }).await? {
         Reply::Set { seq } => seq,
         other => anyhow::bail!("SET was answered with {other:?}"),
@@ -65,9 +113,11 @@ pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> an
     Ok(seq)
 }
 
-/// Sends one chat message.
+/// Sends one chat message. Joins quietly.
 pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<()> {
-    let mut conn = joined(server, login).await?;
+    validate_text(message).map_err(ClientError::Server)?;
+    check_name(login)?;
+    let mut conn = joined(server, &login.clone().quietly()).await?;
     conn.request(&Command::Say {
         text: message.to_string(),
     })
@@ -85,6 +135,7 @@ pub async fn watch(
     out: &mut impl Write,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    check_name(login)?;
     let mut conn = joined(server, login).await?;
     tokio::pin!(stop);
     let mut line = bytes::BytesMut::new();
