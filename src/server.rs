@@ -6,6 +6,7 @@ pub mod broadcast;
 pub(crate) mod canvas;
 pub mod cluster;
 pub(crate) mod connection;
+pub(crate) mod connections;
 pub(crate) mod fanout;
 pub(crate) mod hub;
 pub(crate) mod outbox;
@@ -21,9 +22,7 @@ pub mod bench_internals {
     pub use super::canvas::{Canvas, History};
 }
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,6 +37,7 @@ use tracing::{info, warn};
 use crate::protocol::Mode;
 use crate::protocol::{ErrorCode, Reply, WireError, binary, text};
 use broadcast::BroadcastLimits;
+use connections::{Connections, Refused};
 use hub::{Hub, HubConfig};
 use storage::StorageConfig;
 use supervise::{Ended, Supervisor, Task};
@@ -138,36 +138,6 @@ const REJECT_SNIFF: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Counts connections per IP address; a slot is given back on drop.
-#[derive(Debug, Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-struct IpSlot(Arc<PerIp>, IpAddr);
-
-impl PerIp {
-    fn try_take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut map = self.0.lock().expect("per-ip lock poisoned");
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut map = self.0.0.lock().expect("per-ip lock poisoned");
-        if let Some(n) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Connections the kernel completes before the accept loop takes them. A
 /// crowd connecting at once (hundreds within a millisecond, as after a
 /// restart) overflows the usual 128, and on Linux an overflowing connection
@@ -255,9 +225,12 @@ pub async fn run(
     info!(%addr, width, height, "listening");
 
     let limits = Arc::new(config.limits.clone());
-    let slots = Arc::new(Semaphore::new(config.max_clients));
+    let shared = Arc::new(connection::Shared {
+        hub: hub.clone(),
+        limits: limits.clone(),
+        connections: Connections::new(config.max_clients, limits.max_conns_per_ip),
+    });
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
-    let per_ip = Arc::new(PerIp::default());
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -293,38 +266,24 @@ pub async fn run(
                 }
             },
         };
-        let ip_slot = if limits.max_conns_per_ip > 0 {
-            match per_ip.try_take(peer.ip(), limits.max_conns_per_ip) {
-                Some(slot) => Some(slot),
-                None => {
-                    warn!(%peer, "too many connections from this address");
-                    reject(&rejects, &tracker, stream, too_many_connections());
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match shared.connections.admit(peer.ip()) {
+            Ok(listed) => {
                 if let Some(size) = config.send_buffer {
                     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
                 }
-                let hub = hub.clone();
-                let shutdown = shutdown.clone();
-                let limits = limits.clone();
-                tracker.spawn(async move {
-                    connection::serve(stream, peer, hub, limits, shutdown).await;
-                    drop(permit);
-                    drop(ip_slot);
-                });
+                tracker.spawn(connection::serve(stream, peer, shared.clone(), listed));
             }
-            Err(_) => reject(&rejects, &tracker, stream, server_full()),
+            Err(Refused::TooManyFromIp) => {
+                warn!(%peer, "too many connections from this address");
+                reject(&rejects, &tracker, stream, too_many_connections());
+            }
+            Err(Refused::Full) => reject(&rejects, &tracker, stream, server_full()),
         }
     }
     drop(listener);
     tracker.close();
-    info!("shutting down");
+    info!(connections = shared.connections.len(), "shutting down");
+    shared.connections.shut_down();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()

@@ -4,21 +4,23 @@
 
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Limits;
-use super::hub::{After, Hub, Session};
-use super::outbox::{Outbox, Outgoing, WriterEnd, run_writer};
+use super::connections::{Connections, Registered};
+use super::hub::{After, Handling, Hub, Session};
+use super::outbox::{KILL, Outbox, Outgoing, SHUTDOWN, STOP, WriterEnd};
 use crate::protocol::Mode;
 use crate::protocol::binary::{FrameError, ServerCodec};
 use crate::protocol::telnet::{TextCodec, TextInput};
@@ -44,59 +46,91 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Mode> {
     }
 }
 
-/// Serves one accepted connection until it closes or the server shuts down.
-pub async fn serve(
+/// What every connection shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub hub: Arc<Hub>,
+    pub limits: Arc<Limits>,
+    pub connections: Arc<Connections>,
+}
+
+/// Serves one accepted connection until it closes or the server shuts down;
+/// it stays `listed` until then.
+///
+/// Its future is what an idle connection costs beyond the socket, so what
+/// happens once (the sniffing, the goodbye) is boxed rather than kept in
+/// it, and what it waits on while idle keeps its wakers elsewhere: in the
+/// socket's registration and in the outbox. (An `async` block rather than
+/// an `async fn`, whose arguments would be kept twice.)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in every connection's future"
+)]
+pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    hub: Arc<Hub>,
-    limits: Arc<Limits>,
-    shutdown: CancellationToken,
-) {
-    let Some(mode) = sniff(&stream, limits.handshake_timeout).await else {
-        debug!(%peer, "closed: nothing sent within the handshake timeout");
-        return;
-    };
-    let _ = stream.set_nodelay(true);
-    // Dead peers of long-lived text sessions (which have no idle timeout)
-    // are found by the kernel's keepalive probes.
-    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-    if mode == Mode::Text {
-        // Telnet may send its data mark as urgent data after Ctrl-C; out of
-        // line, the kernel would take that one byte out of the stream and
-        // leave its IAC to swallow the next byte typed.
-        let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+    shared: Arc<Shared>,
+    listed: Registered,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Shared { hub, limits, .. } = &*shared;
+        let Some(mode) = Box::pin(sniff(&stream, limits.handshake_timeout)).await else {
+            debug!(%peer, "closed: nothing sent within the handshake timeout");
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        // Dead peers of long-lived text sessions (which have no idle timeout)
+        // are found by the kernel's keepalive probes.
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        if mode == Mode::Text {
+            // Telnet may send its data mark as urgent data after Ctrl-C; out of
+            // line, the kernel would take that one byte out of the stream and
+            // leave its IAC to swallow the next byte typed.
+            let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
+        }
+        let (rd, wr) = stream.into_split();
+        // No writer task yet: the outbox starts one when it has work the
+        // reader and the pacers leave to it.
+        let outbox = Outbox::new(mode, wr, hub.ring().clone());
+        listed.attach(&outbox);
+        let mut session = hub.session(outbox.clone());
+        let mut reader = Reader {
+            hub,
+            limits,
+            peer: &peer,
+            bucket: Bucket::new(limits.rate_limit, limits.rate_burst).map(Box::new),
+            idle: Idle::new(mode, limits.idle_timeout),
+            slot: false,
+        };
+        let (rd, stop) = match mode {
+            Mode::Text => {
+                let mut frames = Frames::new(rd, TextCodec::new());
+                let stop = reader.read(&mut frames, &mut session).await;
+                (frames.rd, stop)
+            }
+            Mode::Binary => {
+                let mut frames = Frames::new(rd, ServerCodec::default());
+                let stop = reader.read(&mut frames, &mut session).await;
+                (frames.rd, stop)
+            }
+        };
+        reader.finish(stop, &session);
+        hub.leave(&mut session);
+        Box::pin(close(rd, &outbox, hub, peer)).await;
+        debug!(%peer, "connection closed");
     }
-    let (rd, wr) = stream.into_split();
-    let outbox = Arc::new(Outbox::new(mode, wr));
-    let writer = tokio::spawn(run_writer(outbox.clone(), hub.ring().clone()));
-    let mut session = hub.session(outbox.clone());
-    let mut reader = Reader {
-        hub: &hub,
-        limits: &limits,
-        shutdown: &shutdown,
-        peer,
-        bucket: Bucket::new(limits.rate_limit, limits.rate_burst),
-    };
-    let mut rd = match mode {
-        Mode::Text => {
-            let mut frames = Frames::new(rd, TextCodec::new());
-            reader.run(&mut frames, &mut session).await;
-            frames.rd
-        }
-        Mode::Binary => {
-            let mut frames = Frames::new(rd, ServerCodec::default());
-            reader.run(&mut frames, &mut session).await;
-            frames.rd
-        }
-    };
-    hub.leave(&mut session);
+}
+
+/// Lets the writer send what is queued and close, then reads what the peer
+/// still sends, so the close is not a reset.
+async fn close(mut rd: OwnedReadHalf, outbox: &Outbox, hub: &Hub, peer: SocketAddr) {
     outbox.push_reply(hub.tag(), Outgoing::Close);
-    let mut writer = writer;
-    match tokio::time::timeout(WRITER_GRACE, &mut writer).await {
-        Ok(Ok(WriterEnd::Closed)) => {
+    outbox.wake();
+    match tokio::time::timeout(WRITER_GRACE, outbox.finished()).await {
+        Ok(WriterEnd::Closed) => {
             let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
         }
-        Ok(Ok(WriterEnd::Lagged)) => {
+        Ok(WriterEnd::Lagged) => {
             warn!(%peer, "disconnected a slow consumer");
             // Its goodbye may still sit in the send buffer, which the kernel
             // keeps sending after the close, unless unread input turns the
@@ -104,9 +138,8 @@ pub async fn serve(
             let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
         }
         Ok(_) => {}
-        Err(_) => writer.abort(),
+        Err(_) => outbox.kill(),
     }
-    debug!(%peer, "connection closed");
 }
 
 /// A connection's incoming frames, decoded by `D`. The read buffer exists
@@ -133,14 +166,18 @@ where
         }
     }
 
-    /// Whether a partly received frame waits for more bytes.
-    fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// The next frame; `None` at the end of the stream. Cancel-safe: bytes
-    /// read are kept in `self` until a frame is whole.
-    async fn next(&mut self) -> Option<Result<D::Item, D::Error>> {
+    /// Polls for the next frame; `None` at the end of the stream. Bytes
+    /// read are kept in `self` until a frame is whole. `before_wait` runs
+    /// whenever everything received so far is decoded and more must be
+    /// waited for: the moment to write the replies to it.
+    ///
+    /// A poll function rather than a future: the socket's registration
+    /// keeps the waker, so waiting costs the connection nothing.
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        before_wait: impl Fn(),
+    ) -> Poll<Option<Result<D::Item, D::Error>>> {
         loop {
             if !self.buf.is_empty() || self.eof {
                 let decoded = if self.eof {
@@ -149,18 +186,19 @@ where
                     self.codec.decode(&mut self.buf)
                 };
                 match decoded {
-                    Ok(Some(item)) => return Some(Ok(item)),
-                    Ok(None) if self.eof => return None,
+                    Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
+                    Ok(None) if self.eof => return Poll::Ready(None),
                     Ok(None) => {}
-                    Err(e) => return Some(Err(e)),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
                 }
             }
             if self.buf.is_empty() {
                 // Nothing half-read: give the buffer back while waiting.
                 self.buf = BytesMut::new();
             }
-            if let Err(e) = self.rd.readable().await {
-                return Some(Err(e.into()));
+            before_wait();
+            if let Err(e) = ready!(self.rd.as_ref().poll_read_ready(cx)) {
+                return Poll::Ready(Some(Err(e.into())));
             }
             if self.buf.capacity() - self.buf.len() < READ_BUFFER / 2 {
                 self.buf.reserve(READ_BUFFER.max(self.buf.len()));
@@ -169,7 +207,7 @@ where
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Some(Err(e.into())),
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
         }
     }
@@ -287,19 +325,102 @@ enum Stop {
 struct Reader<'a> {
     hub: &'a Hub,
     limits: &'a Limits,
-    shutdown: &'a CancellationToken,
-    peer: SocketAddr,
-    bucket: Option<Bucket>,
+    peer: &'a SocketAddr,
+    /// With a rate limit only.
+    bucket: Option<Box<Bucket>>,
+    /// Binary connections only.
+    idle: Option<Box<Idle>>,
+    /// A reply slot is taken for the next command.
+    slot: bool,
+}
+
+impl Stop {
+    /// Why the outbox interrupted the reader.
+    fn from(why: u8) -> Self {
+        if why & (KILL | STOP) != 0 {
+            Stop::Done
+        } else {
+            Stop::Shutdown
+        }
+    }
+}
+
+/// A binary client's silence: after half the idle timeout it is sent a
+/// `KEEPALIVE`, after the whole of it, it is disconnected.
+struct Idle {
+    timeout: Duration,
+    heard: Instant,
+    pinged: bool,
+    /// Moved on lazily, when it fires, rather than for every command.
+    timer: Pin<Box<Sleep>>,
+}
+
+/// What the silence timer asks for.
+enum Silence {
+    /// Nothing: the peer was heard since it was set.
+    Heard,
+    /// Half the timeout: ask for a sign of life.
+    Ping,
+    /// The whole timeout.
+    Gone,
+}
+
+impl Idle {
+    /// Only binary clients have a library that answers keepalives; text
+    /// sessions (netcat watchers) may sit silent for hours, and keep no
+    /// timer. On the heap, so what a connection keeps while idle stays
+    /// small.
+    fn new(mode: Mode, timeout: Duration) -> Option<Box<Self>> {
+        (mode == Mode::Binary && !timeout.is_zero()).then(|| {
+            Box::new(Self {
+                timeout,
+                heard: Instant::now(),
+                pinged: false,
+                timer: Box::pin(tokio::time::sleep(timeout / 2)),
+            })
+        })
+    }
+
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.pinged = false;
+    }
+
+    /// The timer fired: sets it again, and says why it fired.
+    fn fired(&mut self) -> Silence {
+        let due = if self.pinged {
+            self.heard + self.timeout
+        } else {
+            self.heard + self.timeout / 2
+        };
+        if Instant::now() < due {
+            self.timer.as_mut().reset(due);
+            Silence::Heard
+        } else if self.pinged {
+            Silence::Gone
+        } else {
+            self.pinged = true;
+            self.timer.as_mut().reset(self.heard + self.timeout);
+            Silence::Ping
+        }
+    }
+}
+
+/// What reading brought.
+enum Read {
+    /// A command to hand to the hub.
+    Command(Command),
+    /// Something handled already (a refusal, a telnet answer).
+    Handled,
+    /// Stop reading.
+    Stop(Stop),
 }
 
 impl Reader<'_> {
-    async fn run<D>(&mut self, frames: &mut Frames<D>, session: &mut Session)
-    where
-        D: Decoder,
-        D::Item: Into<Input>,
-        D::Error: ReadError + From<std::io::Error>,
-    {
-        if let Stop::Shutdown = self.read(frames, session).await {
+    /// What the client is told when the server shuts down while it is
+    /// connected.
+    fn finish(&self, stop: Stop, session: &Session) {
+        if let Stop::Shutdown = stop {
             if self.hub.journal_stuck() {
                 session
                     .outbox
@@ -315,6 +436,12 @@ impl Reader<'_> {
         }
     }
 
+    /// Reads and handles commands until the connection should stop.
+    ///
+    /// This future is most of what an idle connection costs, so it awaits
+    /// little: one poll function for everything an idle connection waits
+    /// for, whose wakers live elsewhere (the socket's registration, the
+    /// outbox, the timer), and the rare waits boxed.
     async fn read<D>(&mut self, frames: &mut Frames<D>, session: &mut Session) -> Stop
     where
         D: Decoder,
@@ -322,109 +449,28 @@ impl Reader<'_> {
         D::Error: ReadError + From<std::io::Error>,
     {
         let outbox = session.outbox.clone();
-        // Only binary clients have a library that answers keepalives; text
-        // sessions (netcat watchers) may sit silent for hours.
-        let idle = (outbox.mode() == Mode::Binary && !self.limits.idle_timeout.is_zero())
-            .then_some(self.limits.idle_timeout);
-        let mut heard = Instant::now();
-        let mut pinged = false;
         loop {
-            // Everything the peer sent so far is handled: write the replies
-            // now, from this task, rather than waking the writer for them.
-            // (A partly received command leaves that to the writer task.)
-            if frames.is_empty() {
-                outbox.flush_replies(self.hub.ring());
-            }
-            // One reply slot per command, taken before reading it, so a peer
-            // that never reads its replies stops being read instead of
-            // growing its queue.
-            tokio::select! {
-                _ = outbox.reserve_reply() => {}
-                _ = outbox.kill.cancelled() => return Stop::Done,
-                _ = outbox.stop.cancelled() => return Stop::Done,
-                _ = self.shutdown.cancelled() => return Stop::Shutdown,
-            }
-            let item = loop {
-                let deadline = match idle {
-                    Some(t) if pinged => heard + t,
-                    Some(t) => heard + t / 2,
-                    None => Instant::now() + Duration::from_secs(86_400),
-                };
+            let cmd = match std::future::poll_fn(|cx| self.poll_next(cx, frames, session)).await {
+                Read::Command(cmd) => cmd,
+                Read::Handled => continue,
+                Read::Stop(stop) => return stop,
+            };
+            if matches!(cmd, Command::Set { .. } | Command::Say { .. })
+                && !self.hub.fanout().has_room()
+            {
                 tokio::select! {
-                    item = frames.next() => break item,
-                    _ = outbox.kill.cancelled() => return Stop::Done,
-                    _ = outbox.stop.cancelled() => return Stop::Done,
-                    _ = self.shutdown.cancelled() => return Stop::Shutdown,
-                    _ = tokio::time::sleep_until(deadline), if idle.is_some() => {
-                        if pinged {
-                            debug!(peer = %self.peer, "idle timeout");
-                            outbox.push_other(self.hub.tag(), Outgoing::Event(Event::Bye {
-                                code: ErrorCode::IdleTimeout,
-                                text: "nothing heard from you for too long".into(),
-                            }));
-                            return Stop::Done;
-                        }
-                        pinged = true;
-                        outbox.push_other(self.hub.tag(), Outgoing::Event(Event::Keepalive));
-                    }
-                }
-            };
-            heard = Instant::now();
-            pinged = false;
-            let result = match item.map(|r| r.map(Into::into)) {
-                None => return Stop::Done,
-                Some(Err(e)) => {
-                    if let Some(err) = e.farewell() {
-                        debug!(peer = %self.peer, error = %e, "broken frame");
-                        self.hub.reply(session, Reply::Error(err));
-                    }
-                    return Stop::Done;
-                }
-                // Not a command: no rate limit, but it takes its place (and
-                // its reply slot) among the replies.
-                Some(Ok(Input::Answer(bytes))) => {
-                    outbox.push_reply(self.hub.tag(), Outgoing::Raw(bytes));
-                    continue;
-                }
-                Some(Ok(Input::Command(result))) => result,
-            };
-            let cmd = match result {
-                Err(err) if err.code == ErrorCode::CrossProtocol => {
-                    warn!(peer = %self.peer, "possible cross-protocol attack (HTTP request on the pixchat port); connection closed");
-                    outbox.kill.cancel();
-                    return Stop::Done;
-                }
-                result if !self.bucket.as_mut().is_none_or(Bucket::take) => {
-                    drop(result);
-                    self.hub.reply(
-                        session,
-                        Reply::Error(WireError::new(
-                            ErrorCode::RateLimited,
-                            format!(
-                                "at most {} commands per second; this one was dropped",
-                                self.limits.rate_limit
-                            ),
-                        )),
-                    );
-                    continue;
-                }
-                Err(err) => {
-                    self.hub.reply(session, Reply::Error(err));
-                    continue;
-                }
-                Ok(cmd) => cmd,
-            };
-            if matches!(cmd, Command::Set { .. } | Command::Say { .. }) {
-                tokio::select! {
-                    _ = self.hub.fanout().wait_for_room() => {}
-                    _ = outbox.kill.cancelled() => return Stop::Done,
-                    _ = self.shutdown.cancelled() => return Stop::Shutdown,
+                    _ = Box::pin(self.hub.fanout().wait_for_room()) => {}
+                    why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
                 }
             }
-            let handled = tokio::select! {
-                r = self.hub.handle(session, cmd) => r,
-                _ = outbox.kill.cancelled() => return Stop::Done,
-                _ = self.shutdown.cancelled() => return Stop::Shutdown,
+            // A kick (`STOP`) does not interrupt a command: it may be this
+            // client kicking itself, whose `OK` comes first.
+            let handled = match self.hub.start(session, cmd) {
+                Handling::Done(result) => result,
+                Handling::Later(later) => tokio::select! {
+                    r = later => r,
+                    why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
+                },
             };
             match handled {
                 Ok(After::Continue) => {}
@@ -441,6 +487,116 @@ impl Reader<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Polls for the next command: a reply slot for it first (a peer that
+    /// never reads its replies stops being read instead of growing its
+    /// queue), then input, an interruption or the silence timer. Replies
+    /// are written by this task when it has read all there is (see
+    /// `before_wait`) or runs out of slots, rather than by waking a writer
+    /// for each.
+    fn poll_next<D>(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut Frames<D>,
+        session: &mut Session,
+    ) -> Poll<Read>
+    where
+        D: Decoder,
+        D::Item: Into<Input>,
+        D::Error: ReadError + From<std::io::Error>,
+    {
+        let outbox = &session.outbox;
+        if let Poll::Ready(why) = outbox.poll_interrupted(cx, KILL | STOP | SHUTDOWN) {
+            return Poll::Ready(Read::Stop(Stop::from(why)));
+        }
+        if !self.slot {
+            if !outbox.try_reserve_reply() {
+                outbox.flush_replies(self.hub.ring());
+                ready!(outbox.poll_reply_slot(cx));
+            }
+            self.slot = true;
+        }
+        if let Some(idle) = self.idle.as_mut() {
+            while idle.timer.as_mut().poll(cx).is_ready() {
+                match idle.fired() {
+                    Silence::Heard => {}
+                    Silence::Ping => {
+                        outbox.push_other(self.hub.tag(), Outgoing::Event(Event::Keepalive));
+                    }
+                    Silence::Gone => {
+                        debug!(peer = %self.peer, "idle timeout");
+                        outbox.push_other(
+                            self.hub.tag(),
+                            Outgoing::Event(Event::Bye {
+                                code: ErrorCode::IdleTimeout,
+                                text: "nothing heard from you for too long".into(),
+                            }),
+                        );
+                        return Poll::Ready(Read::Stop(Stop::Done));
+                    }
+                }
+            }
+        }
+        let item = ready!(frames.poll_next(cx, || outbox.flush_replies(self.hub.ring())));
+        self.slot = false;
+        if let Some(idle) = self.idle.as_mut() {
+            idle.heard();
+        }
+        Poll::Ready(self.take(item, session))
+    }
+
+    /// What to do with what was read: a command for the hub, or a refusal
+    /// answered here.
+    fn take<I, E>(&mut self, item: Option<Result<I, E>>, session: &mut Session) -> Read
+    where
+        I: Into<Input>,
+        E: ReadError,
+    {
+        let outbox = &session.outbox;
+        let result = match item.map(|r| r.map(Into::into)) {
+            None => return Read::Stop(Stop::Done),
+            Some(Err(e)) => {
+                if let Some(err) = e.farewell() {
+                    debug!(peer = %self.peer, error = %e, "broken frame");
+                    self.hub.reply(session, Reply::Error(err));
+                }
+                return Read::Stop(Stop::Done);
+            }
+            // Not a command: no rate limit, but it takes its place (and its
+            // reply slot) among the replies.
+            Some(Ok(Input::Answer(bytes))) => {
+                outbox.push_reply(self.hub.tag(), Outgoing::Raw(bytes));
+                return Read::Handled;
+            }
+            Some(Ok(Input::Command(result))) => result,
+        };
+        match result {
+            Err(err) if err.code == ErrorCode::CrossProtocol => {
+                warn!(peer = %self.peer, "possible cross-protocol attack (HTTP request on the pixchat port); connection closed");
+                outbox.kill();
+                Read::Stop(Stop::Done)
+            }
+            result if !self.bucket.as_mut().is_none_or(|b| b.take()) => {
+                drop(result);
+                self.hub.reply(
+                    session,
+                    Reply::Error(WireError::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "at most {} commands per second; this one was dropped",
+                            self.limits.rate_limit
+                        ),
+                    )),
+                );
+                Read::Handled
+            }
+            Err(err) => {
+                self.hub.reply(session, Reply::Error(err));
+                Read::Handled
+            }
+            Ok(cmd) => Read::Command(cmd),
         }
     }
 }

@@ -189,11 +189,17 @@ impl Fanout {
             tokio::pin!(progressed);
             // Registered before the check, so a sweep in between is not missed.
             progressed.as_mut().enable();
-            if self.ring.end().saturating_sub(self.frontier()) <= MAX_AHEAD {
+            if self.has_room() {
                 return;
             }
             progressed.await;
         }
+    }
+
+    /// Whether the ring is at most [`MAX_AHEAD`] events ahead of the
+    /// fan-out: a producer need not wait.
+    pub fn has_room(&self) -> bool {
+        self.ring.end().saturating_sub(self.frontier()) <= MAX_AHEAD
     }
 
     /// Writes due events to the watchers of one bucket; true if any was due.

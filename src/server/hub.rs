@@ -19,6 +19,7 @@
 //! `commit`. Reads ([`reads`]) come from the state the changes built.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -195,6 +196,14 @@ pub(crate) struct Hub {
     admin_password: Option<String>,
 }
 
+/// A command being handled; see [`Hub::start`].
+pub(crate) enum Handling<'a> {
+    /// Handled.
+    Done(Result<After, WireError>),
+    /// Waiting for Redis.
+    Later(Pin<Box<dyn Future<Output = Result<After, WireError>> + Send + 'a>>),
+}
+
 /// What a command asks of the connection besides its reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum After {
@@ -325,20 +334,33 @@ impl Hub {
     }
 
     /// Runs one command for `session`, queueing its reply. Errors come back
-    /// to the caller, which queues them as the reply. In cluster mode the
-    /// commands that change shared state go to Redis first, hence async.
+    /// to the caller, which queues them as the reply.
+    #[cfg(test)]
     pub async fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
-        gate(session, &cmd)?;
-        if let Backend::Cluster(cluster) = &self.backend {
-            // Boxed: its state (a JOIN waiting for the stream, a call to
-            // Redis) would otherwise be part of every connection's future,
-            // idle ones included, standalone or not.
-            match Box::pin(self.handle_remote(cluster, session, cmd)).await? {
-                Ok(after) => return Ok(after),
-                Err(cmd) => return self.handle_here(session, cmd),
-            }
+        match self.start(session, cmd) {
+            Handling::Done(result) => result,
+            Handling::Later(later) => later.await,
         }
-        self.handle_here(session, cmd)
+    }
+
+    /// Like [`Hub::handle`], but a command answered at once needs no
+    /// future: standalone, all of them are. In cluster mode the commands
+    /// that change shared state go to Redis first; their future is boxed,
+    /// so a connection does not keep its state (a JOIN waiting for the
+    /// stream, a call to Redis) in its own future while idle.
+    pub fn start<'a>(&'a self, session: &'a mut Session, cmd: Command) -> Handling<'a> {
+        if let Err(e) = gate(session, &cmd) {
+            return Handling::Done(Err(e));
+        }
+        match &self.backend {
+            Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
+                match self.handle_remote(cluster, session, cmd).await? {
+                    Ok(after) => Ok(after),
+                    Err(cmd) => self.handle_here(session, cmd),
+                }
+            })),
+            Backend::Memory | Backend::Journal(_) => Handling::Done(self.handle_here(session, cmd)),
+        }
     }
 
     /// Commands this server answers itself: all of them standalone; the

@@ -34,13 +34,15 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::task::AtomicWaker;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{Notify, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use super::broadcast::BroadcastRing;
 use super::canvas::{Frozen, Replay, ReplayPart, encode_pixel};
@@ -359,8 +361,10 @@ struct State {
     /// Next ring index to send; `None` until the client joins.
     cursor: Option<u64>,
     others: usize,
-    /// Gathered but not yet accepted by the socket.
-    pending: Pending,
+    /// Gathered but not yet accepted by the socket, when a write took only
+    /// part of it; never empty. A flush gathers on its own stack, so an
+    /// idle connection holds none of it.
+    pending: Option<Box<Pending>>,
     /// A flush is writing `pending` (taken out of the lock meanwhile); the
     /// others leave the work to it.
     writing: bool,
@@ -376,20 +380,40 @@ struct State {
 }
 
 /// See the module docs.
+///
+/// The writer task exists only while it has something to do (a full
+/// socket, a backlog, a message from someone else, a reply waiting for the
+/// journal, the end of the connection): an idle connection has none.
 #[derive(Debug)]
 pub struct Outbox {
     mode: Mode,
     state: Mutex<State>,
     sock: OwnedWriteHalf,
+    ring: Arc<BroadcastRing>,
+    /// Itself, to start its writer from wherever work is queued.
+    this: Weak<Outbox>,
     wake: Notify,
-    reply_slots: Semaphore,
-    /// Cancelled when the connection must end at once (the writer ended,
-    /// a cross-protocol request): the writer stops without flushing.
-    pub kill: CancellationToken,
-    /// Cancelled when the reader must stop (kicked): what is queued is
-    /// still written, then the connection closes.
-    pub stop: CancellationToken,
+    /// A writer task is running (or starting).
+    writing_task: AtomicBool,
+    /// Replies the reader may still queue; see [`REPLIES_IN_FLIGHT`].
+    reply_slots: AtomicUsize,
+    /// Why the connection's task should stop what it waits for; see
+    /// [`Outbox::interrupted`].
+    ending: AtomicU8,
+    /// The connection's task, woken when `ending` changes or the writer
+    /// ends. Kept here rather than in a future it awaits, so waiting for
+    /// either costs an idle connection nothing.
+    task: AtomicWaker,
+    /// How the writer ended, once it has.
+    end: Mutex<Option<WriterEnd>>,
 }
+
+/// End at once: the writer ended, or a cross-protocol request.
+pub const KILL: u8 = 1;
+/// Stop reading; what is queued is still written (kicked).
+pub const STOP: u8 = 2;
+/// The server is shutting down.
+pub const SHUTDOWN: u8 = 4;
 
 /// Why the writer stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,17 +444,76 @@ pub enum Flush {
 }
 
 impl Outbox {
-    /// An outbox writing to `sock` in `mode`.
-    pub fn new(mode: Mode, sock: OwnedWriteHalf) -> Self {
-        Self {
+    /// An outbox writing to `sock` in `mode`, sending events from `ring`.
+    pub fn new(mode: Mode, sock: OwnedWriteHalf, ring: Arc<BroadcastRing>) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
             mode,
             state: Mutex::new(State::default()),
             sock,
+            ring,
+            this: this.clone(),
             wake: Notify::new(),
-            reply_slots: Semaphore::new(REPLIES_IN_FLIGHT),
-            kill: CancellationToken::new(),
-            stop: CancellationToken::new(),
+            writing_task: AtomicBool::new(false),
+            reply_slots: AtomicUsize::new(REPLIES_IN_FLIGHT),
+            ending: AtomicU8::new(0),
+            task: AtomicWaker::new(),
+            end: Mutex::new(None),
+        })
+    }
+
+    /// Ends the connection at once: the writer stops without flushing, the
+    /// reader stops reading.
+    pub fn kill(&self) {
+        self.interrupt(KILL);
+        self.wake();
+    }
+
+    /// Stops the reader; what is queued is still written.
+    fn stop(&self) {
+        self.interrupt(STOP);
+    }
+
+    /// Tells the connection's task that the server is shutting down.
+    pub fn shut_down(&self) {
+        self.interrupt(SHUTDOWN);
+    }
+
+    fn interrupt(&self, why: u8) {
+        self.ending.fetch_or(why, Ordering::SeqCst);
+        self.task.wake();
+    }
+
+    fn is_killed(&self) -> bool {
+        self.ending.load(Ordering::SeqCst) & KILL != 0
+    }
+
+    /// Resolves, with all the reasons given so far, once one of those in
+    /// `mask` ([`KILL`], [`STOP`], [`SHUTDOWN`]) is. Only the connection's
+    /// own task may wait for it.
+    pub fn interrupted(&self, mask: u8) -> impl Future<Output = u8> + '_ {
+        std::future::poll_fn(move |cx| self.poll_interrupted(cx, mask))
+    }
+
+    /// [`Outbox::interrupted`] as a poll function.
+    pub fn poll_interrupted(&self, cx: &mut Context<'_>, mask: u8) -> Poll<u8> {
+        // Registered before the check, so a change in between is seen.
+        self.task.register(cx.waker());
+        match self.ending.load(Ordering::SeqCst) {
+            why if why & mask != 0 => Poll::Ready(why),
+            _ => Poll::Pending,
         }
+    }
+
+    /// Resolves with how the writer ended, once it has. Only the
+    /// connection's own task may wait for it.
+    pub fn finished(&self) -> impl Future<Output = WriterEnd> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.task.register(cx.waker());
+            match *self.end.lock().expect("outbox end lock") {
+                Some(end) => Poll::Ready(end),
+                None => Poll::Pending,
+            }
+        })
     }
 
     /// The connection's wire mode.
@@ -442,12 +525,32 @@ impl Outbox {
         self.state.lock().expect("outbox lock poisoned")
     }
 
-    /// Waits until another reply may be queued. Call once per command
+    /// Takes a reply slot if one is free now. Call once per command
     /// before handling it; the writer gives the slot back after writing
     /// the reply.
-    pub async fn reserve_reply(&self) {
-        if let Ok(permit) = self.reply_slots.acquire().await {
-            permit.forget();
+    pub fn try_reserve_reply(&self) -> bool {
+        self.reply_slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Polls for a reply slot, taking it when one is free. Only the
+    /// connection's own task may poll for it.
+    pub fn poll_reply_slot(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check, so a slot given back in between
+        // wakes the task.
+        self.task.register(cx.waker());
+        if self.try_reserve_reply() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn give_back_replies(&self, n: usize) {
+        // Only a reader that found none free waits for them.
+        if self.reply_slots.fetch_add(n, Ordering::SeqCst) == 0 {
+            self.task.wake();
         }
     }
 
@@ -459,9 +562,11 @@ impl Outbox {
 
     /// Like [`Outbox::push_reply`], but the reply also waits until the ring
     /// is published up to `gate` (events it depends on, appended after it).
+    ///
+    /// Replies are queued by the client's own reader, which flushes them
+    /// itself ([`Outbox::flush_replies`]); no writer is woken for them.
     pub fn push_gated(&self, tag: u64, gate: u64, item: Outgoing) {
         self.lock().queue.push_back(Entry { tag, gate, item });
-        self.wake.notify_one();
     }
 
     /// Queues a message from someone else. Returns false, and disconnects
@@ -472,7 +577,7 @@ impl Outbox {
             if st.others >= OTHERS_IN_FLIGHT {
                 st.give_up(self.mode);
                 drop(st);
-                self.wake.notify_one();
+                self.wake();
                 return false;
             }
             st.others += 1;
@@ -482,7 +587,7 @@ impl Outbox {
                 item,
             });
         }
-        self.wake.notify_one();
+        self.wake();
         true
     }
 
@@ -502,8 +607,8 @@ impl Outbox {
                 item: Outgoing::Close,
             });
         }
-        self.stop.cancel();
-        self.wake.notify_one();
+        self.stop();
+        self.wake();
     }
 
     /// Drops queued messages that wait for ring positions past `visible`:
@@ -512,13 +617,12 @@ impl Outbox {
     /// Nothing they answer was acknowledged.
     pub fn abandon_unpublished(&self, visible: u64) {
         self.lock().queue.retain(|e| e.gate <= visible);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Starts broadcast delivery at ring index `cursor` (the client joined).
     pub fn subscribe(&self, cursor: u64) {
         self.lock().cursor = Some(cursor);
-        self.wake.notify_one();
     }
 
     /// Stops broadcast delivery after ring index `tag` (the client left).
@@ -528,7 +632,6 @@ impl Outbox {
             gate: tag,
             item: Outgoing::Unsubscribe,
         });
-        self.wake.notify_one();
     }
 
     /// True while the client receives broadcasts and the connection lives.
@@ -543,7 +646,7 @@ impl Outbox {
         let st = self.lock();
         !st.blocked
             && !st.done
-            && (!st.pending.is_empty()
+            && (st.pending.is_some()
                 || st.cursor.is_some_and(|c| c < visible)
                 || st.queue.front().is_some_and(|e| {
                     e.gate <= visible && !matches!(&e.item, Outgoing::Deferred(d) if !d.is_ready())
@@ -569,39 +672,44 @@ impl Outbox {
         }
         st.writing = true;
         let mut written = 0;
+        // Nobody else touches what a flush gathered while `writing`: it is
+        // handed back before the lock is given up for good.
+        let mut pending = st.pending.take().map_or_else(Pending::default, |p| *p);
         let end = loop {
-            if st.pending.is_empty() {
+            if pending.is_empty() {
                 if st.closing {
                     break Flush::Close;
                 }
                 if written >= FLUSH_BYTES {
                     break Flush::More;
                 }
-                match gather(&mut st, self.mode, ring) {
+                match gather(&mut st, &mut pending, self.mode, ring) {
                     Ok(0) => {}
-                    Ok(replies) => self.reply_slots.add_permits(replies),
+                    Ok(replies) => self.give_back_replies(replies),
                     Err(Lagged) => {
                         st.writing = false;
+                        st.hand_back(pending);
                         st.give_up(self.mode);
                         return Flush::Lagged;
                     }
                 }
-                if st.pending.is_empty() {
+                if pending.is_empty() {
                     if st.closing {
                         break Flush::Close;
                     }
                     // An idle connection holds no buffer: with tens of
                     // thousands of watchers, a few KiB each is most of the
                     // server's memory.
-                    st.pending = Pending::default();
+                    if st.queue.is_empty() {
+                        st.queue = VecDeque::new();
+                    }
                     break Flush::Idle;
                 }
-                st.pending.seal();
+                pending.seal();
             }
             // Written outside the lock: whoever queues a message for this
             // client meanwhile (the hub, under its own lock) does not wait
-            // for the socket. Nobody else touches `pending` while `writing`.
-            let mut pending = std::mem::take(&mut st.pending);
+            // for the socket.
             drop(st);
             let res = self.sock.try_write_vectored(&pending.slices());
             if let Ok(n) = res {
@@ -609,7 +717,6 @@ impl Outbox {
                 written += n;
             }
             st = self.lock();
-            st.pending = pending;
             match res {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -624,10 +731,12 @@ impl Outbox {
             if st.lagged {
                 // Given up on while writing (too many DMs queued).
                 st.writing = false;
+                st.hand_back(pending);
                 st.compose_goodbye(self.mode);
                 return Flush::Lagged;
             }
         };
+        st.hand_back(pending);
         st.writing = false;
         if end == Flush::Blocked {
             drop(st);
@@ -636,17 +745,24 @@ impl Outbox {
         end
     }
 
-    /// Replies were queued: write them now, unless the writer task owns the
-    /// socket (then it writes them as soon as it can).
+    /// Replies were queued: write them now, and leave to the writer task
+    /// what cannot be written now (a full socket, a reply waiting for the
+    /// journal).
     pub fn flush_replies(&self, ring: &BroadcastRing) {
-        if self.flush(ring) != Flush::Idle {
-            self.wake.notify_one();
+        if self.flush(ring) != Flush::Idle || self.waits_on_log(ring) {
+            self.wake();
         }
     }
 
-    /// Asks the writer task to flush (it has work the caller leaves to it).
+    /// Asks the writer task to flush (it has work the caller leaves to it),
+    /// starting one if none runs.
     pub fn wake(&self) {
         self.wake.notify_one();
+        if !self.writing_task.swap(true, Ordering::SeqCst)
+            && let Some(this) = self.this.upgrade()
+        {
+            tokio::spawn(run_writer(this));
+        }
     }
 
     fn unblock(&self) {
@@ -664,10 +780,49 @@ impl Outbox {
         st.queue.front().is_some_and(|e| e.gate > ring.visible())
     }
 
+    /// The writer has nothing to do: it leaves, unless work arrived while
+    /// it decided. Returns true when it should end.
+    fn park(&self, ring: &BroadcastRing) -> bool {
+        // Cleared before looking, so whoever queues work after the look
+        // finds the flag clear and starts a writer itself.
+        self.writing_task.store(false, Ordering::SeqCst);
+        if !self.has_work(ring.visible()) {
+            return true;
+        }
+        // Someone may have started another writer meanwhile: then that one
+        // does the work.
+        self.writing_task.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether the writer task has something to do: anything but events
+    /// from the ring, which the fan-out pacer delivers.
+    fn has_work(&self, visible: u64) -> bool {
+        if self.is_killed() {
+            return true;
+        }
+        let st = self.lock();
+        st.done
+            || st.lagged
+            || st.blocked
+            || st.closing
+            || st.pending.is_some()
+            || st.queue.front().is_some_and(|e| {
+                e.gate > visible || !matches!(&e.item, Outgoing::Deferred(d) if !d.is_ready())
+            })
+    }
+
+    /// The writer ended: the reader stops, and whoever waits learns why.
+    fn ended(&self, end: WriterEnd) {
+        self.finish();
+        self.shutdown();
+        *self.end.lock().expect("outbox end lock") = Some(end);
+        self.interrupt(KILL);
+    }
+
     fn finish(&self) {
         let mut st = self.lock();
         st.done = true;
-        st.pending = Pending::default();
+        st.pending = None;
     }
 
     /// The client fell out of the broadcast window while its socket was
@@ -685,7 +840,7 @@ impl Outbox {
                 let mut st = self.lock();
                 // A flush still writing hands `pending` back first.
                 if !st.writing {
-                    let mut p = std::mem::take(&mut st.pending);
+                    let mut p = st.pending.take().map_or_else(Pending::default, |p| *p);
                     p.seal();
                     break p.chunks.into_iter().fold(BytesMut::new(), |mut b, c| {
                         b.extend_from_slice(&c);
@@ -737,14 +892,18 @@ impl Outbox {
     }
 }
 
-/// Moves what is due into `st.pending`, up to about one batch. Returns how
+/// Moves what is due into `pending`, up to about one batch. Returns how
 /// many replies it took.
-fn gather(st: &mut State, mode: Mode, ring: &BroadcastRing) -> Result<usize, Lagged> {
+fn gather(
+    st: &mut State,
+    pending: &mut Pending,
+    mode: Mode,
+    ring: &BroadcastRing,
+) -> Result<usize, Lagged> {
     let State {
         queue,
         cursor,
         others,
-        pending,
         closing,
         ..
     } = st;
@@ -804,6 +963,11 @@ fn gather(st: &mut State, mode: Mode, ring: &BroadcastRing) -> Result<usize, Lag
 struct Lagged;
 
 impl State {
+    /// Keeps what a flush gathered and could not write.
+    fn hand_back(&mut self, pending: Pending) {
+        self.pending = (!pending.is_empty()).then(|| Box::new(pending));
+    }
+
     /// Ends the connection as a slow consumer: keeps only the end of the
     /// frame the socket took part of, so the client never reads half a
     /// message, and puts `BYE slow_consumer` after it, to be sent by the
@@ -825,13 +989,15 @@ impl State {
     /// What a slow consumer is left with: the end of a partly sent frame,
     /// then `BYE slow_consumer`.
     fn compose_goodbye(&mut self, mode: Mode) {
-        self.pending.cut_to_whole_frames();
+        let mut pending = self.pending.take().map_or_else(Pending::default, |p| *p);
+        pending.cut_to_whole_frames();
         Outgoing::Event(Event::Bye {
             code: ErrorCode::SlowConsumer,
             text: "you fell too far behind the event stream; reconnect and SYNC".into(),
         })
-        .encode(mode, &mut self.pending);
-        self.pending.seal();
+        .encode(mode, &mut pending);
+        pending.seal();
+        self.hand_back(pending);
     }
 }
 
@@ -877,24 +1043,33 @@ async fn passed_by(ring: &BroadcastRing, cursor: Option<u64>) {
 }
 
 /// The connection's writer task: writes what the others could not (a full
-/// socket, a large backlog, replies queued by other connections), and ends
-/// the connection. Runs until the outbox is closed, the client lags, or the
-/// socket fails.
-pub async fn run_writer(outbox: Arc<Outbox>, ring: Arc<BroadcastRing>) -> WriterEnd {
+/// socket, a large backlog, replies queued by other connections, replies
+/// waiting for the journal), and ends the connection. Started by
+/// [`Outbox::wake`] when there is such work, it leaves when there is none,
+/// and ends when the outbox is closed, the client lags, the socket fails or
+/// the connection is killed.
+async fn run_writer(outbox: Arc<Outbox>) {
+    let ring = outbox.ring.clone();
     let mut log_rx = ring.subscribe();
     let end = loop {
+        if outbox.is_killed() {
+            break WriterEnd::Failed;
+        }
         log_rx.borrow_and_update();
         match outbox.flush(&ring) {
-            Flush::Idle => {
-                let listen = outbox.waits_on_log(&ring);
+            Flush::Idle if outbox.waits_on_log(&ring) => {
                 tokio::select! {
                     _ = outbox.wake.notified() => {}
-                    r = log_rx.changed(), if listen => {
+                    r = log_rx.changed() => {
                         if r.is_err() {
                             break WriterEnd::Closed;
                         }
                     }
-                    _ = outbox.kill.cancelled() => break WriterEnd::Failed,
+                }
+            }
+            Flush::Idle => {
+                if outbox.park(&ring) {
+                    return;
                 }
             }
             Flush::More => tokio::task::yield_now().await,
@@ -910,11 +1085,9 @@ pub async fn run_writer(outbox: Arc<Outbox>, ring: Arc<BroadcastRing>) -> Writer
                     // A peer that stopped reading may not hold its place in
                     // the ring: once the window passes it, it is dropped.
                     _ = passed_by(&ring, cursor), if cursor.is_some() => outbox.lag(),
-                    // Given up on elsewhere (too many DMs), or more to do.
+                    // Given up on elsewhere (too many DMs), killed, or more
+                    // to do.
                     _ = outbox.wake.notified() => {}
-                    // A killed connection must not wait for a peer that
-                    // never reads.
-                    _ = outbox.kill.cancelled() => break WriterEnd::Failed,
                 }
             }
             Flush::Close => break WriterEnd::Closed,
@@ -925,10 +1098,7 @@ pub async fn run_writer(outbox: Arc<Outbox>, ring: Arc<BroadcastRing>) -> Writer
             Flush::Done => break WriterEnd::Failed,
         }
     };
-    outbox.finish();
-    outbox.shutdown();
-    outbox.kill.cancel();
-    end
+    outbox.ended(end);
 }
 
 #[cfg(test)]
@@ -939,14 +1109,14 @@ mod tests {
 
     /// An outbox on one end of a real loopback connection, and the other
     /// end to read what it wrote.
-    async fn pair(mode: Mode) -> (Outbox, tokio::net::TcpStream) {
+    async fn pair(mode: Mode, ring: &Arc<BroadcastRing>) -> (Arc<Outbox>, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (_, wr) = server.into_split();
-        (Outbox::new(mode, wr), client)
+        (Outbox::new(mode, wr, ring.clone()), client)
     }
 
     fn joined(ring: &BroadcastRing, n: usize) -> u64 {
@@ -967,8 +1137,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_reply_goes_after_the_events_before_its_tag_and_before_the_rest() {
-        let ring = BroadcastRing::new(BroadcastLimits::default());
-        let (outbox, mut client) = pair(Mode::Text).await;
+        let ring = Arc::new(BroadcastRing::new(BroadcastLimits::default()));
+        let (outbox, mut client) = pair(Mode::Text, &ring).await;
         outbox.subscribe(0);
         for n in 0..2 {
             joined(&ring, n);
@@ -983,8 +1153,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_gated_reply_waits_until_its_event_is_published() {
-        let ring = BroadcastRing::new(BroadcastLimits::default());
-        let (outbox, mut client) = pair(Mode::Text).await;
+        let ring = Arc::new(BroadcastRing::new(BroadcastLimits::default()));
+        let (outbox, mut client) = pair(Mode::Text, &ring).await;
         outbox.subscribe(0);
         let tag = ring.end();
         let end = joined(&ring, 0);
@@ -1001,8 +1171,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_deferred_reply_holds_its_place() {
-        let ring = BroadcastRing::new(BroadcastLimits::default());
-        let (outbox, mut client) = pair(Mode::Text).await;
+        let ring = Arc::new(BroadcastRing::new(BroadcastLimits::default()));
+        let (outbox, mut client) = pair(Mode::Text, &ring).await;
         let later = Arc::new(Deferred::default());
         outbox.push_reply(0, Outgoing::Deferred(later.clone()));
         outbox.push_reply(0, Outgoing::Reply(Reply::Ok));
@@ -1052,12 +1222,12 @@ mod tests {
     #[test]
     fn giving_up_keeps_the_partly_sent_frame_whole_and_ends_with_bye() {
         let mut st = State::default();
-        st.pending
-            .push_shared(Bytes::from_static(b"EL 1 2 3 4 a\nPIXEL 2 1 1 1 a\n"));
-        st.pending
-            .push_shared(Bytes::from_static(b"PIXEL 3 1 1 1 a\n"));
+        let mut pending = Pending::default();
+        pending.push_shared(Bytes::from_static(b"EL 1 2 3 4 a\nPIXEL 2 1 1 1 a\n"));
+        pending.push_shared(Bytes::from_static(b"PIXEL 3 1 1 1 a\n"));
         // The socket took "PIX" of the first line already.
-        st.pending.head_rest = 13;
+        pending.head_rest = 13;
+        st.hand_back(pending);
         st.queue.push_back(Entry {
             tag: 0,
             gate: 0,
@@ -1067,6 +1237,7 @@ mod tests {
         assert!(st.done && st.lagged && st.queue.is_empty());
         let text: String = st
             .pending
+            .expect("the goodbye is pending")
             .chunks
             .iter()
             .map(|c| String::from_utf8(c.to_vec()).unwrap())

@@ -34,7 +34,7 @@ async fn client(hub: &Hub) -> Client {
         .unwrap();
     let (server, _) = listener.accept().await.unwrap();
     let (_, wr) = server.into_split();
-    let outbox = Arc::new(Outbox::new(Mode::Text, wr));
+    let outbox = Outbox::new(Mode::Text, wr, hub.ring().clone());
     Client {
         session: hub.session(outbox),
         peer,
