@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::fanout::{self, RunOptions};
 use super::report::{CompareReport, RunReport, Summary};
-use super::spawn::{ServerProcess, Started};
+use super::spawn::{Server, Started};
 use super::{Servers, Target, Workload};
 
 /// Pause between runs, for the previous run's sockets to be closed.
@@ -88,7 +88,7 @@ impl ServerSource {
                     max_clients.to_string(),
                 ];
                 if let Some(redis) = cluster {
-                    let r = ServerProcess::start_redis(
+                    let r = Server::start_redis(
                         &redis.bin,
                         64 + REDIS_CONNS_PER_SERVER * servers,
                         &redis.args,
@@ -98,7 +98,7 @@ impl ServerSource {
                     // if the Redis were reused.
                     all.extend([
                         "--redis".to_string(),
-                        format!("redis://{}", r.addr),
+                        r.url(),
                         "--redis-prefix".to_string(),
                         format!("pixchat-bench-{}:", super::run_tag()),
                     ]);
@@ -110,20 +110,16 @@ impl ServerSource {
                 for _ in 0..*servers {
                     started
                         .servers
-                        .push(ServerProcess::start_pixchat(bin, &all)?);
+                        .push(Server::Pixchat(Server::start_pixchat(bin, &all)?));
                 }
                 let servers = Servers {
-                    endpoints: started
-                        .servers
-                        .iter()
-                        .map(ServerProcess::endpoint)
-                        .collect(),
-                    redis_pid: started.redis.as_ref().map(ServerProcess::pid),
+                    endpoints: started.servers.iter().map(Server::endpoint).collect(),
+                    redis_pid: started.redis.as_ref().and_then(|r| r.pid()),
                 };
                 Ok((started, servers))
             }
             ServerSource::Redis { bin, args } => {
-                let p = ServerProcess::start_redis(bin, max_clients, args)?;
+                let p = Server::Redis(Server::start_redis(bin, max_clients, args)?);
                 let servers = Servers::single(p.endpoint());
                 Ok((
                     Started {

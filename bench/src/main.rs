@@ -114,6 +114,9 @@ struct Load {
     /// Seconds connecting and joining everyone may take (default: 60 + clients/100).
     #[arg(long)]
     setup_timeout: Option<f64>,
+    /// Threads that read the watchers' sockets (default: one per core).
+    #[arg(long)]
+    watcher_threads: Option<usize>,
 }
 
 impl Load {
@@ -142,6 +145,7 @@ impl Load {
                 .setup_timeout
                 .map(Duration::try_from_secs_f64)
                 .transpose()?,
+            watcher_threads: self.watcher_threads,
         })
     }
 }
