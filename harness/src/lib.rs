@@ -123,7 +123,11 @@ impl Log {
     fn last(&self, n: usize) -> String {
         let log = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let skip = log.len().saturating_sub(n);
-        log.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+        log.iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -531,7 +535,10 @@ impl RedisProcess {
 
     /// Its last `n` log lines.
     pub fn recent_log(&self, n: usize) -> String {
-        self.proc.as_ref().map(|p| p.log.last(n)).unwrap_or_default()
+        self.proc
+            .as_ref()
+            .map(|p| p.log.last(n))
+            .unwrap_or_default()
     }
 
     /// Sends SIGTERM (once) without waiting.

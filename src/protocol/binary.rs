@@ -1029,8 +1029,7 @@ pub fn server_frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 /// first, for [`decode_server_ref`]) and the bytes it takes, prefix
 /// included; `Ok(None)` until the whole frame is there.
 pub fn split_server_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
-    Ok(server_frame_len(buf)?
-        .and_then(|len| buf.get(4..len).map(|payload| (payload, len))))
+    Ok(server_frame_len(buf)?.and_then(|len| buf.get(4..len).map(|payload| (payload, len))))
 }
 
 /// Decodes a client frame payload, encodes the command again and decodes

@@ -423,7 +423,14 @@ impl RedisProcess {
     pub async fn start(dir: &std::path::Path) -> RedisProcess {
         let spec = pixchat_harness::Redis::new("redis-server")
             .dir(dir)
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .args(["--protected-mode", "no"])
             .on_drop(pixchat_harness::OnDrop::Kill);
         let inner = tokio::task::spawn_blocking(move || spec.start())

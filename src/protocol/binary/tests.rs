@@ -272,7 +272,10 @@ fn the_borrowing_decoder_agrees_with_protocol_md() {
 fn frames_are_found_in_place_with_the_codec_s_limits() {
     let pixel = vector("pixel");
     for cut in 0..pixel.len() {
-        assert!(matches!(split_server_frame(&pixel[..cut]), Ok(None)), "{cut}");
+        assert!(
+            matches!(split_server_frame(&pixel[..cut]), Ok(None)),
+            "{cut}"
+        );
     }
     assert_eq!(server_frame_len(&pixel[..4]).unwrap(), Some(pixel.len()));
     assert!(matches!(
