@@ -339,6 +339,10 @@ fn build_report(
     let sent: u64 = runs.iter().map(|r| r.send.sent).sum();
     let server_rss = after.server.map(|s| s.rss_kib);
     let per_s = |secs: f64| cpu.cores(secs);
+    // CPU over the window per event received in it (both are counted over
+    // the same window), in nanoseconds.
+    let in_window = sum(|o| o.received_in_window);
+    let per_delivery = |secs: f64| (in_window > 0).then(|| secs * 1e9 / in_window as f64);
     // Without CONFIG_IRQ_TIME_ACCOUNTING (the usual case) softirq time is
     // charged to the process it interrupted, so the server's and the
     // bench's times already hold their share and softirq is not subtracted.
@@ -395,6 +399,11 @@ fn build_report(
             .map(|n| sum(|o| o.received_in_window) as f64 / n as f64),
         bench_cpu_s: cpu.bench_s,
         bench_cpu_cores: cpu.bench_s.map(|s| s / cpu.wall_s.max(1e-9)),
+        server_cpu_ns_per_delivery: cpu
+            .server_s
+            .map(|s| s + cpu.redis_s.unwrap_or(0.0))
+            .and_then(&per_delivery),
+        bench_cpu_ns_per_delivery: cpu.bench_s.and_then(per_delivery),
         machine_cpu_cores: cpu.machine_cores,
         softirq_cpu_cores: cpu.softirq_cores,
         other_cpu_cores: other,

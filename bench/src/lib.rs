@@ -14,7 +14,7 @@
 //!   watcher's socket, many per thread.
 //! - [`compare`]: two set-ups, alternating, with medians and ratios:
 //!   pixchat against Redis, or durable storage against `--memory`.
-//! - [`join_storm`], [`idle`]: the other workloads.
+//! - [`join_storm`], [`idle`], [`stalled`]: the other workloads.
 //! - [`latency`]: send-time slots and histograms; [`procstat`]: CPU and
 //!   memory from `/proc`; [`spawn`]: servers the bench starts and stops;
 //!   [`report`]: JSON and the tables; [`progress`]: the line on stderr.
@@ -37,6 +37,7 @@ pub mod report;
 pub mod resp;
 pub mod shared;
 pub mod spawn;
+pub mod stalled;
 pub mod watchers;
 
 use std::fmt;
