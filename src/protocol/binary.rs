@@ -912,8 +912,9 @@ pub enum ServerMsgRef<'a> {
     },
     /// Any other message. These are rare on a busy connection (one welcome
     /// per join, one `JOINED` per newcomer), so they are decoded by the
-    /// owning decoder rather than twice over.
-    Other(ServerMsg),
+    /// owning decoder rather than twice over; boxed, so that the frequent
+    /// messages stay small to return.
+    Other(Box<ServerMsg>),
 }
 
 impl ServerMsgRef<'_> {
@@ -943,7 +944,7 @@ impl ServerMsgRef<'_> {
                 code,
                 text: text.to_owned(),
             }),
-            ServerMsgRef::Other(msg) => msg,
+            ServerMsgRef::Other(msg) => *msg,
         }
     }
 }
@@ -952,24 +953,45 @@ impl ServerMsgRef<'_> {
 /// messages and the same errors as [`decode_server`], without allocating
 /// for `PIXEL`, `SET_OK`, `SNAPSHOT`, `ERROR` and `BYE` (an unknown error
 /// code word is the exception: [`ErrorCode::Other`] owns it).
+///
+/// `PIXEL`, the hottest frame by far, is decoded inline at the caller.
+#[inline]
 pub fn decode_server_ref(payload: &[u8]) -> Result<ServerMsgRef<'_>, WireError> {
+    match payload.split_first() {
+        Some((&event_type::PIXEL, body)) => decode_pixel_ref(body)
+            .map(ServerMsgRef::Pixel)
+            .ok_or_else(|| malformed(event_type::PIXEL)),
+        _ => decode_server_ref_other(payload),
+    }
+}
+
+/// `PIXEL seq:u64 x:u16 y:u16 color:u8 name:str8`: the fixed head is read
+/// at once, with one length check, instead of field by field.
+#[inline]
+fn decode_pixel_ref(body: &[u8]) -> Option<PixelRef<'_>> {
+    let (head, name) = body.split_first_chunk::<14>()?;
+    if name.len() != usize::from(head[13]) {
+        return None;
+    }
+    let [s0, s1, s2, s3, s4, s5, s6, s7, x0, x1, y0, y1, color, _] = *head;
+    Some(PixelRef {
+        seq: u64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),
+        x: u16::from_be_bytes([x0, x1]),
+        y: u16::from_be_bytes([y0, y1]),
+        color,
+        name: std::str::from_utf8(name).ok()?,
+    })
+}
+
+/// [`decode_server_ref`] for everything but `PIXEL`.
+fn decode_server_ref_other(payload: &[u8]) -> Result<ServerMsgRef<'_>, WireError> {
     use event_type as e;
     use reply_type as t;
     let Some((&kind, body)) = payload.split_first() else {
-        return decode_server(payload).map(ServerMsgRef::Other);
+        return decode_server(payload).map(|m| ServerMsgRef::Other(Box::new(m)));
     };
     let mut r = Reader(body);
     let msg: Field<ServerMsgRef<'_>> = match kind {
-        e::PIXEL => (|| {
-            let p = PixelRef {
-                seq: r.u64()?,
-                x: r.u16()?,
-                y: r.u16()?,
-                color: r.u8()?,
-                name: r.str8_ref()?,
-            };
-            r.end(ServerMsgRef::Pixel(p))
-        })(),
         t::SET_OK => (|| {
             let seq = r.u64()?;
             r.end(ServerMsgRef::SetOk { seq })
@@ -1004,7 +1026,7 @@ pub fn decode_server_ref(payload: &[u8]) -> Result<ServerMsgRef<'_>, WireError> 
             let text = r.str16_ref()?;
             r.end(ServerMsgRef::Bye { code, text })
         })(),
-        _ => return decode_server(payload).map(ServerMsgRef::Other),
+        _ => return decode_server(payload).map(|m| ServerMsgRef::Other(Box::new(m))),
     };
     msg.map_err(|_| malformed(kind))
 }
