@@ -50,7 +50,8 @@ pub struct RunOptions {
     pub idle_settle: Option<Duration>,
     /// How long connecting and joining everyone may take in all.
     pub setup_timeout: Option<Duration>,
-    /// Threads that read the watchers' sockets (default: one per core).
+    /// Threads that read the watchers' sockets (default: half the cores,
+    /// at least one).
     pub watcher_threads: Option<usize>,
 }
 
@@ -67,9 +68,11 @@ pub async fn run(
     if servers.endpoints.is_empty() {
         bail!("no server to load");
     }
+    // Half the cores by default: the bench must leave the server it
+    // measures at least as much as it takes.
     let threads = opts
         .watcher_threads
-        .unwrap_or_else(procstat::online_cores)
+        .unwrap_or_else(|| procstat::online_cores() / 2)
         .clamp(1, w.clients);
     let (width, slots) = match target {
         Target::Pixchat => {

@@ -146,7 +146,8 @@ struct Load {
     /// Seconds connecting and joining everyone may take (default: 60 + clients/100).
     #[arg(long)]
     setup_timeout: Option<f64>,
-    /// Threads that read the watchers' sockets (default: one per core).
+    /// Threads that read the watchers' sockets (default: half the cores, at
+    /// least one).
     #[arg(long)]
     watcher_threads: Option<usize>,
 }

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;
-use hdrhistogram::Histogram;
 use pixchat::client::Connection;
 use pixchat::protocol::binary::{
     PixelRef, ServerMsgRef, decode_server_ref, encode_command, reply_type, split_server_frame,
@@ -23,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::frames::{Frame, FrameReader, Keep};
-use super::latency::{Lookup, record};
+use super::latency::{Lookup, Tally};
 use super::shared::{
     End, Final, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState,
     run_writer, watcher_ready, writer_setup,
@@ -93,8 +92,10 @@ pub(crate) async fn join(
         reader.advance(n);
         while let Some(frame) = reader.next_frame()? {
             let packed = match frame {
-                Frame::Msg(ServerMsgRef::Other(ServerMsg::Reply(Reply::Welcome(w)))) => {
-                    welcome = Some((w.seq, w.width, w.height));
+                Frame::Msg(ServerMsgRef::Other(msg)) => {
+                    if let ServerMsg::Reply(Reply::Welcome(w)) = *msg {
+                        welcome = Some((w.seq, w.width, w.height));
+                    }
                     continue;
                 }
                 Frame::Msg(ServerMsgRef::Snapshot(s)) => Some(s.packed.to_vec()),
@@ -182,13 +183,19 @@ pub(crate) struct PixchatWatch {
     last: u64,
 }
 
+impl PixchatWatch {
+    pub(crate) fn new(last: u64) -> Self {
+        Self { last }
+    }
+}
+
 impl Watch for PixchatWatch {
     fn on_data(
         &mut self,
         data: &[u8],
         sh: &Shared,
         now: u64,
-        h: &mut Histogram<u64>,
+        h: &mut Tally,
         out: &mut WatcherOutcome,
     ) -> Batch {
         let mut batch = Batch::default();
@@ -236,7 +243,7 @@ fn on_pixel(
     last: &mut u64,
     p: &PixelRef<'_>,
     now: u64,
-    h: &mut Histogram<u64>,
+    h: &mut Tally,
 ) -> u64 {
     if p.seq <= *last {
         out.out_of_order += 1;
@@ -247,7 +254,7 @@ fn on_pixel(
     if let Some(w) = sh.writer_of(p.name.as_bytes()) {
         let slot = u64::from(p.y) * sh.width + u64::from(p.x);
         match sh.tables[w].lookup(slot, u64::from(p.color), PIXCHAT_GEN_MASK) {
-            Lookup::Sent(sent) => record(h, sent, now),
+            Lookup::Sent(sent) => h.record(sent, now),
             Lookup::Unmatched => out.unmatched += 1,
         }
     }
@@ -279,7 +286,7 @@ pub(crate) async fn watcher(
     let Some(joined) = watcher_ready(&sh, id, joined, "join", ready, &mut out).await else {
         return Some(out);
     };
-    let watch = PixchatWatch { last: joined.seq };
+    let watch = PixchatWatch::new(joined.seq);
     match pool.add(id, joined.stream, joined.reader.unparsed(), watch) {
         Ok(()) => None,
         Err(e) => {

@@ -14,14 +14,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::inbuf::InBuf;
-use super::latency::{Lookup, record};
+use super::latency::{Lookup, Tally};
 use super::resp::{self, Resp, Scalar};
 use super::shared::{
     End, Final, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState,
@@ -105,7 +104,7 @@ impl Watch for RedisWatch {
         data: &[u8],
         sh: &Shared,
         now: u64,
-        h: &mut Histogram<u64>,
+        h: &mut Tally,
         out: &mut WatcherOutcome,
     ) -> Batch {
         let mut batch = Batch::default();
@@ -135,7 +134,7 @@ impl Watch for RedisWatch {
             batch.got += 1;
             let (slot, generation) = sh.tables[w].position(k);
             match sh.tables[w].lookup(slot, generation, u64::MAX) {
-                Lookup::Sent(sent) => record(h, sent, now),
+                Lookup::Sent(sent) => h.record(sent, now),
                 Lookup::Unmatched => out.unmatched += 1,
             }
         }

@@ -57,7 +57,7 @@ pub(crate) struct Shared {
     /// End of the measurement window, in epoch nanoseconds (u64::MAX until
     /// the writers start).
     pub window_end_ns: AtomicU64,
-    /// Makes this run's names unique.
+    /// Makes this run's names unique: four hex digits.
     pub tag: String,
     /// Cancelled when the run ends (or is abandoned): every task returns.
     pub stop: CancellationToken,
@@ -83,9 +83,12 @@ impl Shared {
 
     /// The writer id in a name like `w1a2b-3`, if it is one of ours.
     pub fn writer_of(&self, name: &[u8]) -> Option<usize> {
-        let rest = name.strip_prefix(b"w")?.strip_prefix(self.tag.as_bytes())?;
-        let digits = rest.strip_prefix(b"-")?;
-        if digits.is_empty() || digits.len() > 6 {
+        // Fixed-size comparisons: this runs for every event a watcher gets.
+        let tag: &[u8; 4] = self.tag.as_bytes().try_into().ok()?;
+        let ([b'w', t0, t1, t2, t3, b'-'], digits) = name.split_first_chunk::<6>()? else {
+            return None;
+        };
+        if [*t0, *t1, *t2, *t3] != *tag || digits.is_empty() || digits.len() > 6 {
             return None;
         }
         let mut id = 0usize;

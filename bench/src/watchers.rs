@@ -1,4 +1,5 @@
-//! The watchers' receiving side: a few threads, each waiting on many
+//! The watchers' receiving side: a few threads (by default half the
+//! cores), each waiting on many
 //! watcher sockets at once (epoll, through mio) and reading every ready
 //! socket into one large buffer, where each whole frame is parsed in place;
 //! only the tail of a frame cut by the read is kept per watcher.
@@ -15,12 +16,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use tokio::sync::oneshot;
 
-use super::latency::new_histogram;
+use super::latency::Tally;
 use super::shared::{End, Final, Position, Shared, WatcherOutcome};
 
 /// Each thread's read buffer: a whole socket's backlog in one read.
@@ -48,7 +48,7 @@ pub(crate) trait Watch: Send + 'static {
         data: &[u8],
         sh: &Shared,
         now: u64,
-        hist: &mut Histogram<u64>,
+        hist: &mut Tally,
         out: &mut WatcherOutcome,
     ) -> Batch;
     /// True once it has everything the writers placed.
@@ -171,13 +171,7 @@ struct Entry<W> {
 impl<W: Watch> Entry<W> {
     /// Parses `data` (the carry and what was just read), keeps the cut-off
     /// tail, and says whether the watcher is done.
-    fn feed(
-        &mut self,
-        data: &[u8],
-        now: u64,
-        sh: &Shared,
-        hist: &mut Histogram<u64>,
-    ) -> Option<End> {
+    fn feed(&mut self, data: &[u8], now: u64, sh: &Shared, hist: &mut Tally) -> Option<End> {
         let batch = self.watch.on_data(data, sh, now, hist, &mut self.out);
         if batch.got > 0 {
             self.out.received += batch.got;
@@ -201,12 +195,7 @@ impl<W: Watch> Entry<W> {
     }
 
     /// Reads everything the socket holds, one large read at a time.
-    fn service(
-        &mut self,
-        buf: &mut Vec<u8>,
-        sh: &Shared,
-        hist: &mut Histogram<u64>,
-    ) -> Option<End> {
+    fn service(&mut self, buf: &mut Vec<u8>, sh: &Shared, hist: &mut Tally) -> Option<End> {
         loop {
             let carry = self.carry.len();
             if carry * 2 > buf.len() {
@@ -256,7 +245,7 @@ fn serve<W: Watch>(
 ) -> Vec<WatcherOutcome> {
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; READ_BUFFER];
-    let mut hist = new_histogram();
+    let mut hist = Tally::default();
     let mut live: Vec<Option<Entry<W>>> = Vec::new();
     let mut live_count = 0usize;
     let mut ended = Vec::new();
@@ -355,6 +344,6 @@ fn serve<W: Watch>(
         .shard(index)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let _ = shard.add(&hist);
+    let _ = shard.add(hist.into_histogram());
     ended
 }
