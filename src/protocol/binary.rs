@@ -883,7 +883,8 @@ impl SnapshotRef<'_> {
 
 /// A server message decoded where it lies, without allocating, for a reader
 /// that must keep up with millions of events per second (a load generator,
-/// a relay). The frequent messages borrow their fields from the frame; the
+/// a relay). The frequent messages borrow their fields from the frame (a
+/// crowd joining sends every joined client one `JOINED` per newcomer); the
 /// rest come decoded by [`decode_server`] in [`ServerMsgRef::Other`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMsgRef<'a> {
@@ -910,6 +911,19 @@ pub enum ServerMsgRef<'a> {
         /// Human text.
         text: &'a str,
     },
+    /// `JOINED`: someone joined (one per newcomer to every joined client).
+    Joined {
+        /// Their name.
+        name: &'a str,
+    },
+    /// `LEFT`: someone left.
+    Left {
+        /// Their name.
+        name: &'a str,
+    },
+    /// `KEEPALIVE`: the server has heard nothing from this client for a
+    /// while; any command keeps the connection open.
+    Keepalive,
     /// Any other message. These are rare on a busy connection (one welcome
     /// per join, one `JOINED` per newcomer), so they are decoded by the
     /// owning decoder rather than twice over; boxed, so that the frequent
@@ -944,6 +958,13 @@ impl ServerMsgRef<'_> {
                 code,
                 text: text.to_owned(),
             }),
+            ServerMsgRef::Joined { name } => ServerMsg::Event(Event::Joined {
+                name: Arc::from(name),
+            }),
+            ServerMsgRef::Left { name } => ServerMsg::Event(Event::Left {
+                name: Arc::from(name),
+            }),
+            ServerMsgRef::Keepalive => ServerMsg::Event(Event::Keepalive),
             ServerMsgRef::Other(msg) => *msg,
         }
     }
@@ -951,8 +972,9 @@ impl ServerMsgRef<'_> {
 
 /// Decodes one server frame payload (type byte first) in place: the same
 /// messages and the same errors as [`decode_server`], without allocating
-/// for `PIXEL`, `SET_OK`, `SNAPSHOT`, `ERROR` and `BYE` (an unknown error
-/// code word is the exception: [`ErrorCode::Other`] owns it).
+/// for `PIXEL`, `SET_OK`, `SNAPSHOT`, `ERROR`, `BYE`, `JOINED`, `LEFT` and
+/// `KEEPALIVE` (an unknown error code word is the exception:
+/// [`ErrorCode::Other`] owns it).
 ///
 /// `PIXEL`, the hottest frame by far, is decoded inline at the caller.
 #[inline]
@@ -1026,6 +1048,15 @@ fn decode_server_ref_other(payload: &[u8]) -> Result<ServerMsgRef<'_>, WireError
             let text = r.str16_ref()?;
             r.end(ServerMsgRef::Bye { code, text })
         })(),
+        e::JOINED => (|| {
+            let name = r.str8_ref()?;
+            r.end(ServerMsgRef::Joined { name })
+        })(),
+        e::LEFT => (|| {
+            let name = r.str8_ref()?;
+            r.end(ServerMsgRef::Left { name })
+        })(),
+        e::KEEPALIVE => r.end(ServerMsgRef::Keepalive),
         _ => return decode_server(payload).map(|m| ServerMsgRef::Other(Box::new(m))),
     };
     msg.map_err(|_| malformed(kind))
