@@ -6,8 +6,8 @@
 //! right for a client but would make the bench measure itself.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -32,6 +32,21 @@ use super::{CONNECT_TIMEOUT, JOIN_TIMEOUT, Servers};
 
 /// The generation bits a pixchat placement carries (its colour).
 const PIXCHAT_GEN_MASK: u64 = 0xF;
+
+/// What a watcher answers the server's `KEEPALIVE` with, as the library's
+/// client does: a binary watcher that says nothing for the server's idle
+/// timeout is dropped, and a run with 20,000 watchers can take longer than
+/// that to set up.
+static PING: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let mut out = BytesMut::new();
+    encode_command(
+        &Command::Ping {
+            token: String::new(),
+        },
+        &mut out,
+    );
+    out.to_vec()
+});
 
 /// A joined pixchat connection.
 pub(crate) struct Joined {
@@ -217,6 +232,7 @@ impl Watch for PixchatWatch {
                     batch.end = Some(End::Bye(code.as_str().to_string()));
                     return batch;
                 }
+                Ok(ServerMsgRef::Keepalive) => batch.reply = Some(&PING),
                 Ok(_) => {}
                 Err(e) => {
                     batch.end = Some(End::Failed(format!("malformed message: {e}")));

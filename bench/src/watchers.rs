@@ -9,7 +9,7 @@
 //! (EAGAIN) for every few events, which at 1,000 watchers made the bench's
 //! receiving side cost more CPU than the server it measured.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -37,6 +37,9 @@ pub(crate) struct Batch {
     pub got: u64,
     /// The stream ended (`BYE`, a broken frame).
     pub end: Option<End>,
+    /// Bytes to send back (a `PING` for the server's `KEEPALIVE`, so an
+    /// idle watcher is not dropped as idle).
+    pub reply: Option<&'static [u8]>,
 }
 
 /// One target's way of reading a watcher's stream.
@@ -184,6 +187,13 @@ impl<W: Watch> Entry<W> {
         }
         self.carry.clear();
         self.carry.extend_from_slice(&data[batch.used..]);
+        if let Some(reply) = batch.reply {
+            // A few bytes into an idle connection's empty send buffer: the
+            // write completes at once or the connection is gone.
+            if let Err(e) = self.stream.write_all(reply) {
+                return Some(End::Failed(format!("write: {e}")));
+            }
+        }
         batch.end.or_else(|| self.completion(sh))
     }
 
