@@ -37,6 +37,16 @@ pub enum Mode {
     Binary,
 }
 
+impl Mode {
+    /// `text` or `binary`, as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Text => "text",
+            Mode::Binary => "binary",
+        }
+    }
+}
+
 /// What a stalled-clients run measured.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StalledReport {
@@ -128,7 +138,7 @@ pub async fn run(
     let before = procstat::sum(&procstat::sample_all(&pids));
     let counters = Arc::new(Counters::default());
     let progress = Progress::start(
-        format!("stalled {mode:?}"),
+        format!("stalled {}", mode.as_str()),
         counters.clone(),
         clients,
         0,
@@ -231,8 +241,12 @@ async fn ping(addr: std::net::SocketAddr) -> anyhow::Result<Duration> {
 /// A stalled-clients run as a few lines of text.
 pub fn render(r: &StalledReport) -> String {
     let mut s = format!(
-        "stalled: {} {:?} clients sent CANVAS ({}x{}, {} bytes per answer) and never read\n",
-        r.clients, r.mode, r.width, r.height, r.answer_bytes
+        "stalled: {} {} clients sent CANVAS ({}x{}, {} bytes per answer) and never read\n",
+        r.clients,
+        r.mode.as_str(),
+        r.width,
+        r.height,
+        r.answer_bytes
     );
     let opt_kib = |v: Option<u64>| v.map_or_else(|| "n/a".into(), |k| kib(k as f64));
     s.push_str(&format!(
