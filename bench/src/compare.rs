@@ -1,14 +1,17 @@
-//! `compare`: the same fan-out workload against pixchat and Redis, run after
-//! run, alternating which goes first so slow drifts on a shared machine hit
-//! both alike; each run gets a freshly started server (unless one is given)
-//! so no run inherits another's state.
+//! `compare` and `durability`: the same fan-out workload against two
+//! set-ups (pixchat and Redis; pixchat's durable storage and `--memory`),
+//! run after run, alternating which goes first so slow drifts on a shared
+//! machine hit both alike; each run gets a freshly started server (unless
+//! one is given) so no run inherits another's state.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::bail;
+
 use super::fanout::{self, RunOptions};
-use super::report::{CompareReport, RunReport, Summary};
-use super::spawn::{ServerProcess, Started};
+use super::report::{CompareReport, DurabilityReport, RunReport, Summary};
+use super::spawn::{Server, Started};
 use super::{Servers, Target, Workload};
 
 /// Pause between runs, for the previous run's sockets to be closed.
@@ -88,7 +91,7 @@ impl ServerSource {
                     max_clients.to_string(),
                 ];
                 if let Some(redis) = cluster {
-                    let r = ServerProcess::start_redis(
+                    let r = Server::start_redis(
                         &redis.bin,
                         64 + REDIS_CONNS_PER_SERVER * servers,
                         &redis.args,
@@ -98,7 +101,7 @@ impl ServerSource {
                     // if the Redis were reused.
                     all.extend([
                         "--redis".to_string(),
-                        format!("redis://{}", r.addr),
+                        r.url(),
                         "--redis-prefix".to_string(),
                         format!("pixchat-bench-{}:", super::run_tag()),
                     ]);
@@ -110,20 +113,16 @@ impl ServerSource {
                 for _ in 0..*servers {
                     started
                         .servers
-                        .push(ServerProcess::start_pixchat(bin, &all)?);
+                        .push(Server::Pixchat(Server::start_pixchat(bin, &all)?));
                 }
                 let servers = Servers {
-                    endpoints: started
-                        .servers
-                        .iter()
-                        .map(ServerProcess::endpoint)
-                        .collect(),
-                    redis_pid: started.redis.as_ref().map(ServerProcess::pid),
+                    endpoints: started.servers.iter().map(Server::endpoint).collect(),
+                    redis_pid: started.redis.as_ref().and_then(|r| r.pid()),
                 };
                 Ok((started, servers))
             }
             ServerSource::Redis { bin, args } => {
-                let p = ServerProcess::start_redis(bin, max_clients, args)?;
+                let p = Server::Redis(Server::start_redis(bin, max_clients, args)?);
                 let servers = Servers::single(p.endpoint());
                 Ok((
                     Started {
@@ -157,6 +156,32 @@ pub async fn run_once(
     res
 }
 
+/// `runs` runs of each of two set-ups, alternating which goes first, so
+/// slow drifts on a shared machine hit both alike; returns each side's
+/// summary.
+async fn run_pair(
+    w: &Workload,
+    runs: usize,
+    sides: [(&str, Target, &ServerSource); 2],
+    opts: &RunOptions,
+) -> anyhow::Result<[Summary; 2]> {
+    let mut reports: [Vec<RunReport>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..runs.max(1) {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (name, target, source) = sides[side];
+            let opts = RunOptions {
+                label: format!("{} {name} run {}/{}", opts.label, i + 1, runs),
+                ..opts.clone()
+            };
+            reports[side].push(run_once(target, source, w, &opts).await?);
+            tokio::time::sleep(BETWEEN_RUNS).await;
+        }
+    }
+    let [a, b] = reports;
+    Ok([Summary::of(a), Summary::of(b)])
+}
+
 /// `compare`: `runs` runs against each target, alternating.
 pub async fn run(
     w: &Workload,
@@ -165,33 +190,46 @@ pub async fn run(
     redis: &ServerSource,
     opts: &RunOptions,
 ) -> anyhow::Result<CompareReport> {
-    let (mut p_runs, mut r_runs) = (Vec::new(), Vec::new());
-    for i in 0..runs.max(1) {
-        let order = if i % 2 == 0 {
-            [Target::Pixchat, Target::Redis]
-        } else {
-            [Target::Redis, Target::Pixchat]
-        };
-        for target in order {
-            let source = match target {
-                Target::Pixchat => pixchat,
-                Target::Redis => redis,
-            };
-            let opts = RunOptions {
-                label: format!("{} {target} run {}/{}", opts.label, i + 1, runs),
-                ..opts.clone()
-            };
-            let report = run_once(target, source, w, &opts).await?;
-            match target {
-                Target::Pixchat => p_runs.push(report),
-                Target::Redis => r_runs.push(report),
-            }
-            tokio::time::sleep(BETWEEN_RUNS).await;
-        }
-    }
-    Ok(CompareReport::new(
+    let [p, r] = run_pair(
         w,
-        Summary::of(p_runs),
-        Summary::of(r_runs),
-    ))
+        runs,
+        [
+            ("pixchat", Target::Pixchat, pixchat),
+            ("redis", Target::Redis, redis),
+        ],
+        opts,
+    )
+    .await?;
+    Ok(CompareReport::new(w, p, r))
+}
+
+/// `durability`: `runs` runs of pixchat with its default durable storage
+/// and as many with `--memory` added to `durable`'s flags, alternating.
+pub async fn durability(
+    w: &Workload,
+    runs: usize,
+    durable: &ServerSource,
+    opts: &RunOptions,
+) -> anyhow::Result<DurabilityReport> {
+    let ServerSource::Pixchat { args, .. } = durable else {
+        bail!("durability starts its own servers: no --addr");
+    };
+    if args.iter().any(|a| a == "--memory") {
+        bail!("durability adds --memory itself; leave it out of --server-arg");
+    }
+    let mut memory = durable.clone();
+    if let ServerSource::Pixchat { args, .. } = &mut memory {
+        args.push("--memory".into());
+    }
+    let [d, m] = run_pair(
+        w,
+        runs,
+        [
+            ("durable", Target::Pixchat, durable),
+            ("memory", Target::Pixchat, &memory),
+        ],
+        opts,
+    )
+    .await?;
+    Ok(DurabilityReport::new(w, d, m))
 }

@@ -2,6 +2,8 @@
 //! into [`InBuf::spare`], parsers borrow [`InBuf::data`] and say how much
 //! they used. It grows only for a message that does not fit and shrinks
 //! back afterwards, so 20,000 idle watchers do not each pin a large buffer.
+//! Hand-written rather than a `BytesMut`, which keeps the capacity a 512 KiB
+//! snapshot made it grow to for as long as the connection lives.
 
 /// Bytes read from a socket and not yet parsed.
 #[derive(Debug)]

@@ -14,12 +14,12 @@ use anyhow::bail;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::fanout::{Joined, join_pixchat};
+use super::frames::Keep;
 use super::latency::{Percentiles, new_histogram};
+use super::pixchat::{Joined, join};
 use super::procstat::{self, CpuUse};
 use super::progress::{Counters, Progress};
 use super::report::{kib, micros};
-use super::wire::Keep;
 use super::{Servers, check_fd_budget, run_tag};
 
 /// Read buffer per client; it grows to hold the snapshot.
@@ -90,7 +90,7 @@ pub async fn run(
         bail!("no server to load");
     }
     if servers.endpoints.len() > 1 {
-        super::fanout::probe_shared_canvas(servers).await?;
+        super::pixchat::probe_shared_canvas(servers).await?;
     }
     let tag = run_tag();
     let counters = Arc::new(Counters::default());
@@ -114,10 +114,9 @@ pub async fn run(
                 Ok(t) => t.expect("checked"),
                 Err(_) => bail!("the storm was called off"),
             };
-            let joined =
-                tokio::time::timeout(timeout, join_pixchat(addr, &name, Keep::Everything, BUFFER))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("no full canvas within {timeout:?}"))??;
+            let joined = tokio::time::timeout(timeout, join(addr, &name, Keep::Everything, BUFFER))
+                .await
+                .map_err(|_| anyhow::anyhow!("no full canvas within {timeout:?}"))??;
             let took = t0.elapsed();
             counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
             Ok::<(Duration, Joined), anyhow::Error>((took, joined))

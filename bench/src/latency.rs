@@ -133,6 +133,56 @@ pub fn record(h: &mut Histogram<u64>, sent_nanos: u64, received_nanos: u64) {
     h.saturating_record(us);
 }
 
+/// A histogram that records runs of latencies in one bucket at once. A
+/// watcher thread records tens of millions of latencies per second, mostly
+/// a read's worth of events received at the same instant and sent close
+/// together; counting those as one `record_n` gives the same histogram
+/// (same buckets, same min and max) at a fraction of the cost.
+#[derive(Debug)]
+pub struct Tally {
+    hist: Histogram<u64>,
+    /// The bucket being counted (its lowest and highest equal values) and
+    /// how many fell into it.
+    run: Option<(u64, u64, u64)>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            hist: new_histogram(),
+            run: None,
+        }
+    }
+}
+
+impl Tally {
+    /// Records one latency, clamped into the tracked range, as [`record`].
+    pub fn record(&mut self, sent_nanos: u64, received_nanos: u64) {
+        let us = (received_nanos.saturating_sub(sent_nanos) / 1_000).clamp(1, MAX_TRACKED_US);
+        match &mut self.run {
+            Some((lo, hi, n)) if (*lo..=*hi).contains(&us) => *n += 1,
+            _ => {
+                self.flush();
+                let lo = self.hist.lowest_equivalent(us);
+                let hi = self.hist.highest_equivalent(us);
+                self.run = Some((lo, hi, 1));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some((lo, _, n)) = self.run.take() {
+            self.hist.saturating_record_n(lo, n);
+        }
+    }
+
+    /// Everything recorded.
+    pub fn into_histogram(mut self) -> Histogram<u64> {
+        self.flush();
+        self.hist
+    }
+}
+
 /// Latency histograms shared by all watchers of a run, in shards.
 #[derive(Debug)]
 pub struct Recorder {
@@ -241,6 +291,32 @@ mod tests {
         assert!((989.0..=991.0).contains(&p.p99_us), "{p:?}");
         assert!((999.0..=1001.0).contains(&p.max_us), "{p:?}");
         assert_eq!(Percentiles::of(&new_histogram()), Percentiles::default());
+    }
+
+    #[test]
+    fn a_tally_gives_the_histogram_that_single_records_give() {
+        let mut one = new_histogram();
+        let mut tally = Tally::default();
+        let mut x = 12_345u64;
+        for i in 0..100_000u64 {
+            // Runs of near values, jumps, and values out of range.
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let sent = if i % 1000 == 0 {
+                0
+            } else {
+                1_000_000_000 - (x >> 40) % 300_000_000
+            };
+            let now = 1_000_000_000 + i % 7;
+            record(&mut one, sent, now);
+            tally.record(sent, now);
+        }
+        let tally = tally.into_histogram();
+        assert_eq!(tally.len(), one.len());
+        assert_eq!((tally.min(), tally.max()), (one.min(), one.max()));
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(tally.value_at_quantile(q), one.value_at_quantile(q), "{q}");
+        }
+        assert_eq!(tally.mean(), one.mean());
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //! sees it, against pixchat or, for comparison, Redis pub/sub.
 //!
 //! Module map:
-//! - [`fanout`]: watchers and writers, the pacing, the run and its counts;
-//!   pixchat's side of it (binary mode, [`wire`] frames read in place). A
-//!   run loads one server or several pixchat servers sharing one canvas
-//!   through Redis ([`Servers`]).
-//! - [`redis`]: the same workload over Redis `SUBSCRIBE`/`PUBLISH`, with a
-//!   minimal RESP reader ([`resp`]).
-//! - [`compare`]: both targets, alternating, with medians and ratios.
-//! - [`join_storm`], [`idle`]: the other two workloads.
+//! - [`fanout`]: one run of the fan-out workload (setup, window, drain,
+//!   report). A run loads one server or several pixchat servers sharing one
+//!   canvas through Redis ([`Servers`]).
+//! - [`shared`]: what both targets share: the run's state, the counts, the
+//!   writers' window and pacing.
+//! - [`pixchat`]: pixchat's watchers and writers (binary mode, frames
+//!   decoded in place by the library's decoder, [`frames`]);
+//!   [`redis`]: the same over Redis `SUBSCRIBE`/`PUBLISH`, with a minimal
+//!   RESP reader ([`resp`]); [`watchers`]: the threads that read every
+//!   watcher's socket, many per thread.
+//! - [`compare`]: two set-ups, alternating, with medians and ratios:
+//!   pixchat against Redis, or durable storage against `--memory`.
+//! - [`join_storm`], [`idle`], [`stalled`]: the other workloads.
 //! - [`latency`]: send-time slots and histograms; [`procstat`]: CPU and
 //!   memory from `/proc`; [`spawn`]: servers the bench starts and stops;
 //!   [`report`]: JSON and the tables; [`progress`]: the line on stderr.
@@ -19,17 +24,21 @@
 
 pub mod compare;
 pub mod fanout;
+pub mod frames;
 pub mod idle;
 pub mod inbuf;
 pub mod join_storm;
 pub mod latency;
+pub mod pixchat;
 pub mod procstat;
 pub mod progress;
 pub mod redis;
 pub mod report;
 pub mod resp;
+pub mod shared;
 pub mod spawn;
-pub mod wire;
+pub mod stalled;
+pub mod watchers;
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -241,15 +250,9 @@ pub fn loopback_addr(spec: &str) -> anyhow::Result<SocketAddr> {
 /// Raises this process's soft limit on open files to its hard limit (child
 /// servers inherit it) and returns the new soft limit.
 pub fn raise_fd_limit() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(_) => soft,
-        },
-        Ok((soft, _)) => soft,
-        Err(_) => 1024,
-    }
+    rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::Resource::NOFILE.get().map(|(soft, _)| soft))
+        .unwrap_or(1024)
 }
 
 /// Fails with a clear message when `connections` sockets do not fit in the

@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use pixchat_bench::compare::{self, RedisSpec, ServerSource};
 use pixchat_bench::fanout::RunOptions;
 use pixchat_bench::spawn::{pixchat_server_bin, redis_server_bin};
-use pixchat_bench::{self as bench, Endpoint, Servers, Target, Workload, idle, join_storm, report};
+use pixchat_bench::{
+    self as bench, Endpoint, Servers, Target, Workload, idle, join_storm, report, stalled,
+};
 
 /// Load generator for pixchat: fan-out, join storms and idle connections,
 /// measured side by side with Redis pub/sub. Loopback only.
@@ -72,6 +74,36 @@ enum Cmd {
         #[command(flatten)]
         redis_bin: RedisBin,
     },
+    /// The fanout workload on pixchat's default durable storage and with
+    /// --memory, alternating, with medians and durable/memory ratios.
+    Durability {
+        #[command(flatten)]
+        load: Load,
+        /// Runs per set-up.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[command(flatten)]
+        pixchat: PixchatServer,
+        #[command(flatten)]
+        redis_bin: RedisBin,
+    },
+    /// N connections each send CANVAS and never read the answer: server RSS
+    /// per stalled client, and whether the server still answers.
+    Stalled {
+        /// Stalled connections.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Wire mode of the stalled clients.
+        #[arg(long, value_enum, default_value = "text")]
+        mode: stalled::Mode,
+        /// Seconds the server gets to settle before its memory is read.
+        #[arg(long, default_value_t = stalled::SETTLE.as_secs_f64())]
+        settle: f64,
+        #[command(flatten)]
+        pixchat: PixchatServer,
+        #[command(flatten)]
+        redis_bin: RedisBin,
+    },
     /// N watchers join and stay idle (server RSS per connection), then a
     /// trickle of placements (latency to all of them).
     Idle {
@@ -114,6 +146,10 @@ struct Load {
     /// Seconds connecting and joining everyone may take (default: 60 + clients/100).
     #[arg(long)]
     setup_timeout: Option<f64>,
+    /// Threads that read the watchers' sockets (default: half the cores, at
+    /// least one).
+    #[arg(long)]
+    watcher_threads: Option<usize>,
 }
 
 impl Load {
@@ -142,6 +178,7 @@ impl Load {
                 .setup_timeout
                 .map(Duration::try_from_secs_f64)
                 .transpose()?,
+            watcher_threads: self.watcher_threads,
         })
     }
 }
@@ -371,6 +408,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = join_storm::run(&servers, clients, timeout, !cli.quiet).await;
             drop(started);
             print(json, &r?, join_storm::render);
+        }
+        Cmd::Durability {
+            load,
+            runs,
+            pixchat,
+            redis_bin,
+        } => {
+            if runs == 0 || runs > 100 {
+                bail!("--runs must be 1-100");
+            }
+            if !pixchat.addr.is_empty() {
+                bail!("durability starts its own servers: no --addr");
+            }
+            let w = load.workload(100, 0.0, 5.0)?;
+            let opts = load.options("durability", cli.quiet)?;
+            let r = compare::durability(&w, runs, &pixchat.source(&redis_bin)?, &opts).await?;
+            print(json, &r, report::render_durability);
+        }
+        Cmd::Stalled {
+            clients,
+            mode,
+            settle,
+            pixchat,
+            redis_bin,
+        } => {
+            let settle = Duration::try_from_secs_f64(settle)?;
+            let (started, servers) = pixchat.source(&redis_bin)?.start(clients)?;
+            let r = stalled::run(&servers, clients, mode, settle, !cli.quiet).await;
+            drop(started);
+            print(json, &r?, stalled::render);
         }
         Cmd::Idle {
             load,

@@ -1,9 +1,12 @@
 //! CPU time and memory of a process (the server, Redis, or the bench itself)
-//! and of the whole machine, read from `/proc`. Linux only; elsewhere every
-//! reading is an error and the report leaves the field out.
+//! and of the whole machine, read from `/proc` with the `procfs` crate.
+//! Linux only; elsewhere every reading is an error and the report leaves the
+//! field out.
 
-use std::io;
 use std::time::Duration;
+
+use procfs::CurrentSI;
+use procfs::process::Process;
 
 /// Which process to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,15 +15,6 @@ pub enum Proc {
     Myself,
     /// Another process, by pid.
     Pid(u32),
-}
-
-impl Proc {
-    fn path(&self, file: &str) -> String {
-        match self {
-            Proc::Myself => format!("/proc/self/{file}"),
-            Proc::Pid(pid) => format!("/proc/{pid}/{file}"),
-        }
-    }
 }
 
 /// One reading of a process.
@@ -34,13 +28,9 @@ pub struct Sample {
     pub peak_kib: u64,
 }
 
-/// Clock ticks per second of `/proc` CPU times (`sysconf(_SC_CLK_TCK)`,
-/// 100 on Linux).
+/// Clock ticks per second of `/proc` CPU times (100 on Linux).
 pub fn ticks_per_second() -> u64 {
-    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(t)) if t > 0 => t as u64,
-        _ => 100,
-    }
+    procfs::ticks_per_second().max(1)
 }
 
 /// Converts clock ticks to seconds.
@@ -49,14 +39,17 @@ pub fn ticks_to_secs(ticks: u64) -> f64 {
 }
 
 /// Reads a process's CPU time and memory.
-pub fn sample(p: Proc) -> io::Result<Sample> {
-    let stat = std::fs::read_to_string(p.path("stat"))?;
-    let status = std::fs::read_to_string(p.path("status"))?;
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+pub fn sample(p: Proc) -> procfs::ProcResult<Sample> {
+    let process = match p {
+        Proc::Myself => Process::myself()?,
+        Proc::Pid(pid) => Process::new(pid as i32)?,
+    };
+    let stat = process.stat()?;
+    let status = process.status()?;
     Ok(Sample {
-        cpu_ticks: parse_cpu_ticks(&stat).ok_or_else(|| bad("unreadable /proc stat"))?,
-        rss_kib: parse_status_kib(&status, "VmRSS").unwrap_or(0),
-        peak_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
+        cpu_ticks: stat.utime + stat.stime,
+        rss_kib: status.vmrss.unwrap_or(0),
+        peak_kib: status.vmhwm.unwrap_or(0),
     })
 }
 
@@ -66,38 +59,8 @@ pub fn sample(p: Proc) -> io::Result<Sample> {
 /// whether a server batches: one write syscall of many events is one
 /// segment. System calls do not show it: `/proc/<pid>/io` counts `write`,
 /// but Rust's sockets use `send`.
-pub fn tcp_out_segments() -> io::Result<u64> {
-    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
-    parse_out_segments(&snmp)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/net/snmp"))
-}
-
-/// Parses `OutSegs` from the two `Tcp:` lines (names, then values).
-pub fn parse_out_segments(snmp: &str) -> Option<u64> {
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let names = tcp.next()?;
-    let values = tcp.next()?;
-    let at = names.split_whitespace().position(|n| n == "OutSegs")?;
-    values.split_whitespace().nth(at)?.parse().ok()
-}
-
-/// utime + stime from a `/proc/<pid>/stat` line. The command name (field 2)
-/// is in parentheses and may contain spaces, so fields are counted from the
-/// last `)`: the state is field 3, utime field 14, stime field 15.
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// A `Key:   1234 kB` line of `/proc/<pid>/status`, in KiB.
-pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|l| {
-        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
+pub fn tcp_out_segments() -> procfs::ProcResult<u64> {
+    Ok(procfs::net::snmp()?.tcp_out_segs)
 }
 
 /// Machine-wide CPU time from `/proc/stat`, summed over every core.
@@ -113,27 +76,16 @@ pub struct MachineTicks {
     pub all: u64,
 }
 
-/// Reads `/proc/stat`.
-pub fn machine_ticks() -> io::Result<MachineTicks> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    parse_machine_ticks(&stat)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/stat"))
-}
-
-/// Parses the `cpu` line of `/proc/stat`.
-pub fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8) // user nice system idle iowait irq softirq steal
-        .map(|v| v.parse().ok())
-        .collect::<Option<_>>()?;
-    let all: u64 = values.iter().sum();
-    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
-    Some(MachineTicks {
-        busy: all - idle,
-        softirq: values.get(6).copied().unwrap_or(0),
+/// Reads `/proc/stat`: user, nice, system, idle, iowait, irq, softirq and
+/// steal of all cores together.
+pub fn machine_ticks() -> procfs::ProcResult<MachineTicks> {
+    let t = procfs::KernelStats::current()?.total;
+    let [iowait, irq, softirq, steal] =
+        [t.iowait, t.irq, t.softirq, t.steal].map(|v| v.unwrap_or(0));
+    let all = t.user + t.nice + t.system + t.idle + iowait + irq + softirq + steal;
+    Ok(MachineTicks {
+        busy: all - t.idle - iowait,
+        softirq,
         all,
     })
 }
@@ -285,43 +237,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_ticks_survive_a_name_with_spaces_and_parens() {
-        let stat = "4242 (pix (chat) server) S 1 4242 4242 0 -1 4194560 \
-                    900 0 0 0 1234 567 0 0 20 0 3 0 100 2000000 500 \
-                    18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 567));
-        assert_eq!(parse_cpu_ticks("garbage"), None);
-    }
-
-    #[test]
-    fn status_values_in_kib() {
-        let status = "Name:\tpixchat-server\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
-        assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
-        assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
-        assert_eq!(parse_status_kib(status, "VmSwap"), None);
-    }
-
-    #[test]
-    fn tcp_segments_from_snmp() {
-        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
-                    Tcp: RtoAlgorithm RtoMin InSegs OutSegs RetransSegs\n\
-                    Tcp: 1 200 590 591 3\nUdp: InDatagrams\nUdp: 5\n";
-        assert_eq!(parse_out_segments(snmp), Some(591));
-        assert_eq!(parse_out_segments("Tcp: OutSegs\n"), None);
+    fn the_machine_and_its_network_can_be_read() {
+        let m = machine_ticks().expect("/proc/stat on Linux");
+        assert!(m.all >= m.busy && m.busy >= m.softirq);
         assert!(tcp_out_segments().is_ok(), "/proc/net/snmp on Linux");
-    }
-
-    #[test]
-    fn machine_busy_excludes_idle_and_iowait() {
-        let stat = "cpu  100 10 50 800 40 0 7 0 0 0\ncpu0 50 5 25 400 20 0 0 0 0 0\n";
-        assert_eq!(
-            parse_machine_ticks(stat),
-            Some(MachineTicks {
-                busy: 167,
-                softirq: 7,
-                all: 1007
-            })
-        );
     }
 
     #[test]

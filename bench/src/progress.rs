@@ -1,12 +1,13 @@
-//! The progress line on stderr: once per second, overwritten in place with
-//! `\r`, so a long run shows it is alive and roughly how fast it goes.
+//! The progress line on stderr (an `indicatif` bar that is only a
+//! message), updated once per second, so a long run shows it is alive and
+//! roughly how fast it goes. Hidden when stderr is not a terminal.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,7 @@ pub struct Counters {
     pub stopped: OnceLock<Instant>,
 }
 
-/// A running progress line; [`Progress::finish`] ends it with a newline.
+/// A running progress line; [`Progress::finish`] leaves its last state.
 #[derive(Debug)]
 pub struct Progress {
     stop: CancellationToken,
@@ -49,11 +50,12 @@ impl Progress {
         let stop = CancellationToken::new();
         let handle = enabled.then(|| {
             let stop = stop.clone();
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 let (mut last_d, mut last_a, mut last_t) = (0, 0, Instant::now());
-                let mut width = 0usize;
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
@@ -67,17 +69,17 @@ impl Progress {
                         deliveries: (d - last_d) as f64 / dt,
                         placements: (a - last_a) as f64 / dt,
                     };
-                    let line = line(&label, &counters, (clients, writers), duration, now, rates);
+                    bar.set_message(line(
+                        &label,
+                        &counters,
+                        (clients, writers),
+                        duration,
+                        now,
+                        rates,
+                    ));
                     (last_d, last_a, last_t) = (d, a, now);
-                    let pad = width.saturating_sub(line.len());
-                    width = line.len();
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(err, "\r{line}{}", " ".repeat(pad));
-                    let _ = err.flush();
                 }
-                if width > 0 {
-                    let _ = writeln!(std::io::stderr());
-                }
+                bar.finish();
             })
         });
         Self { stop, handle }

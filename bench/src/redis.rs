@@ -1,6 +1,6 @@
 //! The fan-out workload against Redis pub/sub: watchers `SUBSCRIBE` to one
 //! channel, writers `PUBLISH` 16-byte messages to it, with the same pacing,
-//! window and counts as pixchat's side (see [`super::fanout`]).
+//! window and counts as pixchat's side (see [`super::shared`]).
 //!
 //! A message carries the writer id (u32), the placement number k (u64) and
 //! four bytes of padding, all big-endian: the watcher finds the send time
@@ -19,13 +19,14 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::fanout::{
-    End, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState, run_writer,
-    watcher_ready, writer_setup,
-};
 use super::inbuf::InBuf;
-use super::latency::{Lookup, record};
+use super::latency::{Lookup, Tally};
 use super::resp::{self, Resp, Scalar};
+use super::shared::{
+    End, Final, Position, Shared, WATCHER_BUFFER, WatcherOutcome, WriterRun, WriterState,
+    run_writer, watcher_ready, writer_setup,
+};
+use super::watchers::{Batch, PoolHandle, Watch};
 use super::{CONNECT_TIMEOUT, JOIN_TIMEOUT};
 
 /// The channel every message goes to.
@@ -91,99 +92,95 @@ async fn subscribe(addr: std::net::SocketAddr) -> anyhow::Result<(TcpStream, InB
     }
 }
 
-/// A Redis watcher: subscribes, reports ready, then counts every message
-/// until it has every acknowledged placement or the run stops.
+/// A watcher's Redis stream: the next k expected from each writer.
+#[derive(Debug)]
+pub(crate) struct RedisWatch {
+    next: Vec<u64>,
+}
+
+impl Watch for RedisWatch {
+    fn on_data(
+        &mut self,
+        data: &[u8],
+        sh: &Shared,
+        now: u64,
+        h: &mut Tally,
+        out: &mut WatcherOutcome,
+    ) -> Batch {
+        let mut batch = Batch::default();
+        loop {
+            let (v, used) = match resp::parse(&data[batch.used..]) {
+                Ok(Some(x)) => x,
+                Ok(None) => return batch,
+                Err(e) => {
+                    batch.end = Some(End::Failed(e.to_string()));
+                    return batch;
+                }
+            };
+            batch.used += used;
+            let Some((w, k)) = v.message().and_then(|(_, p)| parse_payload(p)) else {
+                continue;
+            };
+            let w = w as usize;
+            let Some(expected) = self.next.get_mut(w) else {
+                continue;
+            };
+            if k < *expected {
+                out.out_of_order += 1;
+                continue;
+            }
+            out.lost += k - *expected;
+            *expected = k + 1;
+            batch.got += 1;
+            let (slot, generation) = sh.tables[w].position(k);
+            match sh.tables[w].lookup(slot, generation, u64::MAX) {
+                Lookup::Sent(sent) => h.record(sent, now),
+                Lookup::Unmatched => out.unmatched += 1,
+            }
+        }
+    }
+
+    fn complete(&self, fin: &Final) -> bool {
+        self.next.iter().zip(&fin.acked).all(|(n, a)| n >= a)
+    }
+
+    fn position(&self) -> Position {
+        Position::Next(self.next.clone())
+    }
+}
+
+/// A Redis watcher's setup: subscribes (at most `gate` at a time), reports
+/// ready and hands the connection to the watcher pool. Returns the
+/// watcher's outcome when it never got that far.
 pub(crate) async fn watcher(
     id: usize,
     sh: Arc<Shared>,
     gate: Arc<Semaphore>,
     ready: mpsc::Sender<Result<(), String>>,
-) -> WatcherOutcome {
+    pool: PoolHandle<RedisWatch>,
+) -> Option<WatcherOutcome> {
     let mut out = WatcherOutcome::default();
     let joined = tokio::select! {
-        _ = sh.stop.cancelled() => return out,
+        _ = sh.stop.cancelled() => return Some(out),
         j = async {
             let _permit = gate.acquire().await;
             tokio::time::timeout(JOIN_TIMEOUT, subscribe(sh.addr_for(id))).await
         } => j,
     };
-    let Some((mut stream, mut buf)) =
-        watcher_ready(&sh, id, joined, "subscribe", ready, &mut out).await
+    let Some((stream, buf)) = watcher_ready(&sh, id, joined, "subscribe", ready, &mut out).await
     else {
-        return out;
+        return Some(out);
     };
-    // The next k expected from each writer.
-    let mut next = vec![0u64; sh.tables.len()];
-    let stop = sh.stop.cancelled();
-    let finalized = sh.finalized.cancelled();
-    tokio::pin!(stop, finalized);
-    let mut now = sh.epoch.now_nanos();
-    out.end = loop {
-        let (mut got, mut fault) = (0u64, None);
-        {
-            // Held only while parsing what is buffered: no await inside.
-            let mut h = sh.hist.shard(id).lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                let (v, used) = match resp::parse(buf.data()) {
-                    Ok(Some(x)) => x,
-                    Ok(None) => break,
-                    Err(e) => {
-                        fault = Some(e.to_string());
-                        break;
-                    }
-                };
-                if let Some((w, k)) = v.message().and_then(|(_, p)| parse_payload(p)) {
-                    let w = w as usize;
-                    if let Some(expected) = next.get_mut(w) {
-                        if k < *expected {
-                            out.out_of_order += 1;
-                        } else {
-                            out.lost += k - *expected;
-                            *expected = k + 1;
-                            got += 1;
-                            let (slot, generation) = sh.tables[w].position(k);
-                            match sh.tables[w].lookup(slot, generation, u64::MAX) {
-                                Lookup::Sent(sent) => record(&mut h, sent, now),
-                                Lookup::Unmatched => out.unmatched += 1,
-                            }
-                        }
-                    }
-                }
-                buf.consume(used);
-            }
-        }
-        if got > 0 {
-            out.received += got;
-            if sh.in_window(now) {
-                out.received_in_window += got;
-            }
-            sh.counters.deliveries.fetch_add(got, Ordering::Relaxed);
-        }
-        if let Some(f) = fault {
-            break End::Failed(f);
-        }
-        // Read once: see the pixchat watcher.
-        let fin = sh.fin.get();
-        if fin.is_some_and(|f| next.iter().zip(&f.acked).all(|(n, a)| n >= a)) {
-            sh.counters.watchers_done.fetch_add(1, Ordering::Relaxed);
-            break End::Complete;
-        }
-        tokio::select! {
-            biased;
-            _ = &mut stop => break End::Deadline,
-            _ = &mut finalized, if fin.is_none() => {}
-            r = stream.read(buf.spare(0)) => match r {
-                Ok(0) => break End::Closed,
-                Ok(n) => {
-                    buf.advance(n);
-                    now = sh.epoch.now_nanos();
-                }
-                Err(e) => break End::Failed(e.to_string()),
-            },
-        }
+    let watch = RedisWatch {
+        next: vec![0; sh.tables.len()],
     };
-    out.position = Position::Next(next);
-    out
+    match pool.add(id, stream, buf.data(), watch) {
+        Ok(()) => None,
+        Err(e) => {
+            out.end = End::Failed(format!("hand over to the watcher pool: {e}"));
+            Some(out)
+        }
+    }
 }
 
 /// A Redis writer: connects, waits for the start, publishes, and reads the

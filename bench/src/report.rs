@@ -119,6 +119,16 @@ pub struct RunReport {
     /// The same as cores busy on average.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bench_cpu_cores: Option<f64>,
+    /// Server CPU per event delivered within the window, ns (all servers,
+    /// plus the cluster's Redis when the bench started it): what the
+    /// target spends on one delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ns_per_delivery: Option<f64>,
+    /// Bench CPU per event delivered within the window, ns: what receiving
+    /// one delivery (and sending the placements) costs the load generator.
+    /// It must stay well below the server's, or the bench measures itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bench_cpu_ns_per_delivery: Option<f64>,
     /// Cores busy on the whole machine within the window (every process).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine_cpu_cores: Option<f64>,
@@ -232,6 +242,7 @@ enum Unit {
     Cores,
     Kib,
     Ratio,
+    Nanos,
 }
 
 const METRICS: &[Metric] = &[
@@ -269,6 +280,18 @@ const METRICS: &[Metric] = &[
     ("bench_cpu_cores", "bench CPU (cores)", Unit::Cores, |r| {
         r.bench_cpu_cores
     }),
+    (
+        "server_cpu_ns_per_delivery",
+        "server CPU/delivery",
+        Unit::Nanos,
+        |r| r.server_cpu_ns_per_delivery,
+    ),
+    (
+        "bench_cpu_ns_per_delivery",
+        "bench CPU/delivery",
+        Unit::Nanos,
+        |r| r.bench_cpu_ns_per_delivery,
+    ),
     ("softirq_cpu_cores", "softirq (cores)", Unit::Cores, |r| {
         r.softirq_cpu_cores
     }),
@@ -309,6 +332,12 @@ pub struct Summary {
     /// Median bench CPU, cores.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bench_cpu_cores: Option<f64>,
+    /// Median server CPU per delivery, ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ns_per_delivery: Option<f64>,
+    /// Median bench CPU per delivery, ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bench_cpu_ns_per_delivery: Option<f64>,
     /// Median, min and max of every metric.
     pub spread: BTreeMap<&'static str, Spread>,
     /// Every run.
@@ -340,6 +369,8 @@ impl Summary {
             server_cpu_cores: med("server_cpu_cores"),
             server_rss_kib: med("server_rss_kib"),
             bench_cpu_cores: med("bench_cpu_cores"),
+            server_cpu_ns_per_delivery: med("server_cpu_ns_per_delivery"),
+            bench_cpu_ns_per_delivery: med("bench_cpu_ns_per_delivery"),
             spread,
             each: runs,
         }
@@ -453,6 +484,7 @@ fn fmt_unit(unit: Unit, v: f64) -> String {
         Unit::Cores => format!("{v:.2}"),
         Unit::Kib => kib(v),
         Unit::Ratio => format!("{v:.1}"),
+        Unit::Nanos => format!("{} ns", sig3(v)),
     }
 }
 
@@ -556,6 +588,15 @@ pub fn render_run(r: &RunReport) -> String {
         opt(r.other_cpu_cores, |v| format!("{v:.2}")),
         opt(r.softirq_cpu_cores, |v| format!("{v:.2}")),
     );
+    if let (Some(server), Some(bench)) = (r.server_cpu_ns_per_delivery, r.bench_cpu_ns_per_delivery)
+    {
+        let _ = writeln!(
+            s,
+            "  CPU/delivery   server {} ns, bench {} ns",
+            sig3(server),
+            sig3(bench)
+        );
+    }
     if let (Some(before), Some(joined), Some(per)) = (
         r.rss_before_kib,
         r.rss_joined_kib,
@@ -579,16 +620,25 @@ pub fn render_run(r: &RunReport) -> String {
 
 /// The compare table: medians (min-max) and the pixchat/Redis ratio.
 pub fn render_compare(c: &CompareReport) -> String {
+    render_pair(
+        "compare",
+        &c.describe(),
+        [("pixchat", &c.pixchat), ("redis", &c.redis)],
+    )
+}
+
+/// Two summaries side by side, medians (min-max), and the first / second
+/// ratio of each metric that compares the targets.
+pub fn render_pair(
+    title: &str,
+    load: &str,
+    [(a_name, a), (b_name, b)]: [(&str, &Summary); 2],
+) -> String {
     let mut s = String::new();
-    let rate = if c.rate > 0.0 {
-        format!("{} placements/s offered", si(c.rate))
-    } else {
-        format!("max rate (window {})", c.window)
-    };
     let _ = writeln!(
         s,
-        "compare: {} watchers, {} writers, {rate}, {} s x {} runs each; median (min-max)",
-        c.clients, c.writers, c.duration_s, c.pixchat.runs
+        "{title}: {load} x {} runs each; median (min-max)",
+        a.runs
     );
     let cell = |sum: &Summary, key: &str, unit: Unit| match sum.spread.get(key) {
         Some(sp) if sp.min == sp.max => fmt_unit(unit, sp.median),
@@ -602,24 +652,23 @@ pub fn render_compare(c: &CompareReport) -> String {
     };
     let _ = writeln!(
         s,
-        "{:<20} {:<30} {:<30} pixchat/redis",
-        "", "pixchat", "redis"
+        "{:<20} {:<30} {:<30} {a_name}/{b_name}",
+        "", a_name, b_name
     );
     for (key, label, unit, _) in METRICS {
-        let p = c.pixchat.spread.get(key).map(|x| x.median);
-        let r = c.redis.spread.get(key).map(|x| x.median);
+        let p = a.spread.get(key).map(|x| x.median);
+        let r = b.spread.get(key).map(|x| x.median);
         // Ratios of the load generator's or other processes' CPU say
         // nothing about the targets.
         let compared = !matches!(
             *key,
-            "bench_cpu_cores" | "softirq_cpu_cores" | "other_cpu_cores"
+            "bench_cpu_cores"
+                | "softirq_cpu_cores"
+                | "other_cpu_cores"
+                | "bench_cpu_ns_per_delivery"
         );
-        let ratio = match (p, r, unit) {
-            (
-                Some(p),
-                Some(r),
-                Unit::Rate | Unit::Micros | Unit::Kib | Unit::Cores | Unit::Ratio,
-            ) if r > 0.0 && compared => {
+        let ratio = match (p, r) {
+            (Some(p), Some(r)) if r > 0.0 && compared && *unit != Unit::Count => {
                 format!("{:.2}", p / r)
             }
             _ => String::new(),
@@ -628,12 +677,12 @@ pub fn render_compare(c: &CompareReport) -> String {
             s,
             "{:<20} {:<30} {:<30} {}",
             label,
-            cell(&c.pixchat, key, *unit),
-            cell(&c.redis, key, *unit),
+            cell(a, key, *unit),
+            cell(b, key, *unit),
             ratio
         );
     }
-    for (name, sum) in [("pixchat", &c.pixchat), ("redis", &c.redis)] {
+    for (name, sum) in [(a_name, a), (b_name, b)] {
         for r in &sum.each {
             for n in &r.notes {
                 let _ = writeln!(s, "note ({name}): {n}");
@@ -641,6 +690,88 @@ pub fn render_compare(c: &CompareReport) -> String {
         }
     }
     s
+}
+
+/// `durability`: the same pixchat workload on the default durable storage
+/// and with `--memory`, alternating.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DurabilityReport {
+    /// Watcher connections.
+    pub clients: usize,
+    /// Writer connections.
+    pub writers: usize,
+    /// Offered placements per second, 0 for max rate.
+    pub rate: f64,
+    /// Seconds per run.
+    pub duration_s: f64,
+    /// Window per writer.
+    pub window: usize,
+    /// Cores this machine has.
+    pub machine_cores: usize,
+    /// The server with its default durable storage (a data directory,
+    /// `--fsync batch` unless a `--server-arg` says otherwise).
+    pub durable: Summary,
+    /// The same server with `--memory`.
+    pub memory: Summary,
+    /// durable / memory median deliveries per second.
+    pub ratio_deliveries: f64,
+    /// durable / memory median placements per second.
+    pub ratio_placements: f64,
+    /// durable / memory median p50 latency.
+    pub ratio_p50: f64,
+    /// durable / memory median p99 latency.
+    pub ratio_p99: f64,
+}
+
+impl DurabilityReport {
+    /// Puts the two summaries side by side.
+    pub fn new(w: &super::Workload, durable: Summary, memory: Summary) -> Self {
+        Self {
+            clients: w.clients,
+            writers: w.writers,
+            rate: w.rate,
+            duration_s: w.duration.as_secs_f64(),
+            window: w.window,
+            machine_cores: super::procstat::online_cores(),
+            ratio_deliveries: ratio(durable.deliveries_per_s, memory.deliveries_per_s),
+            ratio_placements: ratio(durable.placements_per_s, memory.placements_per_s),
+            ratio_p50: ratio(durable.p50_us, memory.p50_us),
+            ratio_p99: ratio(durable.p99_us, memory.p99_us),
+            durable,
+            memory,
+        }
+    }
+}
+
+/// The durability table.
+pub fn render_durability(d: &DurabilityReport) -> String {
+    render_pair(
+        "durability",
+        &describe_load(d.clients, d.writers, d.rate, d.window, d.duration_s),
+        [("durable", &d.durable), ("memory", &d.memory)],
+    )
+}
+
+/// "1000 watchers, 4 writers, 2 k placements/s offered, 5 s".
+fn describe_load(clients: usize, writers: usize, rate: f64, window: usize, secs: f64) -> String {
+    let rate = if rate > 0.0 {
+        format!("{} placements/s offered", si(rate))
+    } else {
+        format!("max rate (window {window})")
+    };
+    format!("{clients} watchers, {writers} writers, {rate}, {secs} s")
+}
+
+impl CompareReport {
+    fn describe(&self) -> String {
+        describe_load(
+            self.clients,
+            self.writers,
+            self.rate,
+            self.window,
+            self.duration_s,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -699,6 +830,8 @@ mod tests {
             deliveries_per_segment: Some(10.0),
             bench_cpu_s: Some(4.0),
             bench_cpu_cores: Some(0.8),
+            server_cpu_ns_per_delivery: Some(90.0),
+            bench_cpu_ns_per_delivery: Some(80.0),
             machine_cpu_cores: Some(1.9),
             softirq_cpu_cores: Some(0.1),
             other_cpu_cores: Some(0.1),

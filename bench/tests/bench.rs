@@ -163,9 +163,108 @@ async fn fanout_starts_and_stops_its_own_server() {
     assert!(ok, "pixchat-bench failed:\n{err}");
     let run = json(&out, &err);
     assert_delivered(&run, "pixchat");
-    // The bench knew the server's pid, so it read its CPU and memory.
+    // The bench knew the server's pid, so it read its CPU and memory, and
+    // its own.
     assert!(run["server_rss_kib"].as_u64().unwrap() > 0, "{run}");
     assert!(run["server_cpu_s"].is_number(), "{run}");
+    assert!(run["server_cpu_ns_per_delivery"].is_number(), "{run}");
+    assert!(run["bench_cpu_ns_per_delivery"].is_number(), "{run}");
+}
+
+#[tokio::test]
+async fn durability_runs_the_durable_and_the_memory_server() {
+    let (ok, out, err) = bench(&[
+        "durability",
+        "--server-bin",
+        server_bin(),
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--clients",
+        "3",
+        "--rate",
+        "100",
+        "--duration",
+        "0.5",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    assert!(ok, "pixchat-bench durability failed:\n{err}");
+    let report = json(&out, &err);
+    assert_delivered(&report["durable"], "durable");
+    assert_delivered(&report["memory"], "memory");
+    assert_eq!(report["durable"]["runs"], 1, "{report}");
+    assert!(
+        report["ratio_deliveries"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn stalled_clients_and_idle_watchers_report_memory_per_connection() {
+    for mode in ["text", "binary"] {
+        let (ok, out, err) = bench(&[
+            "stalled",
+            "--server-bin",
+            server_bin(),
+            "--server-arg=--memory",
+            "--width",
+            "256",
+            "--height",
+            "256",
+            "--clients",
+            "5",
+            "--mode",
+            mode,
+            "--settle",
+            "0.2",
+            "--json",
+            "--quiet",
+        ])
+        .await;
+        assert!(ok, "pixchat-bench stalled failed:\n{err}");
+        let run = json(&out, &err);
+        assert_eq!(run["workload"], "stalled", "{run}");
+        assert_eq!(run["clients"], 5, "{run}");
+        assert_eq!(run["mode"], mode, "{run}");
+        assert!(
+            run["answer_bytes"].as_u64().unwrap() > 256 * 256 / 2,
+            "{run}"
+        );
+        assert!(run["rss_per_connection_bytes"].is_number(), "{run}");
+        assert!(
+            run["probe_ms"].is_number(),
+            "the server still answers: {run}"
+        );
+    }
+    let (ok, out, err) = bench(&[
+        "idle",
+        "--server-bin",
+        server_bin(),
+        "--server-arg=--memory",
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--clients",
+        "5",
+        "--rate",
+        "50",
+        "--duration",
+        "0.5",
+        "--json",
+        "--quiet",
+    ])
+    .await;
+    assert!(ok, "pixchat-bench idle failed:\n{err}");
+    let run = json(&out, &err);
+    assert_delivered(&run, "idle");
+    assert_eq!(run["workload"], "idle", "{run}");
+    assert!(run["rss_per_connection_bytes"].is_number(), "{run}");
 }
 
 /// Whether `redis-server` is on PATH; without it a test is skipped with a

@@ -1,10 +1,13 @@
 //! Arbitrary bytes through the server's and the client's frame decoders:
-//! no panic, and never more buffered than one frame's limit.
+//! no panic, never more buffered than one frame's limit, and the borrowing
+//! decoder finds the same frames and messages as the client's codec.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pixchat::protocol::binary::{ClientCodec, ServerCodec};
+use pixchat::protocol::binary::{
+    ClientCodec, ServerCodec, ServerMsgRef, decode_server_ref, split_server_frame,
+};
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,5 +16,13 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some(_)) = server.decode(&mut buf) {}
     let mut buf = BytesMut::from(data);
     let mut client = ClientCodec::default();
-    while let Ok(Some(_)) = client.decode(&mut buf) {}
+    let mut rest = data;
+    while let Ok(Some((payload, used))) = split_server_frame(rest) {
+        rest = &rest[used..];
+        let in_place = decode_server_ref(payload).map(ServerMsgRef::into_owned);
+        match client.decode(&mut buf) {
+            Ok(Some(msg)) => assert_eq!(in_place, Ok(msg)),
+            _ => assert!(in_place.is_err()),
+        }
+    }
 });

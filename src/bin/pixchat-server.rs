@@ -187,16 +187,16 @@ async fn main() -> anyhow::Result<()> {
 /// Raises the open-file limit towards `want`: the hard limit too where we
 /// may (as root with CAP_SYS_RESOURCE), then the soft limit up to the hard.
 fn raise_open_file_limit(want: u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+    use rlimit::Resource;
+    let Ok((soft, hard)) = Resource::NOFILE.get() else {
         return;
     };
     if hard < want {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, want, want);
+        let _ = Resource::NOFILE.set(want, want);
     }
-    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(hard, |(_, h)| h);
+    let hard = Resource::NOFILE.get().map_or(hard, |(_, h)| h);
     let target = want.min(hard).max(soft);
-    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+    if let Err(e) = Resource::NOFILE.set(target, hard) {
         tracing::warn!(error = %e, "could not raise the open-file limit");
     } else if target < want {
         tracing::warn!(

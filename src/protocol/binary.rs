@@ -539,16 +539,22 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     fn str8(&mut self) -> Field<String> {
+        self.str8_ref().map(str::to_owned)
+    }
+    fn str16(&mut self) -> Field<String> {
+        self.str16_ref().map(str::to_owned)
+    }
+    fn str8_ref(&mut self) -> Field<&'a str> {
         let n = self.u8()?;
         self.utf8(n.into())
     }
-    fn str16(&mut self) -> Field<String> {
+    fn str16_ref(&mut self) -> Field<&'a str> {
         let n = self.u16()?;
         self.utf8(n.into())
     }
-    fn utf8(&mut self, n: usize) -> Field<String> {
+    fn utf8(&mut self, n: usize) -> Field<&'a str> {
         let raw = self.bytes(n)?;
-        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| ())
+        std::str::from_utf8(raw).map_err(|_| ())
     }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.0)
@@ -783,23 +789,16 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 if r.u8()? != 4 {
                     return Err(());
                 }
-                let count = usize::from(width) * usize::from(height);
                 let packed = r.rest();
-                if packed.len() != count.div_ceil(2) {
+                if packed.len() != packed_len(width, height) {
                     return Err(());
                 }
-                let mut pixels = Vec::with_capacity(count);
-                for b in packed {
-                    pixels.push(b >> 4);
-                    pixels.push(b & 0x0F);
-                }
-                pixels.truncate(count);
                 reply(Reply::Canvas(Arc::new(Snapshot {
                     canvas_id,
                     seq,
                     width,
                     height,
-                    pixels,
+                    pixels: unpack_pixels(packed, width, height),
                 })))
             }
             t::SYNC_OK => {
@@ -847,6 +846,264 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
         }
     })();
     msg.map_err(|_| malformed(kind))
+}
+
+/// Bytes of a packed snapshot of `width` x `height` pixels (4 bits each).
+fn packed_len(width: u16, height: u16) -> usize {
+    (usize::from(width) * usize::from(height)).div_ceil(2)
+}
+
+/// One palette index per pixel from a packed snapshot, high nibble first.
+fn unpack_pixels(packed: &[u8], width: u16, height: u16) -> Vec<u8> {
+    let count = usize::from(width) * usize::from(height);
+    let mut pixels = Vec::with_capacity(count);
+    for b in packed {
+        pixels.push(b >> 4);
+        pixels.push(b & 0x0F);
+    }
+    pixels.truncate(count);
+    pixels
+}
+
+/// A `PIXEL` event borrowed from the bytes it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelRef<'a> {
+    /// Canvas seq of this placement.
+    pub seq: u64,
+    /// Column.
+    pub x: u16,
+    /// Row.
+    pub y: u16,
+    /// Palette index.
+    pub color: u8,
+    /// Who placed it.
+    pub name: &'a str,
+}
+
+/// A `SNAPSHOT` borrowed from the bytes it was decoded from, still packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRef<'a> {
+    /// Canvas id.
+    pub canvas_id: u64,
+    /// The seq the snapshot is at.
+    pub seq: u64,
+    /// Canvas width.
+    pub width: u16,
+    /// Canvas height.
+    pub height: u16,
+    /// Two pixels per byte, high nibble first; exactly the right length.
+    pub packed: &'a [u8],
+}
+
+impl SnapshotRef<'_> {
+    /// One palette index per pixel, row by row.
+    pub fn pixels(&self) -> Vec<u8> {
+        unpack_pixels(self.packed, self.width, self.height)
+    }
+}
+
+/// A server message decoded where it lies, without allocating, for a reader
+/// that must keep up with millions of events per second (a load generator,
+/// a relay). The frequent messages borrow their fields from the frame (a
+/// crowd joining sends every joined client one `JOINED` per newcomer); the
+/// rest come decoded by [`decode_server`] in [`ServerMsgRef::Other`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMsgRef<'a> {
+    /// A `PIXEL` event.
+    Pixel(PixelRef<'a>),
+    /// `SET_OK`: a placement was accepted with this seq.
+    SetOk {
+        /// The placement's seq.
+        seq: u64,
+    },
+    /// `SNAPSHOT` (the answer to `CANVAS`, or the canvas after `JOIN`).
+    Snapshot(SnapshotRef<'a>),
+    /// `ERROR`: the oldest command was refused.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human explanation.
+        message: &'a str,
+    },
+    /// `BYE`: the server is closing this connection.
+    Bye {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human text.
+        text: &'a str,
+    },
+    /// `JOINED`: someone joined (one per newcomer to every joined client).
+    Joined {
+        /// Their name.
+        name: &'a str,
+    },
+    /// `LEFT`: someone left.
+    Left {
+        /// Their name.
+        name: &'a str,
+    },
+    /// `KEEPALIVE`: the server has heard nothing from this client for a
+    /// while; any command keeps the connection open.
+    Keepalive,
+    /// Any other message. These are rare on a busy connection (one welcome
+    /// per join, one `JOINED` per newcomer), so they are decoded by the
+    /// owning decoder rather than twice over; boxed, so that the frequent
+    /// messages stay small to return.
+    Other(Box<ServerMsg>),
+}
+
+impl ServerMsgRef<'_> {
+    /// The same message as [`decode_server`] gives it.
+    pub fn into_owned(self) -> ServerMsg {
+        match self {
+            ServerMsgRef::Pixel(p) => ServerMsg::Event(Event::Pixel(Pixel {
+                seq: p.seq,
+                x: p.x,
+                y: p.y,
+                color: p.color,
+                name: Arc::from(p.name),
+            })),
+            ServerMsgRef::SetOk { seq } => ServerMsg::Reply(Reply::Set { seq }),
+            ServerMsgRef::Snapshot(s) => ServerMsg::Reply(Reply::Canvas(Arc::new(Snapshot {
+                canvas_id: s.canvas_id,
+                seq: s.seq,
+                width: s.width,
+                height: s.height,
+                pixels: s.pixels(),
+            }))),
+            ServerMsgRef::Error { code, message } => ServerMsg::Reply(Reply::Error(WireError {
+                code,
+                message: message.to_owned(),
+            })),
+            ServerMsgRef::Bye { code, text } => ServerMsg::Event(Event::Bye {
+                code,
+                text: text.to_owned(),
+            }),
+            ServerMsgRef::Joined { name } => ServerMsg::Event(Event::Joined {
+                name: Arc::from(name),
+            }),
+            ServerMsgRef::Left { name } => ServerMsg::Event(Event::Left {
+                name: Arc::from(name),
+            }),
+            ServerMsgRef::Keepalive => ServerMsg::Event(Event::Keepalive),
+            ServerMsgRef::Other(msg) => *msg,
+        }
+    }
+}
+
+/// Decodes one server frame payload (type byte first) in place: the same
+/// messages and the same errors as [`decode_server`], without allocating
+/// for `PIXEL`, `SET_OK`, `SNAPSHOT`, `ERROR`, `BYE`, `JOINED`, `LEFT` and
+/// `KEEPALIVE` (an unknown error code word is the exception:
+/// [`ErrorCode::Other`] owns it).
+///
+/// `PIXEL`, the hottest frame by far, is decoded inline at the caller.
+#[inline]
+pub fn decode_server_ref(payload: &[u8]) -> Result<ServerMsgRef<'_>, WireError> {
+    match payload.split_first() {
+        Some((&event_type::PIXEL, body)) => decode_pixel_ref(body)
+            .map(ServerMsgRef::Pixel)
+            .ok_or_else(|| malformed(event_type::PIXEL)),
+        _ => decode_server_ref_other(payload),
+    }
+}
+
+/// `PIXEL seq:u64 x:u16 y:u16 color:u8 name:str8`: the fixed head is read
+/// at once, with one length check, instead of field by field.
+#[inline]
+fn decode_pixel_ref(body: &[u8]) -> Option<PixelRef<'_>> {
+    let (head, name) = body.split_first_chunk::<14>()?;
+    if name.len() != usize::from(head[13]) {
+        return None;
+    }
+    let [s0, s1, s2, s3, s4, s5, s6, s7, x0, x1, y0, y1, color, _] = *head;
+    Some(PixelRef {
+        seq: u64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),
+        x: u16::from_be_bytes([x0, x1]),
+        y: u16::from_be_bytes([y0, y1]),
+        color,
+        name: std::str::from_utf8(name).ok()?,
+    })
+}
+
+/// [`decode_server_ref`] for everything but `PIXEL`.
+fn decode_server_ref_other(payload: &[u8]) -> Result<ServerMsgRef<'_>, WireError> {
+    use event_type as e;
+    use reply_type as t;
+    let Some((&kind, body)) = payload.split_first() else {
+        return decode_server(payload).map(|m| ServerMsgRef::Other(Box::new(m)));
+    };
+    let mut r = Reader(body);
+    let msg: Field<ServerMsgRef<'_>> = match kind {
+        t::SET_OK => (|| {
+            let seq = r.u64()?;
+            r.end(ServerMsgRef::SetOk { seq })
+        })(),
+        t::SNAPSHOT => (|| {
+            let canvas_id = r.u64()?;
+            let seq = r.u64()?;
+            let width = r.u16()?;
+            let height = r.u16()?;
+            if r.u8()? != 4 {
+                return Err(());
+            }
+            let packed = r.rest();
+            if packed.len() != packed_len(width, height) {
+                return Err(());
+            }
+            Ok(ServerMsgRef::Snapshot(SnapshotRef {
+                canvas_id,
+                seq,
+                width,
+                height,
+                packed,
+            }))
+        })(),
+        t::ERROR => (|| {
+            let code = ErrorCode::from_word(r.str8_ref()?);
+            let message = r.str16_ref()?;
+            r.end(ServerMsgRef::Error { code, message })
+        })(),
+        e::BYE => (|| {
+            let code = ErrorCode::from_word(r.str8_ref()?);
+            let text = r.str16_ref()?;
+            r.end(ServerMsgRef::Bye { code, text })
+        })(),
+        e::JOINED => (|| {
+            let name = r.str8_ref()?;
+            r.end(ServerMsgRef::Joined { name })
+        })(),
+        e::LEFT => (|| {
+            let name = r.str8_ref()?;
+            r.end(ServerMsgRef::Left { name })
+        })(),
+        e::KEEPALIVE => r.end(ServerMsgRef::Keepalive),
+        _ => return decode_server(payload).map(|m| ServerMsgRef::Other(Box::new(m))),
+    };
+    msg.map_err(|_| malformed(kind))
+}
+
+/// The length of the server frame at the start of `buf`, its 4-byte prefix
+/// included, once the prefix is there: lets a reader size its buffer for
+/// (or skip over) a frame before all of it has arrived. The limits are
+/// [`ClientCodec`]'s: an empty frame, or one over
+/// [`MAX_SERVER_FRAME`](super::MAX_SERVER_FRAME), is a [`FrameError`].
+pub fn server_frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    match u32::from_be_bytes(*prefix) as usize {
+        0 => Err(FrameError::Empty),
+        n if n > super::MAX_SERVER_FRAME => Err(FrameError::TooLarge(super::MAX_SERVER_FRAME)),
+        n => Ok(Some(4 + n)),
+    }
+}
+
+/// The first server frame in `buf`, found in place: its payload (type byte
+/// first, for [`decode_server_ref`]) and the bytes it takes, prefix
+/// included; `Ok(None)` until the whole frame is there.
+pub fn split_server_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FrameError> {
+    Ok(server_frame_len(buf)?.and_then(|len| buf.get(4..len).map(|payload| (payload, len))))
 }
 
 /// Decodes a client frame payload, encodes the command again and decodes

@@ -92,12 +92,11 @@ pub async fn start_default() -> TestServer {
     start_server(pixchat::Config::default()).await
 }
 
-/// A `pixchat-server` child process (the real binary) and the log lines it
-/// printed so far.
+/// A `pixchat-server` child process (the real binary), started and stopped
+/// by `pixchat-harness` (the bench's spawner too); killed if dropped.
 pub struct ServerProcess {
-    pub child: tokio::process::Child,
     pub addr: SocketAddr,
-    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    inner: pixchat_harness::ServerProcess,
 }
 
 impl ServerProcess {
@@ -125,68 +124,55 @@ impl ServerProcess {
         dir: &std::path::Path,
         args: &[&str],
     ) -> Result<ServerProcess, String> {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
-            .args(["--listen", listen, "--data-dir"])
-            .arg(dir)
+        let spec = pixchat_harness::Pixchat::new(env!("CARGO_BIN_EXE_pixchat-server"))
+            .listen(listen)
+            .args([std::ffi::OsStr::new("--data-dir"), dir.as_os_str()])
             .args(args)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn pixchat-server");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                log.lock().unwrap().push(line.clone());
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    return Ok(rest.split_whitespace().next().unwrap().parse().unwrap());
-                }
-            }
-            Err(log.lock().unwrap().join("\n"))
-        })
-        .await
-        .expect("the server starts or exits in time")?;
-        // Keep draining the log so the server never blocks on a full pipe.
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Ok(ServerProcess { child, addr, log })
+            .on_drop(pixchat_harness::OnDrop::Kill);
+        let started = tokio::task::spawn_blocking(move || spec.start())
+            .await
+            .expect("start task");
+        match started {
+            Ok(inner) => Ok(ServerProcess {
+                addr: inner.addr(),
+                inner,
+            }),
+            Err(pixchat_harness::StartError::Exited { log, .. }) => Err(log),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().expect("running")
+        self.inner.pid()
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.inner.log_text()
     }
 
     /// SIGKILL: no chance to flush anything.
-    pub async fn kill9(mut self) {
-        self.child.kill().await.expect("SIGKILL");
+    pub async fn kill9(self) {
+        let inner = self.inner;
+        tokio::task::spawn_blocking(move || inner.kill())
+            .await
+            .expect("kill task");
     }
 
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.inner.terminate();
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub async fn stop(mut self) {
-        self.terminate();
-        let status = tokio::time::timeout(WAIT, self.child.wait())
+    pub async fn stop(self) {
+        let inner = self.inner;
+        let stopped = tokio::task::spawn_blocking(move || inner.stop_within(WAIT))
             .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+            .expect("stop task");
+        match stopped {
+            pixchat_harness::Stopped::Exited(status) => assert!(status.success(), "{status:?}"),
+            pixchat_harness::Stopped::Killed => panic!("no exit within {WAIT:?} of SIGTERM"),
+        }
     }
 }
 
@@ -422,11 +408,11 @@ impl BinClient {
 }
 
 /// A `redis-server` child process on a free loopback port, for the cluster
-/// tests; stopped by its pid.
+/// tests, started by `pixchat-harness`; stopped by its pid.
 pub struct RedisProcess {
-    pub child: Option<tokio::process::Child>,
     pub port: u16,
     pub dir: std::path::PathBuf,
+    inner: pixchat_harness::RedisProcess,
 }
 
 impl RedisProcess {
@@ -449,24 +435,8 @@ impl RedisProcess {
     /// Starts Redis with an append-only file fsynced on every write, keeping
     /// its files in `dir`, on a free port.
     pub async fn start(dir: &std::path::Path) -> RedisProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = RedisProcess {
-            child: None,
-            port,
-            dir: dir.to_path_buf(),
-        };
-        r.restart().await;
-        r
-    }
-
-    /// Starts (again) on the same port and directory.
-    pub async fn restart(&mut self) {
-        let child = tokio::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let spec = pixchat_harness::Redis::new("redis-server")
+            .dir(dir)
             .args([
                 "--save",
                 "",
@@ -475,60 +445,43 @@ impl RedisProcess {
                 "--appendfsync",
                 "always",
             ])
-            .args(["--daemonize", "no", "--protected-mode", "no", "--dir"])
-            .arg(&self.dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        // Wait until it answers.
-        for _ in 0..200 {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
-                let _ = s.write_all(b"PING\r\n").await;
-                let mut buf = [0u8; 16];
-                if let Ok(Ok(n)) = tokio::time::timeout(
-                    Duration::from_millis(200),
-                    tokio::io::AsyncReadExt::read(&mut s, &mut buf),
-                )
-                .await
-                    && buf[..n].starts_with(b"+PONG")
-                {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            .args(["--protected-mode", "no"])
+            .on_drop(pixchat_harness::OnDrop::Kill);
+        let inner = tokio::task::spawn_blocking(move || spec.start())
+            .await
+            .expect("start task")
+            .unwrap_or_else(|e| panic!("redis-server did not start: {e}"));
+        RedisProcess {
+            port: inner.port(),
+            dir: dir.to_path_buf(),
+            inner,
         }
-        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Starts (again) on the same port and directory.
+    pub async fn restart(&mut self) {
+        blocking(|| self.inner.restart())
+            .unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.inner.url()
     }
 
     /// SIGTERM (Redis flushes its append-only file) and waits for the exit.
     pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().expect("running").to_string();
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status();
-            let _ = tokio::time::timeout(WAIT, child.wait()).await;
-        }
+        blocking(|| self.inner.stop_within(WAIT));
     }
 }
 
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut()
-            && let Some(pid) = child.id()
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
+/// Runs a short blocking call (a process start or stop) without stalling
+/// the other tasks of a multi-threaded test runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 

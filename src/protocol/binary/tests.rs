@@ -249,6 +249,57 @@ fn server_frames_match_protocol_md() {
 }
 
 #[test]
+fn the_borrowing_decoder_agrees_with_protocol_md() {
+    for (name, msg) in server_vectors() {
+        let want = vector(name);
+        let (payload, used) = split_server_frame(&want)
+            .expect("valid frame")
+            .expect("whole frame");
+        assert_eq!(used, want.len(), "{name}");
+        let got = decode_server_ref(payload).expect(name);
+        assert_eq!(got.clone().into_owned(), msg, "decoding {name} in place");
+        assert_eq!(Ok(got.into_owned()), decode_server(payload), "{name}");
+    }
+    // The fields borrow from the frame.
+    let pixel = vector("pixel");
+    assert_eq!(
+        decode_server_ref(&pixel[4..]),
+        Ok(ServerMsgRef::Pixel(PixelRef {
+            seq: 7,
+            x: 3,
+            y: 4,
+            color: 5,
+            name: "bob"
+        }))
+    );
+    let snapshot = vector("snapshot");
+    let Ok(ServerMsgRef::Snapshot(s)) = decode_server_ref(&snapshot[4..]) else {
+        panic!("not a snapshot");
+    };
+    assert_eq!((s.seq, s.packed.len(), s.pixels()), (9, 2, vec![1, 15, 5]));
+}
+
+#[test]
+fn frames_are_found_in_place_with_the_codec_s_limits() {
+    let pixel = vector("pixel");
+    for cut in 0..pixel.len() {
+        assert!(
+            matches!(split_server_frame(&pixel[..cut]), Ok(None)),
+            "{cut}"
+        );
+    }
+    assert_eq!(server_frame_len(&pixel[..4]).unwrap(), Some(pixel.len()));
+    assert!(matches!(
+        split_server_frame(&[0, 0, 0, 0]),
+        Err(FrameError::Empty)
+    ));
+    assert!(matches!(
+        server_frame_len(&[0xFF, 0, 0, 0]),
+        Err(FrameError::TooLarge(_))
+    ));
+}
+
+#[test]
 fn every_vector_in_protocol_md_is_checked() {
     let known: Vec<&str> = client_vectors()
         .iter()
@@ -541,9 +592,48 @@ proptest! {
     }
 
     #[test]
+    fn the_borrowing_decoder_gives_the_same_messages(msg in prop_oneof![
+        arb_event().prop_map(ServerMsg::Event),
+        arb_reply().prop_map(ServerMsg::Reply),
+    ]) {
+        let bytes = encode_server(&msg);
+        let (payload, used) = split_server_frame(&bytes).unwrap().unwrap();
+        prop_assert_eq!(used, bytes.len());
+        prop_assert_eq!(decode_server_ref(payload).map(ServerMsgRef::into_owned), Ok(msg));
+    }
+
+    #[test]
     fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = roundtrip_command(&bytes);
-        let _ = decode_server(&bytes);
+        // Same messages, same errors.
+        prop_assert_eq!(
+            decode_server_ref(&bytes).map(ServerMsgRef::into_owned),
+            decode_server(&bytes)
+        );
+    }
+
+    #[test]
+    fn frames_in_place_match_the_codec(
+        msgs in proptest::collection::vec(prop_oneof![
+            arb_event().prop_map(ServerMsg::Event),
+            arb_reply().prop_map(ServerMsg::Reply),
+        ], 1..10),
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let mut bytes = BytesMut::new();
+        for m in &msgs {
+            bytes.extend_from_slice(&encode_server(m));
+        }
+        let codec = decode_chunked(&mut ClientCodec::default(), &bytes, &cuts);
+        let mut in_place = Vec::new();
+        let mut rest = &bytes[..];
+        while let Some((payload, used)) = split_server_frame(rest).unwrap() {
+            in_place.push(decode_server_ref(payload).unwrap().into_owned());
+            rest = &rest[used..];
+        }
+        prop_assert!(rest.is_empty());
+        prop_assert_eq!(&in_place, &codec);
+        prop_assert_eq!(in_place, msgs);
     }
 
     #[test]
