@@ -83,6 +83,13 @@ struct Cli {
     /// Prefix of every Redis key (servers with the same prefix share a canvas).
     #[arg(long, default_value = pixchat::DEFAULT_REDIS_PREFIX, requires = "redis")]
     redis_prefix: String,
+    /// Users online from which joins and leaves go out as one periodic
+    /// PRESENCE event (count and names) instead of one JOINED or LEFT each.
+    #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_THRESHOLD, value_name = "N")]
+    presence_threshold: usize,
+    /// Milliseconds between two PRESENCE events.
+    #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_INTERVAL_MS, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    presence_interval_ms: u64,
 }
 
 /// `--fsync` takes the policy names the library defines.
@@ -174,6 +181,10 @@ async fn main() -> anyhow::Result<()> {
         },
         password: cli.password.filter(|p| !p.is_empty()),
         admin_password: cli.admin_password.filter(|p| !p.is_empty()),
+        presence: pixchat::PresenceConfig {
+            threshold: cli.presence_threshold,
+            interval: Duration::from_millis(cli.presence_interval_ms),
+        },
         ..pixchat::Config::default()
     };
     let listener = pixchat::server::bind(&cli.listen)

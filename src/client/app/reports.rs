@@ -186,6 +186,8 @@ impl App {
             // The client pings every 15 s, which is what keeps the server's
             // idle timer happy; nothing else to do.
             Event::Keepalive => {}
+            // Shown once the UI has a place for it; the count stays from WHO.
+            Event::Presence(_) => {}
             // An admin's kick or ban: `Evicted` follows and says it.
             Event::Bye {
                 code: ErrorCode::Kicked | ErrorCode::Banned,

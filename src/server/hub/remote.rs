@@ -230,8 +230,10 @@ impl Hub {
                 nonce,
                 quiet,
             } => {
-                st.roster
-                    .insert(name.to_ascii_lowercase(), Online::new(name.clone(), quiet));
+                let new = st
+                    .roster
+                    .insert(name.to_ascii_lowercase(), Online::new(name.clone(), quiet))
+                    .is_none();
                 let mine = self.cluster().is_some_and(|c| c.server_id() == server);
                 match st.joining.remove(&nonce).filter(|_| mine) {
                     Some(pending) if !pending.done.is_closed() => {
@@ -247,15 +249,13 @@ impl Hub {
                     Some(_) => {
                         // The session went away while waiting: announce the
                         // join like anyone's, and release the name again.
-                        if !quiet {
-                            self.announce(Event::Joined { name: name.clone() });
-                        }
+                        self.presence(&mut st, name.clone(), quiet, true);
                         if let Some(cluster) = self.cluster().cloned() {
                             tokio::spawn(async move { cluster.leave(&name).await });
                         }
                     }
-                    None if !quiet => {
-                        self.announce(Event::Joined { name });
+                    None if new => {
+                        self.presence(&mut st, name, quiet, true);
                     }
                     None => {}
                 }
@@ -264,11 +264,8 @@ impl Hub {
                 let key = name.to_ascii_lowercase();
                 // A user this server still serves stays listed: its own
                 // re-registration will follow.
-                if !st.users.contains_key(&key) {
-                    st.roster.remove(&key);
-                }
-                if !quiet {
-                    self.announce(Event::Left { name });
+                if !st.users.contains_key(&key) && st.roster.remove(&key).is_some() {
+                    self.presence(&mut st, name, quiet, false);
                 }
             }
             RemoteEvent::Kick { name, ban } => {
@@ -361,6 +358,7 @@ impl Hub {
             users,
             joining,
             snapshot,
+            presence,
             ..
         } = &mut *st;
         *world = loaded.world;
@@ -369,6 +367,7 @@ impl Hub {
             history.push(pixel);
         }
         *roster = roster_of(loaded.users);
+        *presence = Default::default();
         *snapshot = None;
         joining.clear();
         for user in users.values() {
