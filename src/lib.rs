@@ -45,9 +45,10 @@ pub const DEFAULT_REDIS_PREFIX: &str = "pixchat:";
 /// Events the cluster's Redis stream keeps (about), for servers catching up
 /// after an outage and for `SYNC` on a server that starts late.
 pub const DEFAULT_STREAM_LEN: u64 = 100_000;
-/// Seconds after which a cluster server that stopped heartbeating is gone
-/// and its users are shown as left.
-pub const DEFAULT_HEARTBEAT_TTL_SECS: u64 = 5;
+/// Milliseconds a cluster server's lease on its users' names lasts without
+/// renewal (it renews five times per lease): a server dead or paused this
+/// long loses its users, who are shown as left.
+pub const DEFAULT_LEASE_MS: u64 = 5000;
 /// Users online from which joins and leaves are told in periodic
 /// `PRESENCE` events instead of one `JOINED` or `LEFT` each.
 pub const DEFAULT_PRESENCE_THRESHOLD: usize = 1000;

@@ -592,6 +592,10 @@ error_codes! {
     /// (as `BYE`) cluster mode: the server reloaded the canvas from Redis
     /// and its clients must reconnect.
     Resync => "resync",
+    /// (as `BYE`) cluster mode: the server lost its hold on this user's
+    /// name (it was cut off or paused longer than its lease) and another
+    /// server's user has the name now.
+    NameLost => "name_lost",
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.
     CrossProtocol => "cross_protocol",

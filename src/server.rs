@@ -407,7 +407,15 @@ async fn start_cluster(
         Task::ClusterSend,
         cluster.clone().send_changes(shutdown.clone()),
     );
-    tasks.spawn(Task::ClusterKeepAlive, cluster.keep_alive(shutdown.clone()));
+    let retaker = hub.clone();
+    let retaking = cluster.clone();
+    tasks.spawn(
+        Task::ClusterKeepAlive,
+        cluster.keep_alive(
+            async move || retaker.retake_names(&retaking).await,
+            shutdown.clone(),
+        ),
+    );
     Ok(hub)
 }
 

@@ -445,3 +445,179 @@ async fn bans_are_cluster_wide_survive_restarts_and_can_be_lifted() {
     let mut user = TextClient::connect(a.addr).await;
     assert!(user.cmd("JOIN mallory").await.starts_with("OK mallory "));
 }
+
+/// `WHO` on each of `addrs`, from a fresh connection.
+async fn who_on(addrs: &[std::net::SocketAddr]) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(TextClient::connect(*a).await.cmd("WHO").await);
+    }
+    out
+}
+
+/// Polls `WHO` on every server until each answers `want`, for at most
+/// `bound`; returns the last answers when they never did.
+async fn who_converges(
+    addrs: &[std::net::SocketAddr],
+    want: &str,
+    bound: Duration,
+) -> Result<(), Vec<String>> {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let seen = who_on(addrs).await;
+        if seen.iter().all(|w| w == want) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(seen);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_never_lets_a_name_act_twice_and_who_converges() {
+    let Some(cl) = cluster(3).await else { return };
+    let addrs: Vec<_> = cl.servers.iter().map(|s| s.addr).collect();
+    let [a, b, c] = [addrs[0], addrs[1], addrs[2]];
+    let mut alice = TextClient::joined(a, "alice").await;
+    let old_bob = TextClient::joined(b, "bob").await;
+    let mut dave = TextClient::joined(b, "dave").await;
+    let mut carol = TextClient::joined(c, "carol").await;
+    who_converges(&addrs, "OK 4 alice bob carol dave", Duration::from_secs(10))
+        .await
+        .expect("everyone is listed everywhere");
+
+    // The old bob draws on row 10 all along: before, during and after the
+    // pause of its server; every answer it gets is kept.
+    let TextClient { reader, writer } = old_bob;
+    let drawing = tokio::spawn(async move {
+        let mut writer = writer;
+        for i in 0..250u32 {
+            let line = format!("SET {} 10 5\n", i % 64);
+            if tokio::io::AsyncWriteExt::write_all(&mut writer, line.as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let answers = tokio::spawn(async move {
+        let mut reader = reader;
+        let mut lines = Vec::new();
+        let read_all = async {
+            loop {
+                let mut l = String::new();
+                match tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut l).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => lines.push(l.trim_end().to_string()),
+                }
+            }
+        };
+        let closed = tokio::time::timeout(Duration::from_secs(60), read_all)
+            .await
+            .is_ok();
+        (lines, closed)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    cl.servers[1].signal("STOP");
+    let paused = tokio::time::Instant::now();
+    // Its lease runs out: the others release bob and dave, and the name is
+    // free to take elsewhere.
+    let mut new_bob = None;
+    for _ in 0..80 {
+        let mut c2 = TextClient::connect(c).await;
+        let r = c2.cmd("JOIN bob").await;
+        if r.starts_with("OK bob ") {
+            new_bob = Some((c2, r));
+            break;
+        }
+        assert!(r.starts_with("ERR name_taken "), "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut new_bob, ok) = new_bob.expect("bob's name was never released");
+    let taken_at: u64 = ok.rsplit(' ').next().unwrap().parse().unwrap();
+    for i in 0..5 {
+        assert!(
+            new_bob
+                .cmd(&format!("SET {i} 20 9"))
+                .await
+                .starts_with("OK ")
+        );
+    }
+    let stopped_for = Duration::from_secs(10).saturating_sub(paused.elapsed());
+    tokio::time::sleep(stopped_for).await;
+    cl.servers[1].signal("CONT");
+    let woke = tokio::time::Instant::now();
+
+    // Within a few seconds every server lists the same four names: dave
+    // taken back by his server, bob on server C only.
+    if let Err(seen) =
+        who_converges(&addrs, "OK 4 alice bob carol dave", Duration::from_secs(5)).await
+    {
+        panic!(
+            "WHO did not converge within 5 s of the server waking: {seen:?}\n{}",
+            cl.servers[1].log_text()
+        );
+    }
+    let converged_in = woke.elapsed();
+
+    // The old bob was sent away with a clear reason, and nothing it sent
+    // after losing its name was placed.
+    let (lines, closed) = answers.await.unwrap();
+    drawing.abort();
+    assert!(
+        closed,
+        "the old bob's connection was never closed: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("BYE name_lost ")),
+        "no BYE name_lost for the old bob: {lines:?}"
+    );
+    for l in &lines {
+        if let Some(seq) = l.strip_prefix("OK ") {
+            let seq: u64 = seq.parse().unwrap();
+            assert!(
+                seq <= taken_at,
+                "the old bob placed seq {seq} after the new bob took the name at seq {taken_at}: {lines:?}"
+            );
+        }
+    }
+
+    // dave, whose name nobody took, goes on: drawing and telling.
+    let mut placed = false;
+    for _ in 0..40 {
+        let r = dave.cmd("SET 3 30 3").await;
+        if r.starts_with("OK ") {
+            placed = true;
+            break;
+        }
+        assert!(r.starts_with("ERR unavailable "), "{r}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(placed, "dave never drew again after the pause");
+    assert_eq!(dave.cmd("TELL carol still here").await, "OK");
+    carol.until("DM dave still here").await;
+    assert_eq!(new_bob.cmd("TELL dave hi").await, "OK");
+    dave.until("DM bob hi").await;
+
+    // alice saw one bob drawing at a time: after the new bob took the name,
+    // every bob pixel is on row 20.
+    assert_eq!(new_bob.cmd("SAY done").await, "OK");
+    loop {
+        let l = alice.line().await;
+        if l == "MSG bob done" {
+            break;
+        }
+        if l.starts_with("PIXEL ") {
+            let (seq, _, y, _, name) = parse_pixel(&l);
+            if name == "bob" && seq > taken_at {
+                assert_eq!(y, 20, "a pixel of the old bob after the takeover: {l}");
+            }
+        }
+    }
+    eprintln!("WHO converged {converged_in:?} after the paused server woke");
+}

@@ -83,6 +83,10 @@ struct Cli {
     /// Prefix of every Redis key (servers with the same prefix share a canvas).
     #[arg(long, default_value = pixchat::DEFAULT_REDIS_PREFIX, requires = "redis")]
     redis_prefix: String,
+    /// Milliseconds this server's hold on its users' names lasts without
+    /// renewal: a server dead or paused longer loses them to the others.
+    #[arg(long, default_value_t = pixchat::DEFAULT_LEASE_MS, value_name = "MS", requires = "redis", value_parser = clap::value_parser!(u64).range(500..))]
+    lease_ms: u64,
     /// Users online from which joins and leaves go out as one periodic
     /// PRESENCE event (count and names) instead of one JOINED or LEFT each.
     #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_THRESHOLD, value_name = "N")]
@@ -163,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
             url,
             prefix: cli.redis_prefix.clone(),
             stream_len: pixchat::DEFAULT_STREAM_LEN,
-            heartbeat_ttl: Duration::from_secs(pixchat::DEFAULT_HEARTBEAT_TTL_SECS),
+            lease: Duration::from_millis(cli.lease_ms),
         }),
         storage: (!cli.memory && cli.redis.is_none()).then(|| StorageConfig {
             fsync: cli.fsync,

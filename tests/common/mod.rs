@@ -165,6 +165,17 @@ impl ServerProcess {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, ...) without
+    /// waiting. SIGSTOP freezes the process as a VM pause or a long stall
+    /// would: its sockets stay open, nothing it owns moves.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub async fn kill9(mut self) {
         self.child.kill().await.expect("SIGKILL");
