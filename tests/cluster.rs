@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BinClient, RedisProcess, ServerProcess, TextClient, parse_pixel};
+use common::{BinClient, RedisProcess, SentinelProcess, ServerProcess, TextClient, parse_pixel};
 use pixchat::protocol::{Command, Event, Reply, Resume, ServerMsg};
 
 /// Redis and `n` servers on it, each with its own (unused) data dir.
@@ -620,4 +620,191 @@ async fn a_paused_server_never_lets_a_name_act_twice_and_who_converges() {
         }
     }
     eprintln!("WHO converged {converged_in:?} after the paused server woke");
+}
+
+/// A text client that survives its server sending it away (`BYE resync`
+/// after a failover that lost unacknowledged events): it joins again.
+struct Painter {
+    addr: std::net::SocketAddr,
+    name: String,
+    conn: Option<TextClient>,
+}
+
+impl Painter {
+    /// Sends `line` and returns its reply, or `None` when the connection
+    /// ended first (the next call connects and joins again).
+    async fn cmd(&mut self, line: &str) -> Option<String> {
+        use tokio::io::AsyncWriteExt;
+        if self.conn.is_none() {
+            let mut c = TextClient::connect(self.addr).await;
+            let ok = c.cmd(&format!("JOIN {}", self.name)).await;
+            if !ok.starts_with("OK ") {
+                return Some(ok);
+            }
+            self.conn = Some(c);
+        }
+        let c = self.conn.as_mut().unwrap();
+        if c.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            self.conn = None;
+            return None;
+        }
+        while let Some(l) = c.try_line().await {
+            if l.starts_with("OK") || l.starts_with("ERR ") {
+                return Some(l);
+            }
+        }
+        self.conn = None;
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_loses_no_acknowledged_pixel_with_redis_wait() {
+    if !RedisProcess::available() {
+        return;
+    }
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    // A replica that must be synced from scratch (the old master, back) is
+    // served at once, not after Redis's default 5 s wait for others.
+    let no_delay = ["--repl-diskless-sync-delay", "0"];
+    let mut master = RedisProcess::start_with(dirs[0].path(), &no_delay).await;
+    let mport = master.port.to_string();
+    let replica = RedisProcess::start_with(
+        dirs[1].path(),
+        &[&no_delay[..], &["--replicaof", "127.0.0.1", &mport]].concat(),
+    )
+    .await;
+    // The replica has synced with the master (until then nothing could be
+    // confirmed by it).
+    let mut synced = false;
+    for _ in 0..200 {
+        let role = common::redis_query(replica.port, "ROLE").await;
+        if role.is_some_and(|r| r.get(3).map(String::as_str) == Some("connected")) {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(synced, "the replica never synced with the master");
+    let sentinel = SentinelProcess::start(dirs[2].path(), master.port, "pix").await;
+    let url = format!("sentinel://127.0.0.1:{}/pix", sentinel.port);
+    let args = ["--redis", url.as_str(), "--redis-wait", "1"];
+    let a = ServerProcess::start(dirs[3].path(), &args).await;
+    let b = ServerProcess::start(dirs[4].path(), &args).await;
+
+    let mut painter = Painter {
+        addr: a.addr,
+        name: "painter".into(),
+        conn: None,
+    };
+    // (seq, i) of every acknowledged placement; pixel i is at (i % 64,
+    // i / 64) in colour i % 15 + 1.
+    let mut acked: Vec<(u64, u64)> = Vec::new();
+    let mut place = async |painter: &mut Painter, i: u64| {
+        let r = painter
+            .cmd(&format!("SET {} {} {}", i % 64, i / 64, i % 15 + 1))
+            .await;
+        match r.as_deref().and_then(|r| r.strip_prefix("OK ")) {
+            Some(seq) => {
+                acked.push((seq.parse().unwrap(), i));
+                true
+            }
+            None => {
+                if let Some(r) = &r {
+                    assert!(r.starts_with("ERR unavailable "), "{r}");
+                }
+                false
+            }
+        }
+    };
+    let mut i = 0;
+    while i < 40 {
+        assert!(place(&mut painter, i).await, "placing before the failover");
+        i += 1;
+    }
+    // The master dies under a steady stream of placements.
+    master.kill9().await;
+    let killed = tokio::time::Instant::now();
+    let mut refused = 0;
+    let mut restarted = false;
+    let mut resumed = None;
+    let deadline = killed + Duration::from_secs(60);
+    while resumed.is_none() && tokio::time::Instant::now() < deadline {
+        if place(&mut painter, i).await {
+            resumed = Some(killed.elapsed());
+        } else {
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        i += 1;
+        // Once Sentinel has promoted the replica, the old master comes back
+        // as the new master's replica (as its operator would bring it back;
+        // Sentinel would turn it into one too, some 10 s after it returns),
+        // so `--redis-wait 1` can be met again.
+        if !restarted && sentinel.master("pix").await == Some(replica.port) {
+            eprintln!(
+                "Sentinel promoted the replica {:?} after the kill",
+                killed.elapsed()
+            );
+            master.extra = [&no_delay[..], &["--replicaof", "127.0.0.1"]]
+                .concat()
+                .into_iter()
+                .map(String::from)
+                .chain([replica.port.to_string()])
+                .collect();
+            master.restart().await;
+            restarted = true;
+        }
+    }
+    let resumed = resumed.expect("writes never resumed after the failover");
+    assert!(refused > 0, "nothing was refused while the master was gone");
+    for _ in 0..20 {
+        let mut placed = false;
+        for _ in 0..50 {
+            if place(&mut painter, i).await {
+                placed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(placed, "placing stopped working again after the failover");
+        i += 1;
+    }
+    eprintln!("writes resumed {resumed:?} after the kill ({refused} placements refused meanwhile)");
+
+    // Every acknowledged pixel is on both servers' canvas (the newest of
+    // each cell), and their canvases agree.
+    let last = acked.iter().map(|(s, _)| *s).max().unwrap();
+    for server in [&a, &b] {
+        let mut seen = None;
+        for _ in 0..100 {
+            let (seq, rows) = TextClient::connect(server.addr).await.canvas().await;
+            if seq >= last {
+                seen = Some(rows);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rows = seen.expect("the server never caught up with the last acknowledged pixel");
+        let mut newest = std::collections::HashMap::new();
+        for (seq, i) in &acked {
+            let cell = (i % 64, i / 64);
+            let e = newest.entry(cell).or_insert((*seq, *i));
+            if *seq > e.0 {
+                *e = (*seq, *i);
+            }
+        }
+        for ((x, y), (seq, i)) in newest {
+            assert_eq!(
+                u64::from(rows[y as usize][x as usize]),
+                i % 15 + 1,
+                "acknowledged pixel {i} (seq {seq}) was lost in the failover"
+            );
+        }
+    }
+    let _ = (a, b);
 }

@@ -30,6 +30,13 @@
 //! and every server's list of who is online, built from the same stream,
 //! converges to Redis's.
 //!
+//! Redis itself may be one server (`redis://host:port`) or a master that
+//! Sentinel watches (`sentinel://host:port[,host:port...]/master`): on a
+//! failover the servers ask Sentinel for the new master and continue from
+//! the stream position they had. With `wait_replicas`, placements and chat
+//! are acknowledged only once that many replicas have them (`WAIT`), so a
+//! failover loses nothing acknowledged.
+//!
 //! Keys, under the prefix (`pixchat:` by default): `meta` (hash: canvas id,
 //! size, seq, chat seq), `pixels` (string, one byte per pixel), `whose`
 //! (hash: pixel index → `seq:unix_ms:name`), `events` (the stream), `chat`
@@ -48,6 +55,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{AsyncConnectionConfig, Script, Value};
 use tokio::sync::Notify;
@@ -61,7 +69,9 @@ use crate::protocol::{ErrorCode, PALETTE, Pixel, WireError};
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    /// Where Redis is: `redis://host:port` for one Redis, or
+    /// `sentinel://host:port[,host:port...]/master` for the master that
+    /// these Sentinels watch (followed across failovers).
     pub url: String,
     /// Prefix of every key.
     pub prefix: String,
@@ -70,7 +80,14 @@ pub struct ClusterConfig {
     /// How long a server's hold on its users' names lasts without being
     /// renewed: a server silent this long (dead, or paused) loses them.
     pub lease: Duration,
+    /// Replicas that must have a placement or chat line before it is
+    /// acknowledged (Redis `WAIT`); 0 acknowledges once the master has it.
+    pub wait_replicas: u32,
 }
+
+/// How long a placement waits for its replicas (`wait_replicas`) before it
+/// is answered `unavailable`.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An event read from the shared stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,13 +222,26 @@ pub(crate) enum Retake {
     Banned,
 }
 
+/// Where Redis is.
+enum Target {
+    /// One Redis.
+    Direct(redis::Client),
+    /// The master Sentinel names, asked again after every lost connection.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
 /// See the module docs.
 pub(crate) struct Cluster {
     config: ClusterConfig,
     server_id: String,
-    client: redis::Client,
-    commands: Mutex<Option<ConnectionManager>>,
+    target: Target,
+    /// The Redis commands and changes go to, and the address it was made
+    /// for (to notice a failover to another master).
+    commands: Mutex<Option<(ConnectionManager, String)>>,
     up: AtomicBool,
+    /// A command met a Redis that is no longer the master (`READONLY`):
+    /// the tail reconnects, through Sentinel, before anything else.
+    stale: AtomicBool,
     scripts: Scripts,
     /// Leaves to retry once Redis is back.
     pending_leaves: Mutex<VecDeque<String>>,
@@ -237,6 +267,9 @@ const QUEUED: usize = 16_384;
 /// Names one script takes back at most, so a server with a crowd does not
 /// hold Redis in one long script.
 const RETAKE_BATCH: usize = 500;
+/// How long asking Sentinel for the master may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
@@ -492,12 +525,54 @@ fn lease_lost() -> WireError {
     )
 }
 
+fn unconfirmed(wanted: u32) -> WireError {
+    WireError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "not confirmed by {wanted} Redis replica(s) in time, so not acknowledged (it may still be kept); try again"
+        ),
+    )
+}
+
+/// Reads `--redis`: one Redis, or Sentinels and the master they watch.
+fn target(url: &str) -> anyhow::Result<Target> {
+    let Some(rest) = url.strip_prefix("sentinel://") else {
+        let client =
+            redis::Client::open(url).with_context(|| format!("parse the Redis URL {url}"))?;
+        return Ok(Target::Direct(client));
+    };
+    let (hosts, master) = rest
+        .split_once('/')
+        .filter(|(h, m)| !h.is_empty() && !m.is_empty())
+        .with_context(|| {
+            format!("{url}: a Sentinel URL is sentinel://HOST:PORT[,HOST:PORT...]/MASTER")
+        })?;
+    let sentinels: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+    let client = SentinelClient::build(
+        sentinels,
+        master.to_string(),
+        None,
+        SentinelServerType::Master,
+    )
+    .with_context(|| format!("parse the Sentinel URL {url}"))?;
+    Ok(Target::Sentinel(tokio::sync::Mutex::new(client)))
+}
+
 fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1))
+}
+
+/// A server error that means the Redis answering is not the master (any
+/// more): a failover happened.
+fn is_read_only(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    )
 }
 
 impl Cluster {
@@ -508,11 +583,7 @@ impl Cluster {
         size: Option<(u16, u16)>,
         default_size: (u16, u16),
     ) -> anyhow::Result<Arc<Cluster>> {
-        let client = redis::Client::open(config.url.as_str())
-            .with_context(|| format!("parse the Redis URL {}", config.url))?;
-        let manager = ConnectionManager::new_with_config(client.clone(), manager_config())
-            .await
-            .with_context(|| format!("connect to Redis at {}", config.url))?;
+        let target = target(&config.url)?;
         let (changes, changes_rx) = tokio::sync::mpsc::channel(QUEUED);
         let script = |body: &str| Script::new(body);
         let fenced = |body: &str| Script::new(&format!("{HOLDS}{body}"));
@@ -521,9 +592,10 @@ impl Cluster {
             changes_rx: Mutex::new(Some(changes_rx)),
             server_id: format!("{:016x}", rand::random::<u64>()),
             config,
-            client,
-            commands: Mutex::new(Some(manager)),
+            target,
+            commands: Mutex::new(None),
             up: AtomicBool::new(true),
+            stale: AtomicBool::new(false),
             scripts: Scripts {
                 init: script(INIT),
                 load: script(LOAD),
@@ -541,6 +613,14 @@ impl Cluster {
             pending_leaves: Mutex::new(VecDeque::new()),
             doubt: Arc::new(Notify::new()),
         });
+        let client = cluster
+            .resolve()
+            .await
+            .with_context(|| format!("find Redis at {}", cluster.config.url))?;
+        cluster
+            .use_master(client)
+            .await
+            .with_context(|| format!("connect to Redis at {}", cluster.config.url))?;
         let (w, h) = size.unwrap_or(default_size);
         Canvas::new(0, w, h).map_err(|e| anyhow::anyhow!(e.message))?;
         let reply: Vec<Option<String>> = cluster
@@ -585,6 +665,42 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The Redis to use now: the one configured, or the master Sentinel
+    /// names (checked to be a master).
+    async fn resolve(&self) -> anyhow::Result<redis::Client> {
+        match &self.target {
+            Target::Direct(client) => Ok(client.clone()),
+            Target::Sentinel(sentinel) => {
+                let ask = async { sentinel.lock().await.async_get_client().await };
+                match tokio::time::timeout(RESOLVE_TIMEOUT, ask).await {
+                    Ok(client) => client.context("ask Sentinel for the master"),
+                    Err(_) => bail!("Sentinel did not name a master within {RESOLVE_TIMEOUT:?}"),
+                }
+            }
+        }
+    }
+
+    /// Sends commands and changes to `client` from now on, unless they go
+    /// there already.
+    async fn use_master(&self, client: redis::Client) -> anyhow::Result<()> {
+        let addr = client.get_connection_info().addr().to_string();
+        let current = self
+            .commands
+            .lock()
+            .expect("cluster lock poisoned")
+            .as_ref()
+            .map(|(_, a)| a.clone());
+        if current.as_deref() == Some(addr.as_str()) {
+            return Ok(());
+        }
+        let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
+        if let Some(old) = current {
+            warn!(from = %old, to = %addr, "Redis master changed");
+        }
+        *self.commands.lock().expect("cluster lock poisoned") = Some((manager, addr));
+        Ok(())
+    }
+
     /// Placements and chat go out as EVALSHA in pipelines: load them.
     async fn load_pipelined_scripts(&self) -> redis::RedisResult<()> {
         let mut con = self.con().map_err(|_| {
@@ -615,8 +731,16 @@ impl Cluster {
         self.commands
             .lock()
             .expect("cluster lock poisoned")
-            .clone()
+            .as_ref()
+            .map(|(m, _)| m.clone())
             .ok_or_else(unavailable)
+    }
+
+    /// Notes a Redis error: a `READONLY` one means the master changed.
+    fn failed(&self, e: &redis::RedisError) {
+        if is_read_only(e) {
+            self.stale.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Runs a script for a command; any Redis failure is `unavailable`.
@@ -630,6 +754,7 @@ impl Cluster {
         let mut con = self.con()?;
         invocation.invoke_async(&mut con).await.map_err(|e| {
             warn!(error = %e, "Redis command failed");
+            self.failed(&e);
             unavailable()
         })
     }
@@ -790,7 +915,8 @@ impl Cluster {
 
     /// Sends queued changes to Redis, many to a pipeline and in order, and
     /// answers each, until `shutdown`. Scripts that Redis forgot (it
-    /// restarted) are loaded again and the changes they refused resent.
+    /// restarted, or a replica took over) are loaded again and the changes
+    /// they refused resent.
     pub async fn send_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let Some(mut rx) = self
             .changes_rx
@@ -818,7 +944,12 @@ impl Cluster {
                 let mut retry = Vec::new();
                 for (change, answer) in batch.drain(..).zip(answers) {
                     match answer {
-                        Err(true) if attempt == 0 => retry.push(change),
+                        Err(Failed::NoScript) if attempt == 0 => retry.push(change),
+                        Err(Failed::Unconfirmed) => {
+                            let _ = change
+                                .done
+                                .send(Err(unconfirmed(self.config.wait_replicas)));
+                        }
                         Err(_) => {
                             let _ = change.done.send(Err(unavailable()));
                         }
@@ -837,33 +968,53 @@ impl Cluster {
         }
     }
 
-    /// Runs a batch as one pipeline. Each answer is the script's reply, or
-    /// `Err(true)` when Redis did not know the script, `Err(false)` for any
-    /// other failure.
-    async fn pipeline(&self, batch: &[Change]) -> Vec<Result<Value, bool>> {
-        let failed = |noscript| (0..batch.len()).map(|_| Err(noscript)).collect();
+    /// Runs a batch as one pipeline, followed by `WAIT` when replicas must
+    /// confirm: one `WAIT` covers the whole batch, since it waits for every
+    /// write the connection made before it. Each answer is the script's
+    /// reply or why there is none.
+    async fn pipeline(&self, batch: &[Change]) -> Vec<Result<Value, Failed>> {
+        let failed = |why: Failed| (0..batch.len()).map(|_| Err(why)).collect();
         let Ok(mut con) = self.con() else {
-            return failed(false);
+            return failed(Failed::Other);
         };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for change in batch {
             pipe.add_command(change.cmd.clone());
         }
+        let wait = self.config.wait_replicas;
+        if wait > 0 {
+            pipe.cmd("WAIT")
+                .arg(wait)
+                .arg(WAIT_TIMEOUT.as_millis() as u64);
+        }
+        let expected = batch.len() + usize::from(wait > 0);
         match pipe.query_async::<Vec<Value>>(&mut con).await {
-            Ok(values) if values.len() == batch.len() => values
-                .into_iter()
-                .map(|v| match v {
-                    Value::ServerError(e) => {
-                        Err(e.kind() == Some(redis::ServerErrorKind::NoScript))
-                    }
-                    v => Ok(v),
-                })
-                .collect(),
-            Ok(_) => failed(false),
+            Ok(mut values) if values.len() == expected => {
+                let confirmed = wait == 0
+                    || matches!(values.pop(), Some(Value::Int(n)) if n >= i64::from(wait));
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::ServerError(e) => Err(match e.kind() {
+                            Some(redis::ServerErrorKind::NoScript) => Failed::NoScript,
+                            Some(redis::ServerErrorKind::ReadOnly) => {
+                                self.stale.store(true, Ordering::Relaxed);
+                                Failed::Other
+                            }
+                            _ => Failed::Other,
+                        }),
+                        // A refusal changed nothing: nothing to confirm.
+                        v if !confirmed && !refused(&v) => Err(Failed::Unconfirmed),
+                        v => Ok(v),
+                    })
+                    .collect()
+            }
+            Ok(_) => failed(Failed::Other),
             Err(e) => {
                 warn!(error = %e, "Redis pipeline failed");
-                failed(false)
+                self.failed(&e);
+                failed(Failed::Other)
             }
         }
     }
@@ -1012,7 +1163,10 @@ impl Cluster {
             .arg(self.config.lease.as_millis() as u64)
             .invoke_async::<i64>(&mut con)
             .await
-            .map_err(|_| unavailable())?;
+            .map_err(|e| {
+                self.failed(&e);
+                unavailable()
+            })?;
         Ok(if held == 1 {
             Lease::Held
         } else {
@@ -1105,11 +1259,12 @@ impl Cluster {
     }
 
     /// Tails the stream from `position`, handing each event to `apply` in
-    /// order, until `shutdown`. On a lost connection it reconnects with
-    /// backoff and calls `reconnected(false, position)`, then continues from
-    /// the last id it delivered, unless `reconnected` reloaded the replica
-    /// and returned the position to continue from instead. When `apply`
-    /// refuses an event (it does not
+    /// order, until `shutdown`. On a lost connection (or a master that is
+    /// no longer one) it finds Redis again (through Sentinel, when there is
+    /// one), reconnects with backoff and calls `reconnected(false,
+    /// position)`, then continues from the last id it delivered, unless
+    /// `reconnected` reloaded the replica and returned the position to
+    /// continue from instead. When `apply` refuses an event (it does not
     /// follow), `reconnected(true, ..)` must reload.
     pub async fn tail<A, R>(
         self: Arc<Self>,
@@ -1129,15 +1284,23 @@ impl Cluster {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(None);
         'connect: loop {
+            let connected = async {
+                let client = self.resolve().await?;
+                let con = client
+                    .get_multiplexed_async_connection_with_config(&tail_config)
+                    .await?;
+                self.use_master(client).await?;
+                anyhow::Ok(con)
+            };
             let con = tokio::select! {
-                c = self.client.get_multiplexed_async_connection_with_config(&tail_config) => c,
+                c = connected => c,
                 _ = shutdown.cancelled() => return,
             };
             let mut con = match con {
                 Ok(c) => c,
                 Err(e) => {
                     if self.up.swap(false, Ordering::Relaxed) {
-                        warn!(error = %e, "lost Redis; reconnecting");
+                        warn!(error = %format!("{e:#}"), "lost Redis; reconnecting");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -1147,6 +1310,7 @@ impl Cluster {
                     continue 'connect;
                 }
             };
+            self.stale.store(false, Ordering::Relaxed);
             if !self.is_up() {
                 info!("Redis is back");
                 self.up.store(true, Ordering::Relaxed);
@@ -1158,6 +1322,11 @@ impl Cluster {
             }
             backoff = Duration::from_millis(100);
             loop {
+                if self.stale.load(Ordering::Relaxed) {
+                    warn!("Redis answered as a replica: the master changed; reconnecting");
+                    self.up.store(false, Ordering::Relaxed);
+                    continue 'connect;
+                }
                 let mut xread = redis::cmd("XREAD");
                 xread
                     .arg("COUNT")
@@ -1196,6 +1365,30 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+/// Why a change sent in a pipeline has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// Redis did not know the script (it restarted, or a replica took
+    /// over): load it and send the change again.
+    NoScript,
+    /// Made, but not confirmed by enough replicas in time.
+    Unconfirmed,
+    /// Anything else.
+    Other,
+}
+
+/// A script reply that refused the change (so it changed nothing): a table
+/// whose first word is not `ok`.
+fn refused(v: &Value) -> bool {
+    match v {
+        Value::Array(items) => !matches!(
+            items.first(),
+            Some(Value::BulkString(b)) if b.as_slice() == b"ok"
+        ),
+        _ => false,
     }
 }
 
