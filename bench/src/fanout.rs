@@ -479,11 +479,12 @@ pub(crate) struct Joined {
 /// the welcome and the whole snapshot are in.
 pub(crate) async fn join_pixchat(
     addr: SocketAddr,
+    id: usize,
     name: &str,
     keep: Keep,
     buffer: usize,
 ) -> anyhow::Result<Joined> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, super::connect(addr, id))
         .await
         .context("connect timed out")?
         .context("connect")?;
@@ -726,7 +727,7 @@ async fn pixchat_watcher(
             let _permit = gate.acquire().await;
             tokio::time::timeout(
                 JOIN_TIMEOUT,
-                join_pixchat(sh.addr_for(id), &sh.watcher_name(id), Keep::SkipBigSnapshots, WATCHER_BUFFER),
+                join_pixchat(sh.addr_for(id), id, &sh.watcher_name(id), Keep::SkipBigSnapshots, WATCHER_BUFFER),
             )
             .await
         } => j,
@@ -843,6 +844,8 @@ async fn pixchat_writer(
         JOIN_TIMEOUT,
         join_pixchat(
             sh.addr_for(id),
+            // Writers after the watchers, for the source address.
+            sh.workload.clients + id,
             &sh.writer_name(id),
             Keep::SkipBigSnapshots,
             WATCHER_BUFFER,
