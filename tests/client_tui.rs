@@ -61,6 +61,11 @@ impl Tmux {
     /// it reports the exit status and keeps the pane, so the test can see
     /// the terminal after the UI is gone.
     fn start(addr: SocketAddr, args: &[&str]) -> Self {
+        Self::start_with(&addr.to_string(), args)
+    }
+
+    /// Like [`Tmux::start`] with a `--server` list (`a:1,b:2`).
+    fn start_with(servers: &str, args: &[&str]) -> Self {
         // Built first, so its drop cleans up even if the session fails.
         let tmux = Tmux {
             dir: tempfile::Builder::new()
@@ -69,7 +74,7 @@ impl Tmux {
                 .expect("a temporary directory"),
         };
         let mut line = format!(
-            "{} --server {addr} --log {}",
+            "{} --server {servers} --log {}",
             env!("CARGO_BIN_EXE_pixchat"),
             tmux.log().display()
         );
@@ -536,4 +541,51 @@ fn the_screen_parser_reads_tmux_colours() {
         s.cell(0, 1),
         Some(('Z', Colour::Indexed(200), Colour::Default))
     );
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_client_moves_to_another_server_when_its_own_dies() {
+    if !have_tmux("in_a_cluster_the_client_moves_to_another_server_when_its_own_dies")
+        || !common::RedisProcess::available()
+    {
+        return;
+    }
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let redis = common::RedisProcess::start(dirs[0].path()).await;
+    let url = redis.url();
+    let args = ["--redis", url.as_str()];
+    let a = Server::start(dirs[1].path(), &args).await;
+    let b = Server::start(dirs[2].path(), &args).await;
+    let mut painter = TextClient::joined(b.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 1 1 red").await, "OK 1");
+    // The first server of the list is the one it joins.
+    let ui = Tmux::start_with(&format!("{},{}", a.addr, b.addr), &["--name", "alice"]);
+    ui.wait_for("the canvas on the first server", WAIT, |s| {
+        status(s).contains("● connected") && s.pixel(1, 1) == Some(RED)
+    })
+    .await;
+    assert_eq!(painter.until("JOINED").await, "JOINED alice");
+
+    a.kill9().await;
+    // Drawn on the other server while the client is away: it shows once the
+    // client has joined there (after alice's name, held by the dead
+    // server's lease, is free again) and resumed from its seq.
+    assert_eq!(painter.cmd("SET 2 3 green").await, "OK 2");
+    let screen = ui
+        .wait_for("the canvas on the second server", WAIT * 3, |s| {
+            status(s).contains("● connected") && s.pixel(2, 3) == Some(GREEN)
+        })
+        .await;
+    assert_eq!(screen.pixel(1, 1), Some(RED), "the same canvas, resumed");
+    assert!(
+        !screen.text().contains("the server has a new canvas"),
+        "{}",
+        screen.text()
+    );
+    // And it works there: a pixel placed now reaches the cluster.
+    ui.keys(&["a", "Space"]);
+    assert_eq!(painter.until("PIXEL 3").await, "PIXEL 3 0 0 10 alice");
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+    drop(b);
 }

@@ -808,3 +808,145 @@ async fn a_sentinel_failover_loses_no_acknowledged_pixel_with_redis_wait() {
     }
     let _ = (a, b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_moves_to_the_next_server_and_resumes_there() {
+    use pixchat::client::{Backoff, Client, ClientConfig, ClientEvent, Login};
+    let Some(mut cl) = cluster(2).await else {
+        return;
+    };
+    let (a, b) = (cl.servers[0].addr, cl.servers[1].addr);
+    let dead = common::free_port();
+    let mut painter = TextClient::joined(b, "painter").await;
+    for i in 0..3 {
+        assert!(
+            painter
+                .cmd(&format!("SET {i} 0 5"))
+                .await
+                .starts_with("OK ")
+        );
+    }
+    let (client, mut events) = Client::spawn(ClientConfig {
+        login: Some(Login::new("roamer")),
+        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
+        ..ClientConfig::new(format!("127.0.0.1:{dead}, {a},{b}"))
+    });
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("a client event in time")
+            .expect("the client runs")
+    };
+    // The first server of the list is down: the client goes on to the next.
+    let server = loop {
+        if let ClientEvent::Server(s) = next().await {
+            break s;
+        }
+    };
+    assert_eq!(server, a.to_string());
+    match next().await {
+        ClientEvent::Joined { welcome, snapshot } => {
+            assert_eq!(welcome.seq, 3);
+            assert!(snapshot.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    painter.until("JOINED roamer").await;
+
+    // Its server dies; what is drawn meanwhile arrives on the other one,
+    // resumed from the seq the client had, without a snapshot.
+    cl.servers.remove(0).kill9().await;
+    for i in 3..6 {
+        assert!(
+            painter
+                .cmd(&format!("SET {i} 0 9"))
+                .await
+                .starts_with("OK ")
+        );
+    }
+    let server = loop {
+        if let ClientEvent::Server(s) = next().await {
+            break s;
+        }
+    };
+    assert_eq!(server, b.to_string());
+    match next().await {
+        ClientEvent::Joined { welcome, snapshot } => {
+            assert!(welcome.resumed, "{welcome:?}");
+            assert!(snapshot.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        if let ClientEvent::Event(Event::Pixel(p)) = next().await {
+            seqs.push(p.seq);
+        }
+    }
+    assert_eq!(seqs, [4, 5, 6]);
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pixchat_watch_moves_to_the_next_server_without_missing_a_pixel() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(mut cl) = cluster(2).await else {
+        return;
+    };
+    let (a, b) = (cl.servers[0].addr, cl.servers[1].addr);
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixchat"))
+        .args(["watch", "--name", "w", "--server", &format!("{a},{b}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run pixchat watch");
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut painter = TextClient::joined(b, "painter").await;
+    // Until the watcher is in, pixels could go unseen: wait for its join.
+    let mut who = String::new();
+    for _ in 0..100 {
+        who = painter.cmd("WHO").await;
+        if who.contains(" w") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(who.contains(" w"), "{who}");
+    for i in 0..3 {
+        assert!(
+            painter
+                .cmd(&format!("SET {i} 1 5"))
+                .await
+                .starts_with("OK ")
+        );
+    }
+    let mut pixel = async || loop {
+        let l = tokio::time::timeout(Duration::from_secs(40), lines.next_line())
+            .await
+            .expect("a line from pixchat watch in time")
+            .unwrap()
+            .expect("pixchat watch still runs");
+        if l.starts_with("PIXEL ") {
+            return common::parse_pixel(&l).0;
+        }
+    };
+    for seq in 1..=3 {
+        assert_eq!(pixel().await, seq);
+    }
+    cl.servers.remove(0).kill9().await;
+    for i in 3..8 {
+        assert!(
+            painter
+                .cmd(&format!("SET {i} 1 9"))
+                .await
+                .starts_with("OK ")
+        );
+    }
+    // Every pixel once, in order: those drawn while it moved are replayed.
+    for seq in 4..=8 {
+        assert_eq!(pixel().await, seq);
+    }
+    let _ = watch.kill().await;
+}

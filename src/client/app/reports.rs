@@ -19,6 +19,8 @@ impl App {
             ClientEvent::Connecting { attempt } => {
                 self.session.link = Link::Connecting { attempt };
             }
+            // Shown once the status bar has a place for it.
+            ClientEvent::Server(_) => {}
             ClientEvent::Joined { welcome, snapshot } => self.on_joined(welcome, snapshot, now),
             ClientEvent::LoginRejected(e) => self.login_rejected(e),
             ClientEvent::Evicted { code, text } => self.evicted(code, text),
