@@ -950,3 +950,64 @@ async fn pixchat_watch_moves_to_the_next_server_without_missing_a_pixel() {
     }
     let _ = watch.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_across_servers_is_told_with_presence_events() {
+    if !RedisProcess::available() {
+        return;
+    }
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let redis = RedisProcess::start(dirs[0].path()).await;
+    let url = redis.url();
+    let args = [
+        "--redis",
+        url.as_str(),
+        "--presence-threshold",
+        "3",
+        "--presence-interval-ms",
+        "100",
+    ];
+    let a = ServerProcess::start(dirs[1].path(), &args).await;
+    let b = ServerProcess::start(dirs[2].path(), &args).await;
+    let mut alice = TextClient::joined(a.addr, "alice").await;
+    let mut bob = BinClient::connect(b.addr).await;
+    bob.send(Command::Join {
+        name: "bob".into(),
+        resume: None,
+        quiet: false,
+    })
+    .await;
+    assert!(matches!(bob.reply().await, Reply::Welcome(_)));
+    assert!(matches!(bob.reply().await, Reply::Canvas(_)));
+    assert_eq!(alice.until("JOINED").await, "JOINED bob");
+    // The third makes a crowd, on either server: one PRESENCE each.
+    let _carol = TextClient::joined(a.addr, "carol").await;
+    assert_eq!(alice.until("PRESENCE").await, "PRESENCE 3 1 0 +carol");
+    let p = loop {
+        match bob.event().await {
+            Event::Presence(p) => break p,
+            e @ (Event::Joined { .. } | Event::Left { .. }) => panic!("{e:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!((p.online, p.joined, p.left), (3, 1, 0));
+    assert_eq!(
+        p.joined_names.iter().map(|n| &**n).collect::<Vec<_>>(),
+        ["carol"]
+    );
+    // The welcome of a fourth has the count alone; WHO has every name.
+    let mut dee = BinClient::connect(b.addr).await;
+    dee.send(Command::Join {
+        name: "dee".into(),
+        resume: None,
+        quiet: false,
+    })
+    .await;
+    match dee.reply().await {
+        Reply::Welcome(w) => assert_eq!((w.online, w.users.len()), (4, 0)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(alice.until("PRESENCE").await, "PRESENCE 4 1 0 +dee");
+    assert_eq!(alice.cmd("WHO").await, "OK 4 alice bob carol dee");
+    assert_eq!(alice.cmd("WHO bob").await, "OK 4 carol dee");
+}
