@@ -8,7 +8,7 @@
 //!   components, one per pane, and how every input changes it; no I/O, no
 //!   drawing), [`event`] (everything the loop handles), [`keys`] (the one
 //!   key table for handler and help), [`color`] (how colours reach the
-//!   terminal), [`ui`] (drawing, a pure function of the state: one widget
+//!   terminal), [`image`] (template images read from PNG files), [`ui`] (drawing, a pure function of the state: one widget
 //!   per pane) and [`tui`] (the loop that joins the terminal, the network
 //!   and the state).
 
@@ -18,6 +18,8 @@ pub mod app;
 pub mod color;
 #[cfg(feature = "tui")]
 pub mod event;
+#[cfg(feature = "tui")]
+pub mod image;
 #[cfg(feature = "tui")]
 pub mod keys;
 pub mod net;

@@ -40,11 +40,79 @@ async fn set_places_one_pixel_and_prints_its_seq() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "1\n");
     assert_eq!(watcher.until("PIXEL").await, "PIXEL 1 3 4 5 bot");
-    assert_eq!(watcher.until("LEFT").await, "LEFT bot");
 
     let out = run(server.addr, &["set", "0", "0", "15", "--name", "bot"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(watcher.until("PIXEL").await, "PIXEL 2 0 0 15 bot");
+}
+
+/// Every line the watcher got until the answer to a `PING` sent now:
+/// whatever the server had queued for it before.
+async fn drain(watcher: &mut TextClient) -> Vec<String> {
+    watcher.send("PING drained").await;
+    let mut lines = Vec::new();
+    loop {
+        let line = watcher.line().await;
+        if line == "OK PONG drained" {
+            return lines;
+        }
+        lines.push(line);
+    }
+}
+
+#[tokio::test]
+async fn set_and_say_join_quietly_so_nobody_sees_cron_come_and_go() {
+    let server = start_default().await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    let out = run(server.addr, &["set", "1", "2", "red", "--name", "cron"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(server.addr, &["say", "backup done", "--name", "cron"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A failed call says nothing to anyone either.
+    let out = run(server.addr, &["set", "99", "0", "red", "--name", "cron"]).await;
+    assert!(!out.status.success());
+    assert_eq!(
+        drain(&mut watcher).await,
+        ["PIXEL 1 1 2 5 cron", "MSG cron backup done"],
+        "no JOINED or LEFT for cron"
+    );
+}
+
+#[tokio::test]
+async fn arguments_are_checked_before_connecting() {
+    // Nobody listens on port 1: each of these must fail on its argument,
+    // not on the connection.
+    let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["set", "1", "1", "16", "--name", "bot"],
+            "out_of_range: color must be 0-15",
+        ),
+        (
+            &["set", "1", "1", "mauve", "--name", "bot"],
+            "unknown colour",
+        ),
+        (
+            &["set", "4096", "1", "red", "--name", "bot"],
+            "out_of_range",
+        ),
+        (&["set", "1", "1", "red", "--name", "no space"], "bad_name"),
+        (
+            &["say", "", "--name", "bot"],
+            "bad_args: the message is empty",
+        ),
+        (
+            &["say", "hi", "--name", "a.name.far.too.long.for.it"],
+            "bad_name",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(nowhere, args).await;
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        assert!(!err.contains("cannot connect"), "{args:?}: {err:?}");
+    }
 }
 
 #[tokio::test]

@@ -90,6 +90,28 @@ async fn a_connection_joins_places_and_reads_events() {
 }
 
 #[tokio::test]
+async fn a_quiet_login_joins_without_telling_anyone() {
+    let server = start_default().await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    let mut cron = Connection::connect(server.addr).await.unwrap();
+    let joined = cron
+        .join(&Login::new("cron").quietly(), None)
+        .await
+        .unwrap();
+    assert!(
+        joined.welcome.users.iter().any(|u| u == "cron*"),
+        "{:?}",
+        joined.welcome.users
+    );
+    // Line by line, so a JOINED or LEFT could not be skipped over.
+    watcher.send("WHO").await;
+    assert_eq!(watcher.line().await, "OK 2 cron* watcher");
+    cron.quit().await.unwrap();
+    watcher.send("PING after").await;
+    assert_eq!(watcher.line().await, "OK PONG after");
+}
+
+#[tokio::test]
 async fn server_errors_come_back_as_errors_and_the_connection_stays_usable() {
     let server = start_default().await;
     let mut c = Connection::connect(server.addr).await.unwrap();

@@ -61,11 +61,21 @@ impl Tmux {
     /// it reports the exit status and keeps the pane, so the test can see
     /// the terminal after the UI is gone.
     fn start(addr: SocketAddr, args: &[&str]) -> Self {
-        Self::start_with(&addr.to_string(), args)
+        Self::start_sized(addr, args, (120, 40))
+    }
+
+    /// The same in a terminal of `size` columns and rows.
+    fn start_sized(addr: SocketAddr, args: &[&str], size: (u16, u16)) -> Self {
+        Self::start_on(&addr.to_string(), args, size)
     }
 
     /// Like [`Tmux::start`] with a `--server` list (`a:1,b:2`).
     fn start_with(servers: &str, args: &[&str]) -> Self {
+        Self::start_on(servers, args, (120, 40))
+    }
+
+    /// `pixchat --server SERVERS ARGS...` in a terminal of `size`.
+    fn start_on(servers: &str, args: &[&str], size: (u16, u16)) -> Self {
         // Built first, so its drop cleans up even if the session fails.
         let tmux = Tmux {
             dir: tempfile::Builder::new()
@@ -85,7 +95,8 @@ impl Tmux {
         let script = format!("{line}; echo \"EXITED $?\"; sleep 600");
         let status = tmux
             .command()
-            .args(["new-session", "-d", "-s", "ui", "-x", "120", "-y", "40"])
+            .args(["new-session", "-d", "-s", "ui"])
+            .args(["-x", &size.0.to_string(), "-y", &size.1.to_string()])
             .args(["env", "COLORTERM=truecolor", "sh", "-c", &script])
             .status()
             .expect("run tmux");
@@ -133,6 +144,13 @@ impl Tmux {
             .output()
             .unwrap();
         assert!(out.status.success(), "send-keys -l {text:?}");
+    }
+
+    /// A mouse event as the terminal reports it (SGR, 1006): `button` 0
+    /// left, 2 right, +32 while moving; at the 0-based cell `(x, y)`.
+    fn mouse(&self, button: u8, x: u16, y: u16, press: bool) {
+        let end = if press { 'M' } else { 'm' };
+        self.type_text(&format!("\x1b[<{button};{};{}{end}", x + 1, y + 1));
     }
 
     /// The screen as text, or with colour escapes (`-e`).
@@ -541,6 +559,290 @@ fn the_screen_parser_reads_tmux_colours() {
         s.cell(0, 1),
         Some(('Z', Colour::Indexed(200), Colour::Default))
     );
+}
+
+/// The messages area of the chat: the rows between the chat's top border
+/// and the rule above its input, right of the canvas.
+fn chat_rows(screen: &Screen) -> Vec<String> {
+    let text = screen.text();
+    let lines: Vec<&str> = text.lines().collect();
+    let top = lines.iter().position(|l| l.contains("╭ chat")).unwrap();
+    let rule = lines.iter().position(|l| l.contains("├─")).unwrap();
+    let x = lines[top].chars().position(|c| c == '╭').unwrap_or(0);
+    lines[top + 1..rule]
+        .iter()
+        .map(|l| l.chars().skip(x).collect())
+        .collect()
+}
+
+/// Places `pixels` through a text client, a batch at a time (the server
+/// reads at most 64 unanswered commands).
+async fn paint(
+    painter: &mut TextClient,
+    pixels: impl IntoIterator<Item = (u32, u32, &'static str)>,
+) {
+    let pixels: Vec<_> = pixels.into_iter().collect();
+    for batch in pixels.chunks(32) {
+        let lines: String = batch
+            .iter()
+            .map(|(x, y, c)| format!("SET {x} {y} {c}\n"))
+            .collect();
+        painter.send_raw(lines.as_bytes()).await;
+        for _ in batch {
+            let reply = painter.reply().await;
+            assert!(reply.starts_with("OK"), "{reply}");
+        }
+    }
+}
+
+/// The canvas cells' dots of `colour` (upper and lower halves of `▀`).
+fn dots_of(screen: &Screen, colour: Colour) -> usize {
+    screen
+        .rows
+        .iter()
+        .flatten()
+        .filter(|(c, ..)| *c == '▀')
+        .map(|&(_, fg, bg)| usize::from(fg == colour) + usize::from(bg == colour))
+        .sum()
+}
+
+#[tokio::test]
+async fn on_a_1024_canvas_zooming_out_shows_the_whole_of_it_and_g_goes_to_1000_1000() {
+    let test = "on_a_1024_canvas_zooming_out_shows_the_whole_of_it_and_g_goes_to_1000_1000";
+    if !have_tmux(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--width", "1024", "--height", "1024"]).await;
+    let mut painter = TextClient::joined(server.addr, "painter").await;
+    // A red square of 64x64 in the far corner: at the widest zoom (1:16
+    // in 120x40), four dots by four.
+    paint(
+        &mut painter,
+        (896..960).flat_map(|x| (896..960).map(move |y| (x, y, "red"))),
+    )
+    .await;
+    let ui = Tmux::start(server.addr, &["--name", "alice"]);
+    let screen = ui
+        .wait_for("the canvas at 1:1", WAIT, |s| {
+            status(s).contains("● connected") && s.text().contains("1024x1024 · 1:1")
+        })
+        .await;
+    // The overview shows all of the canvas, the square as a red dot in
+    // its corner; `m` hides it, and the square is nowhere in view.
+    assert!(screen.text().contains('━'), "{}", screen.text());
+    assert!(dots_of(&screen, RED) > 0, "in the overview");
+    ui.keys(&["m"]);
+    let screen = ui
+        .wait_for("no overview", WAIT, |s| !s.text().contains('━'))
+        .await;
+    assert_eq!(dots_of(&screen, RED), 0, "the square is far out of view");
+    for _ in 0..6 {
+        ui.keys(&["-"]);
+    }
+    let screen = ui
+        .wait_for("the whole canvas", WAIT, |s| {
+            s.text().contains("1024x1024 · 1:16")
+        })
+        .await;
+    assert_eq!(dots_of(&screen, RED), 16, "{}", screen.text());
+
+    // g, x y, Enter: the cursor goes there, and Space places there.
+    ui.keys(&["+", "+", "+", "+"]);
+    ui.keys(&["g"]);
+    ui.wait_text("go to x y:").await;
+    ui.type_text("1000 1000");
+    ui.keys(&["Enter"]);
+    ui.wait_text("(1000,1000)").await;
+    ui.keys(&["5", "Space"]);
+    assert_eq!(
+        painter.until("PIXEL 4097").await,
+        "PIXEL 4097 1000 1000 5 alice"
+    );
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+}
+
+#[tokio::test]
+async fn a_drag_paints_a_line_and_a_right_click_takes_the_colour() {
+    if !have_tmux("a_drag_paints_a_line_and_a_right_click_takes_the_colour") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    assert_eq!(watcher.cmd("SET 30 10 green").await, "OK 1");
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 1 30 10 10 watcher");
+    let ui = Tmux::start(server.addr, &["--name", "alice"]);
+    ui.wait_for("the green pixel", WAIT, |s| {
+        status(s).contains("● connected") && s.pixel(30, 10) == Some(GREEN)
+    })
+    .await;
+    // 64x64 in 120x40 is at 1:1 from cell (1,1): cell (5,3) is pixel
+    // (4,4), its upper half. Press there, drag along the row, let go.
+    ui.keys(&["5"]);
+    ui.mouse(0, 5, 3, true);
+    ui.mouse(32, 8, 3, true);
+    ui.mouse(32, 12, 3, true);
+    ui.mouse(0, 12, 3, false);
+    let mut placed = Vec::new();
+    while placed.len() < 8 {
+        placed.push(watcher.until("PIXEL").await);
+    }
+    let want: Vec<String> = (4..12)
+        .enumerate()
+        .map(|(i, x)| format!("PIXEL {} {x} 4 5 alice", i + 2))
+        .collect();
+    assert_eq!(placed, want, "each pixel of the line once, in order");
+    // The cursor is on the line's end, (11,4): red under it, the title
+    // says; the rest shows red.
+    let line = |s: &Screen| (4..11).map(|x| s.pixel(x, 4)).collect::<Vec<_>>();
+    let screen = ui
+        .wait_for("the title", WAIT, |s| s.text().contains("(11,4) red"))
+        .await;
+    assert_eq!(line(&screen), vec![Some(RED); 7]);
+
+    // A right click on the green pixel selects green.
+    ui.mouse(2, 31, 6, true);
+    ui.wait_text("colour green from (30,10)").await;
+    let screen = ui.wait_text("▸a").await;
+    assert!(screen.text().contains("green  [ ]"), "{}", screen.text());
+    // And the key does the same under the cursor: the cursor is on the
+    // line's end, red.
+    ui.keys(&["i"]);
+    ui.wait_text("colour red from").await;
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+}
+
+#[tokio::test]
+async fn a_template_counts_the_pixels_left_and_n_goes_to_the_next() {
+    if !have_tmux("a_template_counts_the_pixels_left_and_n_goes_to_the_next") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    // Four pixels at (10,10)-(13,10): red, transparent, blue, red.
+    let png = pixchat::client::image::encode_rgba(
+        4,
+        1,
+        &[
+            [229, 0, 0, 255],
+            [0, 0, 0, 0],
+            [0, 0x83, 0xC7, 255],
+            [229, 0, 0, 255],
+        ],
+    );
+    let path = dir.path().join("bar.png");
+    std::fs::write(&path, png).unwrap();
+    let ui = Tmux::start(
+        server.addr,
+        &[
+            "--name",
+            "alice",
+            "--template",
+            path.to_str().unwrap(),
+            "--at",
+            "10,10",
+        ],
+    );
+    ui.wait_for("the count", WAIT, |s| {
+        status(s).contains("● connected") && status(s).contains("template 3 left")
+    })
+    .await;
+    // Someone else fixes one: the count follows.
+    assert_eq!(watcher.cmd("SET 13 10 red").await, "OK 1");
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 1 13 10 5 watcher");
+    ui.wait_for("one fewer", WAIT, |s| status(s).contains("template 2 left"))
+        .await;
+    // n: to the first pixel left, its colour selected; Space places it.
+    ui.keys(&["n"]);
+    ui.wait_text("(10,10) white").await;
+    ui.keys(&["Space"]);
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 2 10 10 5 alice");
+    ui.wait_for("one left", WAIT, |s| status(s).contains("template 1 left"))
+        .await;
+    ui.keys(&["n", "Space"]);
+    assert_eq!(watcher.until("PIXEL").await, "PIXEL 3 12 10 12 alice");
+    ui.wait_for("done", WAIT, |s| status(s).contains("template done"))
+        .await;
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+}
+
+#[tokio::test]
+async fn at_80_columns_a_long_notice_is_cut_and_the_connection_state_stays() {
+    if !have_tmux("at_80_columns_a_long_notice_is_cut_and_the_connection_state_stays") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let ui = Tmux::start_sized(server.addr, &["--name", "alice"], (80, 24));
+    ui.wait_for("connected", WAIT, |s| status(s).contains("● connected"))
+        .await;
+    ui.keys(&["Enter"]);
+    ui.type_text("/tell someone_who_is_not_here_at_all hello there");
+    ui.keys(&["Enter"]);
+    let screen = ui
+        .wait_for("the refusal", WAIT, |s| status(s).contains("no_such_user"))
+        .await;
+    let bar = status(&screen);
+    assert!(bar.starts_with(" ● connected │ "), "{bar:?}");
+    assert!(
+        bar.trim_end().ends_with('…'),
+        "cut, not overflowing: {bar:?}"
+    );
+    assert!(bar.chars().count() <= 80, "{bar:?}");
+    ui.keys(&["Escape"]);
+    ui.wait_text("> Enter to chat").await;
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+}
+
+#[tokio::test]
+async fn the_chat_scrolled_back_stays_still_tab_completes_and_up_recalls() {
+    if !have_tmux("the_chat_scrolled_back_stays_still_tab_completes_and_up_recalls") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let mut watcher = TextClient::joined(server.addr, "watcher").await;
+    let ui = Tmux::start(server.addr, &["--name", "alice"]);
+    assert_eq!(watcher.until("JOINED").await, "JOINED alice");
+    for i in 0..40 {
+        assert_eq!(watcher.cmd(&format!("SAY line {i}")).await, "OK");
+    }
+    ui.wait_text("watcher: line 39").await;
+    ui.keys(&["PPage"]);
+    let before = ui.wait_text("End follows").await;
+    let reading = chat_rows(&before);
+    for i in 0..3 {
+        assert_eq!(watcher.cmd(&format!("SAY more {i}")).await, "OK");
+    }
+    assert_eq!(watcher.cmd("SAY alice, look").await, "OK");
+    let after = ui.wait_text("4 new, 1 for you ↓").await;
+    assert_eq!(chat_rows(&after), reading, "the rows being read stay put");
+    ui.keys(&["End"]);
+    ui.wait_text("watcher: alice, look").await;
+
+    // Tab completes the name at the start of a line, as `name: `.
+    ui.keys(&["Enter"]);
+    ui.type_text("wat");
+    ui.keys(&["Tab"]);
+    ui.wait_text("> watcher: ").await;
+    ui.type_text("hi");
+    ui.keys(&["Enter"]);
+    assert_eq!(watcher.until("MSG alice").await, "MSG alice watcher: hi");
+    // Up brings the line back; Enter sends it again.
+    ui.keys(&["Up"]);
+    ui.wait_text("> watcher: hi").await;
+    ui.keys(&["Enter"]);
+    assert_eq!(watcher.until("MSG alice").await, "MSG alice watcher: hi");
+    ui.keys(&["Escape"]);
+    ui.wait_text("> Enter to chat").await;
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pixchat::client::{ClientError, Login, script, tui};
+use pixchat::client::{ClientError, Login, image, script, tui};
 use pixchat::protocol::ErrorCode;
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +26,13 @@ struct Cli {
     /// /kick and /ban); the UI asks for one when the server needs it.
     #[arg(long, global = true, env = "PIXCHAT_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// A template to draw by: a PNG image, mapped to the palette and shown
+    /// as a ghost over the canvas (needs --at).
+    #[arg(long, value_name = "IMAGE.png", requires = "at")]
+    template: Option<PathBuf>,
+    /// Where the template's top-left corner goes: X,Y (canvas pixels).
+    #[arg(long, value_name = "X,Y", value_parser = parse_at, requires = "template")]
+    at: Option<(u16, u16)>,
     /// Append logs to this file (the UI owns the screen, so it logs nowhere
     /// else; subcommands log errors to standard error).
     #[arg(long, global = true)]
@@ -64,10 +71,19 @@ enum Action {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli).await {
+    // The local time zone can only be read safely while the process has
+    // one thread, so before the runtime starts its workers.
+    let utc_offset = time::UtcOffset::current_local_offset().map_or(0, |o| o.whole_seconds());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pixchat: start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli, utc_offset)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with the whole chain (`join as bob: name_taken: ...`),
@@ -92,7 +108,7 @@ fn password_hint(cli: &Cli, e: &anyhow::Error) -> &'static str {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<()> {
+async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
     init_logging(cli)?;
     let server = cli.server.as_str();
     let password = cli.password.clone().filter(|p| !p.is_empty());
@@ -104,10 +120,20 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     match &cli.command {
         None => {
+            // Read before connecting: a wrong path is said at once.
+            let template = match (&cli.template, cli.at) {
+                (Some(path), Some(at)) => Some((
+                    image::load(path).map_err(|e| anyhow::anyhow!("--template: {e}"))?,
+                    at,
+                )),
+                _ => None,
+            };
             tui::run(tui::Options {
                 server: cli.server.clone(),
                 name: cli.name.clone(),
                 password,
+                template,
+                utc_offset,
             })
             .await
         }
@@ -132,6 +158,19 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             script::whose(server, password.as_deref(), *x, *y, &mut std::io::stdout()).await
         }
     }
+}
+
+/// `--at X,Y`: a canvas pixel.
+fn parse_at(s: &str) -> Result<(u16, u16), String> {
+    let (x, y) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?}: write the pixel as X,Y (for example 10,20)"))?;
+    let number = |v: &str| {
+        v.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?}: X and Y are whole numbers from 0"))
+    };
+    Ok((number(x)?, number(y)?))
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {

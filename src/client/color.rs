@@ -1,6 +1,6 @@
 //! How palette colours reach the terminal: as they are, as the nearest of
 //! the xterm 256 colours, or as one of the 16 system colours, whichever the
-//! terminal says it has.
+//! terminal says it has; or not at all when the user set `NO_COLOR`.
 
 use ratatui::crossterm::style::available_color_count;
 use ratatui::style::Color;
@@ -14,6 +14,9 @@ pub enum ColorMode {
     Ansi256,
     /// The nearest of the 16 system colours.
     Ansi16,
+    /// No colours at all (`NO_COLOR`): the canvas is drawn in ink and
+    /// paper, the rest with bold and reverse only.
+    NoColor,
 }
 
 impl ColorMode {
@@ -21,6 +24,10 @@ impl ColorMode {
     /// (`truecolor`, `24bit`: the convention terminals and tmux follow),
     /// and without it `TERM` (`*256*`).
     pub fn detect() -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        if no_color {
+            return ColorMode::NoColor;
+        }
         Self::from_count(available_color_count())
     }
 
@@ -42,8 +49,54 @@ impl ColorMode {
             // It never picks the 16 system colours, which vary by terminal.
             ColorMode::Ansi256 => Color::Indexed(ansi_colours::ansi256_from_rgb(rgb)),
             ColorMode::Ansi16 => nearest_system(rgb),
+            ColorMode::NoColor => Color::Reset,
         }
     }
+}
+
+/// A system colour for each of `colours`, all different while there are
+/// no more than 16: the closest pairs are matched first. Nearest-colour
+/// matching alone gives the r/place palette only nine distinct colours on
+/// a 16-colour terminal (white and light grey, red and orange, ... come
+/// out the same), which makes drawings unreadable.
+pub fn assign_system(colours: &[[u8; 3]]) -> Vec<Color> {
+    let system: Vec<[u8; 3]> = (0..16u8)
+        .map(|i| {
+            let (r, g, b) = ansi_colours::rgb_from_ansi256(i);
+            [r, g, b]
+        })
+        .collect();
+    let mut pairs: Vec<(u32, usize, usize)> = colours
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &c)| {
+            system
+                .iter()
+                .enumerate()
+                .map(move |(j, &s)| (distance(c, s), i, j))
+        })
+        .collect();
+    pairs.sort_unstable();
+    let mut out: Vec<Option<Color>> = vec![None; colours.len()];
+    let mut taken = [false; 16];
+    for (_, i, j) in pairs {
+        if out[i].is_none() && !taken[j] {
+            out[i] = Some(SYSTEM[j]);
+            taken[j] = true;
+        }
+    }
+    out.into_iter()
+        .zip(colours)
+        .map(|(c, &rgb)| c.unwrap_or_else(|| nearest_system(rgb)))
+        .collect()
+}
+
+/// How far apart two colours look, roughly: squared RGB distance with
+/// each channel weighted by how much it counts for the eye ("redmean").
+pub fn distance(a: [u8; 3], b: [u8; 3]) -> u32 {
+    let mean = (u32::from(a[0]) + u32::from(b[0])) / 2;
+    let d = |i: usize| (i32::from(a[i]) - i32::from(b[i])).unsigned_abs();
+    (((512 + mean) * d(0) * d(0)) >> 8) + 4 * d(1) * d(1) + (((767 - mean) * d(2) * d(2)) >> 8)
 }
 
 /// The system colours in their ANSI order, named so that a 16-colour
@@ -113,6 +166,21 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 16);
+    }
+
+    #[test]
+    fn on_sixteen_colours_every_palette_colour_gets_its_own() {
+        let rgb: Vec<[u8; 3]> = PALETTE.iter().map(|c| c.rgb).collect();
+        let assigned = assign_system(&rgb);
+        let mut distinct = assigned.clone();
+        distinct.dedup();
+        distinct.sort_by_key(|c| format!("{c:?}"));
+        distinct.dedup();
+        assert_eq!(distinct.len(), 16, "{assigned:?}");
+        // The obvious ones stay obvious.
+        assert_eq!(assigned[0], Color::White);
+        assert_eq!(assigned[5], Color::Red);
+        assert_eq!(assigned[13], Color::Blue, "darkblue");
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub enum AppEvent {
     },
     /// Something from the network client.
     Net(ClientEvent),
+    /// The template image asked for ([`Intent::LoadTemplate`]), read, or
+    /// why it could not be.
+    ///
+    /// [`Intent::LoadTemplate`]: super::app::Intent::LoadTemplate
+    Template {
+        /// The image, or why there is none.
+        image: Result<super::image::Image, String>,
+        /// Where its top-left corner goes.
+        at: (u16, u16),
+    },
     /// The once-a-second clock: countdowns and notices that expire.
     Tick,
     /// A signal (SIGTERM, SIGHUP) asks the client to stop.

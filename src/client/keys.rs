@@ -16,6 +16,40 @@ pub enum Action {
         /// Rows (negative: up).
         dy: i32,
     },
+    /// Move the view and the cursor by this many screens.
+    Page {
+        /// Screens right (negative: left).
+        dx: i32,
+        /// Screens down (negative: up).
+        dy: i32,
+    },
+    /// Zoom in one step.
+    ZoomIn,
+    /// Zoom out one step, at most until the whole canvas shows.
+    ZoomOut,
+    /// Centre the view on the cursor.
+    Centre,
+    /// Ask for a pixel to go to.
+    GoTo,
+    /// Show or hide the overview.
+    Overview,
+    /// Select the colour of the pixel under the cursor (eyedropper).
+    Pick,
+    /// Show or hide the template's ghost.
+    Ghost,
+    /// Go to the next pixel that differs from the template and select
+    /// the colour it wants.
+    NextDiff,
+    /// The same, backwards.
+    PrevDiff,
+    /// Show or hide the chat's timestamps.
+    Timestamps,
+    /// Chat: complete the name or command before the cursor.
+    Complete,
+    /// Chat: the previous line sent.
+    HistoryPrev,
+    /// Chat: the next line sent, or back to the line being typed.
+    HistoryNext,
     /// Place the selected colour at the cursor.
     Place,
     /// Select the previous palette colour.
@@ -61,6 +95,8 @@ pub enum Pattern {
     Shift(KeyCode),
     /// A letter with Ctrl.
     Ctrl(char),
+    /// Another key with Ctrl (arrows).
+    Ctrl2(KeyCode),
     /// `0-9` and `a-f`: the palette index as a hex digit, the same digit
     /// that stands for the colour in the text mode's `CANVAS` rows.
     HexDigit,
@@ -77,6 +113,7 @@ impl Pattern {
             Pattern::Key(code) => key.code == code && mods.is_empty(),
             Pattern::Shift(code) => key.code == code && mods == KeyModifiers::SHIFT,
             Pattern::Ctrl(c) => key.code == KeyCode::Char(c) && mods == KeyModifiers::CONTROL,
+            Pattern::Ctrl2(code) => key.code == code && mods == KeyModifiers::CONTROL,
             Pattern::HexDigit => {
                 return match key.code {
                     KeyCode::Char(c @ ('0'..='9' | 'a'..='f')) if mods.is_empty() => {
@@ -120,8 +157,12 @@ const fn mv(dx: i32, dy: i32) -> Action {
     Action::Move { dx, dy }
 }
 
+const fn page(dx: i32, dy: i32) -> Action {
+    Action::Page { dx, dy }
+}
+
 use KeyCode::{BackTab, Char, Down, End, Enter, Esc, Left, PageDown, PageUp, Right, Tab, Up};
-use Pattern::{Ctrl, HexDigit, Key, Shift};
+use Pattern::{Ctrl, Ctrl2, HexDigit, Key, Shift};
 
 /// Keys that work on every screen.
 pub const ANYWHERE: &[Row] = &[Row {
@@ -148,7 +189,7 @@ pub const DRAWING: &[Row] = &[
     },
     Row {
         keys: "Shift+←↓↑→ HJKL",
-        help: "move 8 pixels",
+        help: "move 8 times as far",
         bindings: &[
             b(Shift(Left), mv(-FAST, 0)),
             b(Shift(Down), mv(0, FAST)),
@@ -159,6 +200,42 @@ pub const DRAWING: &[Row] = &[
             b(Key(Char('K')), mv(0, -FAST)),
             b(Key(Char('L')), mv(FAST, 0)),
         ],
+    },
+    Row {
+        keys: "Ctrl+←↓↑→ ^F ^B",
+        help: "page the view by a screen",
+        bindings: &[
+            b(Ctrl2(Left), page(-1, 0)),
+            b(Ctrl2(Down), page(0, 1)),
+            b(Ctrl2(Up), page(0, -1)),
+            b(Ctrl2(Right), page(1, 0)),
+            b(Ctrl('f'), page(0, 1)),
+            b(Ctrl('b'), page(0, -1)),
+        ],
+    },
+    Row {
+        keys: "+ = -",
+        help: "zoom in, out (to all of it)",
+        bindings: &[
+            b(Key(Char('+')), Action::ZoomIn),
+            b(Key(Char('=')), Action::ZoomIn),
+            b(Key(Char('-')), Action::ZoomOut),
+        ],
+    },
+    Row {
+        keys: "z",
+        help: "centre the view on the cursor",
+        bindings: &[b(Key(Char('z')), Action::Centre)],
+    },
+    Row {
+        keys: "g",
+        help: "go to a pixel: type x y, Enter",
+        bindings: &[b(Key(Char('g')), Action::GoTo)],
+    },
+    Row {
+        keys: "m",
+        help: "overview (minimap) on/off",
+        bindings: &[b(Key(Char('m')), Action::Overview)],
     },
     Row {
         keys: "Space",
@@ -173,6 +250,29 @@ pub const DRAWING: &[Row] = &[
             b(Key(Char(']')), Action::NextColor),
             b(HexDigit, Action::PickColor(0)),
         ],
+    },
+    Row {
+        keys: "i",
+        help: "eyedropper: take the colour here",
+        bindings: &[b(Key(Char('i')), Action::Pick)],
+    },
+    Row {
+        keys: "t",
+        help: "template ghost on/off",
+        bindings: &[b(Key(Char('t')), Action::Ghost)],
+    },
+    Row {
+        keys: "n N",
+        help: "to the next/prev template pixel",
+        bindings: &[
+            b(Key(Char('n')), Action::NextDiff),
+            b(Key(Char('N')), Action::PrevDiff),
+        ],
+    },
+    Row {
+        keys: "T",
+        help: "chat timestamps on/off",
+        bindings: &[b(Key(Char('T')), Action::Timestamps)],
     },
     Row {
         keys: "w",
@@ -228,6 +328,19 @@ pub const CHATTING: &[Row] = &[
         bindings: &[b(Key(Esc), Action::Back)],
     },
     Row {
+        keys: "Tab",
+        help: "complete a name or /command",
+        bindings: &[b(Key(Tab), Action::Complete)],
+    },
+    Row {
+        keys: "↑ ↓",
+        help: "lines sent before",
+        bindings: &[
+            b(Key(Up), Action::HistoryPrev),
+            b(Key(Down), Action::HistoryNext),
+        ],
+    },
+    Row {
         keys: "PgUp PgDn",
         help: "scroll the chat",
         bindings: &[
@@ -239,6 +352,20 @@ pub const CHATTING: &[Row] = &[
         keys: "← → Home End",
         help: "edit; Ctrl-W/U delete",
         bindings: &[],
+    },
+];
+
+/// Keys while a prompt (`g`'s go to) takes a line.
+pub const PROMPT: &[Row] = &[
+    Row {
+        keys: "Enter",
+        help: "go",
+        bindings: &[b(Key(Enter), Action::Send)],
+    },
+    Row {
+        keys: "Esc",
+        help: "cancel",
+        bindings: &[b(Key(Esc), Action::Back)],
     },
 ];
 
@@ -268,9 +395,33 @@ pub const LOGIN: &[Row] = &[
     },
 ];
 
+/// Keys while the help is up; any other key closes it.
+pub const HELP: &[Row] = &[Row {
+    keys: "↓ ↑ j k PgDn PgUp",
+    help: "scroll the help",
+    bindings: &[
+        b(Key(Down), Action::ScrollDown),
+        b(Key(Char('j')), Action::ScrollDown),
+        b(Key(PageDown), Action::ScrollDown),
+        b(Key(Up), Action::ScrollUp),
+        b(Key(Char('k')), Action::ScrollUp),
+        b(Key(PageUp), Action::ScrollUp),
+    ],
+}];
+
+/// The most lines the help can have (in one column): how far it scrolls.
+pub fn help_len() -> u16 {
+    let rows = DRAWING.len() + ANYWHERE.len() + CHATTING.len() + MOUSE.len() + COMMANDS.len();
+    // Headings, the colours (two a line) and the closing note.
+    (rows + 5 + 8 + 1) as u16
+}
+
 /// What the mouse does, for the help.
 pub const MOUSE: &[(&str, &str)] = &[
-    ("click a cell", "place (click again: lower)"),
+    ("click, drag", "place, paint a line"),
+    ("right click", "eyedropper"),
+    ("wheel on canvas", "zoom in, out"),
+    ("click overview", "go there"),
     ("click a colour", "select it"),
     ("wheel on chat", "scroll the chat"),
 ];
@@ -279,6 +430,8 @@ pub const MOUSE: &[(&str, &str)] = &[
 pub const COMMANDS: &[(&str, &str)] = &[
     ("/tell NAME text", "direct msg"),
     ("/who", "who is online"),
+    ("/template F X,Y", "overlay a png"),
+    ("/template off", "remove it"),
     ("/kick NAME", "admin: kick"),
     ("/ban NAME", "admin: ban"),
     ("/help", "this help"),
@@ -315,7 +468,11 @@ mod tests {
             Some(mv(FAST, 0))
         );
         assert_eq!(lookup(DRAWING, &key(Char('L'), none)), Some(mv(FAST, 0)));
-        assert_eq!(lookup(DRAWING, &key(Left, KeyModifiers::CONTROL)), None);
+        assert_eq!(
+            lookup(DRAWING, &key(Left, KeyModifiers::CONTROL)),
+            Some(page(-1, 0))
+        );
+        assert_eq!(lookup(DRAWING, &key(Left, KeyModifiers::ALT)), None);
     }
 
     #[test]
@@ -333,7 +490,7 @@ mod tests {
             lookup(DRAWING, &key(Char('f'), none)),
             Some(Action::PickColor(15))
         );
-        assert_eq!(lookup(DRAWING, &key(Char('g'), none)), None);
+        assert_eq!(lookup(DRAWING, &key(Char('g'), none)), Some(Action::GoTo));
         assert_eq!(
             lookup(DRAWING, &key(Char('?'), KeyModifiers::SHIFT)),
             Some(Action::Help)
@@ -389,7 +546,7 @@ mod tests {
 
     #[test]
     fn no_key_means_two_things_in_one_context() {
-        for rows in [DRAWING, CHATTING, LOGIN] {
+        for rows in [DRAWING, CHATTING, LOGIN, PROMPT, HELP] {
             let bindings: Vec<&Binding> = rows
                 .iter()
                 .chain(ANYWHERE)

@@ -9,12 +9,11 @@
 //!   program. It reconnects with backoff and jitter, resumes from the last seq
 //!   it delivered (the server falls back to a snapshot when it must), sends a
 //!   keepalive `PING` that also measures the round trip, and reports
-//!   everything as one ordered stream of [`ClientEvent`]s. Given several
-//!   servers of one cluster, it moves to the next when one is down, and
-//!   resumes there (every server of a cluster serves the same canvas and
-//!   seqs). Replies come back
+//!   everything as one ordered stream of [`ClientEvent`]s. Replies come back
 //!   in that same stream, tagged, so a caller sees a reply and the events
-//!   around it in the order the server sent them.
+//!   around it in the order the server sent them. Given several servers of
+//!   one cluster, it moves to the next when one is down, and resumes there
+//!   (every server of a cluster serves the same canvas and seqs).
 //!
 //! ```no_run
 //! use pixchat::client::{Connection, Login};
@@ -83,6 +82,10 @@ pub struct Login {
     /// `KICK` and `BAN`). [`Connection::join`] sends it as `AUTH` before
     /// `JOIN`, so a [`Client`] presents it again on every reconnect.
     pub password: Option<String>,
+    /// Join quietly: the server tells nobody of the join or the leave, and
+    /// listings show the name with a trailing `*`. For scripts that join
+    /// for one command, so they do not flash in everyone's chat.
+    pub quiet: bool,
 }
 
 impl Login {
@@ -91,6 +94,7 @@ impl Login {
         Self {
             name: name.into(),
             password: None,
+            quiet: false,
         }
     }
 
@@ -98,6 +102,12 @@ impl Login {
     /// does for the server's `--password`.
     pub fn with_password(mut self, password: Option<String>) -> Self {
         self.password = password.filter(|p| !p.is_empty());
+        self
+    }
+
+    /// The same login, joining quietly (see [`Login::quiet`]).
+    pub fn quietly(mut self) -> Self {
+        self.quiet = true;
         self
     }
 }
@@ -108,6 +118,7 @@ impl std::fmt::Debug for Login {
         f.debug_struct("Login")
             .field("name", &self.name)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("quiet", &self.quiet)
             .finish()
     }
 }
@@ -349,7 +360,7 @@ impl Connection {
         let cmd = Command::Join {
             name: login.name.clone(),
             resume,
-            quiet: false,
+            quiet: login.quiet,
         };
         let welcome = match self.request(&cmd).await {
             Ok(Reply::Welcome(w)) => w,
@@ -468,7 +479,10 @@ impl Connection {
 
 /// Reconnect delays: doubling from `first` up to `max`, each cut by a random
 /// jitter to between half and all of it, so clients dropped together (a
-/// server restart) do not all come back in the same instant.
+/// server restart) do not all come back in the same instant. The first
+/// delay is short: most drops are a server restarting, which is back
+/// within a second or two, and waiting out a long first delay only keeps
+/// the user staring at a countdown.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     /// The first delay, before jitter.
@@ -479,9 +493,11 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// About 1 s growing to 30 s.
+    /// 100 ms (50-100 ms after jitter), doubling up to 30 s: attempts at
+    /// about 0.1, 0.3, 0.7, 1.5, 3 and 6 s after a drop, then further
+    /// apart.
     fn default() -> Self {
-        Self::new(Duration::from_secs(1), Duration::from_secs(30))
+        Self::new(Duration::from_millis(100), Duration::from_secs(30))
     }
 }
 
@@ -530,7 +546,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for `addr`: no login yet, 1-30 s backoff, 15 s pings.
+    /// Defaults for `addr`: no login yet, 0.1-30 s backoff, 15 s pings.
     pub fn new(addr: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
@@ -1110,6 +1126,19 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_default_retries_a_restarted_server_within_a_second_or_two() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(first <= Duration::from_millis(100), "{first:?}");
+        // Five failed attempts (a server down for a second or so) still
+        // leave the next one at most 1.6 s away.
+        for _ in 0..3 {
+            b.next_delay();
+        }
+        assert!(b.next_delay() <= Duration::from_millis(1600));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! scripts and cron jobs can check `$?` and read stderr. On a server with a
 //! password each session starts with `AUTH`, whether it joins or not.
 //!
+//! `set` and `say` join quietly (no `JOINED` or `LEFT` in anyone's chat;
+//! `WHO` shows the name with a `*`), and check their arguments before
+//! connecting, and the pixel against the canvas size before joining, so a
+//! mistyped cron line neither joins nor leaves a trace.
+//!
 //! `server` may list several servers of one cluster, separated by commas:
 //! each command uses the first that serves, and `watch` moves to the next
 //! when its server goes away, resuming from the last seq it printed, so no
@@ -16,7 +21,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::net::{Backoff, ClientError, Connection, Joined, Login, server_list};
-use crate::protocol::{Command, ErrorCode, Event, PALETTE, Reply, Resume, color_by_name, text};
+use crate::protocol::{
+    Command, ErrorCode, Event, MAX_SIDE, PALETTE, Reply, Resume, WireError, color_by_name, text,
+    validate_name, validate_text,
+};
 
 /// How long `watch` keeps trying to get back on some server of its list
 /// before it gives up: longer than a cluster's lease (5 s by default), for
@@ -24,8 +32,8 @@ use crate::protocol::{Command, ErrorCode, Event, PALETTE, Reply, Resume, color_b
 pub const REJOIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads a colour as the text mode does: a palette index or a colour name
-/// (ignoring case). Indexes are passed on unchecked, so the server's
-/// `out_of_range` is what a script sees for 16 and above.
+/// (ignoring case). The index is not checked against the palette here:
+/// [`set`] refuses 16 and above with the server's own `out_of_range`.
 pub fn parse_color(s: &str) -> anyhow::Result<u32> {
     if let Ok(n) = s.parse::<u32>() {
         return Ok(n);
@@ -56,25 +64,25 @@ async fn authed(server: &str, password: Option<&str>) -> anyhow::Result<Connecti
 }
 
 async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
-    let servers = server_list(server);
-    let (conn, _, _) = join_from(&servers, 0, login, None).await?;
+    let (conn, _, _) = join_from(&server_list(server), 0, login, None, |_| Ok(())).await?;
     Ok(conn)
 }
 
 /// Joins on the first of `servers`, from number `from` on, that serves
-/// (one that is down, or cannot serve now, is skipped); returns the
-/// connection, what the join brought and which server it is.
+/// (one that is down, or cannot serve now, is skipped); `check` looks at
+/// each server's `HELLO` before joining. Returns the connection, what the
+/// join brought and which server it is.
 async fn join_from(
     servers: &[String],
     from: usize,
     login: &Login,
     resume: Option<Resume>,
+    check: impl Fn(&Connection) -> anyhow::Result<()>,
 ) -> anyhow::Result<(Connection, Joined, usize)> {
     let mut last: Option<anyhow::Error> = None;
-    for k in 0..servers.len().max(1) {
-        let at = (from + k) % servers.len().max(1);
-        let Some(addr) = servers.get(at) else { break };
-        let mut conn = match Connection::connect(addr.as_str()).await {
+    for k in 0..servers.len() {
+        let at = (from + k) % servers.len();
+        let mut conn = match Connection::connect(servers[at].as_str()).await {
             Ok(conn) => conn,
             Err(e) if e.is_server_down() => {
                 last = Some(e.into());
@@ -82,6 +90,7 @@ async fn join_from(
             }
             Err(e) => return Err(e.into()),
         };
+        check(&conn)?;
         match conn.join(login, resume).await {
             Ok(joined) => return Ok((conn, joined, at)),
             Err(e) => {
@@ -97,18 +106,63 @@ async fn join_from(
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no server address given")))
 }
 
-/// Whether a refused join may succeed a little later: the name is still
-/// held by the lease of the server that just went away.
+/// Whether a refused join may succeed a little later: the server is down,
+/// or the name is still held by the lease of the server that went away.
 fn worth_waiting(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<ClientError>())
         .any(|c| c.is_server_down() || c.wire().is_some_and(|w| w.code == ErrorCode::NameTaken))
 }
 
-/// Places one pixel and returns its seq.
+/// The error the server would give, found without asking it: the same
+/// code and words, so a script reads one kind of failure.
+fn refuse(code: ErrorCode, message: String) -> anyhow::Error {
+    ClientError::Server(WireError::new(code, message)).into()
+}
+
+/// `--name`, checked as the server would check it.
+fn check_name(login: &Login) -> anyhow::Result<()> {
+    validate_name(&login.name)
+        .map_err(ClientError::Server)
+        .with_context(|| format!("--name {:?}", login.name))
+}
+
+/// A pixel inside a `width` x `height` canvas, in the server's words.
+fn check_pixel(x: u32, y: u32, width: u32, height: u32) -> anyhow::Result<()> {
+    if x >= width || y >= height {
+        return Err(refuse(
+            ErrorCode::OutOfRange,
+            format!("x must be 0-{} and y 0-{}", width - 1, height - 1),
+        ));
+    }
+    Ok(())
+}
+
+/// Places one pixel and returns its seq. Joins quietly.
 pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> anyhow::Result<u64> {
     let color = parse_color(color)?;
-    let mut conn = joined(server, login).await?;
+    if color as usize >= PALETTE.len() {
+        return Err(refuse(
+            ErrorCode::OutOfRange,
+            format!("color must be 0-{}", PALETTE.len() - 1),
+        ));
+    }
+    check_name(login)?;
+    let side = u32::from(MAX_SIDE);
+    check_pixel(x, y, side, side)?;
+    // HELLO tells the size: a pixel outside is refused before joining.
+    let inside = |conn: &Connection| {
+        let hello = conn.hello();
+        check_pixel(x, y, hello.width.into(), hello.height.into())
+    };
+    let (mut conn, _, _) = join_from(
+        &server_list(server),
+        0,
+        &login.clone().quietly(),
+        None,
+        inside,
+    )
+    .await?;
     let seq = match conn.request(&Command::Set { x, y, color }).await? {
         Reply::Set { seq } => seq,
         other => anyhow::bail!("SET was answered with {other:?}"),
@@ -118,9 +172,11 @@ pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> an
     Ok(seq)
 }
 
-/// Sends one chat message.
+/// Sends one chat message. Joins quietly.
 pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<()> {
-    let mut conn = joined(server, login).await?;
+    validate_text(message).map_err(ClientError::Server)?;
+    check_name(login)?;
+    let mut conn = joined(server, &login.clone().quietly()).await?;
     conn.request(&Command::Say {
         text: message.to_string(),
     })
@@ -141,9 +197,10 @@ pub async fn watch(
     out: &mut impl Write,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    check_name(login)?;
     let servers = server_list(server);
     let failover = servers.len() > 1;
-    let (mut conn, joined, mut at) = join_from(&servers, 0, login, None).await?;
+    let (mut conn, joined, mut at) = join_from(&servers, 0, login, None, |_| Ok(())).await?;
     let mut resume = resume_point(&joined, None);
     tokio::pin!(stop);
     let mut line = bytes::BytesMut::new();
@@ -225,7 +282,7 @@ async fn rejoin(
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
     let mut from = from;
     loop {
-        match join_from(servers, from, login, Some(resume)).await {
+        match join_from(servers, from, login, Some(resume), |_| Ok(())).await {
             Ok(joined) => return Ok(joined),
             Err(e) if worth_waiting(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::debug!(error = %format!("{e:#}"), "no server took us back yet");

@@ -39,6 +39,11 @@ pub struct Options {
     /// The server password; without it the UI asks when the server wants
     /// one.
     pub password: Option<String>,
+    /// A template image read already (`--template`), and the canvas pixel
+    /// of its top-left corner (`--at`).
+    pub template: Option<(super::image::Image, (u16, u16))>,
+    /// Seconds east of UTC, for the chat's timestamps.
+    pub utc_offset: i32,
 }
 
 impl std::fmt::Debug for Options {
@@ -48,6 +53,10 @@ impl std::fmt::Debug for Options {
             .field("server", &self.server)
             .field("name", &self.name)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field(
+                "template",
+                &self.template.as_ref().map(|(i, at)| (&i.name, at)),
+            )
             .finish()
     }
 }
@@ -87,8 +96,12 @@ impl Drop for Term {
 /// Runs the terminal UI until the user quits.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (client, mut net) = Client::spawn(ClientConfig::new(options.server.clone()));
-    let mut app =
-        App::new(options.server, options.name, ColorMode::detect()).with_password(options.password);
+    let mut app = App::new(options.server, options.name, ColorMode::detect())
+        .with_password(options.password)
+        .with_utc_offset(options.utc_offset);
+    if let Some((image, at)) = options.template {
+        app = app.with_template(image, at);
+    }
     let result = drive(&mut app, &client, &mut net).await;
     client.shutdown().await;
     result
@@ -168,6 +181,11 @@ fn carry_out(app: &mut App, client: &Client, intents: Vec<Intent>) -> bool {
     for intent in intents {
         match intent {
             Intent::Quit => quit = true,
+            Intent::LoadTemplate { path, at } => {
+                // A small file read; the loop may wait for it.
+                let image = super::image::load(std::path::Path::new(&path));
+                quit |= step(app, client, AppEvent::Template { image, at });
+            }
             Intent::Login(login) => {
                 // Fails only once the client task is gone, which the next
                 // report makes plain.

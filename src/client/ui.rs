@@ -25,6 +25,7 @@ use ratatui::widgets::{Paragraph, Widget, Wrap};
 use super::app::layout::{Areas, MIN_SIZE};
 use super::app::session::Link;
 use super::app::{App, Focus, Overlay, Screen};
+use super::color::ColorMode;
 
 /// The highlight colour for focus, the cursor rulers and the selection.
 const ACCENT: Color = Color::Yellow;
@@ -40,7 +41,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
             let areas = if area == app.area() {
                 app.layout
             } else {
-                Areas::compute(area, app.canvas.size(), app.users.names.len())
+                Areas::compute(area, None, app.users.names.len())
             };
             match areas {
                 Some(areas) => draw_main(frame, &areas, app),
@@ -51,8 +52,16 @@ pub fn draw(frame: &mut Frame, app: &App) {
     if app.overlay == Overlay::Help {
         help::Help {
             palette: &app.palette,
+            scroll: app.help_scroll,
         }
         .render(area, frame.buffer_mut());
+    }
+    if app.palette.mode == ColorMode::NoColor {
+        // NO_COLOR: every pane styles itself in colour; taking the colours
+        // out here, once, keeps bold, dim and reverse, which are not colours.
+        for cell in frame.buffer_mut().content.iter_mut() {
+            cell.set_fg(Color::Reset).set_bg(Color::Reset);
+        }
     }
 }
 
@@ -72,6 +81,7 @@ fn draw_main(frame: &mut Frame, areas: &Areas, app: &App) {
     canvas::CanvasView {
         pane: &app.canvas,
         palette: &app.palette,
+        template: app.template.as_ref(),
         focused: app.focus == Focus::Canvas,
         waiting: waiting(app),
     }

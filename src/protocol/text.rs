@@ -230,8 +230,10 @@ fn looks_like_http(word: &str, rest: &str) -> bool {
 }
 
 fn parse_set(rest: &str) -> Result<Command, WireError> {
-    let args: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let [x, y, color] = args[..] else {
+    let mut args = rest.split_ascii_whitespace();
+    let (Some(x), Some(y), Some(color), None) =
+        (args.next(), args.next(), args.next(), args.next())
+    else {
         return Err(usage("SET <x> <y> <color>"));
     };
     let x = parse_coord(x, "x")?;
@@ -302,51 +304,36 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// Appends the text form of a reply, line ending included.
 pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
-    let mut line = String::with_capacity(32);
-    match reply {
-        Reply::Ok => line.push_str("OK"),
-        Reply::Hello(h) => {
-            let _ = write!(
-                line,
-                "OK {} {} {} {} {}",
-                h.version, h.canvas_id, h.width, h.height, h.seq
-            );
-        }
-        Reply::Welcome(w) => {
-            let _ = write!(line, "OK {} {} {} {}", w.name, w.width, w.height, w.seq);
-        }
-        Reply::Set { seq } | Reply::Sync { seq } => {
-            let _ = write!(line, "OK {seq}");
-        }
+    // Straight into the buffer: a reply costs no allocation of its own.
+    let mut w = StrBuf(out);
+    let _ = match reply {
+        Reply::Ok => writeln!(w, "OK"),
+        Reply::Hello(h) => writeln!(
+            w,
+            "OK {} {} {} {} {}",
+            h.version, h.canvas_id, h.width, h.height, h.seq
+        ),
+        Reply::Welcome(wl) => writeln!(w, "OK {} {} {} {}", wl.name, wl.width, wl.height, wl.seq),
+        Reply::Set { seq } | Reply::Sync { seq } => writeln!(w, "OK {seq}"),
         Reply::Canvas(snapshot) => {
             out.extend_from_slice(&encode_canvas(snapshot));
             return;
         }
         Reply::Who { online, users } => {
-            let _ = write!(line, "OK {online}");
+            let _ = write!(w, "OK {online}");
             for name in users {
-                line.push(' ');
-                line.push_str(name);
+                let _ = write!(w, " {name}");
             }
+            writeln!(w)
         }
-        Reply::Pong { token } if token.is_empty() => line.push_str("OK PONG"),
-        Reply::Pong { token } => {
-            let _ = write!(line, "OK PONG {token}");
-        }
-        Reply::Help { text } => {
-            let _ = write!(line, "OK {text}");
-        }
-        Reply::Bye => line.push_str("OK bye"),
-        Reply::Whose(Some(p)) => {
-            let _ = write!(line, "OK {} {} {}", p.name, p.unix_ms, p.seq);
-        }
-        Reply::Whose(None) => line.push_str("OK * 0 0"),
-        Reply::Error(e) => {
-            let _ = write!(line, "ERR {} {}", e.code, e.message);
-        }
-    }
-    line.push('\n');
-    out.extend_from_slice(line.as_bytes());
+        Reply::Pong { token } if token.is_empty() => writeln!(w, "OK PONG"),
+        Reply::Pong { token } => writeln!(w, "OK PONG {token}"),
+        Reply::Help { text } => writeln!(w, "OK {text}"),
+        Reply::Bye => writeln!(w, "OK bye"),
+        Reply::Whose(Some(p)) => writeln!(w, "OK {} {} {}", p.name, p.unix_ms, p.seq),
+        Reply::Whose(None) => writeln!(w, "OK * 0 0"),
+        Reply::Error(e) => writeln!(w, "ERR {} {}", e.code, e.message),
+    };
 }
 
 /// The text form of a whole `CANVAS` answer: `ROW` lines, then its `OK`.

@@ -17,13 +17,15 @@ pub const BLANK_COLOR: u8 = 0;
 /// Marks a pixel nobody has placed yet in [`Canvas`]'s author table.
 const NOBODY: u32 = u32::MAX;
 
-/// Pixels, the seq counter, and who placed each pixel when, of one canvas.
+/// Cells per chunk of a canvas. A canvas is copied on write a chunk at a
+/// time: a copy of it (for a compaction's snapshot, or a `CANVAS` answer)
+/// costs a pointer per chunk, and only the chunks placements touch while
+/// the copy lives are copied, once each.
+const CHUNK: usize = 16 * 1024;
+
+/// One chunk of cells: their colours and last placements.
 #[derive(Debug, Clone)]
-pub struct Canvas {
-    id: u64,
-    width: u16,
-    height: u16,
-    seq: u64,
+pub struct Cells {
     pixels: Vec<u8>,
     /// Per pixel: index into `names` of the last author, or `NOBODY`.
     authors: Vec<u32>,
@@ -31,9 +33,32 @@ pub struct Canvas {
     times: Vec<u64>,
     /// Per pixel: seq of the last placement.
     seqs: Vec<u64>,
+}
+
+impl Cells {
+    fn blank(n: usize) -> Self {
+        Self {
+            pixels: vec![BLANK_COLOR; n],
+            authors: vec![NOBODY; n],
+            times: vec![0; n],
+            seqs: vec![0; n],
+        }
+    }
+}
+
+/// Pixels, the seq counter, and who placed each pixel when, of one canvas.
+#[derive(Debug, Clone)]
+pub struct Canvas {
+    id: u64,
+    width: u16,
+    height: u16,
+    seq: u64,
+    /// The cells, row by row, `CHUNK` at a time.
+    chunks: Vec<Arc<Cells>>,
     /// Every author name ever seen, so per-pixel authorship costs 4 bytes.
-    names: Vec<Arc<str>>,
-    name_ids: HashMap<Arc<str>, u32>,
+    /// Shared with copies, like the chunks.
+    names: Arc<Vec<Arc<str>>>,
+    name_ids: Arc<HashMap<Arc<str>, u32>>,
 }
 
 /// The last placement at one pixel, as stored.
@@ -47,6 +72,40 @@ pub struct PixelMeta {
     pub seq: u64,
 }
 
+/// A canvas's colours at one seq, shared with the canvas until it changes
+/// them: building it costs a pointer per chunk, and the copy into one
+/// `Snapshot` is made by whoever needs it, outside the hub lock.
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    canvas_id: u64,
+    seq: u64,
+    width: u16,
+    height: u16,
+    chunks: Vec<Arc<Cells>>,
+}
+
+impl Frozen {
+    /// Seq of the state it shows.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The snapshot, as one copy of the colours.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut pixels = Vec::with_capacity(usize::from(self.width) * usize::from(self.height));
+        for chunk in &self.chunks {
+            pixels.extend_from_slice(&chunk.pixels);
+        }
+        Snapshot {
+            canvas_id: self.canvas_id,
+            seq: self.seq,
+            width: self.width,
+            height: self.height,
+            pixels,
+        }
+    }
+}
+
 impl Canvas {
     /// A blank canvas. Sides must be `1..=MAX_SIDE`.
     pub fn new(id: u64, width: u16, height: u16) -> Result<Self, WireError> {
@@ -57,17 +116,18 @@ impl Canvas {
             ));
         }
         let n = usize::from(width) * usize::from(height);
+        let chunks = (0..n)
+            .step_by(CHUNK)
+            .map(|start| Arc::new(Cells::blank(CHUNK.min(n - start))))
+            .collect();
         Ok(Self {
             id,
             width,
             height,
             seq: 0,
-            pixels: vec![BLANK_COLOR; n],
-            authors: vec![NOBODY; n],
-            times: vec![0; n],
-            seqs: vec![0; n],
-            names: Vec::new(),
-            name_ids: HashMap::new(),
+            chunks,
+            names: Arc::default(),
+            name_ids: Arc::default(),
         })
     }
 
@@ -91,9 +151,21 @@ impl Canvas {
         self.seq
     }
 
+    fn len(&self) -> usize {
+        usize::from(self.width) * usize::from(self.height)
+    }
+
+    /// The chunk and offset of cell `i`.
+    fn cell(&self, i: usize) -> (&Cells, usize) {
+        (&self.chunks[i / CHUNK], i % CHUNK)
+    }
+
     /// Palette index at `(x, y)`, if inside.
     pub fn get(&self, x: u16, y: u16) -> Option<u8> {
-        (x < self.width && y < self.height).then(|| self.pixels[self.index(x, y)])
+        (x < self.width && y < self.height).then(|| {
+            let (c, j) = self.cell(self.index(x, y));
+            c.pixels[j]
+        })
     }
 
     /// Who last placed `(x, y)` and when; `None` for a pixel never placed
@@ -102,12 +174,16 @@ impl Canvas {
         if x >= self.width || y >= self.height {
             return None;
         }
-        let i = self.index(x, y);
-        let author = self.authors[i];
+        let (c, j) = self.cell(self.index(x, y));
+        self.meta(c, j)
+    }
+
+    fn meta(&self, c: &Cells, j: usize) -> Option<PixelMeta> {
+        let author = c.authors[j];
         (author != NOBODY).then(|| PixelMeta {
             name: self.names[author as usize].clone(),
-            unix_ms: self.times[i],
-            seq: self.seqs[i],
+            unix_ms: c.times[j],
+            seq: c.seqs[j],
         })
     }
 
@@ -144,11 +220,20 @@ impl Canvas {
         let author = self.name_id(name);
         let i = self.index(x, y);
         self.seq += 1;
-        self.pixels[i] = color;
-        self.authors[i] = author;
-        self.times[i] = unix_ms;
-        self.seqs[i] = self.seq;
-        self.seq
+        let seq = self.seq;
+        self.set_cell(i, color, author, unix_ms, seq);
+        seq
+    }
+
+    /// Writes cell `i`, copying its chunk first if a copy of the canvas
+    /// still shares it.
+    fn set_cell(&mut self, i: usize, color: u8, author: u32, unix_ms: u64, seq: u64) {
+        let c = Arc::make_mut(&mut self.chunks[i / CHUNK]);
+        let j = i % CHUNK;
+        c.pixels[j] = color;
+        c.authors[j] = author;
+        c.times[j] = unix_ms;
+        c.seqs[j] = seq;
     }
 
     fn name_id(&mut self, name: &Arc<str>) -> u32 {
@@ -156,33 +241,32 @@ impl Canvas {
             return id;
         }
         let id = self.names.len() as u32;
-        self.names.push(name.clone());
-        self.name_ids.insert(name.clone(), id);
+        Arc::make_mut(&mut self.names).push(name.clone());
+        Arc::make_mut(&mut self.name_ids).insert(name.clone(), id);
         id
     }
 
-    /// A copy of the whole canvas at the current seq.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    /// The colours at the current seq, shared until they change.
+    pub fn frozen(&self) -> Frozen {
+        Frozen {
             canvas_id: self.id,
             seq: self.seq,
             width: self.width,
             height: self.height,
-            pixels: self.pixels.clone(),
+            chunks: self.chunks.clone(),
         }
+    }
+
+    /// A copy of the whole canvas at the current seq.
+    pub fn snapshot(&self) -> Snapshot {
+        self.frozen().snapshot()
     }
 
     /// Every pixel with its last placement, row by row, for persistence.
     pub fn cells(&self) -> impl Iterator<Item = (u8, Option<PixelMeta>)> + '_ {
-        (0..self.pixels.len()).map(|i| {
-            let author = self.authors[i];
-            let meta = (author != NOBODY).then(|| PixelMeta {
-                name: self.names[author as usize].clone(),
-                unix_ms: self.times[i],
-                seq: self.seqs[i],
-            });
-            (self.pixels[i], meta)
-        })
+        self.chunks
+            .iter()
+            .flat_map(move |c| (0..c.pixels.len()).map(move |j| (c.pixels[j], self.meta(c, j))))
     }
 
     /// Rebuilds a canvas from persisted cells (row by row) at `seq`.
@@ -196,21 +280,22 @@ impl Canvas {
         let mut c = Self::new(id, width, height)?;
         let mut n = 0;
         for (i, (color, meta)) in cells.into_iter().enumerate() {
-            if i >= c.pixels.len() || usize::from(color) >= PALETTE.len() {
+            if i >= c.len() || usize::from(color) >= PALETTE.len() {
                 return Err(WireError::new(
                     ErrorCode::BadArgs,
                     "cells do not fit the canvas",
                 ));
             }
-            c.pixels[i] = color;
-            if let Some(m) = meta {
-                c.authors[i] = c.name_id(&m.name);
-                c.times[i] = m.unix_ms;
-                c.seqs[i] = m.seq;
+            match meta {
+                Some(m) => {
+                    let author = c.name_id(&m.name);
+                    c.set_cell(i, color, author, m.unix_ms, m.seq);
+                }
+                None => c.set_cell(i, color, NOBODY, 0, 0),
             }
             n += 1;
         }
-        if n != c.pixels.len() {
+        if n != c.len() {
             return Err(WireError::new(
                 ErrorCode::BadArgs,
                 "too few cells for the canvas",
@@ -441,6 +526,40 @@ mod tests {
             color: (seq % 16) as u8,
             name: Arc::from("t"),
         }
+    }
+
+    #[test]
+    fn copies_share_chunks_until_a_placement_touches_one() {
+        let name: Arc<str> = Arc::from("al");
+        let mut c = Canvas::new(1, 1024, 1024).unwrap();
+        c.apply(0, 0, 5, &name, 1);
+        let copy = c.clone();
+        let frozen = c.frozen();
+        assert!(
+            c.chunks
+                .iter()
+                .zip(&copy.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
+        // A placement copies its chunk, only that one, and the copies keep
+        // what they had.
+        c.apply(1000, 1000, 7, &name, 2);
+        let shared = c
+            .chunks
+            .iter()
+            .zip(&copy.chunks)
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(shared, c.chunks.len() - 1);
+        assert_eq!(copy.get(1000, 1000), Some(0));
+        assert_eq!(frozen.snapshot().pixels[1000 * 1024 + 1000], 0);
+        assert_eq!(frozen.seq(), 1);
+        assert_eq!(c.get(1000, 1000), Some(7));
+        assert_eq!(c.snapshot().pixels[1000 * 1024 + 1000], 7);
+        // New names after a copy leave the copy's table alone.
+        c.apply(1, 1, 3, &Arc::from("bo"), 3);
+        assert_eq!(copy.names.len(), 1);
+        assert_eq!(c.whose(1, 1).unwrap().name.as_ref(), "bo");
     }
 
     #[test]

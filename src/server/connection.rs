@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Instant;
-use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -78,14 +79,14 @@ pub async fn serve(
     };
     let mut rd = match mode {
         Mode::Text => {
-            let mut frames = FramedRead::with_capacity(rd, TextCodec::new(), READ_BUFFER);
+            let mut frames = Frames::new(rd, TextCodec::new());
             reader.run(&mut frames, &mut session).await;
-            frames.into_inner()
+            frames.rd
         }
         Mode::Binary => {
-            let mut frames = FramedRead::with_capacity(rd, ServerCodec::default(), READ_BUFFER);
+            let mut frames = Frames::new(rd, ServerCodec::default());
             reader.run(&mut frames, &mut session).await;
-            frames.into_inner()
+            frames.rd
         }
     };
     hub.leave(&mut session);
@@ -108,12 +109,80 @@ pub async fn serve(
     debug!(%peer, "connection closed");
 }
 
+/// A connection's incoming frames, decoded by `D`. The read buffer exists
+/// only while there is input to decode: an idle connection waits for its
+/// socket to be readable without one, which with tens of thousands of
+/// watchers is most of the memory a connection would hold.
+pub(crate) struct Frames<D> {
+    rd: OwnedReadHalf,
+    codec: D,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl<D: Decoder> Frames<D>
+where
+    D::Error: From<std::io::Error>,
+{
+    fn new(rd: OwnedReadHalf, codec: D) -> Self {
+        Self {
+            rd,
+            codec,
+            buf: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    /// Whether a partly received frame waits for more bytes.
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The next frame; `None` at the end of the stream. Cancel-safe: bytes
+    /// read are kept in `self` until a frame is whole.
+    async fn next(&mut self) -> Option<Result<D::Item, D::Error>> {
+        loop {
+            if !self.buf.is_empty() || self.eof {
+                let decoded = if self.eof {
+                    self.codec.decode_eof(&mut self.buf)
+                } else {
+                    self.codec.decode(&mut self.buf)
+                };
+                match decoded {
+                    Ok(Some(item)) => return Some(Ok(item)),
+                    Ok(None) if self.eof => return None,
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if self.buf.is_empty() {
+                // Nothing half-read: give the buffer back while waiting.
+                self.buf = BytesMut::new();
+            }
+            if let Err(e) = self.rd.readable().await {
+                return Some(Err(e.into()));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_BUFFER / 2 {
+                self.buf.reserve(READ_BUFFER.max(self.buf.len()));
+            }
+            match self.rd.try_read_buf(&mut self.buf) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+}
+
 /// Reads and drops what the peer still sends until it closes its side.
 /// Closing a socket with unread input makes the kernel send a reset, which
 /// can destroy our last reply before the peer reads it; the peer has our FIN
 /// by now, so well-behaved peers close promptly.
 pub async fn drain<R: AsyncRead + Unpin>(rd: &mut R) {
-    let mut sink = [0u8; 1024];
+    // On the heap: held across an await, an array here would be part of
+    // every connection's future, the whole time it lives.
+    let mut sink = vec![0u8; 1024];
     let mut budget = 1 << 20;
     while budget > 0 {
         match rd.read(&mut sink).await {
@@ -224,12 +293,11 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn run<R, D>(&mut self, frames: &mut FramedRead<R, D>, session: &mut Session)
+    async fn run<D>(&mut self, frames: &mut Frames<D>, session: &mut Session)
     where
-        R: AsyncRead + Unpin,
         D: Decoder,
         D::Item: Into<Input>,
-        D::Error: ReadError,
+        D::Error: ReadError + From<std::io::Error>,
     {
         if let Stop::Shutdown = self.read(frames, session).await {
             if self.hub.journal_stuck() {
@@ -247,12 +315,11 @@ impl Reader<'_> {
         }
     }
 
-    async fn read<R, D>(&mut self, frames: &mut FramedRead<R, D>, session: &mut Session) -> Stop
+    async fn read<D>(&mut self, frames: &mut Frames<D>, session: &mut Session) -> Stop
     where
-        R: AsyncRead + Unpin,
         D: Decoder,
         D::Item: Into<Input>,
-        D::Error: ReadError,
+        D::Error: ReadError + From<std::io::Error>,
     {
         let outbox = session.outbox.clone();
         // Only binary clients have a library that answers keepalives; text
@@ -265,7 +332,7 @@ impl Reader<'_> {
             // Everything the peer sent so far is handled: write the replies
             // now, from this task, rather than waking the writer for them.
             // (A partly received command leaves that to the writer task.)
-            if frames.read_buffer().is_empty() {
+            if frames.is_empty() {
                 outbox.flush_replies(self.hub.ring());
             }
             // One reply slot per command, taken before reading it, so a peer

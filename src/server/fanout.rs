@@ -88,6 +88,11 @@ pub struct Fanout {
 #[derive(Debug)]
 struct Shard {
     buckets: Vec<Mutex<Vec<Arc<Outbox>>>>,
+    /// Watchers added since the pacer last looked. The hub adds joiners
+    /// under its lock, and a pacer holds a bucket's lock across the socket
+    /// writes of a sweep: handing new watchers over here keeps the hub from
+    /// ever waiting for those writes.
+    incoming: Mutex<Vec<Arc<Outbox>>>,
     /// The lowest ring index every bucket of this shard was swept to.
     frontier: AtomicU64,
 }
@@ -101,6 +106,7 @@ impl Fanout {
             shards: (0..shards.max(1))
                 .map(|_| Shard {
                     buckets: (0..BUCKETS).map(|_| Mutex::new(Vec::new())).collect(),
+                    incoming: Mutex::new(Vec::new()),
                     frontier: AtomicU64::new(start),
                 })
                 .collect(),
@@ -135,8 +141,25 @@ impl Fanout {
     /// dropped from its bucket once it stops watching.
     pub fn add(&self, outbox: Arc<Outbox>) {
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        let bucket = rand::random_range(0..BUCKETS);
-        self.bucket(shard, bucket).push(outbox);
+        self.shards[shard]
+            .incoming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(outbox);
+    }
+
+    /// Puts the watchers added since the last look into random buckets.
+    fn take_incoming(&self, shard: usize) {
+        let incoming = std::mem::take(
+            &mut *self.shards[shard]
+                .incoming
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for outbox in incoming {
+            self.bucket(shard, rand::random_range(0..BUCKETS))
+                .push(outbox);
+        }
     }
 
     /// A bucket's watchers. A pacer that panicked in the middle of a sweep
@@ -202,6 +225,7 @@ impl Fanout {
     ) {
         let started = thread_cpu();
         let wall = std::time::Instant::now();
+        self.take_incoming(shard);
         let visible = self.ring.visible();
         for bucket in buckets {
             if seen[bucket] < visible {

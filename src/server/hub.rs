@@ -340,7 +340,10 @@ impl Hub {
     pub async fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
         gate(session, &cmd)?;
         if let Backend::Cluster(cluster) = &self.backend {
-            match self.handle_remote(cluster, session, cmd).await? {
+            // Boxed: its state (a JOIN waiting for the stream, a call to
+            // Redis) would otherwise be part of every connection's future,
+            // idle ones included, standalone or not.
+            match Box::pin(self.handle_remote(cluster, session, cmd)).await? {
                 Ok(after) => return Ok(after),
                 Err(cmd) => return self.handle_here(session, cmd),
             }
@@ -697,11 +700,11 @@ impl State {
 
     fn shared_snapshot(&mut self) -> Arc<SharedSnapshot> {
         if let Some(s) = &self.snapshot
-            && s.snapshot.seq == self.world.canvas.seq()
+            && s.seq() == self.world.canvas.seq()
         {
             return s.clone();
         }
-        let s = Arc::new(SharedSnapshot::new(self.world.canvas.snapshot()));
+        let s = Arc::new(SharedSnapshot::frozen(self.world.canvas.frozen()));
         self.snapshot = Some(s.clone());
         s
     }

@@ -43,7 +43,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::broadcast::BroadcastRing;
-use super::canvas::{Replay, ReplayPart, encode_pixel};
+use super::canvas::{Frozen, Replay, ReplayPart, encode_pixel};
 use super::storage::ChatLine;
 use crate::protocol::Mode;
 use crate::protocol::{ErrorCode, Event, Reply, Snapshot, binary, text};
@@ -69,23 +69,52 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 const GOODBYE_ROOM: usize = 64 * 1024;
 
 /// A snapshot shared by every client that asks at the same seq, with its
-/// encodings built at most once each.
+/// encodings built at most once each, by the first writer that sends it
+/// (outside the hub lock, where the snapshot was only frozen).
 #[derive(Debug)]
 pub struct SharedSnapshot {
-    /// The canvas at one seq.
-    pub snapshot: Arc<Snapshot>,
+    seq: u64,
+    frozen: Option<Frozen>,
+    snapshot: OnceLock<Snapshot>,
     text: OnceLock<Bytes>,
     binary: OnceLock<Bytes>,
 }
 
 impl SharedSnapshot {
-    /// Wraps a snapshot.
-    pub fn new(snapshot: Snapshot) -> Self {
+    /// The canvas as frozen at one seq; the copy is made when first sent.
+    pub fn frozen(frozen: Frozen) -> Self {
         Self {
-            snapshot: Arc::new(snapshot),
+            seq: frozen.seq(),
+            frozen: Some(frozen),
+            snapshot: OnceLock::new(),
             text: OnceLock::new(),
             binary: OnceLock::new(),
         }
+    }
+
+    /// A snapshot already made.
+    pub fn built(snapshot: Snapshot) -> Self {
+        Self {
+            seq: snapshot.seq,
+            frozen: None,
+            snapshot: OnceLock::from(snapshot),
+            text: OnceLock::new(),
+            binary: OnceLock::new(),
+        }
+    }
+
+    /// The seq it shows.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn snapshot(&self) -> &Snapshot {
+        self.snapshot.get_or_init(|| {
+            self.frozen
+                .as_ref()
+                .expect("a snapshot not built is frozen")
+                .snapshot()
+        })
     }
 
     /// The complete encoded `CANVAS` answer in `mode`.
@@ -93,10 +122,10 @@ impl SharedSnapshot {
         match mode {
             Mode::Text => self
                 .text
-                .get_or_init(|| text::encode_canvas(&self.snapshot)),
+                .get_or_init(|| text::encode_canvas(self.snapshot())),
             Mode::Binary => self
                 .binary
-                .get_or_init(|| binary::encode_snapshot(&self.snapshot)),
+                .get_or_init(|| binary::encode_snapshot(self.snapshot())),
         }
     }
 }
@@ -1004,7 +1033,7 @@ mod tests {
 
     #[test]
     fn shared_answers_are_queued_by_reference() {
-        let snapshot = Arc::new(SharedSnapshot::new(Snapshot {
+        let snapshot = Arc::new(SharedSnapshot::built(Snapshot {
             canvas_id: 1,
             seq: 0,
             width: 64,

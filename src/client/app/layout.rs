@@ -10,6 +10,11 @@ use ratatui::layout::{Constraint, Layout, Margin, Rect};
 pub const MIN_SIZE: (u16, u16) = (50, 12);
 /// Narrowest the users and chat column gets; the canvas scrolls instead.
 const SIDE_MIN: u16 = 28;
+/// Columns the canvas pane keeps for its titles (size, zoom, cursor and
+/// colour), however small the canvas: a small canvas is centred in it.
+const TITLE_ROOM: u16 = 44;
+/// Rows the canvas pane keeps, however flat the canvas.
+const MIN_ROWS: u16 = 4;
 
 /// Where everything on the main screen goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +38,18 @@ pub struct Areas {
 }
 
 impl Areas {
-    /// Lays out `area` for a canvas of `canvas` pixels (64x64 until one is
-    /// known) and `users` names. `None` when the terminal is too small.
+    /// The most cells the canvas can have inside its border in `area`:
+    /// all but the palette, the status bar and the narrowest side column.
+    pub fn room(area: Rect) -> (u16, u16) {
+        (
+            area.width.saturating_sub(SIDE_MIN + 2),
+            area.height.saturating_sub(4),
+        )
+    }
+
+    /// Lays out `area` for a canvas that wants `canvas` cells inside its
+    /// border (see [`Areas::room`]; 64x32 until a canvas is known) and
+    /// `users` names. `None` when the terminal is too small.
     pub fn compute(area: Rect, canvas: Option<(u16, u16)>, users: usize) -> Option<Areas> {
         if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
             return None;
@@ -45,14 +60,16 @@ impl Areas {
             Constraint::Length(1),
         ])
         .areas(area);
-        let (w, h) = canvas.unwrap_or((crate::DEFAULT_WIDTH, crate::DEFAULT_HEIGHT));
-        let natural_w = w.saturating_add(2);
-        let natural_h = h.div_ceil(2).saturating_add(2);
-        let canvas_w = natural_w.min(body.width - SIDE_MIN);
+        let room = Self::room(area);
+        let (w, h) = canvas.unwrap_or((crate::DEFAULT_WIDTH, crate::DEFAULT_HEIGHT / 2));
+        // Wide enough for the titles, even around a small canvas, which
+        // is centred inside.
+        let inner_w = w.max(TITLE_ROOM).min(room.0);
+        let inner_h = h.max(MIN_ROWS).min(room.1);
         let [canvas_col, side] =
-            Layout::horizontal([Constraint::Length(canvas_w), Constraint::Fill(1)]).areas(body);
+            Layout::horizontal([Constraint::Length(inner_w + 2), Constraint::Fill(1)]).areas(body);
         let canvas = Rect {
-            height: natural_h.min(canvas_col.height),
+            height: (inner_h + 2).min(canvas_col.height),
             ..canvas_col
         };
         let users_h = (users as u16)
@@ -85,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_64x64_canvas_takes_64x32_cells_beside_the_side_column() {
-        let a = Areas::compute(Rect::new(0, 0, 120, 40), Some((64, 64)), 2).unwrap();
+        let a = Areas::compute(Rect::new(0, 0, 120, 40), Some((64, 32)), 2).unwrap();
         assert_eq!((a.canvas_inner.width, a.canvas_inner.height), (64, 32));
         assert_eq!(a.users.x, a.canvas.right());
         assert_eq!(a.users.height, 4, "two names and the borders");
@@ -96,13 +113,21 @@ mod tests {
             "the input sits on the border"
         );
         assert!(Areas::compute(Rect::new(0, 0, 49, 40), None, 0).is_none());
+        assert_eq!(Areas::room(Rect::new(0, 0, 120, 40)), (90, 36));
     }
 
     #[test]
     fn a_narrow_terminal_keeps_the_side_column_and_narrows_the_canvas() {
-        let a = Areas::compute(Rect::new(0, 0, MIN_SIZE.0, MIN_SIZE.1), Some((64, 64)), 0);
+        let a = Areas::compute(Rect::new(0, 0, MIN_SIZE.0, MIN_SIZE.1), Some((64, 32)), 0);
         let a = a.unwrap();
         assert_eq!(a.chat.width, SIDE_MIN);
         assert_eq!(a.canvas.width, MIN_SIZE.0 - SIDE_MIN);
+    }
+
+    #[test]
+    fn a_tiny_canvas_still_gets_room_for_its_titles() {
+        let a = Areas::compute(Rect::new(0, 0, 96, 28), Some((16, 8)), 1).unwrap();
+        assert_eq!(a.canvas_inner.width, TITLE_ROOM);
+        assert_eq!(a.canvas_inner.height, 8);
     }
 }

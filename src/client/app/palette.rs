@@ -4,7 +4,7 @@
 use ratatui::layout::{Position, Rect};
 use ratatui::style::Color;
 
-use crate::client::color::ColorMode;
+use crate::client::color::{ColorMode, assign_system};
 use crate::client::keys::Action;
 use crate::protocol::PALETTE;
 
@@ -35,12 +35,15 @@ pub struct Palette {
     pub selected: u8,
     /// How colours reach the terminal.
     pub mode: ColorMode,
+    /// On a 16-colour terminal, the system colour of each swatch: all
+    /// different, so no two palette colours look the same.
+    system: Vec<Color>,
 }
 
 impl Palette {
     /// The protocol's default palette, until a server sends its own.
     pub fn new(mode: ColorMode) -> Self {
-        Self {
+        let mut palette = Self {
             swatches: PALETTE
                 .iter()
                 .map(|c| Swatch {
@@ -51,7 +54,20 @@ impl Palette {
             // Pixorama starts on a dark grey; black reads well on white.
             selected: 3,
             mode,
-        }
+            system: Vec::new(),
+        };
+        palette.assign();
+        palette
+    }
+
+    fn assign(&mut self) {
+        let rgb: Vec<[u8; 3]> = self.swatches.iter().map(|s| s.rgb).collect();
+        self.system = assign_system(&rgb);
+    }
+
+    /// The colours as RGB, by index.
+    pub fn rgbs(&self) -> Vec<[u8; 3]> {
+        self.swatches.iter().map(|s| s.rgb).collect()
     }
 
     /// The server's palette (from its welcome); an empty one keeps ours.
@@ -64,6 +80,7 @@ impl Palette {
             .map(|(rgb, name)| Swatch { rgb, name })
             .collect();
         self.selected = self.selected.min(self.swatches.len() as u8 - 1);
+        self.assign();
     }
 
     /// The colour of palette index `i` (black for an index the palette
@@ -79,8 +96,15 @@ impl Palette {
             .map_or("?", |s| s.name.as_str())
     }
 
-    /// The terminal colour for `rgb` in this terminal.
+    /// The terminal colour for `rgb` in this terminal: on 16 colours, a
+    /// palette colour gets its own system colour.
     pub fn color(&self, rgb: [u8; 3]) -> Color {
+        if self.mode == ColorMode::Ansi16
+            && let Some(i) = self.swatches.iter().position(|s| s.rgb == rgb)
+            && let Some(&c) = self.system.get(i)
+        {
+            return c;
+        }
         self.mode.color(rgb)
     }
 

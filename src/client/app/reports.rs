@@ -119,6 +119,8 @@ impl App {
                 welcome.name, welcome.seq
             ))),
         }
+        self.recount_template();
+        self.chat.me = Some(welcome.name.clone());
         self.users.me = Some(welcome.name);
         self.session.joined_before = true;
         self.session.resyncing = false;
@@ -147,7 +149,14 @@ impl App {
                 let Some(canvas) = &mut self.canvas.pixels else {
                     return;
                 };
-                if canvas.apply(&p) == Applied::Gap && !self.session.resyncing {
+                let old = canvas.get(p.x, p.y);
+                let applied = canvas.apply(&p);
+                if let (Some(t), Some(old), Applied::Next | Applied::Gap) =
+                    (&mut self.template, old, applied)
+                {
+                    t.changed(p.x, p.y, old, p.color);
+                }
+                if applied == Applied::Gap && !self.session.resyncing {
                     // The server promises no gaps; if one shows, the canvas
                     // is wrong, and a fresh snapshot is the cure.
                     self.session.resyncing = true;
@@ -171,7 +180,11 @@ impl App {
                 from: from.to_string(),
                 text: text.to_string(),
             }),
-            Event::History { from, text, .. } => {
+            Event::History {
+                unix_ms,
+                from,
+                text,
+            } => {
                 // Every (re)join replays the latest chat; after a reconnect
                 // most of it is already on screen.
                 let seen = self.chat.lines.iter().any(|l| {
@@ -179,10 +192,18 @@ impl App {
                         if **f == *from && **t == *text)
                 });
                 if !seen {
-                    self.chat.push(ChatLine::History {
-                        from: from.to_string(),
-                        text: text.to_string(),
-                    });
+                    if !matches!(self.chat.lines.back(), Some(ChatLine::History { .. })) {
+                        // Said apart, so old chat never reads as live.
+                        self.chat
+                            .push(ChatLine::Rule("chat from before you joined".into()));
+                    }
+                    self.chat.push_at(
+                        ChatLine::History {
+                            from: from.to_string(),
+                            text: text.to_string(),
+                        },
+                        unix_ms,
+                    );
                 }
             }
             // The client pings every 15 s, which is what keeps the server's
@@ -202,6 +223,15 @@ impl App {
     }
 
     fn on_reply(&mut self, tag: u64, result: Result<Reply, RequestError>, now: Instant) {
+        self.apply_reply(tag, result, now);
+        if self.canvas.stroke_tag == Some(tag) {
+            // A stroke's pixel was answered: the next may go.
+            self.canvas.stroke_tag = None;
+            self.paint_next(now);
+        }
+    }
+
+    fn apply_reply(&mut self, tag: u64, result: Result<Reply, RequestError>, now: Instant) {
         let Some(sent) = self.session.answered(tag) else {
             return;
         };
@@ -247,19 +277,25 @@ impl App {
                     .is_none_or(|c| c.id == s.canvas_id)
                 {
                     self.canvas.pixels = Some(Canvas::from_snapshot(&s));
+                    self.recount_template();
                 }
             }
             (sent, Reply::Error(e)) => {
-                match sent {
-                    Sent::Canvas => self.session.resyncing = false,
-                    Sent::Say { line } | Sent::Tell { line, .. } => self.chat.restore(line),
+                let recall = match sent {
+                    Sent::Canvas => {
+                        self.session.resyncing = false;
+                        ""
+                    }
+                    // Not put back into the input, where whatever the user
+                    // types next would be glued to it: `↑` brings it back.
+                    Sent::Say { .. } | Sent::Tell { .. } => " (↑ brings the line back)",
                     Sent::Pixel
                     | Sent::Who
                     | Sent::Whose { .. }
                     | Sent::Kick { .. }
-                    | Sent::Ban { .. } => {}
-                }
-                self.chat.push(ChatLine::Error(e.to_string()));
+                    | Sent::Ban { .. } => "",
+                };
+                self.chat.push(ChatLine::Error(format!("{e}{recall}")));
                 self.status.notify(now, e.to_string());
             }
             (_, other) => tracing::debug!(?other, "unexpected reply"),

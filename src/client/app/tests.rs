@@ -304,7 +304,7 @@ fn tell_and_who_commands() {
 }
 
 #[test]
-fn a_dm_to_nobody_shows_the_server_error_and_keeps_the_text() {
+fn a_dm_to_nobody_shows_the_server_error_and_up_brings_the_line_back() {
     let mut app = online();
     press(&mut app, [code(KeyCode::Enter)]);
     press(&mut app, typed("/tell zed hi"));
@@ -319,10 +319,29 @@ fn a_dm_to_nobody_shows_the_server_error_and_keeps_the_text() {
     assert_eq!(
         app.chat.lines.back(),
         Some(&ChatLine::Error(
-            "no_such_user: nobody called zed is online".into()
+            "no_such_user: nobody called zed is online (↑ brings the line back)".into()
         ))
     );
+    // The input is not refilled behind the user's back: what they type
+    // next is a line of its own, not glued to the failed one.
+    assert_eq!(app.chat.input.value(), "");
+    let next = sent(&press(
+        &mut app,
+        typed("hello").into_iter().chain([code(KeyCode::Enter)]),
+    ));
+    assert_eq!(
+        next[0].1,
+        Command::Say {
+            text: "hello".into()
+        }
+    );
+    // ↑ twice brings the failed line back to fix it; ↓ returns.
+    press(&mut app, [code(KeyCode::Up), code(KeyCode::Up)]);
     assert_eq!(app.chat.input.value(), "/tell zed hi");
+    press(&mut app, [code(KeyCode::Down)]);
+    assert_eq!(app.chat.input.value(), "hello");
+    press(&mut app, [code(KeyCode::Down)]);
+    assert_eq!(app.chat.input.value(), "", "back to the empty line typed");
 }
 
 #[test]
@@ -485,7 +504,9 @@ fn question_mark_opens_help_and_any_key_closes_it() {
 
 #[test]
 fn a_click_places_at_the_clicked_pixel_and_a_second_click_reaches_the_lower_half() {
-    let mut app = online();
+    // 64x64 in 120x40 is drawn at 1:1: a cell is two pixels.
+    let mut app = online_on(64, 64, (120, 40), ColorMode::TrueColor);
+    assert_eq!(app.canvas.zoom, super::viewport::Zoom::In(1));
     let areas = app.layout.expect("a layout for 120x40");
     let inner = areas.canvas_inner;
     let click = |col: u16, row: u16| {
@@ -534,15 +555,28 @@ fn the_view_follows_the_cursor_on_a_canvas_larger_than_the_window() {
         t0(),
     );
     app.update(joined(snapshot(1, 64, 64, 0), &["alice"]), t0());
-    assert_eq!(app.canvas.view, (0, 0));
+    assert_eq!(app.canvas.origin, (0, 0));
     let inner = app.layout.unwrap().canvas_inner;
     assert!(inner.width < 64 && inner.height < 32, "{inner:?}");
+    // The view starts moving before the cursor reaches its edge: a
+    // quarter of it stays ahead.
+    press(
+        &mut app,
+        vec![key('l'); usize::from(inner.width - inner.width / 4)],
+    );
+    assert_eq!(app.canvas.origin.0, 1);
     press(&mut app, vec![key('L'); 8]);
     press(&mut app, vec![key('J'); 8]);
     assert_eq!(app.canvas.cursor, (63, 63));
-    assert_eq!(app.canvas.view, (64 - inner.width, 64 - 2 * inner.height));
+    assert_eq!(
+        app.canvas.origin,
+        (
+            64 - u32::from(inner.width),
+            64 - 2 * u32::from(inner.height)
+        )
+    );
     press(&mut app, vec![key('H'); 8]);
-    assert_eq!(app.canvas.view.0, 0);
+    assert_eq!(app.canvas.origin.0, 0);
     // A bigger window shows it all again.
     app.update(
         AppEvent::Resize {
@@ -551,7 +585,7 @@ fn the_view_follows_the_cursor_on_a_canvas_larger_than_the_window() {
         },
         t0(),
     );
-    assert_eq!(app.canvas.view, (0, 0));
+    assert_eq!(app.canvas.origin, (0, 0));
 }
 
 #[test]

@@ -30,6 +30,8 @@ fn style(tone: Tone) -> Style {
         Tone::Speaker(name) => name_style(name).bold(),
         Tone::PastSpeaker => dim.bold(),
         Tone::Dim => dim,
+        Tone::Past => dim.italic(),
+        Tone::Time => dim,
         Tone::DmMark => Style::new().fg(Color::Magenta).bold(),
         Tone::DmText => Style::new().fg(Color::Magenta),
         Tone::Error => Style::new().fg(Color::LightRed),
@@ -49,6 +51,21 @@ impl Widget for ChatView<'_> {
         let back = self.pane.scroll.min(rows.len().saturating_sub(height));
         if back > 0 {
             block = block.title(Line::from(format!(" ↑{back} · End follows ")).right_aligned());
+        }
+        if back > 0 && self.pane.unread > 0 {
+            // What arrived below, on the bottom border: `3 new ↓`, and
+            // louder when some of it is for the user.
+            let (text, style) = match self.pane.unread_mentions {
+                0 => (
+                    format!(" {} new ↓ ", self.pane.unread),
+                    Style::new().fg(Color::Yellow).bold(),
+                ),
+                n => (
+                    format!(" {} new, {n} for you ↓ ", self.pane.unread),
+                    Style::new().fg(Color::Black).bg(Color::LightMagenta).bold(),
+                ),
+            };
+            block = block.title_bottom(Line::styled(text, style).right_aligned());
         }
         block.render(area, buf);
         let top = rows.len().saturating_sub(height + back);

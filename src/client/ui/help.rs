@@ -11,26 +11,65 @@ use super::{ACCENT, centered};
 use crate::client::app::palette::{KEYED, Palette};
 use crate::client::keys;
 
-/// The help, drawn centred over the screen.
+/// The help, drawn centred over the screen: two columns where they fit,
+/// else one, scrolled by the state's [`App::help_scroll`].
+///
+/// [`App::help_scroll`]: crate::client::app::App::help_scroll
 pub struct Help<'a> {
     /// The colours it lists.
     pub palette: &'a Palette,
+    /// Lines scrolled past.
+    pub scroll: u16,
 }
 
 impl Widget for Help<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        let popup = centered(area, 78, 24);
+        let (left, right) = self.columns();
+        let two = area.width >= 2 * COLUMN + 4;
+        let (left, right) = if two {
+            (left, right)
+        } else {
+            // One column: everything under each other, scrolled.
+            (left.into_iter().chain(right).collect(), Vec::new())
+        };
+        let tall = left.len().max(right.len()) as u16;
+        let width = if two { 2 * COLUMN + 2 } else { COLUMN + 2 };
+        let popup = centered(area, width, tall + 2);
+        let visible = popup.height.saturating_sub(2);
+        let scroll = self.scroll.min(tall.saturating_sub(visible));
+        let more = tall > visible;
         Clear.render(popup, buf);
+        let hint = if more {
+            " ↓↑ scroll · other keys close "
+        } else {
+            " any key closes "
+        };
         let block = Block::bordered()
             .border_type(BorderType::Rounded)
             .border_style(Style::new().fg(ACCENT))
             .title(" keys ")
-            .title(Line::from(" any key closes ").right_aligned());
+            .title(Line::from(hint).right_aligned());
         let inner = block.inner(popup);
         block.render(popup, buf);
-        let [left, right] =
-            Layout::horizontal([Constraint::Length(46), Constraint::Fill(1)]).areas(inner);
+        let [l, r] = Layout::horizontal([Constraint::Length(COLUMN), Constraint::Fill(1)])
+            .spacing(1)
+            .areas(inner);
+        let shown = |lines: Vec<Line<'static>>| -> Vec<Line<'static>> {
+            lines.into_iter().skip(usize::from(scroll)).collect()
+        };
+        Paragraph::new(shown(left)).render(if two { l } else { inner }, buf);
+        if two {
+            Paragraph::new(Text::from(shown(right))).render(r, buf);
+        }
+    }
+}
 
+/// The width of one column of the help.
+const COLUMN: u16 = 48;
+
+impl Help<'_> {
+    /// The help's two columns: the drawing keys, then the rest.
+    fn columns(&self) -> (Vec<Line<'static>>, Vec<Line<'static>>) {
         let head = |s: &'static str| Line::styled(s, Style::new().fg(ACCENT).bold());
         let row = |keys: &str, help: &str| {
             Line::from(vec![
@@ -38,21 +77,19 @@ impl Widget for Help<'_> {
                 Span::raw(help.to_string()),
             ])
         };
-        let mut lines = vec![head("Drawing")];
-        lines.extend(
+        let mut left = vec![head("Drawing")];
+        left.extend(
             keys::DRAWING
                 .iter()
                 .chain(keys::ANYWHERE)
                 .map(|r| row(r.keys, r.help)),
         );
-        lines.push(head("Chat input"));
-        lines.extend(keys::CHATTING.iter().map(|r| row(r.keys, r.help)));
-        lines.push(head("Mouse"));
-        lines.extend(keys::MOUSE.iter().map(|(k, h)| row(k, h)));
-        Paragraph::new(lines).render(left, buf);
-
+        let mut right = vec![head("Chat input")];
+        right.extend(keys::CHATTING.iter().map(|r| row(r.keys, r.help)));
+        right.push(head("Mouse"));
+        right.extend(keys::MOUSE.iter().map(|(k, h)| row(k, h)));
+        right.push(head("Colours"));
         let swatches = &self.palette.swatches;
-        let mut lines = vec![head("Colours")];
         let half = swatches.len().min(KEYED).div_ceil(2);
         for i in 0..half {
             let mut spans = Vec::new();
@@ -68,25 +105,14 @@ impl Widget for Help<'_> {
                 ));
                 spans.push(Span::raw(format!(" {:<10}", swatch.name)));
             }
-            lines.push(Line::from(spans));
+            right.push(Line::from(spans));
         }
-        lines.push(Line::raw(""));
-        lines.push(head("Chat commands"));
-        lines.extend(keys::COMMANDS.iter().map(|(k, h)| {
-            Line::from(vec![
-                Span::styled(format!("{k:<16}"), Style::new().bold()),
-                Span::raw(*h),
-            ])
-        }));
-        lines.push(Line::raw(""));
-        lines.push(Line::styled(
-            "Offline, placed pixels wait",
+        right.push(head("Chat commands"));
+        right.extend(keys::COMMANDS.iter().map(|(k, h)| row(k, h)));
+        right.push(Line::styled(
+            "Offline, placed pixels wait for the reconnect.",
             Style::new().fg(Color::DarkGray),
         ));
-        lines.push(Line::styled(
-            "and are sent on reconnect.",
-            Style::new().fg(Color::DarkGray),
-        ));
-        Paragraph::new(Text::from(lines)).render(right, buf);
+        (left, right)
     }
 }

@@ -182,11 +182,14 @@ impl Hub {
         let mut st = self.lock();
         let (x, y, color) = st.world.canvas.check(x, y, color)?;
         self.writable()?;
-        let key = name.to_ascii_lowercase();
+        // The key only when there is a cooldown: a placement allocates
+        // nothing it does not need.
+        let cooldown = (!self.cooldown.is_zero()).then(|| {
+            let key = name.to_ascii_lowercase();
+            (st.last_placed.get(&key).copied(), key)
+        });
         let now = tokio::time::Instant::now();
-        if !self.cooldown.is_zero()
-            && let Some(last) = st.last_placed.get(&key)
-        {
+        if let Some((Some(last), _)) = &cooldown {
             let ready = *last + self.cooldown;
             if ready > now {
                 let left = (ready - now).as_millis().max(1);
@@ -204,7 +207,7 @@ impl Hub {
         };
         self.commit(&mut st, change, Some((&session.outbox, Reply::Set { seq })))
             .expect("the next seq follows and the placement was checked");
-        if !self.cooldown.is_zero() {
+        if let Some((_, key)) = cooldown {
             remember_placement(&mut st, key, now, self.cooldown);
         }
         Ok(After::Continue)

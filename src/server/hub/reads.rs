@@ -81,7 +81,7 @@ impl Hub {
             snapshot.seq = d.seq;
             session.outbox.push_reply(
                 d.visible,
-                Outgoing::Canvas(Arc::new(SharedSnapshot::new(snapshot))),
+                Outgoing::Canvas(Arc::new(SharedSnapshot::built(snapshot))),
             );
             return Ok(After::Continue);
         }

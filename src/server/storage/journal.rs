@@ -308,6 +308,8 @@ fn write_loop(shared: &Arc<Shared>, file: File) {
         reminded: Instant::now(),
     };
     let mut spare = Vec::new();
+    // When the last write (and its fsync) ended.
+    let mut last_done = Instant::now() - BATCH_WINDOW;
     loop {
         let down = shared.health.load(Ordering::Acquire) != UP;
         let (buf, rotate, upto, stop) = {
@@ -327,8 +329,13 @@ fn write_loop(shared: &Arc<Shared>, file: File) {
                     p = shared.wake.wait(p).expect("journal lock poisoned");
                 }
             }
-            if shared.fsync == Fsync::Batch && !p.buf.is_empty() && !p.stop {
-                // Group commit: let more records join this fsync.
+            // Group commit. Records that came while the last fsync ran are
+            // a batch already: write them at once, so under load one fsync
+            // covers everything that arrived during the one before. After a
+            // quiet spell, wait a little for company instead.
+            let idle = last_done.elapsed();
+            if shared.fsync == Fsync::Batch && !p.buf.is_empty() && !p.stop && idle >= BATCH_WINDOW
+            {
                 drop(p);
                 std::thread::sleep(BATCH_WINDOW);
                 p = shared.lock();
@@ -340,7 +347,11 @@ fn write_loop(shared: &Arc<Shared>, file: File) {
             w.fail("the compaction snapshot could not be written".into());
         }
         if !w.rebuild {
-            match w.append(&buf, rotate) {
+            let res = w.append(&buf, rotate);
+            if !buf.is_empty() {
+                last_done = Instant::now();
+            }
+            match res {
                 Ok(()) => {
                     shared.ring.publish(upto);
                     let mut p = shared.lock();
