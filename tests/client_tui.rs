@@ -873,9 +873,12 @@ async fn in_a_cluster_the_client_moves_to_another_server_when_its_own_dies() {
     // client has joined there (after alice's name, held by the dead
     // server's lease, is free again) and resumed from its seq.
     assert_eq!(painter.cmd("SET 2 3 green").await, "OK 2");
+    let second = b.addr.to_string();
     let screen = ui
         .wait_for("the canvas on the second server", WAIT * 3, |s| {
-            status(s).contains("● connected") && s.pixel(2, 3) == Some(GREEN)
+            status(s).contains("● connected")
+                && status(s).contains(&second)
+                && s.pixel(2, 3) == Some(GREEN)
         })
         .await;
     assert_eq!(screen.pixel(1, 1), Some(RED), "the same canvas, resumed");
@@ -890,4 +893,26 @@ async fn in_a_cluster_the_client_moves_to_another_server_when_its_own_dies() {
     ui.keys(&["q"]);
     ui.wait_text("EXITED 0").await;
     drop(b);
+}
+
+#[tokio::test]
+async fn a_crowd_is_shown_in_the_users_pane_from_presence_events() {
+    if !have_tmux("a_crowd_is_shown_in_the_users_pane_from_presence_events") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--presence-threshold", "2", "--presence-interval-ms", "100"];
+    let server = Server::start(dir.path(), &args).await;
+    let ui = Tmux::start(server.addr, &["--name", "alice"]);
+    ui.wait_for("the connected status", WAIT, |s| {
+        status(s).contains("● connected")
+    })
+    .await;
+    // The second user makes a crowd of two: a PRESENCE, not a JOINED.
+    let _bob = TextClient::joined(server.addr, "bob").await;
+    let screen = ui.wait_text("online 2 +1 -0").await;
+    assert!(screen.text().contains("bob"), "{}", screen.text());
+    assert!(!screen.text().contains("bob joined"), "{}", screen.text());
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
 }
