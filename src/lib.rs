@@ -22,7 +22,7 @@ pub mod server;
 
 pub use protocol::{Command, ErrorCode, Event, Reply, ServerMsg, WireError};
 #[cfg(feature = "server")]
-pub use server::{Config, bind, run};
+pub use server::{Config, PresenceConfig, bind, run};
 
 /// Address the server listens on when none is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -45,9 +45,15 @@ pub const DEFAULT_REDIS_PREFIX: &str = "pixchat:";
 /// Events the cluster's Redis stream keeps (about), for servers catching up
 /// after an outage and for `SYNC` on a server that starts late.
 pub const DEFAULT_STREAM_LEN: u64 = 100_000;
-/// Seconds after which a cluster server that stopped heartbeating is gone
-/// and its users are shown as left.
-pub const DEFAULT_HEARTBEAT_TTL_SECS: u64 = 5;
+/// Milliseconds a cluster server's lease on its users' names lasts without
+/// renewal (it renews five times per lease): a server dead or paused this
+/// long loses its users, who are shown as left.
+pub const DEFAULT_LEASE_MS: u64 = 5000;
+/// Users online from which joins and leaves are told in periodic
+/// `PRESENCE` events instead of one `JOINED` or `LEFT` each.
+pub const DEFAULT_PRESENCE_THRESHOLD: usize = 1000;
+/// Milliseconds between two `PRESENCE` events.
+pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
 /// Seconds a binary connection may stay silent (a `KEEPALIVE` goes out at
 /// half of it).
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;

@@ -45,6 +45,9 @@ pub const MAX_SIDE: u16 = 4096;
 /// the count and the first names in order, so a crowd joining costs each
 /// newcomer a bounded frame instead of one that grows with the crowd.
 pub const MAX_LISTED_USERS: usize = 1000;
+/// Most names a `PRESENCE` event lists of those who joined, and as many of
+/// those who left; the counts are always the full ones.
+pub const MAX_PRESENCE_NAMES: usize = 100;
 
 /// One palette entry: a colour's wire name and its sRGB value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +183,15 @@ pub enum Command {
         /// Last seq the client has applied.
         seq: u64,
     },
-    /// List users online.
+    /// List users online: the first [`MAX_LISTED_USERS`] in listing
+    /// order.
     Who,
+    /// List the users online whose names come after `after` in listing
+    /// order (ignoring case): the next page of a `WHO`.
+    WhoAfter {
+        /// The last name of the previous page (a trailing `*` is ignored).
+        after: String,
+    },
     /// Round trip; the token comes back unchanged.
     Ping {
         /// Opaque token, possibly empty.
@@ -355,6 +365,25 @@ pub struct Pixel {
     pub name: Arc<str>,
 }
 
+/// Who came and went, for a crowd: sent periodically instead of one
+/// `JOINED` or `LEFT` per user once as many users are online as the
+/// server's presence threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// Users online now.
+    pub online: u32,
+    /// How many joined since the previous `PRESENCE` (net: someone who
+    /// joined and left in between is in neither count).
+    pub joined: u32,
+    /// How many left since the previous one.
+    pub left: u32,
+    /// Names of those who joined, sorted ignoring case; at most
+    /// [`MAX_PRESENCE_NAMES`] (quiet joins are never named).
+    pub joined_names: Vec<Arc<str>>,
+    /// Names of those who left, likewise.
+    pub left_names: Vec<Arc<str>>,
+}
+
 /// Something the server pushes without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -397,6 +426,8 @@ pub enum Event {
     /// Binary mode: the server has heard nothing for a while; any command
     /// (a `PING`) keeps the connection open.
     Keepalive,
+    /// A crowd's comings and goings since the last such event.
+    Presence(Presence),
     /// The server is closing this connection, and why.
     Bye {
         /// Machine-readable reason (an error code word).
@@ -561,6 +592,10 @@ error_codes! {
     /// (as `BYE`) cluster mode: the server reloaded the canvas from Redis
     /// and its clients must reconnect.
     Resync => "resync",
+    /// (as `BYE`) cluster mode: the server lost its hold on this user's
+    /// name (it was cut off or paused longer than its lease) and another
+    /// server's user has the name now.
+    NameLost => "name_lost",
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.
     CrossProtocol => "cross_protocol",
@@ -626,7 +661,7 @@ pub fn validate_token(token: &str) -> Result<(), WireError> {
 
 /// The one-line command summary `HELP` answers with.
 pub const HELP_TEXT: &str = "commands: JOIN <name> | SAY <text> | TELL <name> <text> | \
-SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO | PING [token] | \
+SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO [after] | PING [token] | \
 AUTH <password> | KICK <name> | BAN <name> | UNBAN <name> | HELP | QUIT";
 
 #[cfg(test)]

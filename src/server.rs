@@ -71,6 +71,28 @@ pub struct Config {
     pub password: Option<String>,
     /// Password that grants `KICK` and `BAN`.
     pub admin_password: Option<String>,
+    /// How joins and leaves are told once a crowd is online.
+    pub presence: PresenceConfig,
+}
+
+/// Presence for crowds: from `threshold` users online, joins and leaves
+/// are not sent one by one (`JOINED`, `LEFT`) but every `interval` in one
+/// `PRESENCE` event with the count and, capped, the names.
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    /// Users online from which joins and leaves are batched.
+    pub threshold: usize,
+    /// How often a batch goes out (when anything changed).
+    pub interval: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            threshold: crate::DEFAULT_PRESENCE_THRESHOLD,
+            interval: Duration::from_millis(crate::DEFAULT_PRESENCE_INTERVAL_MS),
+        }
+    }
 }
 
 /// Abuse and overload limits; zero turns a limit off.
@@ -119,6 +141,7 @@ impl Default for Config {
             limits: Limits::default(),
             password: None,
             admin_password: None,
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -194,6 +217,7 @@ pub async fn run(
         cooldown: config.limits.cooldown,
         password: config.password.clone(),
         admin_password: config.admin_password.clone(),
+        presence_threshold: config.presence.threshold,
     };
     let mut tasks = Supervisor::default();
     let hub = match config.cluster.clone() {
@@ -218,6 +242,8 @@ pub async fn run(
     for shard in 0..hub.fanout().shards() {
         tasks.spawn(Task::Pacer(shard), pacer(shard));
     }
+    let presence = || publish_presence(hub.clone(), config.presence.interval, shutdown.clone());
+    tasks.spawn(Task::Presence, presence());
     let (width, height) = hub.size();
     let addr = listener
         .local_addr()
@@ -248,7 +274,11 @@ pub async fn run(
                     tasks.spawn(Task::Pacer(shard), pacer(shard));
                     continue;
                 }
-                Ended::Restart(_) => unreachable!("only pacers are restarted"),
+                Ended::Restart(Task::Presence) => {
+                    tasks.spawn(Task::Presence, presence());
+                    continue;
+                }
+                Ended::Restart(_) => unreachable!("only pacers and the presence ticker are restarted"),
                 Ended::Fatal(e) => {
                     tracing::error!(error = %e, "stopping the server");
                     failure = Some(e);
@@ -336,8 +366,28 @@ async fn start_cluster(
         Task::ClusterSend,
         cluster.clone().send_changes(shutdown.clone()),
     );
-    tasks.spawn(Task::ClusterKeepAlive, cluster.keep_alive(shutdown.clone()));
+    let retaker = hub.clone();
+    let retaking = cluster.clone();
+    tasks.spawn(
+        Task::ClusterKeepAlive,
+        cluster.keep_alive(
+            async move || retaker.retake_names(&retaking).await,
+            shutdown.clone(),
+        ),
+    );
     Ok(hub)
+}
+
+/// Sends the crowd's `PRESENCE` every `every`, until `shutdown`.
+async fn publish_presence(hub: Arc<Hub>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => hub.publish_presence(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 fn server_full() -> WireError {

@@ -74,6 +74,10 @@ async fn help_lists_every_flag() {
         "--admin-password",
         "--redis",
         "--redis-prefix",
+        "--redis-wait",
+        "--lease-ms",
+        "--presence-threshold",
+        "--presence-interval-ms",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

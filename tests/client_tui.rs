@@ -66,6 +66,16 @@ impl Tmux {
 
     /// The same in a terminal of `size` columns and rows.
     fn start_sized(addr: SocketAddr, args: &[&str], size: (u16, u16)) -> Self {
+        Self::start_on(&addr.to_string(), args, size)
+    }
+
+    /// Like [`Tmux::start`] with a `--server` list (`a:1,b:2`).
+    fn start_with(servers: &str, args: &[&str]) -> Self {
+        Self::start_on(servers, args, (120, 40))
+    }
+
+    /// `pixchat --server SERVERS ARGS...` in a terminal of `size`.
+    fn start_on(servers: &str, args: &[&str], size: (u16, u16)) -> Self {
         // Built first, so its drop cleans up even if the session fails.
         let tmux = Tmux {
             dir: tempfile::Builder::new()
@@ -74,7 +84,7 @@ impl Tmux {
                 .expect("a temporary directory"),
         };
         let mut line = format!(
-            "{} --server {addr} --log {}",
+            "{} --server {servers} --log {}",
             env!("CARGO_BIN_EXE_pixchat"),
             tmux.log().display()
         );
@@ -831,6 +841,78 @@ async fn the_chat_scrolled_back_stays_still_tab_completes_and_up_recalls() {
     assert_eq!(watcher.until("MSG alice").await, "MSG alice watcher: hi");
     ui.keys(&["Escape"]);
     ui.wait_text("> Enter to chat").await;
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_client_moves_to_another_server_when_its_own_dies() {
+    if !have_tmux("in_a_cluster_the_client_moves_to_another_server_when_its_own_dies")
+        || !common::RedisProcess::available()
+    {
+        return;
+    }
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let redis = common::RedisProcess::start(dirs[0].path()).await;
+    let url = redis.url();
+    let args = ["--redis", url.as_str()];
+    let a = Server::start(dirs[1].path(), &args).await;
+    let b = Server::start(dirs[2].path(), &args).await;
+    let mut painter = TextClient::joined(b.addr, "painter").await;
+    assert_eq!(painter.cmd("SET 1 1 red").await, "OK 1");
+    // The first server of the list is the one it joins.
+    let ui = Tmux::start_with(&format!("{},{}", a.addr, b.addr), &["--name", "alice"]);
+    ui.wait_for("the canvas on the first server", WAIT, |s| {
+        status(s).contains("● connected") && s.pixel(1, 1) == Some(RED)
+    })
+    .await;
+    assert_eq!(painter.until("JOINED").await, "JOINED alice");
+
+    a.kill9().await;
+    // Drawn on the other server while the client is away: it shows once the
+    // client has joined there (after alice's name, held by the dead
+    // server's lease, is free again) and resumed from its seq.
+    assert_eq!(painter.cmd("SET 2 3 green").await, "OK 2");
+    let second = b.addr.to_string();
+    let screen = ui
+        .wait_for("the canvas on the second server", WAIT * 3, |s| {
+            status(s).contains("● connected")
+                && status(s).contains(&second)
+                && s.pixel(2, 3) == Some(GREEN)
+        })
+        .await;
+    assert_eq!(screen.pixel(1, 1), Some(RED), "the same canvas, resumed");
+    assert!(
+        !screen.text().contains("the server has a new canvas"),
+        "{}",
+        screen.text()
+    );
+    // And it works there: a pixel placed now reaches the cluster.
+    ui.keys(&["a", "Space"]);
+    assert_eq!(painter.until("PIXEL 3").await, "PIXEL 3 0 0 10 alice");
+    ui.keys(&["q"]);
+    ui.wait_text("EXITED 0").await;
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_crowd_is_shown_in_the_users_pane_from_presence_events() {
+    if !have_tmux("a_crowd_is_shown_in_the_users_pane_from_presence_events") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--presence-threshold", "2", "--presence-interval-ms", "100"];
+    let server = Server::start(dir.path(), &args).await;
+    let ui = Tmux::start(server.addr, &["--name", "alice"]);
+    ui.wait_for("the connected status", WAIT, |s| {
+        status(s).contains("● connected")
+    })
+    .await;
+    // The second user makes a crowd of two: a PRESENCE, not a JOINED.
+    let _bob = TextClient::joined(server.addr, "bob").await;
+    let screen = ui.wait_text("online 2 +1 -0").await;
+    assert!(screen.text().contains("bob"), "{}", screen.text());
+    assert!(!screen.text().contains("bob joined"), "{}", screen.text());
     ui.keys(&["q"]);
     ui.wait_text("EXITED 0").await;
 }

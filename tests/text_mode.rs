@@ -300,7 +300,7 @@ async fn extra_arguments_are_bad_args_for_every_command() {
     for line in [
         "HELP me",
         "QUIT now",
-        "WHO extra",
+        "WHO after extra",
         "CANVAS extra",
         "JOIN a b",
         "SYNC 0 1",

@@ -114,9 +114,10 @@ pub async fn run(
                 Ok(t) => t.expect("checked"),
                 Err(_) => bail!("the storm was called off"),
             };
-            let joined = tokio::time::timeout(timeout, join(addr, &name, Keep::Everything, BUFFER))
-                .await
-                .map_err(|_| anyhow::anyhow!("no full canvas within {timeout:?}"))??;
+            let joined =
+                tokio::time::timeout(timeout, join(addr, id, &name, Keep::Everything, BUFFER))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no full canvas within {timeout:?}"))??;
             let took = t0.elapsed();
             counters.watchers_ready.fetch_add(1, Ordering::Relaxed);
             Ok::<(Duration, Joined), anyhow::Error>((took, joined))

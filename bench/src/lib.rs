@@ -63,6 +63,32 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one connection may take to join (connect, hello, join, welcome
 /// and the whole snapshot).
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connects to `addr` as connection number `id`. A loopback target is
+/// reached from one of 254 loopback source addresses in turn (127.0.0.2 and
+/// up, with the port picked at connect time): from a single address, Linux
+/// searches its ephemeral ports for a free one on every connect, a search
+/// that grows with the connections already open (`__inet_hash_connect`
+/// took 55% of the machine's CPU in a join storm of 19,900). That is the
+/// load generator's cost, not the server's, and real clients come from
+/// many addresses.
+pub async fn connect(addr: SocketAddr, id: usize) -> std::io::Result<tokio::net::TcpStream> {
+    let SocketAddr::V4(v4) = addr else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    if !v4.ip().is_loopback() {
+        return tokio::net::TcpStream::connect(addr).await;
+    }
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::IpBindAddressNoPort,
+        &true,
+    )?;
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (id % 254) as u8);
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
 /// Connections that join at the same time while a run sets up: enough to
 /// set up 20,000 watchers in seconds, few enough not to overflow the
 /// server's listen backlog (SYNs beyond it are retried after a second).

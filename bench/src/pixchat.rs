@@ -66,15 +66,17 @@ pub(crate) struct Joined {
     pub sent: u64,
 }
 
-/// Connects in binary mode, says hello and joins as `name`; returns once
-/// the welcome and the whole snapshot are in.
+/// Connects in binary mode as connection number `id` (see
+/// [`crate::connect`]), says hello and joins as `name`; returns once the
+/// welcome and the whole snapshot are in.
 pub(crate) async fn join(
     addr: SocketAddr,
+    id: usize,
     name: &str,
     keep: Keep,
     buffer: usize,
 ) -> anyhow::Result<Joined> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, crate::connect(addr, id))
         .await
         .context("connect timed out")?
         .context("connect")?;
@@ -295,7 +297,7 @@ pub(crate) async fn watcher(
             let _permit = gate.acquire().await;
             tokio::time::timeout(
                 JOIN_TIMEOUT,
-                join(sh.addr_for(id), &sh.watcher_name(id), Keep::SkipBigSnapshots, WATCHER_BUFFER),
+                join(sh.addr_for(id), id, &sh.watcher_name(id), Keep::SkipBigSnapshots, WATCHER_BUFFER),
             )
             .await
         } => j,
@@ -327,6 +329,8 @@ pub(crate) async fn writer(
         JOIN_TIMEOUT,
         join(
             sh.addr_for(id),
+            // After the watchers, for the source address.
+            sh.workload.clients + id,
             &sh.writer_name(id),
             Keep::SkipBigSnapshots,
             WATCHER_BUFFER,

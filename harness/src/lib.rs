@@ -419,6 +419,8 @@ pub struct Redis {
     port: Option<u16>,
     dir: Option<PathBuf>,
     args: Vec<OsString>,
+    /// Given after `args`, and replaceable between restarts.
+    extra: Vec<OsString>,
     on_drop: OnDrop,
 }
 
@@ -432,6 +434,7 @@ impl Redis {
             port: None,
             dir: None,
             args: Vec::new(),
+            extra: Vec::new(),
             on_drop: OnDrop::Terminate,
         }
     }
@@ -443,6 +446,17 @@ impl Redis {
         S: Into<OsString>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds flags given after the others, which
+    /// [`RedisProcess::set_extra_args`] can replace between restarts.
+    pub fn extra_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.extra.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -554,6 +568,23 @@ impl RedisProcess {
         self.proc.take().map(|mut p| p.stop_within(grace))
     }
 
+    /// SIGKILL, as a crash: nothing is flushed. It can be restarted.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Replaces the flags given after the others from the next
+    /// [`RedisProcess::restart`] on, such as `--replicaof <host> <port>`.
+    pub fn set_extra_args<I, S>(&mut self, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.spec.extra = args.into_iter().map(Into::into).collect();
+    }
+
     /// Starts it (again) on the same port and directory, and waits until it
     /// answers `PING`.
     pub fn restart(&mut self) -> Result<(), StartError> {
@@ -567,6 +598,7 @@ impl RedisProcess {
             .args(["--daemonize", "no", "--dir"])
             .arg(&dir)
             .args(&self.spec.args)
+            .args(&self.spec.extra)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -76,13 +76,31 @@ struct Cli {
     /// Password that grants `KICK` and `BAN` (after `AUTH`).
     #[arg(long, env = "PIXCHAT_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
-    /// Share one canvas with every server on this Redis (e.g.
-    /// redis://127.0.0.1:6379); Redis then keeps the canvas, not --data-dir.
+    /// Share one canvas with every server on this Redis: one Redis
+    /// (redis://127.0.0.1:6379), or the master that Sentinels watch
+    /// (sentinel://HOST:PORT[,HOST:PORT...]/MASTER), followed across
+    /// failovers. Redis then keeps the canvas, not --data-dir.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// Prefix of every Redis key (servers with the same prefix share a canvas).
     #[arg(long, default_value = pixchat::DEFAULT_REDIS_PREFIX, requires = "redis")]
     redis_prefix: String,
+    /// Acknowledge a placement or chat line only once this many Redis
+    /// replicas have it (Redis WAIT), so a failover loses nothing
+    /// acknowledged (0 = once the master has it).
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "redis")]
+    redis_wait: u32,
+    /// Milliseconds this server's hold on its users' names lasts without
+    /// renewal: a server dead or paused longer loses them to the others.
+    #[arg(long, default_value_t = pixchat::DEFAULT_LEASE_MS, value_name = "MS", requires = "redis", value_parser = clap::value_parser!(u64).range(500..))]
+    lease_ms: u64,
+    /// Users online from which joins and leaves go out as one periodic
+    /// PRESENCE event (count and names) instead of one JOINED or LEFT each.
+    #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_THRESHOLD, value_name = "N")]
+    presence_threshold: usize,
+    /// Milliseconds between two PRESENCE events.
+    #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_INTERVAL_MS, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
+    presence_interval_ms: u64,
 }
 
 /// `--fsync` takes the policy names the library defines.
@@ -156,7 +174,8 @@ async fn main() -> anyhow::Result<()> {
             url,
             prefix: cli.redis_prefix.clone(),
             stream_len: pixchat::DEFAULT_STREAM_LEN,
-            heartbeat_ttl: Duration::from_secs(pixchat::DEFAULT_HEARTBEAT_TTL_SECS),
+            lease: Duration::from_millis(cli.lease_ms),
+            wait_replicas: cli.redis_wait,
         }),
         storage: (!cli.memory && cli.redis.is_none()).then(|| StorageConfig {
             fsync: cli.fsync,
@@ -174,6 +193,10 @@ async fn main() -> anyhow::Result<()> {
         },
         password: cli.password.filter(|p| !p.is_empty()),
         admin_password: cli.admin_password.filter(|p| !p.is_empty()),
+        presence: pixchat::PresenceConfig {
+            threshold: cli.presence_threshold,
+            interval: Duration::from_millis(cli.presence_interval_ms),
+        },
         ..pixchat::Config::default()
     };
     let listener = pixchat::server::bind(&cli.listen)

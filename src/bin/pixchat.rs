@@ -14,7 +14,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Server address.
+    /// Server address, HOST:PORT; or several servers of one cluster
+    /// separated by commas (a:7878,b:7879): the first that serves is used,
+    /// and the UI and `watch` move to the next when theirs goes away.
     #[arg(long, global = true, default_value = pixchat::DEFAULT_LISTEN)]
     server: String,
     /// Your user name; the UI asks for one when it is missing.

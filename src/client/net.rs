@@ -11,7 +11,9 @@
 //!   keepalive `PING` that also measures the round trip, and reports
 //!   everything as one ordered stream of [`ClientEvent`]s. Replies come back
 //!   in that same stream, tagged, so a caller sees a reply and the events
-//!   around it in the order the server sent them.
+//!   around it in the order the server sent them. Given several servers of
+//!   one cluster, it moves to the next when one is down, and resumes there
+//!   (every server of a cluster serves the same canvas and seqs).
 //!
 //! ```no_run
 //! use pixchat::client::{Connection, Login};
@@ -227,7 +229,56 @@ pub struct Connection {
     events: VecDeque<Event>,
 }
 
+/// The servers in a server list: `host:port` entries separated by commas
+/// (servers of one cluster), in the order to try them.
+pub fn server_list(servers: &str) -> Vec<String> {
+    servers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl ClientError {
+    /// Whether the server could not be reached or cannot serve now (it is
+    /// down, full, stopping, or cut off from its cluster's Redis), so that
+    /// another server of the same cluster is worth trying.
+    pub fn is_server_down(&self) -> bool {
+        match self {
+            ClientError::Connect { .. }
+            | ClientError::Closed
+            | ClientError::Timeout(_)
+            | ClientError::Frame(_) => true,
+            ClientError::Server(e) => matches!(
+                e.code,
+                ErrorCode::Unavailable | ErrorCode::ServerFull | ErrorCode::ShuttingDown
+            ),
+            ClientError::Bye { code, .. } => {
+                matches!(code, ErrorCode::ShuttingDown | ErrorCode::Resync)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Connection {
+    /// Connects to the first server of `servers` (a [`server_list`]) that
+    /// answers `HELLO`, trying each in turn; returns it with its address.
+    /// When none does, the error is the last one's.
+    pub async fn connect_any(servers: &str) -> Result<(Self, String), ClientError> {
+        let mut last = None;
+        for addr in server_list(servers) {
+            match Self::connect(addr.as_str()).await {
+                Ok(conn) => return Ok((conn, addr)),
+                Err(e) if e.is_server_down() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| ClientError::Protocol(format!("no server address in {servers:?}"))))
+    }
+
     /// Connects and says `HELLO`.
     pub async fn connect(
         addr: impl ToSocketAddrs + std::fmt::Display,
@@ -479,7 +530,8 @@ impl Backoff {
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Server address, `host:port`.
+    /// Server address, `host:port`; or several servers of one cluster
+    /// separated by commas ([`server_list`]), tried in turn.
     pub addr: String,
     /// Join at once with this login; without one the client waits for
     /// [`Client::login`].
@@ -529,6 +581,9 @@ pub enum ClientEvent {
         /// Attempts since the last joined session.
         attempt: u32,
     },
+    /// The server the next [`ClientEvent::Joined`] comes from: one of the
+    /// configured list, which may not be the one of the last session.
+    Server(String),
     /// Joined. With a snapshot, the canvas starts again from it (a new
     /// client, a server that lost our place, or a new canvas); without, the
     /// pixels missed while away follow as events.
@@ -614,7 +669,13 @@ impl Client {
         let (requests, requests_rx) = mpsc::channel(MAX_QUEUED);
         let (events_tx, events) = mpsc::channel(1024);
         let stop = CancellationToken::new();
+        let mut servers = server_list(&config.addr);
+        if servers.is_empty() {
+            servers.push(config.addr.clone());
+        }
         let supervisor = Supervisor {
+            servers,
+            current: 0,
             login: config.login.clone(),
             backoff: config.backoff.clone(),
             config,
@@ -690,6 +751,9 @@ struct Supervisor {
     /// Where the events delivered so far leave the caller's canvas.
     resume: Option<Resume>,
     joined_once: bool,
+    /// The configured servers, and the one to try first.
+    servers: Vec<String>,
+    current: usize,
 }
 
 /// A send to a caller that dropped the receiver: nothing left to do.
@@ -709,12 +773,15 @@ impl Supervisor {
             };
             attempt += 1;
             self.emit(ClientEvent::Connecting { attempt }).await?;
+            let stop = self.stop.clone();
             let outcome = tokio::select! {
-                _ = self.stop.cancelled() => return Ok(()),
-                outcome = connect_and_join(&self.config.addr, &login, self.resume) => outcome,
+                _ = stop.cancelled() => return Ok(()),
+                outcome = self.join_any(&login) => outcome,
             };
             let reason = match outcome {
                 Ok((conn, joined)) => {
+                    self.emit(ClientEvent::Server(self.servers[self.current].clone()))
+                        .await?;
                     attempt = 0;
                     self.backoff.reset();
                     self.joined_once = true;
@@ -735,7 +802,11 @@ impl Supervisor {
                     .await?;
                     match self.session(conn).await? {
                         End::Stopped => return Ok(()),
-                        End::Lost(reason) => reason,
+                        End::Lost(reason) => {
+                            // The server may be gone: start with the next.
+                            self.current = (self.current + 1) % self.servers.len();
+                            reason
+                        }
                         End::Evicted(code, text) => {
                             self.evicted(code, text).await?;
                             continue;
@@ -774,10 +845,35 @@ impl Supervisor {
         }
     }
 
+    /// Joins on the first server that serves, from the current one on, and
+    /// makes it the current one; a server that is down is skipped at once.
+    async fn join_any(&mut self, login: &Login) -> Result<(Connection, Joined), ClientError> {
+        let n = self.servers.len();
+        let mut k = 0;
+        loop {
+            let i = (self.current + k) % n;
+            match connect_and_join(&self.servers[i], login, self.resume).await {
+                Ok(joined) => {
+                    self.current = i;
+                    return Ok(joined);
+                }
+                Err(e) if e.is_server_down() && k + 1 < n => {
+                    tracing::debug!(server = %self.servers[i], error = %e, "server down; trying the next");
+                    k += 1;
+                }
+                Err(e) => {
+                    self.current = (i + 1) % n;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// A refused password or name is the user's to fix (retrying the same
     /// login would only be refused again), except a `name_taken` after we
     /// were online: that is most likely our own old connection, not yet
-    /// noticed as gone by the server, so it is retried like a drop.
+    /// noticed as gone by the server (or, in a cluster, still held by the
+    /// lease of a server that died), so it is retried like a drop.
     fn is_login_refusal(&self, e: &LoginError) -> bool {
         match e {
             LoginError::PasswordRequired(_) | LoginError::WrongPassword(_) => true,
@@ -886,6 +982,12 @@ impl Supervisor {
                     };
                     match msg {
                         ServerMsg::Event(Event::Bye { code, text }) => {
+                            if code == ErrorCode::NameLost {
+                                // Someone else has the name now: a
+                                // `name_taken` on the way back is theirs,
+                                // not our old connection's.
+                                self.joined_once = false;
+                            }
                             self.deliver(Event::Bye { code: code.clone(), text: text.clone() }).await?;
                             if is_eviction(&code) {
                                 break End::Evicted(code, text);

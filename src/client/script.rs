@@ -8,17 +8,28 @@
 //! `WHO` shows the name with a `*`), and check their arguments before
 //! connecting, and the pixel against the canvas size before joining, so a
 //! mistyped cron line neither joins nor leaves a trace.
+//!
+//! `server` may list several servers of one cluster, separated by commas:
+//! each command uses the first that serves, and `watch` moves to the next
+//! when its server goes away, resuming from the last seq it printed, so no
+//! pixel is missed or printed twice.
 
 use std::future::Future;
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::Context;
 
-use super::net::{ClientError, Connection, Login};
+use super::net::{Backoff, ClientError, Connection, Joined, Login, server_list};
 use crate::protocol::{
-    Command, ErrorCode, MAX_SIDE, PALETTE, Reply, WireError, color_by_name, text, validate_name,
-    validate_text,
+    Command, ErrorCode, Event, MAX_SIDE, PALETTE, Reply, Resume, WireError, color_by_name, text,
+    validate_name, validate_text,
 };
+
+/// How long `watch` keeps trying to get back on some server of its list
+/// before it gives up: longer than a cluster's lease (5 s by default), for
+/// which a dead server still holds the watcher's name.
+pub const REJOIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads a colour as the text mode does: a palette index or a colour name
 /// (ignoring case). The index is not checked against the palette here:
@@ -45,7 +56,7 @@ pub fn watcher_name() -> String {
 /// A connection that may use commands that need no `JOIN`: after `AUTH`
 /// when there is a password.
 async fn authed(server: &str, password: Option<&str>) -> anyhow::Result<Connection> {
-    let mut conn = Connection::connect(server).await?;
+    let (mut conn, _) = Connection::connect_any(server).await?;
     if let Some(password) = password {
         conn.auth(password).await?;
     }
@@ -53,14 +64,54 @@ async fn authed(server: &str, password: Option<&str>) -> anyhow::Result<Connecti
 }
 
 async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
-    join(Connection::connect(server).await?, login).await
+    let (conn, _, _) = join_from(&server_list(server), 0, login, None, |_| Ok(())).await?;
+    Ok(conn)
 }
 
-async fn join(mut conn: Connection, login: &Login) -> anyhow::Result<Connection> {
-    conn.join(login, None)
-        .await
-        .with_context(|| format!("join as {}", login.name))?;
-    Ok(conn)
+/// Joins on the first of `servers`, from number `from` on, that serves
+/// (one that is down, or cannot serve now, is skipped); `check` looks at
+/// each server's `HELLO` before joining. Returns the connection, what the
+/// join brought and which server it is.
+async fn join_from(
+    servers: &[String],
+    from: usize,
+    login: &Login,
+    resume: Option<Resume>,
+    check: impl Fn(&Connection) -> anyhow::Result<()>,
+) -> anyhow::Result<(Connection, Joined, usize)> {
+    let mut last: Option<anyhow::Error> = None;
+    for k in 0..servers.len() {
+        let at = (from + k) % servers.len();
+        let mut conn = match Connection::connect(servers[at].as_str()).await {
+            Ok(conn) => conn,
+            Err(e) if e.is_server_down() => {
+                last = Some(e.into());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        check(&conn)?;
+        match conn.join(login, resume).await {
+            Ok(joined) => return Ok((conn, joined, at)),
+            Err(e) => {
+                let down = e.is_server_down();
+                let e = anyhow::Error::new(e).context(format!("join as {}", login.name));
+                if !down {
+                    return Err(e);
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no server address given")))
+}
+
+/// Whether a refused join may succeed a little later: the server is down,
+/// or the name is still held by the lease of the server that went away.
+fn worth_waiting(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<ClientError>())
+        .any(|c| c.is_server_down() || c.wire().is_some_and(|w| w.code == ErrorCode::NameTaken))
 }
 
 /// The error the server would give, found without asking it: the same
@@ -99,11 +150,19 @@ pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> an
     check_name(login)?;
     let side = u32::from(MAX_SIDE);
     check_pixel(x, y, side, side)?;
-    let conn = Connection::connect(server).await?;
-    // HELLO told the size: a pixel outside is refused before joining.
-    let hello = conn.hello();
-    check_pixel(x, y, hello.width.into(), hello.height.into())?;
-    let mut conn = join(conn, &login.clone().quietly()).await?;
+    // HELLO tells the size: a pixel outside is refused before joining.
+    let inside = |conn: &Connection| {
+        let hello = conn.hello();
+        check_pixel(x, y, hello.width.into(), hello.height.into())
+    };
+    let (mut conn, _, _) = join_from(
+        &server_list(server),
+        0,
+        &login.clone().quietly(),
+        None,
+        inside,
+    )
+    .await?;
     let seq = match conn.request(&Command::Set { x, y, color }).await? {
         Reply::Set { seq } => seq,
         other => anyhow::bail!("SET was answered with {other:?}"),
@@ -128,7 +187,10 @@ pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<(
 
 /// Writes every event as its text-mode line until `stop` completes (then
 /// it says goodbye and returns `Ok`) or the server closes the connection
-/// (an error, after the server's `BYE` line if it sent one).
+/// (an error, after the server's `BYE` line if it sent one). With several
+/// servers, it moves to the next one instead and joins there with the last
+/// seq it printed (the binary `JOIN` with resume, `SYNC`'s counterpart):
+/// the pixels placed meanwhile come first, then live events again.
 pub async fn watch(
     server: &str,
     login: &Login,
@@ -136,7 +198,10 @@ pub async fn watch(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     check_name(login)?;
-    let mut conn = joined(server, login).await?;
+    let servers = server_list(server);
+    let failover = servers.len() > 1;
+    let (mut conn, joined, mut at) = join_from(&servers, 0, login, None, |_| Ok(())).await?;
+    let mut resume = resume_point(&joined, None);
     tokio::pin!(stop);
     let mut line = bytes::BytesMut::new();
     loop {
@@ -145,18 +210,86 @@ pub async fn watch(
                 let _ = conn.quit().await;
                 return Ok(());
             }
-            event = conn.next_event() => event?,
+            event = conn.next_event() => event,
         };
-        let Some(event) = event else {
-            anyhow::bail!("the server closed the connection");
+        let why = match event {
+            Ok(Some(Event::Bye { code, text }))
+                if failover && !matches!(code, ErrorCode::Kicked | ErrorCode::Banned) =>
+            {
+                format!("{code}: {text}")
+            }
+            Ok(Some(event)) => {
+                line.clear();
+                text::encode_event(&event, &mut line);
+                out.write_all(&line)
+                    .and_then(|_| out.flush())
+                    .context("write to standard output")?;
+                match event {
+                    Event::Pixel(p) => resume.seq = resume.seq.max(p.seq),
+                    Event::Bye { code, text } => {
+                        anyhow::bail!("the server closed the connection: {code}: {text}")
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            Ok(None) if failover => "it closed the connection".to_string(),
+            Ok(None) => anyhow::bail!("the server closed the connection"),
+            Err(e) if failover => e.to_string(),
+            Err(e) => return Err(e.into()),
         };
-        line.clear();
-        text::encode_event(&event, &mut line);
-        out.write_all(&line)
-            .and_then(|_| out.flush())
-            .context("write to standard output")?;
-        if let crate::protocol::Event::Bye { code, text } = event {
-            anyhow::bail!("the server closed the connection: {code}: {text}");
+        tracing::warn!(server = %servers[at], why, "lost the server; moving to the next");
+        let rejoined = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            r = rejoin(&servers, at + 1, login, resume) => r?,
+        };
+        let joined;
+        (conn, joined, at) = rejoined;
+        if joined.snapshot.is_some() {
+            tracing::warn!(
+                server = %servers[at],
+                "the pixels placed meanwhile could not be replayed (the server no longer holds them)"
+            );
+        }
+        resume = resume_point(&joined, Some(resume));
+    }
+}
+
+/// Where a watcher stands after a join: at the snapshot's seq, or still
+/// where it was when the server replays what it missed.
+fn resume_point(joined: &Joined, before: Option<Resume>) -> Resume {
+    let seq = match (&joined.snapshot, before) {
+        (Some(s), _) => s.seq,
+        (None, Some(r)) => r.seq,
+        (None, None) => joined.welcome.seq,
+    };
+    Resume {
+        canvas_id: joined.welcome.canvas_id,
+        seq,
+    }
+}
+
+/// Joins again on some server of the list, from number `from` on, with
+/// `resume`; keeps trying, with backoff, for up to [`REJOIN_WAIT`] while
+/// the servers are down or the name is still held by the one that left.
+async fn rejoin(
+    servers: &[String],
+    from: usize,
+    login: &Login,
+    resume: Resume,
+) -> anyhow::Result<(Connection, Joined, usize)> {
+    let deadline = tokio::time::Instant::now() + REJOIN_WAIT;
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
+    let mut from = from;
+    loop {
+        match join_from(servers, from, login, Some(resume), |_| Ok(())).await {
+            Ok(joined) => return Ok(joined),
+            Err(e) if worth_waiting(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %format!("{e:#}"), "no server took us back yet");
+                tokio::time::sleep(backoff.next_delay()).await;
+                from += 1;
+            }
+            Err(e) => return Err(e.context("no server of the list took the watcher back")),
         }
     }
 }

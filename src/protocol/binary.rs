@@ -45,7 +45,7 @@ pub mod client_type {
     pub const CANVAS: u8 = 0x06;
     /// `SYNC seq:u64`
     pub const SYNC: u8 = 0x07;
-    /// `WHO`
+    /// `WHO [after:str8]`
     pub const WHO: u8 = 0x08;
     /// `PING token:str8`
     pub const PING: u8 = 0x09;
@@ -83,6 +83,9 @@ pub mod event_type {
     pub const HISTORY: u8 = 0x46;
     /// `KEEPALIVE`
     pub const KEEPALIVE: u8 = 0x47;
+    /// `PRESENCE online:u32 joined:u32 left:u32 n:u16 name:str8*n m:u16
+    /// name:str8*m`
+    pub const PRESENCE: u8 = 0x48;
 }
 
 /// Server reply types.
@@ -315,6 +318,10 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
             out.put_u64(*seq);
         }
         Command::Who => out.put_u8(t::WHO),
+        Command::WhoAfter { after } => {
+            out.put_u8(t::WHO);
+            put_str8(out, after);
+        }
         Command::Ping { token } => {
             out.put_u8(t::PING);
             put_str8(out, token);
@@ -492,6 +499,19 @@ pub fn encode_event(event: &Event, out: &mut BytesMut) {
             put_str16(out, text);
         }
         Event::Keepalive => out.put_u8(t::KEEPALIVE),
+        Event::Presence(p) => {
+            out.put_u8(t::PRESENCE);
+            out.put_u32(p.online);
+            out.put_u32(p.joined);
+            out.put_u32(p.left);
+            for names in [&p.joined_names, &p.left_names] {
+                let names = &names[..names.len().min(u16::MAX.into())];
+                out.put_u16(names.len() as u16);
+                for name in names {
+                    put_str8(out, name);
+                }
+            }
+        }
         Event::Bye { code, text } => {
             out.put_u8(t::BYE);
             put_str8(out, code.as_str());
@@ -629,7 +649,11 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
             let seq = r.u64()?;
             r.end(Command::Sync { seq })
         }
-        t::WHO => r.end(Command::Who),
+        t::WHO if r.0.is_empty() => Ok(Command::Who),
+        t::WHO => {
+            let after = r.str8()?;
+            r.end(Command::WhoAfter { after })
+        }
         t::PING => {
             let token = r.str8()?;
             r.end(Command::Ping { token })
@@ -724,6 +748,26 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 })
             }
             e::KEEPALIVE => r.end(()).and_then(|_| event(Event::Keepalive)),
+            e::PRESENCE => {
+                let online = r.u32()?;
+                let joined = r.u32()?;
+                let left = r.u32()?;
+                let mut lists = [Vec::new(), Vec::new()];
+                for list in &mut lists {
+                    for _ in 0..r.u16()? {
+                        list.push(Arc::from(r.str8()?));
+                    }
+                }
+                r.end(())?;
+                let [joined_names, left_names] = lists;
+                event(Event::Presence(crate::protocol::Presence {
+                    online,
+                    joined,
+                    left,
+                    joined_names,
+                    left_names,
+                }))
+            }
             e::BYE => {
                 let code = ErrorCode::from_word(&r.str8()?);
                 let text = r.str16()?;

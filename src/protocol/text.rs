@@ -163,7 +163,13 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
             .map_err(|_| WireError::new(ErrorCode::BadArgs, "SYNC takes a seq number"))?;
         Ok(Command::Sync { seq })
     } else if is("WHO") {
-        no_args(rest, "WHO").map(|_| Command::Who)
+        match rest.trim_end_matches(' ') {
+            "" => Ok(Command::Who),
+            after if after.contains(' ') => Err(usage("WHO [after]")),
+            after => Ok(Command::WhoAfter {
+                after: after.to_string(),
+            }),
+        }
     } else if is("PING") {
         validate_token(rest)?;
         Ok(Command::Ping {
@@ -366,6 +372,16 @@ pub fn encode_event(event: &Event, out: &mut BytesMut) {
             text,
         } => writeln!(w, "HISTORY {unix_ms} {from} {text}"),
         Event::Keepalive => writeln!(w, "KEEPALIVE"),
+        Event::Presence(p) => {
+            let _ = write!(w, "PRESENCE {} {} {}", p.online, p.joined, p.left);
+            for name in &p.joined_names {
+                let _ = write!(w, " +{name}");
+            }
+            for name in &p.left_names {
+                let _ = write!(w, " -{name}");
+            }
+            writeln!(w)
+        }
         Event::Bye { code, text } => writeln!(w, "BYE {code} {text}"),
     };
 }
@@ -480,7 +496,7 @@ mod tests {
         for line in [
             &b"HELP me"[..],
             b"QUIT now",
-            b"WHO extra",
+            b"WHO after extra",
             b"CANVAS extra",
             b"JOIN a b",
             b"SYNC 1 2",
@@ -516,6 +532,12 @@ mod tests {
         assert_eq!(got[3], Ok(Command::Ban { name: "eve".into() }));
         assert_eq!(code(&got[4]), "bad_args");
         assert_eq!(code(&got[5]), "bad_args");
+        assert_eq!(
+            parse_line(b"WHO bob "),
+            Ok(Command::WhoAfter {
+                after: "bob".into()
+            })
+        );
     }
 
     #[test]
@@ -598,9 +620,19 @@ mod tests {
             )),
             &mut out,
         );
+        encode_event(
+            &Event::Presence(crate::protocol::Presence {
+                online: 1500,
+                joined: 3,
+                left: 1,
+                joined_names: vec![Arc::from("al"), Arc::from("-x-")],
+                left_names: vec![name.clone()],
+            }),
+            &mut out,
+        );
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "PIXEL 7 3 4 5 bob\nMSG bob hi there\nOK 2 a b\nOK PONG x\nERR no_such_user nobody called zed is online\n"
+            "PIXEL 7 3 4 5 bob\nMSG bob hi there\nOK 2 a b\nOK PONG x\nERR no_such_user nobody called zed is online\nPRESENCE 1500 3 1 +al +-x- -bob\n"
         );
     }
 

@@ -14,12 +14,36 @@
 //! unreachable, changes are refused with `ERR unavailable` and reads are
 //! served from the replica.
 //!
+//! Names are leases. A server holds the names of its users through one
+//! lease key in Redis with a time to live (`lease:<id>`), which it renews
+//! five times per lease; a server whose lease ran out (it died, or was
+//! paused longer than the lease) loses its users: another server's reaper
+//! releases them and announces them as left. A lease alone is not a lock,
+//! though: a server paused past its lease wakes up believing it still holds
+//! its names. So every script that acts for a user (placing, chat, DMs)
+//! checks, atomically with the act, that the name's entry is this server's
+//! and that this server's lease is alive, and refuses otherwise (the
+//! fencing a lock needs). A server that finds its lease expired, or is
+//! refused, or reads that one of its users left, takes its users' names
+//! back where they are still free and sends the other clients away with
+//! `BYE name_lost`. So a name acts for at most one connection at a time,
+//! and every server's list of who is online, built from the same stream,
+//! converges to Redis's.
+//!
+//! Redis itself may be one server (`redis://host:port`) or a master that
+//! Sentinel watches (`sentinel://host:port[,host:port...]/master`): on a
+//! failover the servers ask Sentinel for the new master and continue from
+//! the stream position they had. With `wait_replicas`, placements and chat
+//! are acknowledged only once that many replicas have them (`WAIT`), so a
+//! failover loses nothing acknowledged.
+//!
 //! Keys, under the prefix (`pixchat:` by default): `meta` (hash: canvas id,
 //! size, seq, chat seq), `pixels` (string, one byte per pixel), `whose`
 //! (hash: pixel index → `seq:unix_ms:name`), `events` (the stream), `chat`
 //! (list of the last 100 messages), `users` (hash: lower-cased name →
-//! `server name`), `servers` (set of server ids), `alive:<id>` (a heartbeat
-//! with a time to live), `banned` (set), `cooldown:<name>`.
+//! `server name [q]`), `servers` (set of server ids), `lease:<id>` (a
+//! server's lease on its users' names, with a time to live), `banned`
+//! (set), `cooldown:<name>`.
 //!
 //! The scripts touch keys they compute from a prefix, which standalone
 //! Redis allows; Redis Cluster would need every key in one hash slot.
@@ -31,8 +55,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::streams::{StreamId, StreamRangeReply};
 use redis::{AsyncConnectionConfig, Script, Value};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -43,15 +69,25 @@ use crate::protocol::{ErrorCode, PALETTE, Pixel, WireError};
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    /// Where Redis is: `redis://host:port` for one Redis, or
+    /// `sentinel://host:port[,host:port...]/master` for the master that
+    /// these Sentinels watch (followed across failovers).
     pub url: String,
     /// Prefix of every key.
     pub prefix: String,
     /// Stream entries kept (approximately) for servers catching up.
     pub stream_len: u64,
-    /// A server whose heartbeat is this old is gone: its users are left.
-    pub heartbeat_ttl: Duration,
+    /// How long a server's hold on its users' names lasts without being
+    /// renewed: a server silent this long (dead, or paused) loses them.
+    pub lease: Duration,
+    /// Replicas that must have a placement or chat line before it is
+    /// acknowledged (Redis `WAIT`); 0 acknowledges once the master has it.
+    pub wait_replicas: u32,
 }
+
+/// How long a placement waits for its replicas (`wait_replicas`) before it
+/// is answered `unavailable`.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An event read from the shared stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,19 +117,23 @@ pub(crate) enum RemoteEvent {
         to: String,
         /// Message.
         text: Arc<str>,
+        /// The server holding the recipient when it was sent: only its
+        /// session gets it, not a stale one elsewhere.
+        owner: Option<String>,
     },
-    /// Someone joined on some server.
+    /// Someone joined on some server (or a server took a name back).
     Joined {
         /// Their name.
         name: Arc<str>,
         /// The server they joined.
         server: String,
-        /// Ties the event to the local JOIN that asked for it.
+        /// Ties the event to the local JOIN that asked for it (0: a name
+        /// taken back).
         nonce: u64,
         /// Joined quietly: not announced.
         quiet: bool,
     },
-    /// Someone left (or their server died).
+    /// Someone left (or their server's lease ran out).
     Left {
         /// Their name.
         name: Arc<str>,
@@ -106,6 +146,8 @@ pub(crate) enum RemoteEvent {
         name: String,
         /// Banned, not just kicked.
         ban: bool,
+        /// The server holding the name when it was kicked.
+        owner: Option<String>,
     },
     /// An admin lifted a ban.
     Unban {
@@ -159,13 +201,47 @@ fn stream_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// The lease was alive and is renewed.
+    Held,
+    /// The lease had run out (this server was silent too long): it is
+    /// taken again, but the names it covered may be gone.
+    Expired,
+}
+
+/// What taking a name back found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retake {
+    /// The name is this server's (it still was, or it was free again).
+    Held,
+    /// Another server holds it now.
+    Taken,
+    /// The name is banned.
+    Banned,
+}
+
+/// Where Redis is.
+enum Target {
+    /// One Redis.
+    Direct(redis::Client),
+    /// The master Sentinel names, asked again after every lost connection.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
 /// See the module docs.
 pub(crate) struct Cluster {
     config: ClusterConfig,
     server_id: String,
-    client: redis::Client,
-    commands: Mutex<Option<ConnectionManager>>,
+    target: Target,
+    /// The Redis commands and changes go to, and the address it was made
+    /// for (to notice a failover to another master).
+    commands: Mutex<Option<(ConnectionManager, String)>>,
     up: AtomicBool,
+    /// A command met a Redis that is no longer the master (`READONLY`):
+    /// the tail reconnects, through Sentinel, before anything else.
+    stale: AtomicBool,
     scripts: Scripts,
     /// Leaves to retry once Redis is back.
     pending_leaves: Mutex<VecDeque<String>>,
@@ -173,6 +249,9 @@ pub(crate) struct Cluster {
     /// sent them.
     changes: tokio::sync::mpsc::Sender<Change>,
     changes_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Change>>>,
+    /// Something suggests this server lost names (a refused act, a leave
+    /// of a user it serves): check them now rather than at the next beat.
+    doubt: Arc<Notify>,
 }
 
 /// A placement or chat line on its way to Redis.
@@ -185,6 +264,11 @@ struct Change {
 const BATCH: usize = 256;
 /// Changes waiting for Redis at most; beyond, new ones are refused.
 const QUEUED: usize = 16_384;
+/// Names one script takes back at most, so a server with a crowd does not
+/// hold Redis in one long script.
+const RETAKE_BATCH: usize = 500;
+/// How long asking Sentinel for the master may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,6 +286,7 @@ struct Scripts {
     place: Script,
     say: Script,
     join: Script,
+    retake: Script,
     leave: Script,
     tell: Script,
     kick: Script,
@@ -233,9 +318,21 @@ local banned = redis.call('SMEMBERS', p .. 'banned')
 return {meta, pixels, whose, chat, users, recent, banned}
 ";
 
-/// Places a pixel: range, cooldown, seq, canvas, author, event.
+/// The fencing check, put before the scripts that act for a user: the
+/// user's name (lower-cased `key`) is held by server `me`, and `me`'s lease
+/// is alive. A server paused past its lease fails it even before it knows.
+const HOLDS: &str = r"
+local function holds(p, key, me)
+  if redis.call('EXISTS', p .. 'lease:' .. me) == 0 then return false end
+  local cur = redis.call('HGET', p .. 'users', key)
+  return cur and string.match(cur, '^(%S+)') == me
+end
+";
+
+/// Places a pixel: fencing, range, cooldown, seq, canvas, author, event.
 const PLACE: &str = r"
 local p = ARGV[1]
+if not holds(p, ARGV[10], ARGV[11]) then return {'lease'} end
 local size = redis.call('HMGET', p .. 'meta', 'width', 'height')
 local w, h = tonumber(size[1]), tonumber(size[2])
 local x, y, c = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -256,37 +353,70 @@ redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[8], '*',
 return {'ok', seq}
 ";
 
-/// Chat: the next chat seq, the history list, the event.
+/// Chat: fencing, the next chat seq, the history list, the event.
 const SAY: &str = r"
 local p = ARGV[1]
+if not holds(p, ARGV[7], ARGV[8]) then return {'lease'} end
 local s = redis.call('HINCRBY', p .. 'meta', 'chat_seq', 1)
 redis.call('RPUSH', p .. 'chat', s .. ' ' .. ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
 redis.call('LTRIM', p .. 'chat', -tonumber(ARGV[6]), -1)
 redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*',
   't', 'm', 's', s, 'n', ARGV[2], 'x', ARGV[3], 'ms', ARGV[4])
-return s
+return {'ok', s}
 ";
 
-/// Claims a name cluster-wide. ARGV[7] = '1' re-registers a user this
-/// server already holds (after losing Redis): no event if it still does.
+/// Claims a name cluster-wide for a session of server ARGV[4], whose lease
+/// must be alive. A name whose holder's lease ran out is free.
 const JOIN: &str = r"
 local p = ARGV[1]
+if redis.call('EXISTS', p .. 'lease:' .. ARGV[4]) == 0 then return 'lease' end
 if redis.call('SISMEMBER', p .. 'banned', ARGV[2]) == 1 then return 'banned' end
 local cur = redis.call('HGET', p .. 'users', ARGV[2])
 if cur then
   local owner = string.match(cur, '^(%S+)')
-  if owner == ARGV[4] then
-    if ARGV[7] == '1' then return 'ok' end
-  elseif redis.call('EXISTS', p .. 'alive:' .. owner) == 1 then
+  if owner ~= ARGV[4] and redis.call('EXISTS', p .. 'lease:' .. owner) == 1 then
     return 'name_taken'
   end
 end
-local quiet = ARGV[8] == '1'
+local quiet = ARGV[7] == '1'
 redis.call('HSET', p .. 'users', ARGV[2], ARGV[4] .. ' ' .. ARGV[3] .. (quiet and ' q' or ''))
 redis.call('SADD', p .. 'servers', ARGV[4])
 redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[6], '*',
-  't', 'j', 'n', ARGV[3], 'v', ARGV[4], 'k', ARGV[5], 'q', ARGV[8])
+  't', 'j', 'n', ARGV[3], 'v', ARGV[4], 'k', ARGV[5], 'q', ARGV[7])
 return 'ok'
+";
+
+/// Takes back the names of server ARGV[2]'s users (triples of lower-cased
+/// name, name, quiet from ARGV[4]): each is still its own (`held`), free
+/// again and taken (`retaken`, announced), held by a live server
+/// (`taken`), or banned. Only while the server's lease is alive.
+const RETAKE: &str = r"
+local p, me = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. 'lease:' .. me) == 0 then return 'lease' end
+local out = {}
+for i = 4, #ARGV, 3 do
+  local key, name, q = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local r = 'held'
+  if redis.call('SISMEMBER', p .. 'banned', key) == 1 then
+    r = 'banned'
+  else
+    local cur = redis.call('HGET', p .. 'users', key)
+    local owner = cur and string.match(cur, '^(%S+)')
+    if owner ~= me then
+      if owner and redis.call('EXISTS', p .. 'lease:' .. owner) == 1 then
+        r = 'taken'
+      else
+        redis.call('HSET', p .. 'users', key, me .. ' ' .. name .. (q == '1' and ' q' or ''))
+        redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[3], '*',
+          't', 'j', 'n', name, 'v', me, 'k', 0, 'q', q)
+        r = 'retaken'
+      end
+    end
+  end
+  out[#out + 1] = r
+end
+redis.call('SADD', p .. 'servers', me)
+return out
 ";
 
 /// Releases a name this server holds.
@@ -301,12 +431,17 @@ end
 return 'ok'
 ";
 
-/// A direct message, for whichever server holds the recipient.
+/// A direct message from a user of server ARGV[7] (fenced), for whichever
+/// live server holds the recipient: the event names it.
 const TELL: &str = r"
 local p = ARGV[1]
-if not redis.call('HGET', p .. 'users', ARGV[2]) then return 'no_such_user' end
+if not holds(p, ARGV[6], ARGV[7]) then return 'lease' end
+local cur = redis.call('HGET', p .. 'users', ARGV[2])
+if not cur then return 'no_such_user' end
+local owner = string.match(cur, '^(%S+)')
+if redis.call('EXISTS', p .. 'lease:' .. owner) == 0 then return 'no_such_user' end
 redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*',
-  't', 'd', 'f', ARGV[3], 'to', ARGV[2], 'x', ARGV[4])
+  't', 'd', 'f', ARGV[3], 'to', ARGV[2], 'x', ARGV[4], 'v', owner)
 return 'ok'
 ";
 
@@ -314,11 +449,13 @@ return 'ok'
 const KICK: &str = r"
 local p = ARGV[1]
 if ARGV[3] == '1' then redis.call('SADD', p .. 'banned', ARGV[2]) end
-if not redis.call('HGET', p .. 'users', ARGV[2]) then
+local cur = redis.call('HGET', p .. 'users', ARGV[2])
+if not cur then
   if ARGV[3] == '1' then return 'ok' end
   return 'no_such_user'
 end
-redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[4], '*', 't', 'k', 'n', ARGV[2], 'b', ARGV[3])
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[4], '*',
+  't', 'k', 'n', ARGV[2], 'b', ARGV[3], 'v', string.match(cur, '^(%S+)'))
 return 'ok'
 ";
 
@@ -330,17 +467,20 @@ redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[3], '*', 't', 'u', 'n', AR
 return 'ok'
 ";
 
-/// This server is alive for another time to live.
+/// Renews this server's lease for another ARGV[3] ms. Returns 1 if it was
+/// still alive, 0 if it had run out (and is taken anew).
 const HEARTBEAT: &str = r"
 local p = ARGV[1]
-redis.call('SET', p .. 'alive:' .. ARGV[2], 1, 'PX', ARGV[3])
+local key = p .. 'lease:' .. ARGV[2]
+local held = redis.call('EXISTS', key)
+redis.call('SET', key, 1, 'PX', ARGV[3])
 redis.call('SADD', p .. 'servers', ARGV[2])
-return 1
+return held
 ";
 
-/// Every user of a server whose heartbeat expired leaves. Not while Redis
-/// itself has been up for less than a time to live: after a Redis restart
-/// every heartbeat looks expired until the servers have reconnected.
+/// Every user of a server whose lease ran out leaves. Not while Redis
+/// itself has been up for less than a lease: after a Redis restart every
+/// lease looks expired until the servers have reconnected.
 const REAP: &str = r"
 local p = ARGV[1]
 local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
@@ -348,7 +488,7 @@ if up < tonumber(ARGV[3]) then return 0 end
 local dead = {}
 local any = false
 for _, s in ipairs(redis.call('SMEMBERS', p .. 'servers')) do
-  if redis.call('EXISTS', p .. 'alive:' .. s) == 0 then
+  if redis.call('EXISTS', p .. 'lease:' .. s) == 0 then
     dead[s] = true
     any = true
     redis.call('SREM', p .. 'servers', s)
@@ -376,6 +516,65 @@ fn unavailable() -> WireError {
     )
 }
 
+/// A refusal by the fencing check: this server is not (or no longer sure
+/// to be) the holder of the user's name.
+fn lease_lost() -> WireError {
+    WireError::new(
+        ErrorCode::Unavailable,
+        "this server is renewing its hold on your name in the cluster; nothing was changed, try again shortly",
+    )
+}
+
+fn unconfirmed(wanted: u32) -> WireError {
+    WireError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "not confirmed by {wanted} Redis replica(s) in time, so not acknowledged (it may still be kept); try again"
+        ),
+    )
+}
+
+/// Reads `--redis`: one Redis, or Sentinels and the master they watch.
+fn target(url: &str) -> anyhow::Result<Target> {
+    let Some(rest) = url.strip_prefix("sentinel://") else {
+        let client =
+            redis::Client::open(url).with_context(|| format!("parse the Redis URL {url}"))?;
+        return Ok(Target::Direct(client));
+    };
+    let (hosts, master) = rest
+        .split_once('/')
+        .filter(|(h, m)| !h.is_empty() && !m.is_empty())
+        .with_context(|| {
+            format!("{url}: a Sentinel URL is sentinel://HOST:PORT[,HOST:PORT...]/MASTER")
+        })?;
+    let sentinels: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+    let client = SentinelClient::build(
+        sentinels,
+        master.to_string(),
+        None,
+        SentinelServerType::Master,
+    )
+    .with_context(|| format!("parse the Sentinel URL {url}"))?;
+    Ok(Target::Sentinel(tokio::sync::Mutex::new(client)))
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1))
+}
+
+/// A server error that means the Redis answering is not the master (any
+/// more): a failover happened.
+fn is_read_only(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    )
+}
+
 impl Cluster {
     /// Connects, creating the shared canvas if there is none. `size` is the
     /// size asked for on the command line, if any.
@@ -384,42 +583,44 @@ impl Cluster {
         size: Option<(u16, u16)>,
         default_size: (u16, u16),
     ) -> anyhow::Result<Arc<Cluster>> {
-        let client = redis::Client::open(config.url.as_str())
-            .with_context(|| format!("parse the Redis URL {}", config.url))?;
-        let manager = ConnectionManager::new_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_secs(1)),
-        )
-        .await
-        .with_context(|| format!("connect to Redis at {}", config.url))?;
+        let target = target(&config.url)?;
         let (changes, changes_rx) = tokio::sync::mpsc::channel(QUEUED);
+        let script = |body: &str| Script::new(body);
+        let fenced = |body: &str| Script::new(&format!("{HOLDS}{body}"));
         let cluster = Arc::new(Cluster {
             changes,
             changes_rx: Mutex::new(Some(changes_rx)),
             server_id: format!("{:016x}", rand::random::<u64>()),
             config,
-            client,
-            commands: Mutex::new(Some(manager)),
+            target,
+            commands: Mutex::new(None),
             up: AtomicBool::new(true),
+            stale: AtomicBool::new(false),
             scripts: Scripts {
-                init: Script::new(INIT),
-                load: Script::new(LOAD),
-                place: Script::new(PLACE),
-                say: Script::new(SAY),
-                join: Script::new(JOIN),
-                leave: Script::new(LEAVE),
-                tell: Script::new(TELL),
-                kick: Script::new(KICK),
-                unban: Script::new(UNBAN),
-                heartbeat: Script::new(HEARTBEAT),
-                reap: Script::new(REAP),
+                init: script(INIT),
+                load: script(LOAD),
+                place: fenced(PLACE),
+                say: fenced(SAY),
+                join: script(JOIN),
+                retake: script(RETAKE),
+                leave: script(LEAVE),
+                tell: fenced(TELL),
+                kick: script(KICK),
+                unban: script(UNBAN),
+                heartbeat: script(HEARTBEAT),
+                reap: script(REAP),
             },
             pending_leaves: Mutex::new(VecDeque::new()),
+            doubt: Arc::new(Notify::new()),
         });
+        let client = cluster
+            .resolve()
+            .await
+            .with_context(|| format!("find Redis at {}", cluster.config.url))?;
+        cluster
+            .use_master(client)
+            .await
+            .with_context(|| format!("connect to Redis at {}", cluster.config.url))?;
         let (w, h) = size.unwrap_or(default_size);
         Canvas::new(0, w, h).map_err(|e| anyhow::anyhow!(e.message))?;
         let reply: Vec<Option<String>> = cluster
@@ -452,26 +653,62 @@ impl Cluster {
                 cluster.config.prefix
             );
         }
-        // Placements and chat go out as EVALSHA in pipelines: load them.
-        let mut con = cluster.con()?;
         cluster
-            .scripts
-            .place
-            .load_async(&mut con)
+            .load_pipelined_scripts()
             .await
-            .context("load the placement script")?;
-        cluster
-            .scripts
-            .say
-            .load_async(&mut con)
-            .await
-            .context("load the chat script")?;
+            .context("load the placement and chat scripts")?;
         cluster
             .heartbeat()
             .await
             .context("register with the cluster")?;
         info!(server_id = %cluster.server_id, prefix = %cluster.config.prefix, "joined the cluster");
         Ok(cluster)
+    }
+
+    /// The Redis to use now: the one configured, or the master Sentinel
+    /// names (checked to be a master).
+    async fn resolve(&self) -> anyhow::Result<redis::Client> {
+        match &self.target {
+            Target::Direct(client) => Ok(client.clone()),
+            Target::Sentinel(sentinel) => {
+                let ask = async { sentinel.lock().await.async_get_client().await };
+                match tokio::time::timeout(RESOLVE_TIMEOUT, ask).await {
+                    Ok(client) => client.context("ask Sentinel for the master"),
+                    Err(_) => bail!("Sentinel did not name a master within {RESOLVE_TIMEOUT:?}"),
+                }
+            }
+        }
+    }
+
+    /// Sends commands and changes to `client` from now on, unless they go
+    /// there already.
+    async fn use_master(&self, client: redis::Client) -> anyhow::Result<()> {
+        let addr = client.get_connection_info().addr().to_string();
+        let current = self
+            .commands
+            .lock()
+            .expect("cluster lock poisoned")
+            .as_ref()
+            .map(|(_, a)| a.clone());
+        if current.as_deref() == Some(addr.as_str()) {
+            return Ok(());
+        }
+        let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
+        if let Some(old) = current {
+            warn!(from = %old, to = %addr, "Redis master changed");
+        }
+        *self.commands.lock().expect("cluster lock poisoned") = Some((manager, addr));
+        Ok(())
+    }
+
+    /// Placements and chat go out as EVALSHA in pipelines: load them.
+    async fn load_pipelined_scripts(&self) -> redis::RedisResult<()> {
+        let mut con = self.con().map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Io, "no connection to Redis"))
+        })?;
+        self.scripts.place.load_async(&mut con).await?;
+        self.scripts.say.load_async(&mut con).await?;
+        Ok(())
     }
 
     /// This server's id in the cluster.
@@ -484,12 +721,26 @@ impl Cluster {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// Asks for this server's names to be checked now: something suggests
+    /// it lost some (a user of it left in the stream, or was refused).
+    pub fn doubt(&self) {
+        self.doubt.notify_one();
+    }
+
     fn con(&self) -> Result<ConnectionManager, WireError> {
         self.commands
             .lock()
             .expect("cluster lock poisoned")
-            .clone()
+            .as_ref()
+            .map(|(m, _)| m.clone())
             .ok_or_else(unavailable)
+    }
+
+    /// Notes a Redis error: a `READONLY` one means the master changed.
+    fn failed(&self, e: &redis::RedisError) {
+        if is_read_only(e) {
+            self.stale.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Runs a script for a command; any Redis failure is `unavailable`.
@@ -503,21 +754,26 @@ impl Cluster {
         let mut con = self.con()?;
         invocation.invoke_async(&mut con).await.map_err(|e| {
             warn!(error = %e, "Redis command failed");
+            self.failed(&e);
             unavailable()
         })
     }
 
-    /// Runs a script that answers `ok`, or something else for `refused`.
+    /// Runs a script that answers `ok`, `lease` (the fencing check failed),
+    /// or something else for `refused`.
     async fn run_ok(
         &self,
         invocation: redis::ScriptInvocation<'_>,
         refused: impl FnOnce() -> WireError,
     ) -> Result<(), WireError> {
         let reply: String = self.run(invocation).await?;
-        if reply == "ok" {
-            Ok(())
-        } else {
-            Err(refused())
+        match reply.as_str() {
+            "ok" => Ok(()),
+            "lease" => {
+                self.doubt();
+                Err(lease_lost())
+            }
+            _ => Err(refused()),
         }
     }
 
@@ -588,8 +844,10 @@ impl Cluster {
             .arg(cooldown.as_millis() as u64)
             .arg(self.config.stream_len)
             .arg(PALETTE.len())
-            .arg(name.to_ascii_lowercase());
+            .arg(name.to_ascii_lowercase())
+            .arg(&self.server_id);
         let answer = self.submit(cmd);
+        let doubt = self.doubt.clone();
         async move {
             let reply: Vec<String> =
                 redis::from_redis_value(answer.await?).map_err(|_| unavailable())?;
@@ -600,6 +858,10 @@ impl Cluster {
                     ErrorCode::OutOfRange,
                     "outside the canvas or palette",
                 )),
+                ["lease"] => {
+                    doubt.notify_one();
+                    Err(lease_lost())
+                }
                 _ => Err(unavailable()),
             }
         }
@@ -617,9 +879,23 @@ impl Cluster {
             .arg(text)
             .arg(unix_ms)
             .arg(self.config.stream_len)
-            .arg(CHAT_HISTORY);
+            .arg(CHAT_HISTORY)
+            .arg(name.to_ascii_lowercase())
+            .arg(&self.server_id);
         let answer = self.submit(cmd);
-        async move { answer.await.map(|_| ()) }
+        let doubt = self.doubt.clone();
+        async move {
+            let reply: Vec<String> =
+                redis::from_redis_value(answer.await?).map_err(|_| unavailable())?;
+            match reply.first().map(String::as_str) {
+                Some("ok") => Ok(()),
+                Some("lease") => {
+                    doubt.notify_one();
+                    Err(lease_lost())
+                }
+                _ => Err(unavailable()),
+            }
+        }
     }
 
     /// Hands a change to the pipeline task; the future is its answer.
@@ -639,7 +915,8 @@ impl Cluster {
 
     /// Sends queued changes to Redis, many to a pipeline and in order, and
     /// answers each, until `shutdown`. Scripts that Redis forgot (it
-    /// restarted) are loaded again and the changes they refused resent.
+    /// restarted, or a replica took over) are loaded again and the changes
+    /// they refused resent.
     pub async fn send_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let Some(mut rx) = self
             .changes_rx
@@ -667,7 +944,12 @@ impl Cluster {
                 let mut retry = Vec::new();
                 for (change, answer) in batch.drain(..).zip(answers) {
                     match answer {
-                        Err(true) if attempt == 0 => retry.push(change),
+                        Err(Failed::NoScript) if attempt == 0 => retry.push(change),
+                        Err(Failed::Unconfirmed) => {
+                            let _ = change
+                                .done
+                                .send(Err(unconfirmed(self.config.wait_replicas)));
+                        }
                         Err(_) => {
                             let _ = change.done.send(Err(unavailable()));
                         }
@@ -679,57 +961,67 @@ impl Cluster {
                 if retry.is_empty() {
                     break;
                 }
-                if let Ok(mut con) = self.con() {
-                    let _ = self.scripts.place.load_async(&mut con).await;
-                    let _ = self.scripts.say.load_async(&mut con).await;
-                }
+                let _ = self.load_pipelined_scripts().await;
                 batch = retry;
             }
             batch.clear();
         }
     }
 
-    /// Runs a batch as one pipeline. Each answer is the script's reply, or
-    /// `Err(true)` when Redis did not know the script, `Err(false)` for any
-    /// other failure.
-    async fn pipeline(&self, batch: &[Change]) -> Vec<Result<Value, bool>> {
-        let failed = |noscript| (0..batch.len()).map(|_| Err(noscript)).collect();
+    /// Runs a batch as one pipeline, followed by `WAIT` when replicas must
+    /// confirm: one `WAIT` covers the whole batch, since it waits for every
+    /// write the connection made before it. Each answer is the script's
+    /// reply or why there is none.
+    async fn pipeline(&self, batch: &[Change]) -> Vec<Result<Value, Failed>> {
+        let failed = |why: Failed| (0..batch.len()).map(|_| Err(why)).collect();
         let Ok(mut con) = self.con() else {
-            return failed(false);
+            return failed(Failed::Other);
         };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for change in batch {
             pipe.add_command(change.cmd.clone());
         }
+        let wait = self.config.wait_replicas;
+        if wait > 0 {
+            pipe.cmd("WAIT")
+                .arg(wait)
+                .arg(WAIT_TIMEOUT.as_millis() as u64);
+        }
+        let expected = batch.len() + usize::from(wait > 0);
         match pipe.query_async::<Vec<Value>>(&mut con).await {
-            Ok(values) if values.len() == batch.len() => values
-                .into_iter()
-                .map(|v| match v {
-                    Value::ServerError(e) => {
-                        Err(e.kind() == Some(redis::ServerErrorKind::NoScript))
-                    }
-                    v => Ok(v),
-                })
-                .collect(),
-            Ok(_) => failed(false),
+            Ok(mut values) if values.len() == expected => {
+                let confirmed = wait == 0
+                    || matches!(values.pop(), Some(Value::Int(n)) if n >= i64::from(wait));
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::ServerError(e) => Err(match e.kind() {
+                            Some(redis::ServerErrorKind::NoScript) => Failed::NoScript,
+                            Some(redis::ServerErrorKind::ReadOnly) => {
+                                self.stale.store(true, Ordering::Relaxed);
+                                Failed::Other
+                            }
+                            _ => Failed::Other,
+                        }),
+                        // A refusal changed nothing: nothing to confirm.
+                        v if !confirmed && !refused(&v) => Err(Failed::Unconfirmed),
+                        v => Ok(v),
+                    })
+                    .collect()
+            }
+            Ok(_) => failed(Failed::Other),
             Err(e) => {
                 warn!(error = %e, "Redis pipeline failed");
-                failed(false)
+                self.failed(&e);
+                failed(Failed::Other)
             }
         }
     }
 
     /// Claims `name` for a session of this server; the `Joined` event with
-    /// `nonce` follows in the stream. `again` re-registers a user this server
-    /// already holds.
-    pub async fn join(
-        &self,
-        name: &str,
-        nonce: u64,
-        again: bool,
-        quiet: bool,
-    ) -> Result<(), WireError> {
+    /// `nonce` follows in the stream.
+    pub async fn join(&self, name: &str, nonce: u64, quiet: bool) -> Result<(), WireError> {
         let mut inv = self.scripts.join.prepare_invoke();
         inv.arg(&self.config.prefix)
             .arg(name.to_ascii_lowercase())
@@ -737,7 +1029,6 @@ impl Cluster {
             .arg(&self.server_id)
             .arg(nonce)
             .arg(self.config.stream_len)
-            .arg(if again { "1" } else { "0" })
             .arg(if quiet { "1" } else { "0" });
         let reply: String = self.run(inv).await?;
         match reply.as_str() {
@@ -750,8 +1041,45 @@ impl Cluster {
                 ErrorCode::NameTaken,
                 format!("{name} is already online"),
             )),
+            "lease" => {
+                self.doubt();
+                Err(lease_lost())
+            }
             _ => Err(unavailable()),
         }
+    }
+
+    /// Takes back the names of this server's users (name, quiet), in
+    /// order: after its lease ran out, or after Redis came back. A name
+    /// still free is this server's again (and announced); one that
+    /// another server holds, or that was banned, is not.
+    pub async fn retake(&self, names: &[(String, bool)]) -> Result<Vec<Retake>, WireError> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(RETAKE_BATCH) {
+            let mut inv = self.scripts.retake.prepare_invoke();
+            inv.arg(&self.config.prefix)
+                .arg(&self.server_id)
+                .arg(self.config.stream_len);
+            for (name, quiet) in chunk {
+                inv.arg(name.to_ascii_lowercase())
+                    .arg(name)
+                    .arg(if *quiet { "1" } else { "0" });
+            }
+            let reply: Value = self.run(inv).await?;
+            let Ok(found) = redis::from_redis_value::<Vec<String>>(reply) else {
+                // The lease ran out again in between: the next beat retries.
+                return Err(lease_lost());
+            };
+            if found.len() != chunk.len() {
+                return Err(unavailable());
+            }
+            out.extend(found.iter().map(|r| match r.as_str() {
+                "taken" => Retake::Taken,
+                "banned" => Retake::Banned,
+                _ => Retake::Held,
+            }));
+        }
+        Ok(out)
     }
 
     /// Releases a name of this server; retried after an outage. (Whether
@@ -776,14 +1104,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// A direct message to `to`, wherever they are.
+    /// A direct message from `from` (a user of this server) to `to`,
+    /// wherever they are.
     pub async fn tell(&self, from: &str, to: &str, text: &str) -> Result<(), WireError> {
         let mut inv = self.scripts.tell.prepare_invoke();
         inv.arg(&self.config.prefix)
             .arg(to.to_ascii_lowercase())
             .arg(from)
             .arg(text)
-            .arg(self.config.stream_len);
+            .arg(self.config.stream_len)
+            .arg(from.to_ascii_lowercase())
+            .arg(&self.server_id);
         self.run_ok(inv, || {
             WireError::new(
                 ErrorCode::NoSuchUser,
@@ -821,17 +1152,26 @@ impl Cluster {
         .await
     }
 
-    async fn heartbeat(&self) -> Result<(), WireError> {
+    /// Renews this server's lease, and says whether it had run out.
+    async fn heartbeat(&self) -> Result<Lease, WireError> {
         let mut con = self.con()?;
-        self.scripts
+        let held = self
+            .scripts
             .heartbeat
             .arg(&self.config.prefix)
             .arg(&self.server_id)
-            .arg(self.config.heartbeat_ttl.as_millis() as u64)
+            .arg(self.config.lease.as_millis() as u64)
             .invoke_async::<i64>(&mut con)
             .await
-            .map(|_| ())
-            .map_err(|_| unavailable())
+            .map_err(|e| {
+                self.failed(&e);
+                unavailable()
+            })?;
+        Ok(if held == 1 {
+            Lease::Held
+        } else {
+            Lease::Expired
+        })
     }
 
     async fn reap(&self) -> Result<i64, WireError> {
@@ -841,24 +1181,44 @@ impl Cluster {
             .arg(&self.config.prefix)
             .arg(self.config.stream_len)
             // Servers reconnect within a couple of seconds of a Redis
-            // restart and heartbeat at once; one time to live covers it.
-            .arg(self.config.heartbeat_ttl.as_secs().max(1))
+            // restart and renew their leases at once; one lease covers it.
+            .arg(self.config.lease.as_secs().max(1))
             .invoke_async::<i64>(&mut con)
             .await
             .map_err(|_| unavailable())
     }
 
-    /// Keeps this server alive in the cluster, reaps dead servers' users
-    /// and retries leaves that failed, until `shutdown`.
-    pub async fn keep_alive(self: Arc<Self>, shutdown: CancellationToken) {
-        let period = self.config.heartbeat_ttl / 5;
+    /// Keeps this server's lease, reaps the users of servers whose lease
+    /// ran out and retries leaves that failed, until `shutdown`. When the
+    /// lease had run out (this server was paused or cut off), or someone
+    /// doubts it ([`Cluster::doubt`]), `recheck` takes this server's names
+    /// back; it returns false to be called again at the next beat.
+    pub async fn keep_alive<R>(self: Arc<Self>, mut recheck: R, shutdown: CancellationToken)
+    where
+        R: AsyncFnMut() -> bool,
+    {
+        // Five beats per lease: a server loses its names only after missing
+        // several in a row.
+        let period = self.config.lease / 5;
+        let mut unsure = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
+                _ = self.doubt.notified() => unsure = true,
                 _ = shutdown.cancelled() => return,
             }
-            if self.heartbeat().await.is_err() {
-                continue;
+            match self.heartbeat().await {
+                Ok(Lease::Held) => {}
+                Ok(Lease::Expired) => {
+                    warn!(
+                        "this server's lease on its users' names had run out (was it paused?); taking them back"
+                    );
+                    unsure = true;
+                }
+                Err(_) => continue,
+            }
+            if unsure {
+                unsure = !recheck().await;
             }
             loop {
                 let next = self
@@ -876,33 +1236,36 @@ impl Cluster {
                 }
             }
             match self.reap().await {
-                Ok(n) if n > 0 => info!(users = n, "reaped the users of servers that stopped"),
+                Ok(n) if n > 0 => {
+                    info!(users = n, "reaped the users of servers whose lease ran out")
+                }
                 _ => {}
             }
         }
     }
 
     /// Leaves the cluster: releases every name this server holds (given by
-    /// the caller) and its heartbeat.
+    /// the caller) and its lease.
     pub async fn depart(&self, names: &[String]) {
         for name in names {
             let _ = self.try_leave(name).await;
         }
         if let Ok(mut con) = self.con() {
             let _: Result<(), _> = redis::cmd("DEL")
-                .arg(format!("{}alive:{}", self.config.prefix, self.server_id))
+                .arg(format!("{}lease:{}", self.config.prefix, self.server_id))
                 .query_async(&mut con)
                 .await;
         }
     }
 
     /// Tails the stream from `position`, handing each event to `apply` in
-    /// order, until `shutdown`. On a lost connection it reconnects with
-    /// backoff and calls `reconnected(false, position)`, then continues from
-    /// the last id it delivered, unless `reconnected` reloaded the replica
-    /// and returned the position to continue from instead. When `apply`
-    /// refuses an event (it does not follow), `reconnected(true, ..)` must
-    /// reload.
+    /// order, until `shutdown`. On a lost connection (or a master that is
+    /// no longer one) it finds Redis again (through Sentinel, when there is
+    /// one), reconnects with backoff and calls `reconnected(false,
+    /// position)`, then continues from the last id it delivered, unless
+    /// `reconnected` reloaded the replica and returned the position to
+    /// continue from instead. When `apply` refuses an event (it does not
+    /// follow), `reconnected(true, ..)` must reload.
     pub async fn tail<A, R>(
         self: Arc<Self>,
         mut position: String,
@@ -921,15 +1284,23 @@ impl Cluster {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(None);
         'connect: loop {
+            let connected = async {
+                let client = self.resolve().await?;
+                let con = client
+                    .get_multiplexed_async_connection_with_config(&tail_config)
+                    .await?;
+                self.use_master(client).await?;
+                anyhow::Ok(con)
+            };
             let con = tokio::select! {
-                c = self.client.get_multiplexed_async_connection_with_config(&tail_config) => c,
+                c = connected => c,
                 _ = shutdown.cancelled() => return,
             };
             let mut con = match con {
                 Ok(c) => c,
                 Err(e) => {
                     if self.up.swap(false, Ordering::Relaxed) {
-                        warn!(error = %e, "lost Redis; reconnecting");
+                        warn!(error = %format!("{e:#}"), "lost Redis; reconnecting");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -939,9 +1310,11 @@ impl Cluster {
                     continue 'connect;
                 }
             };
+            self.stale.store(false, Ordering::Relaxed);
             if !self.is_up() {
                 info!("Redis is back");
                 self.up.store(true, Ordering::Relaxed);
+                let _ = self.load_pipelined_scripts().await;
                 let _ = self.heartbeat().await;
                 if let Some(resynced) = reconnected(false, position.clone()).await {
                     position = resynced;
@@ -949,6 +1322,11 @@ impl Cluster {
             }
             backoff = Duration::from_millis(100);
             loop {
+                if self.stale.load(Ordering::Relaxed) {
+                    warn!("Redis answered as a replica: the master changed; reconnecting");
+                    self.up.store(false, Ordering::Relaxed);
+                    continue 'connect;
+                }
                 let mut xread = redis::cmd("XREAD");
                 xread
                     .arg("COUNT")
@@ -990,6 +1368,30 @@ impl Cluster {
     }
 }
 
+/// Why a change sent in a pipeline has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// Redis did not know the script (it restarted, or a replica took
+    /// over): load it and send the change again.
+    NoScript,
+    /// Made, but not confirmed by enough replicas in time.
+    Unconfirmed,
+    /// Anything else.
+    Other,
+}
+
+/// A script reply that refused the change (so it changed nothing): a table
+/// whose first word is not `ok`.
+fn refused(v: &Value) -> bool {
+    match v {
+        Value::Array(items) => !matches!(
+            items.first(),
+            Some(Value::BulkString(b)) if b.as_slice() == b"ok"
+        ),
+        _ => false,
+    }
+}
+
 /// Turns one stream entry into an event.
 fn parse_event(entry: &StreamId) -> Option<RemoteEvent> {
     let field = |k: &str| entry.get::<String>(k);
@@ -1013,6 +1415,7 @@ fn parse_event(entry: &StreamId) -> Option<RemoteEvent> {
             from: Arc::from(field("f")?),
             to: field("to")?,
             text: Arc::from(field("x")?),
+            owner: field("v"),
         },
         "j" => RemoteEvent::Joined {
             name: Arc::from(field("n")?),
@@ -1027,6 +1430,7 @@ fn parse_event(entry: &StreamId) -> Option<RemoteEvent> {
         "k" => RemoteEvent::Kick {
             name: field("n")?,
             ban: field("b")? == "1",
+            owner: field("v"),
         },
         "u" => RemoteEvent::Unban { name: field("n")? },
         _ => return None,

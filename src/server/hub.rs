@@ -27,6 +27,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 mod local;
+mod presence;
 mod reads;
 pub(crate) mod remote;
 #[cfg(test)]
@@ -63,6 +64,10 @@ pub(crate) struct HubConfig {
     pub password: Option<String>,
     /// Grants `KICK`, `BAN` and `UNBAN`.
     pub admin_password: Option<String>,
+    /// From this many users online, joins and leaves go out in periodic
+    /// `PRESENCE` events instead of one event each, and `WELCOME` lists no
+    /// names.
+    pub presence_threshold: usize,
 }
 
 /// Who orders changes, and where they are kept.
@@ -167,6 +172,8 @@ struct State {
     /// held before. While the journal is down, reads are answered from
     /// the durable state: the current one with these undone.
     unsettled: VecDeque<Unsettled>,
+    /// A crowd's comings and goings, for the next `PRESENCE` event.
+    presence: presence::Batch,
 }
 
 /// A placement whose event is not yet published, and the cell it changed.
@@ -194,6 +201,7 @@ pub(crate) struct Hub {
     cooldown: Duration,
     password: Option<String>,
     admin_password: Option<String>,
+    presence_threshold: usize,
 }
 
 /// A command being handled; see [`Hub::start`].
@@ -274,12 +282,14 @@ impl Hub {
                 snapshot: None,
                 last_placed: HashMap::new(),
                 unsettled: VecDeque::new(),
+                presence: presence::Batch::default(),
             }),
             ring,
             history_capacity: config.history,
             cooldown: config.cooldown,
             password: config.password.clone(),
             admin_password: config.admin_password.clone(),
+            presence_threshold: config.presence_threshold,
         }
     }
 
@@ -380,7 +390,8 @@ impl Hub {
             Command::Whose { x, y } => self.whose(session, x, y),
             Command::Canvas => self.canvas(session),
             Command::Sync { seq } => self.sync(session, seq),
-            Command::Who => self.who(session),
+            Command::Who => self.who(session, None),
+            Command::WhoAfter { after } => self.who(session, Some(&after)),
             Command::Kick { name } => self.moderate(session, &name, Moderation::Kick),
             Command::Ban { name } => self.moderate(session, &name, Moderation::Ban),
             Command::Unban { name } => self.moderate(session, &name, Moderation::Unban),
@@ -482,12 +493,49 @@ impl Hub {
         Ok(end)
     }
 
-    /// Puts a presence event (`JOINED`, `LEFT`) in order with the changes.
-    /// Returns the ring index after it.
+    /// Puts a presence event (`JOINED`, `LEFT`, `PRESENCE`) in order with
+    /// the changes. Returns the ring index after it.
     fn announce(&self, event: Event) -> u64 {
         let end = self.ring.append(&event);
         self.persist(end, None);
         end
+    }
+
+    /// `name` came (`came`) or went, and the roster already says so: tells
+    /// everyone, with its own event while the room is small, or through
+    /// the next `PRESENCE` for a crowd. Returns the ring index after what
+    /// it announced.
+    fn presence(&self, st: &mut State, name: Arc<str>, quiet: bool, came: bool) -> u64 {
+        if st.roster.len() >= self.presence_threshold {
+            st.presence.note(&name, quiet, came);
+            return self.ring.end();
+        }
+        // What was batched goes out first, so the events stay in order; its
+        // count is the one before this change, which follows as its own
+        // event.
+        let before = if came {
+            st.roster.len().saturating_sub(1)
+        } else {
+            st.roster.len() + 1
+        };
+        if let Some(p) = st.presence.take(before) {
+            self.announce(Event::Presence(p));
+        }
+        match (quiet, came) {
+            (true, _) => self.ring.end(),
+            (false, true) => self.announce(Event::Joined { name }),
+            (false, false) => self.announce(Event::Left { name }),
+        }
+    }
+
+    /// Sends the crowd's comings and goings since the last time, if any:
+    /// called periodically.
+    pub fn publish_presence(&self) {
+        let mut st = self.lock();
+        let online = st.roster.len();
+        if let Some(p) = st.presence.take(online) {
+            self.announce(Event::Presence(p));
+        }
     }
 
     /// Lets the ring publish up to `end` once `change` is kept: after the
@@ -554,9 +602,8 @@ impl Hub {
                 tokio::spawn(async move { cluster.leave(&name).await });
             }
             Backend::Memory | Backend::Journal(_) => {
-                st.roster.remove(&key);
-                if !session.quiet {
-                    self.announce(Event::Left { name });
+                if let Some(gone) = st.roster.remove(&key) {
+                    self.presence(&mut st, name, gone.quiet, false);
                 }
             }
         }
@@ -656,13 +703,19 @@ impl Moderation {
 }
 
 impl State {
-    /// How many users are online and the first names in order.
-    fn user_names(&self) -> (u32, Vec<String>) {
+    /// How many users are online and the first names in listing order,
+    /// after `after` (ignoring case and a trailing `*`) when given.
+    fn user_names(&self, after: Option<&str>) -> (u32, Vec<String>) {
+        use std::ops::Bound;
+        let from = match after {
+            Some(a) => Bound::Excluded(a.trim_end_matches('*').to_ascii_lowercase()),
+            None => Bound::Unbounded,
+        };
         let names = self
             .roster
-            .values()
+            .range((from, Bound::Unbounded))
             .take(MAX_LISTED_USERS)
-            .map(Online::listed)
+            .map(|(_, o)| o.listed())
             .collect();
         (self.roster.len() as u32, names)
     }

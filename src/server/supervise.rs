@@ -32,13 +32,17 @@ pub(crate) enum Task {
     ClusterTail,
     /// Sends placements and chat to Redis.
     ClusterSend,
-    /// Heartbeats and reaps dead servers.
+    /// Renews the lease, reaps the servers whose lease ran out, takes
+    /// names back.
     ClusterKeepAlive,
+    /// Sends a crowd's periodic `PRESENCE` events.
+    Presence,
 }
 
 impl Task {
+    /// Pacers and the presence ticker keep nothing a restart would lose.
     fn restartable(self) -> bool {
-        matches!(self, Task::Pacer(_))
+        matches!(self, Task::Pacer(_) | Task::Presence)
     }
 }
 

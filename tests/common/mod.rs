@@ -150,6 +150,17 @@ impl ServerProcess {
         self.inner.log_text()
     }
 
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, ...) without
+    /// waiting. SIGSTOP freezes the process as a VM pause or a long stall
+    /// would: its sockets stay open, nothing it owns moves.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub async fn kill9(self) {
         let inner = self.inner;
@@ -412,7 +423,148 @@ impl BinClient {
 pub struct RedisProcess {
     pub port: u16,
     pub dir: std::path::PathBuf,
+    /// Flags given on every (re)start, such as `--replicaof`.
+    pub extra: Vec<String>,
     inner: pixchat_harness::RedisProcess,
+}
+
+/// A free loopback port (free when asked; the caller binds it soon after).
+pub fn free_port() -> u16 {
+    pixchat_harness::free_port().expect("a free loopback port")
+}
+
+/// Sends one inline command to a Redis (or Sentinel) on `port` and returns
+/// the bulk strings of its reply (a simple reply or an integer as one
+/// string, a nil as none); `None` if it does not answer in time.
+pub async fn redis_query(port: u16, command: &str) -> Option<Vec<String>> {
+    use tokio::io::AsyncReadExt;
+    let ask = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(parsed) = parse_resp(&buf) {
+                return Some(parsed);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Parses one whole RESP reply into its strings (nested arrays are
+/// flattened); `None` while it is incomplete.
+fn parse_resp(buf: &[u8]) -> Option<Vec<String>> {
+    fn line(buf: &[u8], at: usize) -> Option<(&str, usize)> {
+        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        Some((std::str::from_utf8(&buf[at..end]).ok()?, end + 2))
+    }
+    fn one(buf: &[u8], at: usize, out: &mut Vec<String>) -> Option<usize> {
+        let (l, next) = line(buf, at)?;
+        let (kind, rest) = l.split_at(1);
+        match kind {
+            "+" | ":" | "-" => {
+                out.push(rest.to_string());
+                Some(next)
+            }
+            "$" if rest == "-1" => Some(next),
+            "$" => {
+                let n: usize = rest.parse().ok()?;
+                if buf.len() < next + n + 2 {
+                    return None;
+                }
+                out.push(String::from_utf8_lossy(&buf[next..next + n]).into_owned());
+                Some(next + n + 2)
+            }
+            "*" if rest == "-1" => Some(next),
+            "*" => {
+                let mut at = next;
+                for _ in 0..rest.parse::<usize>().ok()? {
+                    at = one(buf, at, out)?;
+                }
+                Some(at)
+            }
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    one(buf, 0, &mut out)?;
+    Some(out)
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`, the same binary) watching
+/// one master, on a free loopback port; stopped by its pid.
+pub struct SentinelProcess {
+    pub child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl SentinelProcess {
+    /// Starts a Sentinel that watches the master on `master_port` as
+    /// `name`, with quorum 1, and calls it down after 1 s of silence.
+    pub async fn start(dir: &std::path::Path, master_port: u16, name: &str) -> SentinelProcess {
+        let port = free_port();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server --sentinel");
+        let sentinel = SentinelProcess { child, port };
+        for _ in 0..200 {
+            if sentinel.master(name).await.is_some() {
+                return sentinel;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the Sentinel did not start on port {port}");
+    }
+
+    /// The port of the master the Sentinel names now.
+    pub async fn master(&self, name: &str) -> Option<u16> {
+        let reply = redis_query(
+            self.port,
+            &format!("SENTINEL get-master-addr-by-name {name}"),
+        )
+        .await?;
+        reply.get(1)?.parse().ok()
+    }
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 impl RedisProcess {
@@ -435,6 +587,12 @@ impl RedisProcess {
     /// Starts Redis with an append-only file fsynced on every write, keeping
     /// its files in `dir`, on a free port.
     pub async fn start(dir: &std::path::Path) -> RedisProcess {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Like [`RedisProcess::start`] with more flags, e.g. a replica with
+    /// `["--replicaof", "127.0.0.1", "<port>"]`.
+    pub async fn start_with(dir: &std::path::Path, extra: &[&str]) -> RedisProcess {
         let spec = pixchat_harness::Redis::new("redis-server")
             .dir(dir)
             .args([
@@ -446,6 +604,7 @@ impl RedisProcess {
                 "always",
             ])
             .args(["--protected-mode", "no"])
+            .extra_args(extra)
             .on_drop(pixchat_harness::OnDrop::Kill);
         let inner = tokio::task::spawn_blocking(move || spec.start())
             .await
@@ -454,18 +613,26 @@ impl RedisProcess {
         RedisProcess {
             port: inner.port(),
             dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             inner,
         }
     }
 
-    /// Starts (again) on the same port and directory.
+    /// Starts (again) on the same port and directory, with `extra` as it
+    /// is now.
     pub async fn restart(&mut self) {
+        self.inner.set_extra_args(&self.extra);
         blocking(|| self.inner.restart())
             .unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
     }
 
     pub fn url(&self) -> String {
         self.inner.url()
+    }
+
+    /// SIGKILL, as a crash: no chance to flush or to hand over.
+    pub async fn kill9(&mut self) {
+        blocking(|| self.inner.kill());
     }
 
     /// SIGTERM (Redis flushes its append-only file) and waits for the exit.

@@ -19,6 +19,8 @@ impl App {
             ClientEvent::Connecting { attempt } => {
                 self.session.link = Link::Connecting { attempt };
             }
+            // With several servers, the status bar names the one in use.
+            ClientEvent::Server(server) => self.session.server = server,
             ClientEvent::Joined { welcome, snapshot } => self.on_joined(welcome, snapshot, now),
             ClientEvent::LoginRejected(e) => self.login_rejected(e),
             ClientEvent::Evicted { code, text } => self.evicted(code, text),
@@ -207,6 +209,9 @@ impl App {
             // The client pings every 15 s, which is what keeps the server's
             // idle timer happy; nothing else to do.
             Event::Keepalive => {}
+            // A crowd's comings and goings: the users pane and the count,
+            // not the chat, which a crowd would flood.
+            Event::Presence(p) => self.users.presence(&p),
             // An admin's kick or ban: `Evicted` follows and says it.
             Event::Bye {
                 code: ErrorCode::Kicked | ErrorCode::Banned,

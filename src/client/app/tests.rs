@@ -1014,3 +1014,30 @@ fn kick_and_ban_commands_go_to_the_server_and_show_the_answer() {
         Some(&ChatLine::Error("usage: /kick NAME".into()))
     );
 }
+
+#[test]
+fn a_crowds_presence_updates_the_users_and_the_server_in_use_is_named() {
+    let mut app = online();
+    let lines = app.chat.lines.len();
+    press(
+        &mut app,
+        [
+            net(ClientEvent::Event(Event::Presence(
+                crate::protocol::Presence {
+                    online: 1200,
+                    joined: 40,
+                    left: 3,
+                    joined_names: vec![Arc::from("carol")],
+                    left_names: vec![Arc::from("bob")],
+                },
+            ))),
+            net(ClientEvent::Server("10.0.0.2:7879".into())),
+        ],
+    );
+    assert_eq!(app.users.names, ["alice", "carol"]);
+    assert_eq!(app.users.online(), 1200);
+    assert_eq!(app.users.churn, Some((40, 3)));
+    // A crowd's churn stays out of the chat.
+    assert_eq!(app.chat.lines.len(), lines);
+    assert_eq!(app.session.server, "10.0.0.2:7879");
+}

@@ -1,6 +1,8 @@
 //! The users pane: who is online, as far as the server named them, and
 //! which of them is us.
 
+use crate::protocol::Presence;
+
 /// Users online.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
@@ -11,6 +13,9 @@ pub struct Users {
     pub unlisted: u32,
     /// Our name once joined.
     pub me: Option<String>,
+    /// How many came and went by the last `PRESENCE` (a crowd's periodic
+    /// report), until a list or a single join or leave replaces it.
+    pub churn: Option<(u32, u32)>,
 }
 
 impl Users {
@@ -20,10 +25,28 @@ impl Users {
         self.unlisted = online.saturating_sub(names.len() as u32);
         names.sort_by_key(|n| n.to_ascii_lowercase());
         self.names = names;
+        self.churn = None;
+    }
+
+    /// A crowd's report: the names it gives come and go, and the count is
+    /// the server's (those who came and went unnamed stay unlisted).
+    pub fn presence(&mut self, p: &Presence) {
+        for name in &p.left_names {
+            self.names.retain(|u| !u.eq_ignore_ascii_case(name));
+        }
+        for name in &p.joined_names {
+            if !self.names.iter().any(|u| u.eq_ignore_ascii_case(name)) {
+                self.names.push(name.to_string());
+            }
+        }
+        self.names.sort_by_key(|n| n.to_ascii_lowercase());
+        self.unlisted = p.online.saturating_sub(self.names.len() as u32);
+        self.churn = Some((p.joined, p.left));
     }
 
     /// Someone joined.
     pub fn joined(&mut self, name: &str) {
+        self.churn = None;
         if !self.names.iter().any(|u| u.eq_ignore_ascii_case(name)) {
             self.names.push(name.to_string());
             self.names.sort_by_key(|n| n.to_ascii_lowercase());
@@ -32,6 +55,7 @@ impl Users {
 
     /// Someone left.
     pub fn left(&mut self, name: &str) {
+        self.churn = None;
         let before = self.names.len();
         self.names.retain(|u| !u.eq_ignore_ascii_case(name));
         if self.names.len() == before {
@@ -42,6 +66,7 @@ impl Users {
     /// Offline: nobody is known to be online.
     pub fn clear(&mut self) {
         self.names.clear();
+        self.churn = None;
     }
 
     /// Users online, named or not.
@@ -73,5 +98,33 @@ mod tests {
         );
         users.left("ALICE");
         assert_eq!(users.names, ["bob", "carol"]);
+    }
+
+    #[test]
+    fn a_crowds_presence_keeps_the_count_and_the_names_it_gives() {
+        use std::sync::Arc;
+        let mut users = Users::default();
+        users.set(Vec::new(), 1500);
+        users.presence(&Presence {
+            online: 1503,
+            joined: 5,
+            left: 2,
+            joined_names: vec![Arc::from("zoe"), Arc::from("Amy")],
+            left_names: vec![Arc::from("nobody-listed")],
+        });
+        assert_eq!(users.names, ["Amy", "zoe"]);
+        assert_eq!(users.online(), 1503);
+        assert_eq!(users.churn, Some((5, 2)));
+        users.presence(&Presence {
+            online: 1502,
+            joined: 0,
+            left: 1,
+            joined_names: Vec::new(),
+            left_names: vec![Arc::from("ZOE")],
+        });
+        assert_eq!(
+            (users.names.as_slice(), users.online()),
+            (&["Amy".to_string()][..], 1502)
+        );
     }
 }

@@ -15,7 +15,11 @@ impl Widget for &Users {
         let block = Block::bordered()
             .border_type(BorderType::Rounded)
             .border_style(Style::new().fg(Color::DarkGray))
-            .title(format!(" online {} ", self.online()));
+            .title(match self.churn {
+                // A crowd: who came and went in the last report.
+                Some((came, went)) => format!(" online {} +{came} -{went} ", self.online()),
+                None => format!(" online {} ", self.online()),
+            });
         let inner = block.inner(area);
         block.render(area, buf);
         let mut lines: Vec<Line> = self

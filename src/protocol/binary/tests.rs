@@ -91,6 +91,7 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
         ("canvas", Command::Canvas),
         ("sync", Command::Sync { seq: 7 }),
         ("who", Command::Who),
+        ("who_after", Command::WhoAfter { after: "al".into() }),
         ("ping", Command::Ping { token: "t1".into() }),
         ("help", Command::Help),
         ("quit", Command::Quit),
@@ -152,6 +153,16 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             }),
         ),
         ("keepalive", E(Event::Keepalive)),
+        (
+            "presence",
+            E(Event::Presence(crate::protocol::Presence {
+                online: 1500,
+                joined: 3,
+                left: 1,
+                joined_names: vec![name("al"), name("bob")],
+                left_names: vec![name("yo")],
+            })),
+        ),
         ("ok", R(Reply::Ok)),
         (
             "hello_ok",
@@ -439,6 +450,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         Just(Command::Canvas),
         any::<u64>().prop_map(|seq| Command::Sync { seq }),
         Just(Command::Who),
+        arb_name().prop_map(|after| Command::WhoAfter { after }),
         "[a-z0-9]{0,64}".prop_map(|token| Command::Ping { token }),
         Just(Command::Help),
         Just(Command::Quit),
@@ -485,6 +497,22 @@ fn arb_event() -> impl Strategy<Value = Event> {
             text: t.into()
         }),
         Just(Event::Keepalive),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::collection::vec(n(), 0..5),
+            proptest::collection::vec(n(), 0..5)
+        )
+            .prop_map(|(online, joined, left, joined_names, left_names)| {
+                Event::Presence(crate::protocol::Presence {
+                    online,
+                    joined,
+                    left,
+                    joined_names,
+                    left_names,
+                })
+            }),
     ]
 }
 

@@ -56,10 +56,12 @@ impl Hub {
     }
 
     /// Announces a joined user and lets its session in: the `JOINED` event
-    /// goes to everyone already subscribed (unless it joined quietly), then
-    /// the session subscribes right after it (so it does not get its own),
-    /// and is sent the welcome and the canvas (or the pixels since
-    /// `resume`) and recent chat, all tagged at the same ring position.
+    /// goes to everyone already subscribed (unless it joined quietly, or
+    /// the crowd is past the presence threshold: then the next `PRESENCE`
+    /// says it), then the session subscribes right after it (so it does
+    /// not get its own), and is sent the welcome and the canvas (or the
+    /// pixels since `resume`) and recent chat, all tagged at the same ring
+    /// position.
     pub(super) fn admit(
         &self,
         st: &mut State,
@@ -68,11 +70,7 @@ impl Hub {
         resume: Option<Resume>,
         quiet: bool,
     ) {
-        let cursor = if quiet {
-            self.ring.end()
-        } else {
-            self.announce(Event::Joined { name: name.clone() })
-        };
+        let cursor = self.presence(st, name.clone(), quiet, true);
         st.users.insert(
             name.to_ascii_lowercase(),
             User {
@@ -84,7 +82,14 @@ impl Hub {
         self.ring.set_watchers(st.users.len());
         outbox.subscribe(cursor);
         self.fanout.add(outbox.clone());
-        let (online, users) = st.user_names();
+        // A crowd's names would make every join cost as much as the crowd
+        // is large: past the presence threshold the welcome carries the
+        // count alone (WHO pages through the names).
+        let (online, users) = if st.roster.len() < self.presence_threshold {
+            st.user_names(None)
+        } else {
+            (st.roster.len() as u32, Vec::new())
+        };
         let canvas = &st.world.canvas;
         let latest = canvas.seq();
         let replay = resume

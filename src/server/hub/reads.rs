@@ -45,8 +45,10 @@ impl Hub {
         Ok(self.reply(session, Reply::Hello(info)))
     }
 
-    pub(super) fn who(&self, session: &Session) -> Result<After, WireError> {
-        let (online, users) = self.lock().user_names();
+    /// `WHO`, or the page after `after`: exact whatever the crowd, paged
+    /// by name.
+    pub(super) fn who(&self, session: &Session, after: Option<&str>) -> Result<After, WireError> {
+        let (online, users) = self.lock().user_names(after);
         Ok(self.reply(session, Reply::Who { online, users }))
     }
 

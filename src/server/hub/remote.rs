@@ -15,8 +15,8 @@ use crate::protocol::{
     Command, ErrorCode, Event, Reply, Resume, WireError, validate_name, validate_text,
 };
 use crate::server::canvas::History;
-use crate::server::cluster::{Cluster, Loaded, RemoteEvent};
-use crate::server::outbox::{Deferred, Outgoing};
+use crate::server::cluster::{Cluster, Loaded, RemoteEvent, Retake};
+use crate::server::outbox::{Deferred, Outbox, Outgoing};
 
 /// How long a JOIN waits for its event to come back from the stream.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
@@ -138,7 +138,7 @@ impl Hub {
                 },
             );
         }
-        if let Err(e) = cluster.join(&name, nonce, false, quiet).await {
+        if let Err(e) = cluster.join(&name, nonce, quiet).await {
             self.lock().joining.remove(&nonce);
             return Err(e);
         }
@@ -218,8 +218,16 @@ impl Hub {
             RemoteEvent::Msg(line) => {
                 return self.commit(&mut st, Change::Chat(line), None).is_ok();
             }
-            RemoteEvent::Dm { from, to, text } => {
-                if let Some(user) = st.users.get(&to) {
+            RemoteEvent::Dm {
+                from,
+                to,
+                text,
+                owner,
+            } => {
+                // Only the holder of the name: a session this server lost
+                // the name of (and has not noticed yet) gets nothing.
+                let mine = owner.is_none_or(|o| self.is_me(&o));
+                if let Some(user) = st.users.get(&to).filter(|_| mine) {
                     user.outbox
                         .push_other(self.ring.end(), Outgoing::Event(Event::Dm { from, text }));
                 }
@@ -230,9 +238,19 @@ impl Hub {
                 nonce,
                 quiet,
             } => {
-                st.roster
-                    .insert(name.to_ascii_lowercase(), Online::new(name.clone(), quiet));
-                let mine = self.cluster().is_some_and(|c| c.server_id() == server);
+                let key = name.to_ascii_lowercase();
+                // The roster mirrors Redis's list of users, whatever this
+                // server believes about its own: that is what makes every
+                // server's `WHO` converge.
+                let new = st
+                    .roster
+                    .insert(key.clone(), Online::new(name.clone(), quiet))
+                    .is_none();
+                let mine = self.is_me(&server);
+                if !mine && st.users.contains_key(&key) {
+                    // Another server holds a name this one still serves.
+                    self.doubt();
+                }
                 match st.joining.remove(&nonce).filter(|_| mine) {
                     Some(pending) if !pending.done.is_closed() => {
                         self.admit(
@@ -247,31 +265,31 @@ impl Hub {
                     Some(_) => {
                         // The session went away while waiting: announce the
                         // join like anyone's, and release the name again.
-                        if !quiet {
-                            self.announce(Event::Joined { name: name.clone() });
-                        }
+                        self.presence(&mut st, name.clone(), quiet, true);
                         if let Some(cluster) = self.cluster().cloned() {
                             tokio::spawn(async move { cluster.leave(&name).await });
                         }
                     }
-                    None if !quiet => {
-                        self.announce(Event::Joined { name });
+                    // A name taken back, or taken over from a server whose
+                    // lease ran out, was online all along for the others.
+                    None if new => {
+                        self.presence(&mut st, name, quiet, true);
                     }
                     None => {}
                 }
             }
             RemoteEvent::Left { name, quiet } => {
                 let key = name.to_ascii_lowercase();
-                // A user this server still serves stays listed: its own
-                // re-registration will follow.
-                if !st.users.contains_key(&key) {
-                    st.roster.remove(&key);
+                if st.roster.remove(&key).is_some() {
+                    self.presence(&mut st, name, quiet, false);
                 }
-                if !quiet {
-                    self.announce(Event::Left { name });
+                if st.users.contains_key(&key) {
+                    // Redis no longer lists a user this server serves: its
+                    // lease ran out (a pause), or a leave raced a join.
+                    self.doubt();
                 }
             }
-            RemoteEvent::Kick { name, ban } => {
+            RemoteEvent::Kick { name, ban, owner } => {
                 let what = if ban {
                     if self
                         .commit(&mut st, Change::Ban(name.clone()), None)
@@ -283,7 +301,11 @@ impl Hub {
                 } else {
                     Moderation::Kick
                 };
-                if let Some(bye) = what.bye() {
+                // A ban sends the name away wherever it is; a kick, the
+                // session that held it.
+                if (ban || owner.is_none_or(|o| self.is_me(&o)))
+                    && let Some(bye) = what.bye()
+                {
                     st.evict(&name, self.ring.end(), bye);
                 }
             }
@@ -327,27 +349,75 @@ impl Hub {
             }
         }
         // The reaper may have released our users while Redis was away.
-        let names: Vec<(String, bool)> = self
+        if !self.retake_names(cluster).await {
+            cluster.doubt();
+        }
+        None
+    }
+
+    /// Takes this server's users' names back after its lease ran out (or
+    /// Redis came back, or a doubt): those still free are this server's
+    /// again, and the sessions whose name another server holds now are
+    /// sent away with `BYE name_lost`. Returns false when Redis could not
+    /// say (try again later).
+    pub async fn retake_names(&self, cluster: &Cluster) -> bool {
+        let held: Vec<(String, bool, Arc<Outbox>)> = self
             .lock()
             .users
             .values()
-            .map(|u| (u.name.to_string(), u.quiet))
+            .map(|u| (u.name.to_string(), u.quiet, u.outbox.clone()))
             .collect();
-        for (name, quiet) in names {
-            if let Err(e) = cluster.join(&name, 0, true, quiet).await
-                && e.code != ErrorCode::Unavailable
-            {
-                self.lock().evict(
-                    &name.to_ascii_lowercase(),
+        if held.is_empty() {
+            return true;
+        }
+        let names: Vec<(String, bool)> = held.iter().map(|(n, q, _)| (n.clone(), *q)).collect();
+        let Ok(found) = cluster.retake(&names).await else {
+            return false;
+        };
+        let st = self.lock();
+        let mut lost = 0;
+        for ((name, _, outbox), found) in held.iter().zip(found) {
+            let (code, text) = match found {
+                Retake::Held => continue,
+                Retake::Taken => (
+                    ErrorCode::NameLost,
+                    "this server was cut off from the cluster longer than its lease, and another server's user has your name now; reconnect",
+                ),
+                Retake::Banned => (ErrorCode::Banned, "an admin banned you from this server"),
+            };
+            // Only the session asked about, not one that joined since.
+            let same = st
+                .users
+                .get(&name.to_ascii_lowercase())
+                .is_some_and(|u| Arc::ptr_eq(&u.outbox, outbox));
+            if same {
+                outbox.evict(
                     self.ring.end(),
                     Event::Bye {
-                        code: e.code,
-                        text: "someone else took your name while the cluster was away".into(),
+                        code,
+                        text: text.into(),
                     },
                 );
+                lost += 1;
             }
         }
-        None
+        if lost > 0 {
+            warn!(
+                users = lost,
+                "sent away users whose names another server holds now"
+            );
+        }
+        true
+    }
+
+    fn is_me(&self, server: &str) -> bool {
+        self.cluster().is_some_and(|c| c.server_id() == server)
+    }
+
+    fn doubt(&self) {
+        if let Some(c) = self.cluster() {
+            c.doubt();
+        }
     }
 
     /// Replaces the replica with `loaded` and sends every client of this
@@ -361,6 +431,7 @@ impl Hub {
             users,
             joining,
             snapshot,
+            presence,
             ..
         } = &mut *st;
         *world = loaded.world;
@@ -369,6 +440,7 @@ impl Hub {
             history.push(pixel);
         }
         *roster = roster_of(loaded.users);
+        *presence = Default::default();
         *snapshot = None;
         joining.clear();
         for user in users.values() {

@@ -18,6 +18,7 @@ fn config() -> HubConfig {
         cooldown: Duration::ZERO,
         password: None,
         admin_password: Some("root".into()),
+        presence_threshold: 1000,
     }
 }
 
@@ -205,7 +206,7 @@ async fn quiet_users_are_listed_with_a_star_and_not_announced() {
     };
     bot.run(&hub, join).await.unwrap();
     assert_eq!(
-        hub.lock().user_names(),
+        hub.lock().user_names(None),
         (2, vec!["al".into(), "bot*".into()])
     );
     hub.leave(&mut bot.session);
@@ -254,4 +255,40 @@ async fn the_journal_keeps_bans_across_a_restart() {
     }
     let hub = Hub::open(&durable()).unwrap();
     assert!(hub.lock().world.is_banned("Mallory"));
+}
+
+#[tokio::test]
+async fn who_pages_through_a_crowd_exactly() {
+    let hub = Hub::open(&config()).unwrap();
+    {
+        let mut st = hub.lock();
+        for i in 0..2500 {
+            let name: Arc<str> = Arc::from(format!("U{i:05}"));
+            st.roster
+                .insert(name.to_ascii_lowercase(), Online::new(name, i % 7 == 0));
+        }
+    }
+    let mut a = client(&hub).await;
+    let mut seen = Vec::new();
+    let mut cmd = Command::Who;
+    loop {
+        a.run(&hub, cmd).await.unwrap();
+        let mut line = String::new();
+        while !line.ends_with('\n') {
+            line.push_str(&a.read(&hub).await);
+        }
+        let words: Vec<String> = line.trim_end().split(' ').map(String::from).collect();
+        assert_eq!(words[..2], ["OK", "2500"]);
+        let page = &words[2..];
+        assert!(page.len() <= MAX_LISTED_USERS);
+        let Some(last) = page.last() else { break };
+        cmd = Command::WhoAfter {
+            after: last.clone(),
+        };
+        seen.extend_from_slice(page);
+    }
+    let want: Vec<String> = (0..2500)
+        .map(|i| format!("U{i:05}{}", if i % 7 == 0 { "*" } else { "" }))
+        .collect();
+    assert_eq!(seen, want);
 }
