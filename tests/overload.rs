@@ -540,3 +540,76 @@ async fn too_many_queued_dms_end_with_bye_slow_consumer() {
         .count();
     assert!(dms < 1000);
 }
+
+/// A watcher that reads steadily but slower than a writer places pixels
+/// holds the writer back instead of falling out of the broadcast window;
+/// one that stops reading holds it back only for a while, and is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_faster_than_a_slow_reader_waits_for_it_but_not_for_a_stalled_one() {
+    let server = common::start_memory(pixchat::Config {
+        // A window of 4,096 events: producers wait at 1,024 behind.
+        broadcast: pixchat::server::broadcast::BroadcastLimits {
+            max_events: 4096,
+            max_bytes: 1 << 20,
+        },
+        send_buffer: Some(8192),
+        ..Default::default()
+    })
+    .await;
+    let addr = server.addr;
+    let mut writer = TextClient::joined(addr, "writer").await;
+    let slow = sloth(addr, b"JOIN slow\n").await;
+    let stalled = sloth(addr, b"JOIN stalled\n").await;
+    for _ in 0..2 {
+        writer.until("JOINED ").await;
+    }
+    // The slow reader takes 512 bytes every 2 ms (about 9,000 pixel lines
+    // a second, well below what the writer sends) until it has them all.
+    const PIXELS: u64 = 30_000;
+    let reader = tokio::spawn(async move {
+        let mut slow = BufReader::with_capacity(512, slow);
+        let mut pixels = 0;
+        let mut line = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while pixels < PIXELS {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "too slow even for a slow reader"
+            );
+            line.clear();
+            let n = slow.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "the slow reader was cut off after {pixels} pixels");
+            assert!(
+                !line.starts_with("BYE"),
+                "the slow reader was dropped: {line}"
+            );
+            if line.starts_with("PIXEL ") {
+                pixels += 1;
+                assert_eq!(parse_pixel(line.trim_end()).0, pixels, "{line:?}");
+            }
+            if slow.buffer().is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        (pixels, slow)
+    });
+    let mut sent = 0;
+    while sent < PIXELS {
+        let mut batch = String::new();
+        for i in sent..sent + 500 {
+            batch.push_str(&format!("SET {} {} {}\n", i % 64, (i / 64) % 64, i % 16));
+        }
+        writer.send_raw(batch.as_bytes()).await;
+        for _ in 0..500 {
+            let r = writer.reply().await;
+            assert!(r.starts_with("OK "), "{r}");
+        }
+        sent += 500;
+    }
+    let (pixels, _slow) = reader.await.unwrap();
+    assert_eq!(pixels, PIXELS);
+    // The one that never read was dropped, after whole lines and a BYE.
+    let stalled_pixels = check_text_goodbye(&read_to_eof(stalled, "stalled").await);
+    assert!(stalled_pixels < PIXELS);
+    assert_eq!(writer.cmd("WHO").await, "OK 2 slow writer");
+}

@@ -110,7 +110,12 @@ pub struct BroadcastRing {
     end_tx: watch::Sender<u64>,
     /// Joined clients.
     watchers: AtomicUsize,
+    /// See [`BroadcastRing::hold_lag`].
+    hold_lag: u64,
 }
+
+/// The most events producers may run ahead of a watcher that keeps up.
+const HOLD_LAG_MAX: u64 = 16_384;
 
 impl BroadcastRing {
     /// An empty ring.
@@ -127,7 +132,16 @@ impl BroadcastRing {
             }),
             end_tx: watch::channel(0).0,
             watchers: AtomicUsize::new(0),
+            hold_lag: HOLD_LAG_MAX.min(limits.max_events as u64 / 4).max(1),
         }
+    }
+
+    /// How far producers may run ahead of the slowest watcher before they
+    /// wait for the fan-out (see `Fanout::wait_for_room`): far inside the
+    /// window, so a watcher that keeps reading is never dropped because
+    /// someone drew faster than it could be sent.
+    pub fn hold_lag(&self) -> u64 {
+        self.hold_lag
     }
 
     /// Encodes `event` in both modes and appends it; it is not sent until

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::broadcast::BroadcastRing;
-use super::outbox::{Flush, Outbox};
+use super::outbox::{Census, Flush, Outbox, stall_clock};
 
 /// Buckets a flush interval is divided into.
 const BUCKETS: usize = 16;
@@ -59,10 +59,6 @@ const GIVE_WAY_MAX: f64 = 2.0;
 const GIVE_WAY_LIMIT: Duration = Duration::from_millis(20);
 /// How often the controller looks at the pacers' busy time.
 const CONTROL_EVERY: Duration = Duration::from_millis(50);
-/// How far the ring may run ahead of the slowest bucket before producers
-/// wait. Far below the broadcast window, so watchers that keep up are never
-/// dropped because someone drew faster than fan-out could send.
-pub const MAX_AHEAD: u64 = 16_384;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -93,7 +89,8 @@ struct Shard {
     /// writes of a sweep: handing new watchers over here keeps the hub from
     /// ever waiting for those writes.
     incoming: Mutex<Vec<Arc<Outbox>>>,
-    /// The lowest ring index every bucket of this shard was swept to.
+    /// The lowest ring index a watcher of this shard that holds producers
+    /// back has been sent up to (see [`Census`]).
     frontier: AtomicU64,
 }
 
@@ -172,7 +169,8 @@ impl Fanout {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The lowest ring index all watchers' buckets have been swept to.
+    /// The lowest ring index a watcher that holds producers back has been
+    /// sent up to.
     fn frontier(&self) -> u64 {
         self.shards
             .iter()
@@ -181,8 +179,11 @@ impl Fanout {
             .unwrap_or(0)
     }
 
-    /// Waits while the ring is more than [`MAX_AHEAD`] events ahead of the
-    /// fan-out. Producers call it before placing a pixel or chatting.
+    /// Waits while the ring is more than its hold lag
+    /// ([`BroadcastRing::hold_lag`]) ahead of the slowest watcher. A watcher
+    /// that stays that far behind for [`super::outbox::STALL_GRACE_MS`] no
+    /// longer counts: it is not reading. Producers call it before placing a
+    /// pixel or chatting.
     pub async fn wait_for_room(&self) {
         loop {
             let progressed = self.progress.notified();
@@ -196,50 +197,70 @@ impl Fanout {
         }
     }
 
-    /// Whether the ring is at most [`MAX_AHEAD`] events ahead of the
-    /// fan-out: a producer need not wait.
+    /// Whether the ring is at most its hold lag ahead of the slowest
+    /// watcher: a producer need not wait.
     pub fn has_room(&self) -> bool {
-        self.ring.end().saturating_sub(self.frontier()) <= MAX_AHEAD
+        self.ring.end().saturating_sub(self.frontier()) <= self.ring.hold_lag()
     }
 
-    /// Writes due events to the watchers of one bucket; true if any was due.
-    fn sweep(&self, shard: usize, bucket: usize) -> bool {
+    /// Writes due events to the watchers of one bucket, drops those that
+    /// left, and returns the lowest ring index a watcher in it that holds
+    /// producers back has been sent up to (the end of the published ring
+    /// if none).
+    ///
+    /// Counted here, from what the watchers were sent rather than from the
+    /// sweep itself: a watcher with a backlog is written by its own task,
+    /// and a producer faster than the sockets would otherwise run everyone
+    /// out of the broadcast window.
+    fn sweep(&self, shard: usize, bucket: usize, now_ms: u32) -> u64 {
         let visible = self.ring.visible();
-        let mut watchers = self.bucket(shard, bucket);
-        watchers.retain(|o| o.is_watching());
-        let mut wrote = false;
-        for outbox in watchers.iter() {
-            if !outbox.has_due(visible) {
-                continue;
+        let hold_lag = self.ring.hold_lag();
+        let mut low = visible;
+        self.bucket(shard, bucket).retain(|outbox| {
+            match outbox.census(visible, hold_lag, now_ms) {
+                Census::Gone => false,
+                Census::Watching { due, holds } => {
+                    let mut sent_all = false;
+                    if due {
+                        match outbox.flush(&self.ring) {
+                            Flush::Idle => sent_all = true,
+                            // A backlog, a full socket or the end: the
+                            // connection's own writer carries on.
+                            _ => outbox.wake(),
+                        }
+                    }
+                    if let Some(cursor) = holds.filter(|_| !sent_all) {
+                        low = low.min(cursor);
+                    }
+                    true
+                }
             }
-            wrote = true;
-            if outbox.flush(&self.ring) != Flush::Idle {
-                // A backlog, a full socket or the end: the connection's
-                // own writer carries on.
-                outbox.wake();
-            }
-        }
-        wrote
+        });
+        low
     }
 
-    /// Sweeps buckets, timing the work and recording progress.
+    /// Sweeps buckets, timing the work and recording progress: `seen` is
+    /// the ring index each bucket was last swept at, `low` what it holds
+    /// producers back at (see [`Fanout::sweep`]).
     fn sweep_buckets(
         &self,
         shard: usize,
         buckets: impl Iterator<Item = usize>,
         seen: &mut [u64; BUCKETS],
+        low: &mut [u64; BUCKETS],
     ) {
         let started = thread_cpu();
         let wall = std::time::Instant::now();
         self.take_incoming(shard);
         let visible = self.ring.visible();
+        let now_ms = stall_clock();
         for bucket in buckets {
-            if seen[bucket] < visible {
-                self.sweep(shard, bucket);
+            if seen[bucket] < visible || self.holds_back(low[bucket], visible) {
+                low[bucket] = self.sweep(shard, bucket, now_ms);
                 seen[bucket] = visible;
             }
         }
-        let frontier = seen.iter().copied().min().unwrap_or(visible);
+        let frontier = low.iter().copied().min().unwrap_or(visible);
         self.shards[shard]
             .frontier
             .store(frontier, Ordering::Release);
@@ -249,6 +270,12 @@ impl Fanout {
             .fetch_add(wall.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.sweeps.fetch_add(1, Ordering::Relaxed);
         self.progress.notify_waiters();
+    }
+
+    /// Whether a bucket whose watchers were sent up to `low` holds producers
+    /// back with the ring published to `visible`.
+    fn holds_back(&self, low: u64, visible: u64) -> bool {
+        visible.saturating_sub(low) > self.ring.hold_lag()
     }
 
     /// Adjusts the interval so fan-out stays near its share of the cores,
@@ -331,6 +358,9 @@ impl Fanout {
         // Ring index each bucket had been sent up to at its last sweep. A
         // pacer restarted after a failure does not know, so it sweeps all.
         let mut seen = [0; BUCKETS];
+        // What each bucket holds producers back at: until its first sweep,
+        // everything (a restarted pacer does not know).
+        let mut low = [0; BUCKETS];
         // Slots that began up to here have been swept. Kept as a time, not
         // a slot number, because the slot length changes with the interval.
         let mut swept_to = epoch;
@@ -338,7 +368,11 @@ impl Fanout {
         let mut controlled = (epoch, 0u64, 0u64);
         loop {
             let visible = self.ring.visible();
-            let behind = seen.iter().any(|&s| s < visible);
+            // A bucket whose watchers hold producers back is swept again in
+            // its slot even without new events: their own tasks are
+            // writing, and producers wait to hear how far they got.
+            let behind = seen.iter().any(|&s| s < visible)
+                || low.iter().any(|&l| self.holds_back(l, visible));
             let slot = slot_length(self.interval());
             let next = slot_start(epoch, slot, slot_index(epoch, swept_to, slot) + 1);
             tokio::select! {
@@ -350,14 +384,19 @@ impl Fanout {
             let now = Instant::now();
             let interval = self.interval();
             if !behind && now.duration_since(last_full) >= interval {
-                self.sweep_buckets(shard, 0..BUCKETS, &mut seen);
+                self.sweep_buckets(shard, 0..BUCKETS, &mut seen, &mut low);
                 last_full = now;
             } else {
                 let slot = slot_length(interval);
                 let to = slot_index(epoch, now, slot);
                 let from = (slot_index(epoch, swept_to, slot) + 1)
                     .max(to.saturating_sub(BUCKETS as u64 - 1));
-                self.sweep_buckets(shard, (from..=to).map(|k| k as usize % BUCKETS), &mut seen);
+                self.sweep_buckets(
+                    shard,
+                    (from..=to).map(|k| k as usize % BUCKETS),
+                    &mut seen,
+                    &mut low,
+                );
             }
             swept_to = now;
             // A sweep adds its CPU time when it ends, so a window shorter

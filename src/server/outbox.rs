@@ -377,6 +377,9 @@ struct State {
     done: bool,
     /// It is over because the client fell out of the broadcast window.
     lagged: bool,
+    /// [`stall_clock`] reading since which the client has been more than
+    /// the ring's hold lag behind; 0 while it is not.
+    behind_since_ms: u32,
 }
 
 /// See the module docs.
@@ -424,6 +427,39 @@ pub enum WriterEnd {
     Lagged,
     /// The socket failed.
     Failed,
+}
+
+/// A watcher as a pacer sees it at a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Census {
+    /// It no longer watches: left, or the connection is over.
+    Gone,
+    /// It watches.
+    Watching {
+        /// A flush could write something now.
+        due: bool,
+        /// Its place in the ring, while producers should wait for it: it
+        /// is within the ring's hold lag of the end, or has been behind
+        /// for less than [`STALL_GRACE_MS`].
+        holds: Option<u64>,
+    },
+}
+
+/// How long a watcher may stay more than the hold lag behind and still hold
+/// producers back: a client that reads, however slowly, no longer slows
+/// everyone after this, but one that reads as fast as it can always
+/// catches up within it.
+pub const STALL_GRACE_MS: u32 = 2_000;
+
+/// Milliseconds on a clock that starts with the process, as kept in a
+/// watcher's state (32 bits, wrapping after 49 days: only differences of a
+/// few seconds are taken).
+pub fn stall_clock() -> u32 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u32
 }
 
 /// What a flush left to do.
@@ -634,23 +670,36 @@ impl Outbox {
         });
     }
 
-    /// True while the client receives broadcasts and the connection lives.
-    pub fn is_watching(&self) -> bool {
-        let st = self.lock();
-        st.cursor.is_some() && !st.done
-    }
-
     /// Whether a flush could write something now: published events past
     /// the cursor, or a queued message whose gate is open.
+    #[cfg(test)]
     pub fn has_due(&self, visible: u64) -> bool {
-        let st = self.lock();
-        !st.blocked
-            && !st.done
-            && (st.pending.is_some()
-                || st.cursor.is_some_and(|c| c < visible)
-                || st.queue.front().is_some_and(|e| {
-                    e.gate <= visible && !matches!(&e.item, Outgoing::Deferred(d) if !d.is_ready())
-                }))
+        self.lock().has_due(visible)
+    }
+
+    /// What a pacer needs to know of a watcher at a sweep, in one look:
+    /// see [`Census`]. `hold_lag` is [`BroadcastRing::hold_lag`], `now_ms`
+    /// [`stall_clock`]'s reading.
+    pub fn census(&self, visible: u64, hold_lag: u64, now_ms: u32) -> Census {
+        let mut st = self.lock();
+        let Some(cursor) = st.cursor.filter(|_| !st.done) else {
+            return Census::Gone;
+        };
+        let due = st.has_due(visible);
+        // A watcher far behind holds producers back (see
+        // `Fanout::wait_for_room`) only for a while: one that stays behind
+        // is not reading, and must not stop everyone from drawing; it is
+        // dropped once the broadcast window passes it.
+        let holds = if visible.saturating_sub(cursor) <= hold_lag {
+            st.behind_since_ms = 0;
+            Some(cursor)
+        } else {
+            if st.behind_since_ms == 0 {
+                st.behind_since_ms = now_ms.max(1);
+            }
+            (now_ms.wrapping_sub(st.behind_since_ms) < STALL_GRACE_MS).then_some(cursor)
+        };
+        Census::Watching { due, holds }
     }
 
     /// Gathers what is due and writes it without waiting; see [`Flush`].
@@ -963,6 +1012,16 @@ fn gather(
 struct Lagged;
 
 impl State {
+    fn has_due(&self, visible: u64) -> bool {
+        !self.blocked
+            && !self.done
+            && (self.pending.is_some()
+                || self.cursor.is_some_and(|c| c < visible)
+                || self.queue.front().is_some_and(|e| {
+                    e.gate <= visible && !matches!(&e.item, Outgoing::Deferred(d) if !d.is_ready())
+                }))
+    }
+
     /// Keeps what a flush gathered and could not write.
     fn hand_back(&mut self, pending: Pending) {
         self.pending = (!pending.is_empty()).then(|| Box::new(pending));
