@@ -520,35 +520,24 @@ pub fn encode_event(event: &Event, out: &mut BytesMut) {
     });
 }
 
-/// A bounds-checked cursor over a frame payload.
+/// A bounds-checked cursor over a frame payload: `bytes`' `try_get_*`,
+/// plus borrowed strings and the check that nothing is left over.
 struct Reader<'a>(&'a [u8]);
 
 type Field<T> = Result<T, ()>;
 
 impl<'a> Reader<'a> {
     fn u8(&mut self) -> Field<u8> {
-        if self.0.is_empty() {
-            return Err(());
-        }
-        Ok(self.0.get_u8())
+        self.0.try_get_u8().map_err(drop)
     }
     fn u16(&mut self) -> Field<u16> {
-        if self.0.len() < 2 {
-            return Err(());
-        }
-        Ok(self.0.get_u16())
+        self.0.try_get_u16().map_err(drop)
     }
     fn u32(&mut self) -> Field<u32> {
-        if self.0.len() < 4 {
-            return Err(());
-        }
-        Ok(self.0.get_u32())
+        self.0.try_get_u32().map_err(drop)
     }
     fn u64(&mut self) -> Field<u64> {
-        if self.0.len() < 8 {
-            return Err(());
-        }
-        Ok(self.0.get_u64())
+        self.0.try_get_u64().map_err(drop)
     }
     fn bytes(&mut self, n: usize) -> Field<&'a [u8]> {
         if self.0.len() < n {
