@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::latency::{Epoch, Percentiles, Recorder, SHARDS, SendTable};
 use super::pixchat::{self, probe_shared_canvas};
+use super::probe;
 use super::procstat::{self, CpuUse};
 use super::progress::{Counters, Progress};
 use super::redis;
@@ -53,6 +54,9 @@ pub struct RunOptions {
     /// Threads that read the watchers' sockets (default: half the cores,
     /// at least one).
     pub watcher_threads: Option<usize>,
+    /// Time newcomers' `JOIN`s before the writers start and while they run
+    /// (pixchat only; see [`super::probe`]).
+    pub probe_joins: bool,
 }
 
 /// Runs the fan-out workload once against `servers` and reports what it
@@ -156,6 +160,15 @@ pub async fn run(
         tokio::time::sleep(settle).await;
         rss_joined = procstat::sum(&procstat::sample_all(&pids));
     }
+    let probing = opts.probe_joins && target == Target::Pixchat;
+    let probe_id = |k: usize| w.clients + w.writers + k;
+    let mut idle_joins = Vec::new();
+    if probing {
+        for k in 0..probe::IDLE_PROBES {
+            let name = format!("p{}-{k}", sh.tag);
+            idle_joins.push(probe::join_once(sh.addr_for(k), probe_id(k), &name).await?);
+        }
+    }
 
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
     let mut writers = Vec::with_capacity(w.writers);
@@ -180,6 +193,23 @@ pub async fn run(
     let before = procstat::Snapshot::take(&pids, servers.redis_pid);
     let _ = counters.started.set(t0);
     let _ = start_tx.send(Some(t0));
+    let loaded_probes = probing.then(|| {
+        let (sh, first) = (sh.clone(), probe_id(probe::IDLE_PROBES));
+        tokio::spawn(async move {
+            let mut took = Vec::new();
+            let mut k = 0;
+            let mut tick = tokio::time::interval(probe::LOADED_EVERY);
+            loop {
+                tick.tick().await;
+                if Instant::now() + probe::LOADED_EVERY > end {
+                    return Ok::<_, anyhow::Error>(took);
+                }
+                let name = format!("q{}-{k}", sh.tag);
+                took.push(probe::join_once(sh.addr_for(k), first + k, &name).await?);
+                k += 1;
+            }
+        })
+    });
     tokio::time::sleep_until(end.into()).await;
     let after = procstat::Snapshot::take(&pids, servers.redis_pid);
     let _ = counters.stopped.set(Instant::now());
@@ -234,6 +264,11 @@ pub async fn run(
     report.redis_pid = servers.redis_pid;
     report.setup_s = setup_s;
     report.drain_s = drain_s;
+    if let Some(h) = loaded_probes {
+        let mut loaded = h.await??;
+        report.join_idle_ms = probe::summary(&mut idle_joins);
+        report.join_loaded_ms = probe::summary(&mut loaded);
+    }
     if let Some(before) = rss_before {
         report.rss_before_kib = Some(before.rss_kib);
     }
@@ -416,6 +451,8 @@ fn build_report(
         rss_before_kib: None,
         rss_joined_kib: None,
         rss_per_connection_bytes: None,
+        join_idle_ms: None,
+        join_loaded_ms: None,
         notes,
     }
 }

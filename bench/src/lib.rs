@@ -30,6 +30,7 @@ pub mod inbuf;
 pub mod join_storm;
 pub mod latency;
 pub mod pixchat;
+pub mod probe;
 pub mod procstat;
 pub mod progress;
 pub mod redis;

@@ -150,6 +150,10 @@ struct Load {
     /// least one).
     #[arg(long)]
     watcher_threads: Option<usize>,
+    /// Time a newcomer's JOIN (text mode, quiet) 20 times before the writers
+    /// start and every 100 ms while they run (pixchat only).
+    #[arg(long)]
+    probe_joins: bool,
 }
 
 impl Load {
@@ -179,6 +183,7 @@ impl Load {
                 .map(Duration::try_from_secs_f64)
                 .transpose()?,
             watcher_threads: self.watcher_threads,
+            probe_joins: self.probe_joins,
         })
     }
 }

@@ -161,6 +161,13 @@ pub struct RunReport {
     /// Idle workload: (joined - before) / watchers, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_connection_bytes: Option<f64>,
+    /// With join probes: a newcomer's `JOIN` answered within (median, p99)
+    /// ms, before the writers started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_idle_ms: Option<(f64, f64)>,
+    /// The same while the writers ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_loaded_ms: Option<(f64, f64)>,
     /// Anything a reader should know about this run.
     pub notes: Vec<String>,
 }
@@ -611,6 +618,12 @@ pub fn render_run(r: &RunReport) -> String {
             kib(per / 1024.0)
         );
     }
+    if let (Some((ip50, ip99)), Some((lp50, lp99))) = (r.join_idle_ms, r.join_loaded_ms) {
+        let _ = writeln!(
+            s,
+            "  JOIN answered  idle p50 {ip50:.2} ms p99 {ip99:.2} ms; under load p50 {lp50:.2} ms p99 {lp99:.2} ms"
+        );
+    }
     let _ = writeln!(s, "  setup {:.1} s, drain {:.2} s", r.setup_s, r.drain_s);
     for n in &r.notes {
         let _ = writeln!(s, "  note: {n}");
@@ -841,6 +854,8 @@ mod tests {
             rss_before_kib: None,
             rss_joined_kib: None,
             rss_per_connection_bytes: None,
+            join_idle_ms: None,
+            join_loaded_ms: None,
             notes: vec![],
         }
     }

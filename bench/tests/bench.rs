@@ -157,12 +157,18 @@ async fn fanout_starts_and_stops_its_own_server() {
         "100",
         "--duration",
         "0.5",
+        "--probe-joins",
         "--json",
     ])
     .await;
     assert!(ok, "pixchat-bench failed:\n{err}");
     let run = json(&out, &err);
     assert_delivered(&run, "pixchat");
+    // Newcomers joined before and during the run, and were timed.
+    for phase in ["join_idle_ms", "join_loaded_ms"] {
+        let [p50, p99] = [0, 1].map(|i| run[phase][i].as_f64().unwrap_or(-1.0));
+        assert!(p50 > 0.0 && p99 >= p50, "{phase}: {run}");
+    }
     // The bench knew the server's pid, so it read its CPU and memory, and
     // its own.
     assert!(run["server_rss_kib"].as_u64().unwrap() > 0, "{run}");

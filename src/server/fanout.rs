@@ -242,32 +242,44 @@ impl Fanout {
     /// Sweeps buckets, timing the work and recording progress: `seen` is
     /// the ring index each bucket was last swept at, `low` what it holds
     /// producers back at (see [`Fanout::sweep`]).
-    fn sweep_buckets(
+    ///
+    /// Between two buckets the pacer yields: a pacer runs on the same
+    /// worker threads as the connections, and a catch-up over every bucket
+    /// of a large crowd would otherwise keep a newcomer's `JOIN` (or anyone's
+    /// reply) waiting for all of its writes.
+    async fn sweep_buckets(
         &self,
         shard: usize,
         buckets: impl Iterator<Item = usize>,
         seen: &mut [u64; BUCKETS],
         low: &mut [u64; BUCKETS],
     ) {
-        let started = thread_cpu();
-        let wall = std::time::Instant::now();
         self.take_incoming(shard);
         let visible = self.ring.visible();
         let now_ms = stall_clock();
+        let mut first = true;
         for bucket in buckets {
             if seen[bucket] < visible || self.holds_back(low[bucket], visible) {
+                if !first {
+                    tokio::task::yield_now().await;
+                }
+                first = false;
+                // Timed per bucket, so the time given to others between
+                // buckets does not count as the pacers' or as contention.
+                let started = thread_cpu();
+                let wall = std::time::Instant::now();
                 low[bucket] = self.sweep(shard, bucket, now_ms);
                 seen[bucket] = visible;
+                self.busy_ns
+                    .fetch_add(thread_cpu().saturating_sub(started), Ordering::Relaxed);
+                self.wall_ns
+                    .fetch_add(wall.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
         }
         let frontier = low.iter().copied().min().unwrap_or(visible);
         self.shards[shard]
             .frontier
             .store(frontier, Ordering::Release);
-        self.busy_ns
-            .fetch_add(thread_cpu().saturating_sub(started), Ordering::Relaxed);
-        self.wall_ns
-            .fetch_add(wall.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.sweeps.fetch_add(1, Ordering::Relaxed);
         self.progress.notify_waiters();
     }
@@ -384,7 +396,8 @@ impl Fanout {
             let now = Instant::now();
             let interval = self.interval();
             if !behind && now.duration_since(last_full) >= interval {
-                self.sweep_buckets(shard, 0..BUCKETS, &mut seen, &mut low);
+                self.sweep_buckets(shard, 0..BUCKETS, &mut seen, &mut low)
+                    .await;
                 last_full = now;
             } else {
                 let slot = slot_length(interval);
@@ -396,7 +409,8 @@ impl Fanout {
                     (from..=to).map(|k| k as usize % BUCKETS),
                     &mut seen,
                     &mut low,
-                );
+                )
+                .await;
             }
             swept_to = now;
             // A sweep adds its CPU time when it ends, so a window shorter
