@@ -109,12 +109,16 @@ impl Log {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                on_line(&line);
-                let mut kept = kept.0.lock().unwrap_or_else(|p| p.into_inner());
-                if kept.len() == LOG_LINES {
-                    kept.pop_front();
+                // Kept before `on_line` sees it, so whoever `on_line` wakes
+                // finds the line already in the log.
+                {
+                    let mut kept = kept.0.lock().unwrap_or_else(|p| p.into_inner());
+                    if kept.len() == LOG_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
                 }
-                kept.push_back(line);
+                on_line(&line);
             }
         });
         log
