@@ -10,6 +10,7 @@ pub(crate) mod connections;
 pub(crate) mod fanout;
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub(crate) mod sock;
 pub mod storage;
 pub(crate) mod supervise;
 pub(crate) mod world;
@@ -301,7 +302,12 @@ pub async fn run(
                 if let Some(size) = config.send_buffer {
                     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
                 }
-                tracker.spawn(connection::serve(stream, peer, shared.clone(), listed));
+                tracker.spawn(connection::serve(
+                    stream.into(),
+                    peer,
+                    shared.clone(),
+                    listed,
+                ));
             }
             Err(Refused::TooManyFromIp) => {
                 warn!(%peer, "too many connections from this address");

@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
 use tracing::{debug, warn};
@@ -21,6 +20,7 @@ use super::Limits;
 use super::connections::{Connections, Registered};
 use super::hub::{After, Handling, Hub, Session};
 use super::outbox::{KILL, Outbox, Outgoing, SHUTDOWN, STOP, WriterEnd};
+use super::sock::Sock;
 use crate::protocol::Mode;
 use crate::protocol::binary::{FrameError, ServerCodec};
 use crate::protocol::telnet::{TextCodec, TextInput};
@@ -40,10 +40,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Mode> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] == 0 => Some(Mode::Binary),
-        Ok(Ok(1)) => Some(Mode::Text),
+        Ok(Ok(1)) => Some(mode_of(first[0])),
         _ => None,
     }
+}
+
+/// The wire mode a connection's first byte chooses.
+pub fn mode_of(first: u8) -> Mode {
+    if first == 0 { Mode::Binary } else { Mode::Text }
 }
 
 /// What every connection shares.
@@ -67,31 +71,29 @@ pub(crate) struct Shared {
     reason = "an async fn would keep its arguments twice in every connection's future"
 )]
 pub fn serve(
-    stream: TcpStream,
+    stream: Sock,
     peer: SocketAddr,
     shared: Arc<Shared>,
     listed: Registered,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let Shared { hub, limits, .. } = &*shared;
-        let Some(mode) = Box::pin(sniff(&stream, limits.handshake_timeout)).await else {
+        let Some(first) = Box::pin(stream.peek_first(limits.handshake_timeout)).await else {
             debug!(%peer, "closed: nothing sent within the handshake timeout");
             return;
         };
-        let _ = stream.set_nodelay(true);
-        // Dead peers of long-lived text sessions (which have no idle timeout)
-        // are found by the kernel's keepalive probes.
-        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-        if mode == Mode::Text {
-            // Telnet may send its data mark as urgent data after Ctrl-C; out of
-            // line, the kernel would take that one byte out of the stream and
-            // leave its IAC to swallow the next byte typed.
-            let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
-        }
-        let (rd, wr) = stream.into_split();
+        let mode = mode_of(first);
+        // Telnet may send its data mark as urgent data after Ctrl-C; out of
+        // line, the kernel would take that one byte out of the stream and
+        // leave its IAC to swallow the next byte typed. Dead peers of
+        // long-lived text sessions (which have no idle timeout) are found by
+        // the kernel's keepalive probes.
+        stream.set_tcp_options(mode == Mode::Text);
+        let stream = Arc::new(stream);
+        let rd = stream.clone();
         // No writer task yet: the outbox starts one when it has work the
         // reader and the pacers leave to it.
-        let outbox = Outbox::new(mode, wr, hub.ring().clone());
+        let outbox = Outbox::new(mode, stream, hub.ring().clone());
         listed.attach(&outbox);
         let mut session = hub.session(outbox.clone());
         let mut reader = Reader {
@@ -123,19 +125,19 @@ pub fn serve(
 
 /// Lets the writer send what is queued and close, then reads what the peer
 /// still sends, so the close is not a reset.
-async fn close(mut rd: OwnedReadHalf, outbox: &Outbox, hub: &Hub, peer: SocketAddr) {
+async fn close(rd: Arc<Sock>, outbox: &Outbox, hub: &Hub, peer: SocketAddr) {
     outbox.push_reply(hub.tag(), Outgoing::Close);
     outbox.wake();
     match tokio::time::timeout(WRITER_GRACE, outbox.finished()).await {
         Ok(WriterEnd::Closed) => {
-            let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
+            let _ = tokio::time::timeout(DRAIN_GRACE, rd.drain()).await;
         }
         Ok(WriterEnd::Lagged) => {
             warn!(%peer, "disconnected a slow consumer");
             // Its goodbye may still sit in the send buffer, which the kernel
             // keeps sending after the close, unless unread input turns the
             // close into a reset.
-            let _ = tokio::time::timeout(DRAIN_GRACE, drain(&mut rd)).await;
+            let _ = tokio::time::timeout(DRAIN_GRACE, rd.drain()).await;
         }
         Ok(_) => {}
         Err(_) => outbox.kill(),
@@ -147,7 +149,7 @@ async fn close(mut rd: OwnedReadHalf, outbox: &Outbox, hub: &Hub, peer: SocketAd
 /// socket to be readable without one, which with tens of thousands of
 /// watchers is most of the memory a connection would hold.
 pub(crate) struct Frames<D> {
-    rd: OwnedReadHalf,
+    rd: Arc<Sock>,
     codec: D,
     buf: BytesMut,
     eof: bool,
@@ -157,7 +159,7 @@ impl<D: Decoder> Frames<D>
 where
     D::Error: From<std::io::Error>,
 {
-    fn new(rd: OwnedReadHalf, codec: D) -> Self {
+    fn new(rd: Arc<Sock>, codec: D) -> Self {
         Self {
             rd,
             codec,
@@ -197,7 +199,7 @@ where
                 self.buf = BytesMut::new();
             }
             before_wait();
-            if let Err(e) = ready!(self.rd.as_ref().poll_read_ready(cx)) {
+            if let Err(e) = ready!(self.rd.poll_read_ready(cx)) {
                 return Poll::Ready(Some(Err(e.into())));
             }
             if self.buf.capacity() - self.buf.len() < READ_BUFFER / 2 {
@@ -598,5 +600,44 @@ impl Reader<'_> {
             }
             Ok(cmd) => Read::Command(cmd),
         }
+    }
+}
+
+/// Why a bridged client was not let in.
+#[derive(Debug)]
+#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
+pub(crate) enum NotAdmitted {
+    /// Over `--max-clients` or `--max-conns-per-ip`, as for a TCP client.
+    Refused(super::connections::Refused),
+    /// No socket pair could be made (usually out of file descriptors).
+    Io(std::io::Error),
+}
+
+/// The way in for clients that do not come straight from the listener: a
+/// bridge (TLS, a WebSocket) is handed one end of a Unix socket pair and
+/// feeds it, while the server serves the other end like any TCP client,
+/// under the same limits, bans and guarantees, with the peer's real address.
+#[derive(Debug, Clone)]
+#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
+pub(crate) struct Entrance {
+    pub shared: Arc<Shared>,
+    pub tracker: tokio_util::task::TaskTracker,
+}
+
+#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
+impl Entrance {
+    /// Admits a client from `peer` and returns the bridge's end of its
+    /// connection; the server's end is served on the server's tracker, so
+    /// shutdown waits for it as for any connection.
+    pub fn admit(&self, peer: SocketAddr) -> Result<tokio::net::UnixStream, NotAdmitted> {
+        let listed = self
+            .shared
+            .connections
+            .admit(peer.ip())
+            .map_err(NotAdmitted::Refused)?;
+        let (ours, theirs) = tokio::net::UnixStream::pair().map_err(NotAdmitted::Io)?;
+        self.tracker
+            .spawn(serve(Sock::Unix(ours), peer, self.shared.clone(), listed));
+        Ok(theirs)
     }
 }

@@ -39,9 +39,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::sock::Sock;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::task::AtomicWaker;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::broadcast::BroadcastRing;
@@ -391,7 +391,7 @@ struct State {
 pub struct Outbox {
     mode: Mode,
     state: Mutex<State>,
-    sock: OwnedWriteHalf,
+    sock: Arc<Sock>,
     ring: Arc<BroadcastRing>,
     /// Itself, to start its writer from wherever work is queued.
     this: Weak<Outbox>,
@@ -481,7 +481,7 @@ pub enum Flush {
 
 impl Outbox {
     /// An outbox writing to `sock` in `mode`, sending events from `ring`.
-    pub fn new(mode: Mode, sock: OwnedWriteHalf, ring: Arc<BroadcastRing>) -> Arc<Self> {
+    pub fn new(mode: Mode, sock: Arc<Sock>, ring: Arc<BroadcastRing>) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             mode,
             state: Mutex::new(State::default()),
@@ -899,7 +899,7 @@ impl Outbox {
             }
             tokio::task::yield_now().await;
         };
-        let sock = socket2::SockRef::from(self.sock.as_ref());
+        let sock = self.sock.sock_ref();
         // Linux sets twice the size asked for (the other half is for its
         // bookkeeping, which queued bytes are charged with too), and polls
         // a socket writable only while its free space is at least half of
@@ -919,7 +919,7 @@ impl Outbox {
 
     /// Shuts down the sending side, so the peer sees the end of stream.
     fn shutdown(&self) {
-        let _ = socket2::SockRef::from(self.sock.as_ref()).shutdown(std::net::Shutdown::Write);
+        let _ = self.sock.sock_ref().shutdown(std::net::Shutdown::Write);
     }
 
     /// Writes `bytes` best effort, for a goodbye to a client that is being
@@ -1174,8 +1174,10 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_, wr) = server.into_split();
-        (Outbox::new(mode, wr, ring.clone()), client)
+        (
+            Outbox::new(mode, Arc::new(Sock::Tcp(server)), ring.clone()),
+            client,
+        )
     }
 
     fn joined(ring: &BroadcastRing, n: usize) -> u64 {

@@ -34,8 +34,8 @@ async fn client(hub: &Hub) -> Client {
         .await
         .unwrap();
     let (server, _) = listener.accept().await.unwrap();
-    let (_, wr) = server.into_split();
-    let outbox = Outbox::new(Mode::Text, wr, hub.ring().clone());
+    let sock = std::sync::Arc::new(crate::server::sock::Sock::Tcp(server));
+    let outbox = Outbox::new(Mode::Text, sock, hub.ring().clone());
     Client {
         session: hub.session(outbox),
         peer,
