@@ -16,6 +16,8 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(any(feature = "server", feature = "tui"))]
+pub mod image;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;

@@ -229,6 +229,30 @@ pub enum Command {
         /// Who.
         name: String,
     },
+    /// Admin: put back, as new placements, the colour each pixel had
+    /// before `name`'s placements of the last `minutes` (0: all of them),
+    /// where `name` is still the last author.
+    Rollback {
+        /// Whose placements.
+        name: String,
+        /// The window in minutes; 0 is all time.
+        minutes: u32,
+    },
+    /// Admin: paint the rectangle from `(x1, y1)` to `(x2, y2)` (inclusive,
+    /// either corner first) with one colour. Values are unchecked, like
+    /// `Set`.
+    Fill {
+        /// One corner's column.
+        x1: u32,
+        /// One corner's row.
+        y1: u32,
+        /// The other corner's column.
+        x2: u32,
+        /// The other corner's row.
+        y2: u32,
+        /// Palette index.
+        color: u32,
+    },
 }
 
 /// Where a reconnecting binary client left off.
@@ -335,6 +359,17 @@ pub enum Reply {
     Bye,
     /// `WHOSE`: the last placement at a pixel, if any.
     Whose(Option<Placement>),
+    /// `ROLLBACK` and `FILL`: pixels placed, the seq of the last one (the
+    /// latest seq when none), and for `ROLLBACK` how many pixels are left
+    /// over the per-command cap (run it again for those).
+    Bulk {
+        /// Pixels placed.
+        placed: u32,
+        /// Seq after them.
+        seq: u64,
+        /// Pixels still to put back.
+        more: u32,
+    },
     /// The command failed; the connection stays usable unless noted.
     Error(WireError),
 }
@@ -662,7 +697,8 @@ pub fn validate_token(token: &str) -> Result<(), WireError> {
 /// The one-line command summary `HELP` answers with.
 pub const HELP_TEXT: &str = "commands: JOIN <name> | SAY <text> | TELL <name> <text> | \
 SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO [after] | PING [token] | \
-AUTH <password> | KICK <name> | BAN <name> | UNBAN <name> | HELP | QUIT";
+AUTH <password> | KICK <name> | BAN <name> | UNBAN <name> | ROLLBACK <name> [minutes] | \
+FILL <x1> <y1> <x2> <y2> <color> | HELP | QUIT";
 
 #[cfg(test)]
 mod tests {

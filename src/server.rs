@@ -7,6 +7,7 @@ pub(crate) mod canvas;
 pub mod cluster;
 pub(crate) mod connection;
 pub(crate) mod connections;
+pub mod export;
 pub(crate) mod fanout;
 pub(crate) mod hub;
 pub(crate) mod outbox;

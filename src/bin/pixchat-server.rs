@@ -54,6 +54,14 @@ struct Cli {
     /// Journal records after which the journal is folded into a new snapshot.
     #[arg(long, default_value_t = pixchat::DEFAULT_COMPACT_AFTER)]
     compact_after: u64,
+    /// Keep no history archive: placements compaction folds into the
+    /// snapshot are dropped instead of moved to DATA_DIR/archive.
+    #[arg(long)]
+    no_archive: bool,
+    /// How much of the history archive to keep: an age (30d, 12h) or a
+    /// size (10GiB, 500MB); the oldest segments go first.
+    #[arg(long, default_value = "all", value_name = "AGE|SIZE")]
+    history_retention: pixchat::server::storage::archive::Retention,
     /// Minimum milliseconds between two pixels from one user (0 = off).
     #[arg(long, default_value_t = 0)]
     cooldown_ms: u64,
@@ -110,7 +118,8 @@ fn fsync_parser() -> impl clap::builder::TypedValueParser<Value = Fsync> {
         .map(|name| name.parse::<Fsync>().expect("a listed policy"))
 }
 
-/// Offline tools for the data directory (run them while no server uses it).
+/// Offline tools for the data directory (check and repair while no
+/// server uses it).
 #[derive(Debug, clap::Subcommand)]
 enum Tool {
     /// Read the data directory and report what is in it and whether a
@@ -128,11 +137,100 @@ enum Tool {
         #[arg(long, default_value = pixchat::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Export the history (the archive and the journal) of a data
+    /// directory: placements as CSV, the canvas at any moment as a PNG, a
+    /// timelapse as GIF or APNG. Reads only; a running server's directory
+    /// may be exported.
+    Export(ExportArgs),
+}
+
+/// What `export` writes; at least one of `--csv`, `--png`, `--timelapse`.
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// The data directory to read.
+    #[arg(long, visible_alias = "data", default_value = pixchat::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Write every placement as CSV (r/place 2022's columns: timestamp,
+    /// user (the name), pixel_color (#RRGGBB), coordinate ("x,y")).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// CSV: the first placement, a seq or a time (RFC 3339, or @UNIX_MS).
+    #[arg(long, value_name = "SEQ|TIME", requires = "csv")]
+    from: Option<pixchat::server::export::Point>,
+    /// CSV: the last placement, a seq or a time.
+    #[arg(long, value_name = "SEQ|TIME", requires = "csv")]
+    to: Option<pixchat::server::export::Point>,
+    /// Write the canvas as an indexed PNG.
+    #[arg(long, value_name = "FILE")]
+    png: Option<PathBuf>,
+    /// PNG: the canvas after this seq or time [default: the latest].
+    #[arg(long, value_name = "SEQ|TIME", requires = "png")]
+    at: Option<pixchat::server::export::Point>,
+    /// Write a timelapse: .gif, or .png for an animated PNG.
+    #[arg(long, value_name = "FILE")]
+    timelapse: Option<PathBuf>,
+    /// Timelapse: one frame every N placements (and one at the end).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    every: u64,
+    /// Timelapse: frames per second.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=100))]
+    fps: u16,
+    /// PNG and timelapse: each canvas pixel becomes N x N image pixels.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    scale: u32,
+}
+
+/// Runs `export`: prints one line per file written.
+fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    use pixchat::server::export;
+    if args.csv.is_none() && args.png.is_none() && args.timelapse.is_none() {
+        anyhow::bail!("export needs --csv, --png or --timelapse");
+    }
+    let started = std::time::Instant::now();
+    let history = export::read(&args.data_dir)?;
+    println!(
+        "read {} placements (seq {}-{}) in {:.2} s",
+        history.placements.len(),
+        history.placements.first().map_or(0, |p| p.seq),
+        history.placements.last().map_or(0, |p| p.seq),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &args.csv {
+        let t = std::time::Instant::now();
+        let f =
+            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let rows = export::csv(&history, f, args.from, args.to)?;
+        println!(
+            "{}: {rows} placements in {:.2} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(path) = &args.png {
+        let t = std::time::Instant::now();
+        let seq = export::png(&history, path, args.at, args.scale)?;
+        println!(
+            "{}: the canvas at seq {seq} in {:.2} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(path) = &args.timelapse {
+        let t = std::time::Instant::now();
+        let frames = export::timelapse(&history, path, args.every, args.scale, args.fps)?;
+        println!(
+            "{}: {frames} frames in {:.2} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// Runs `check` or `repair` and exits with its verdict.
 fn run_tool(tool: Tool) -> anyhow::Result<()> {
     let (lines, ok) = match tool {
+        Tool::Export(args) => return run_export(args),
         Tool::Check { data_dir } => {
             let report = pixchat::server::storage::recovery::check(&data_dir)?;
             (report.lines, report.startable)
@@ -181,6 +279,8 @@ async fn main() -> anyhow::Result<()> {
             fsync: cli.fsync,
             new_canvas: cli.new_canvas,
             compact_after: cli.compact_after,
+            archive: !cli.no_archive,
+            retention: cli.history_retention,
             ..StorageConfig::new(cli.data_dir.clone())
         }),
         limits: pixchat::server::Limits {

@@ -60,8 +60,16 @@ enum Action {
     /// Print events as text-mode lines until Ctrl-C (joins as --name, or
     /// as watch-XXXX).
     Watch,
-    /// Print the canvas as the text mode's CANVAS answer does.
-    Canvas,
+    /// Print the canvas as the text mode's CANVAS answer does, or with
+    /// --png write it as an indexed PNG.
+    Canvas {
+        /// Write an indexed PNG here instead of printing text.
+        #[arg(long, value_name = "FILE")]
+        png: Option<std::path::PathBuf>,
+        /// With --png: each canvas pixel becomes N x N image pixels.
+        #[arg(long, default_value_t = 1, requires = "png", value_parser = clap::value_parser!(u32).range(1..=64))]
+        scale: u32,
+    },
     /// Print who placed the pixel at X Y last: NAME UNIX_MS SEQ, or nobody.
     Whose {
         /// Column, from 0.
@@ -151,8 +159,16 @@ async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
             };
             script::watch(server, &login, &mut std::io::stdout(), stop).await
         }
-        Some(Action::Canvas) => {
+        Some(Action::Canvas { png: None, .. }) => {
             script::canvas(server, password.as_deref(), &mut std::io::stdout()).await
+        }
+        Some(Action::Canvas {
+            png: Some(path),
+            scale,
+        }) => {
+            let seq = script::canvas_png(server, password.as_deref(), path, *scale).await?;
+            eprintln!("{}: the canvas at seq {seq}", path.display());
+            Ok(())
         }
         Some(Action::Whose { x, y }) => {
             script::whose(server, password.as_deref(), *x, *y, &mut std::io::stdout()).await

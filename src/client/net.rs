@@ -402,6 +402,48 @@ impl Connection {
         }
     }
 
+    /// Admin (after `AUTH` with the admin password): puts back the colour
+    /// each pixel had before `name`'s placements of the last `minutes`
+    /// (0: all of them), where `name` is still the last author. Returns
+    /// the pixels placed, the seq after them, and how many are left over
+    /// the server's per-command cap (call again for those).
+    pub async fn rollback(
+        &mut self,
+        name: &str,
+        minutes: u32,
+    ) -> Result<(u32, u64, u32), ClientError> {
+        let cmd = Command::Rollback {
+            name: name.to_string(),
+            minutes,
+        };
+        match self.request(&cmd).await? {
+            Reply::Bulk { placed, seq, more } => Ok((placed, seq, more)),
+            other => Err(unexpected("ROLLBACK", &other)),
+        }
+    }
+
+    /// Admin: paints the rectangle from `(x1, y1)` to `(x2, y2)`
+    /// (inclusive) with `color`. Returns the pixels placed and the seq of
+    /// the last one.
+    pub async fn fill(
+        &mut self,
+        (x1, y1): (u32, u32),
+        (x2, y2): (u32, u32),
+        color: u32,
+    ) -> Result<(u32, u64), ClientError> {
+        let cmd = Command::Fill {
+            x1,
+            y1,
+            x2,
+            y2,
+            color,
+        };
+        match self.request(&cmd).await? {
+            Reply::Bulk { placed, seq, .. } => Ok((placed, seq)),
+            other => Err(unexpected("FILL", &other)),
+        }
+    }
+
     /// Sends `cmd` and returns its reply; an `ERROR` reply is
     /// [`ClientError::Server`].
     pub async fn request(&mut self, cmd: &Command) -> Result<Reply, ClientError> {

@@ -314,6 +314,33 @@ pub async fn canvas(
     Ok(())
 }
 
+/// Writes the canvas as an indexed PNG, each pixel `scale` x `scale`.
+/// Returns the seq it shows.
+#[cfg(feature = "tui")]
+pub async fn canvas_png(
+    server: &str,
+    password: Option<&str>,
+    path: &std::path::Path,
+    scale: u32,
+) -> anyhow::Result<u64> {
+    let mut conn = authed(server, password).await?;
+    let snapshot = match conn.request(&Command::Canvas).await? {
+        Reply::Canvas(s) => s,
+        other => anyhow::bail!("CANVAS was answered with {other:?}"),
+    };
+    let _ = conn.quit().await;
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    crate::image::write_png(
+        std::io::BufWriter::new(file),
+        &snapshot.pixels,
+        snapshot.width,
+        snapshot.height,
+        scale,
+    )
+    .with_context(|| format!("write {}", path.display()))?;
+    Ok(snapshot.seq)
+}
+
 /// Writes who placed the pixel at `(x, y)` last as `NAME UNIX_MS SEQ`, or
 /// `nobody`. Needs no name: `WHOSE` works before `JOIN`.
 pub async fn whose(

@@ -63,6 +63,10 @@ pub mod client_type {
     pub const BAN: u8 = 0x0F;
     /// `UNBAN name:str8`
     pub const UNBAN: u8 = 0x10;
+    /// `ROLLBACK name:str8 minutes:u32` (0: all time)
+    pub const ROLLBACK: u8 = 0x20;
+    /// `FILL x1:u16 y1:u16 x2:u16 y2:u16 color:u8`
+    pub const FILL: u8 = 0x21;
 }
 
 /// Server event types.
@@ -112,6 +116,8 @@ pub mod reply_type {
     pub const BYE_OK: u8 = 0x89;
     /// `WHOSE_OK name:str8 unix_ms:u64 seq:u64` (empty name: nobody)
     pub const WHOSE_OK: u8 = 0x8A;
+    /// `BULK_OK placed:u32 seq:u64 more:u32` (`ROLLBACK`, `FILL`)
+    pub const BULK_OK: u8 = 0x90;
     /// `ERROR code:str8 message:str16`
     pub const ERROR: u8 = 0xFF;
 }
@@ -349,6 +355,24 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
             out.put_u8(t::UNBAN);
             put_str8(out, name);
         }
+        Command::Rollback { name, minutes } => {
+            out.put_u8(t::ROLLBACK);
+            put_str8(out, name);
+            out.put_u32(*minutes);
+        }
+        Command::Fill {
+            x1,
+            y1,
+            x2,
+            y2,
+            color,
+        } => {
+            out.put_u8(t::FILL);
+            for v in [x1, y1, x2, y2] {
+                out.put_u16((*v).min(u16::MAX.into()) as u16);
+            }
+            out.put_u8((*color).min(u8::MAX.into()) as u8);
+        }
     });
 }
 
@@ -414,6 +438,12 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             put_str16(out, text);
         }
         Reply::Bye => out.put_u8(t::BYE_OK),
+        Reply::Bulk { placed, seq, more } => {
+            out.put_u8(t::BULK_OK);
+            out.put_u32(*placed);
+            out.put_u64(*seq);
+            out.put_u32(*more);
+        }
         Reply::Whose(p) => {
             out.put_u8(t::WHOSE_OK);
             match p {
@@ -670,10 +700,29 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
             let name = r.str8()?;
             r.end(Command::Unban { name })
         }
+        t::ROLLBACK => {
+            let name = r.str8()?;
+            let minutes = r.u32()?;
+            r.end(Command::Rollback { name, minutes })
+        }
+        t::FILL => {
+            let x1 = r.u16()?.into();
+            let y1 = r.u16()?.into();
+            let x2 = r.u16()?.into();
+            let y2 = r.u16()?.into();
+            let color = r.u8()?.into();
+            r.end(Command::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            })
+        }
         _ => Err(()),
     })();
     cmd.map_err(|_| {
-        if (t::HELLO..=t::UNBAN).contains(&kind) {
+        if (t::HELLO..=t::UNBAN).contains(&kind) || (t::ROLLBACK..=t::FILL).contains(&kind) {
             malformed(kind)
         } else {
             WireError::new(
@@ -867,6 +916,13 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 reply(Reply::Whose(
                     (!name.is_empty()).then_some(crate::protocol::Placement { name, unix_ms, seq }),
                 ))
+            }
+            t::BULK_OK => {
+                let placed = r.u32()?;
+                let seq = r.u64()?;
+                let more = r.u32()?;
+                r.end(())?;
+                reply(Reply::Bulk { placed, seq, more })
             }
             t::ERROR => {
                 let code = ErrorCode::from_word(&r.str8()?);

@@ -210,6 +210,34 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
         Ok(Command::Unban {
             name: name.to_string(),
         })
+    } else if is("ROLLBACK") {
+        let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let (name, minutes) = match args[..] {
+            [name] => (name, 0),
+            [name, minutes] => (
+                name,
+                minutes.parse::<u32>().map_err(|_| {
+                    WireError::new(ErrorCode::BadArgs, "minutes must be a number 0-4294967295")
+                })?,
+            ),
+            _ => return Err(usage("ROLLBACK <name> [minutes]")),
+        };
+        Ok(Command::Rollback {
+            name: name.to_string(),
+            minutes,
+        })
+    } else if is("FILL") {
+        let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let [x1, y1, x2, y2, color] = args[..] else {
+            return Err(usage("FILL <x1> <y1> <x2> <y2> <color>"));
+        };
+        Ok(Command::Fill {
+            x1: parse_coord(x1, "x1")?,
+            y1: parse_coord(y1, "y1")?,
+            x2: parse_coord(x2, "x2")?,
+            y2: parse_coord(y2, "y2")?,
+            color: parse_color(color)?,
+        })
     } else {
         Err(WireError::new(
             ErrorCode::UnknownCommand,
@@ -238,16 +266,21 @@ fn parse_set(rest: &str) -> Result<Command, WireError> {
     };
     let x = parse_coord(x, "x")?;
     let y = parse_coord(y, "y")?;
-    let color = match parse_number(color) {
-        Some(n) => n,
+    let color = parse_color(color)?;
+    Ok(Command::Set { x, y, color })
+}
+
+/// A palette index or a palette colour's name.
+fn parse_color(color: &str) -> Result<u32, WireError> {
+    match parse_number(color) {
+        Some(n) => Ok(n),
         None => color_by_name(color).map(u32::from).ok_or_else(|| {
             WireError::new(
                 ErrorCode::BadArgs,
                 "color is a palette index 0-15 or a palette name (see protocol.md)",
             )
-        })?,
-    };
-    Ok(Command::Set { x, y, color })
+        }),
+    }
 }
 
 fn parse_coord(s: &str, what: &str) -> Result<u32, WireError> {
@@ -332,6 +365,7 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
         Reply::Bye => writeln!(w, "OK bye"),
         Reply::Whose(Some(p)) => writeln!(w, "OK {} {} {}", p.name, p.unix_ms, p.seq),
         Reply::Whose(None) => writeln!(w, "OK * 0 0"),
+        Reply::Bulk { placed, seq, more } => writeln!(w, "OK {placed} {seq} {more}"),
         Reply::Error(e) => writeln!(w, "ERR {} {}", e.code, e.message),
     };
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
+pub(crate) mod bulk;
 mod local;
 mod presence;
 mod reads;
@@ -362,6 +363,14 @@ impl Hub {
         if let Err(e) = gate(session, &cmd) {
             return Handling::Done(Err(e));
         }
+        if let (Command::Rollback { name, minutes }, Backend::Memory | Backend::Journal(_)) =
+            (&cmd, &self.backend)
+        {
+            // It reads the history from disk: its own future, boxed, as a
+            // cluster command's is.
+            let (name, minutes) = (name.clone(), *minutes);
+            return Handling::Later(Box::pin(self.rollback(session, name, minutes)));
+        }
         match &self.backend {
             Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
                 match self.handle_remote(cluster, session, cmd).await? {
@@ -395,6 +404,22 @@ impl Hub {
             Command::Kick { name } => self.moderate(session, &name, Moderation::Kick),
             Command::Ban { name } => self.moderate(session, &name, Moderation::Ban),
             Command::Unban { name } => self.moderate(session, &name, Moderation::Unban),
+            Command::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            } => self.fill(session, (x1, y1, x2, y2), color),
+            // Standalone it is handled in `start`; in a cluster it is not
+            // available.
+            Command::Rollback { .. } => {
+                admin(session)?;
+                Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "ROLLBACK and FILL are not available in a cluster",
+                ))
+            }
             Command::Ping { token } => {
                 validate_token(&token)?;
                 Ok(self.reply(session, Reply::Pong { token }))
@@ -779,7 +804,7 @@ fn admin(session: &Session) -> Result<(), WireError> {
     if session.access != Access::Admin {
         return Err(WireError::new(
             ErrorCode::Forbidden,
-            "KICK, BAN and UNBAN need the admin password (AUTH)",
+            "KICK, BAN, UNBAN, ROLLBACK and FILL need the admin password (AUTH)",
         ));
     }
     Ok(())

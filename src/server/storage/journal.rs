@@ -69,6 +69,8 @@ struct Shared {
     wake: Condvar,
     fsync: Fsync,
     compact_after: u64,
+    /// Archive what compaction retires, and how much of it to keep.
+    archive: Option<super::archive::Retention>,
     compacting: AtomicBool,
     /// The background snapshot of a compaction failed: rebuild.
     compaction_failed: AtomicBool,
@@ -159,6 +161,7 @@ impl Journal {
             wake: Condvar::new(),
             fsync: config.fsync,
             compact_after: config.compact_after.max(1),
+            archive: config.archive.then_some(config.retention),
             compacting: AtomicBool::new(false),
             compaction_failed: AtomicBool::new(false),
             dir,
@@ -207,6 +210,11 @@ impl Journal {
     /// its files from memory. Set once, right after the hub exists.
     pub fn set_source(&self, source: StateSource) {
         let _ = self.shared.source.set(source);
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.shared.dir
     }
 
     /// `Ok` while records can be made durable; otherwise why not. Checked
@@ -283,6 +291,27 @@ fn join_snapshotter(shared: &Shared) {
     if let Some(t) = snapshotter {
         let _ = t.join();
     }
+}
+
+/// Moves the placements of the journals `names` into the archive, then
+/// trims it to `retention`.
+pub(crate) fn archive_retired(
+    dir: &std::path::Path,
+    names: &[&str],
+    retention: super::archive::Retention,
+    faults: &Faults,
+) -> anyhow::Result<()> {
+    let added = super::archive::absorb(dir, names, faults)?;
+    if added > 0 {
+        info!(
+            placements = added,
+            "archived the retired journal's placements"
+        );
+    }
+    if let Some((first, last)) = super::archive::apply_retention(dir, retention)? {
+        info!(first, last, "history retention removed archived placements");
+    }
+    Ok(())
 }
 
 fn reserve_for(snapshot_len: u64) -> u64 {
@@ -422,11 +451,20 @@ impl Writer<'_> {
             .spawn(move || {
                 let dir = &snap_shared.dir;
                 let faults = &snap_shared.faults;
-                let res = files::write_snapshot(dir, &state, faults, false).and_then(|len| {
-                    std::fs::rename(dir.join(LOG_NEW), dir.join(LOG))?;
-                    files::sync_dir(dir, faults)?;
-                    Ok(len)
-                });
+                // The retired journal's placements go to the archive
+                // before anything replaces it, so a crash at any point
+                // leaves them in one place or both.
+                let archived = match snap_shared.archive {
+                    Some(retention) => archive_retired(dir, &[LOG], retention, faults),
+                    None => Ok(()),
+                };
+                let res = archived
+                    .and_then(|()| files::write_snapshot(dir, &state, faults, false))
+                    .and_then(|len| {
+                        std::fs::rename(dir.join(LOG_NEW), dir.join(LOG))?;
+                        files::sync_dir(dir, faults)?;
+                        Ok(len)
+                    });
                 match res {
                     Ok(len) => {
                         info!(
@@ -490,6 +528,17 @@ impl Writer<'_> {
         let Some((state, end)) = source() else {
             return;
         };
+        if let Some(retention) = shared.archive {
+            // Best effort: the files may be failing, and the canvas must
+            // come back whatever the archive could take.
+            if let Err(e) = archive_retired(&shared.dir, &[LOG, LOG_NEW], retention, &shared.faults)
+            {
+                error!(
+                    error = %format!("{e:#}"),
+                    "could not archive the journal before rebuilding it; the archive misses its placements"
+                );
+            }
+        }
         let used_reserve = files::has_reserve(&shared.dir, 0);
         let res =
             files::write_snapshot(&shared.dir, &state, &shared.faults, true).and_then(|len| {
