@@ -226,8 +226,22 @@ pub enum Command {
     },
     /// Admin: lift a ban.
     Unban {
-        /// Who.
+        /// A name, or an address as `BANS` lists it (with or without its
+        /// prefix length); a text that is both lifts both.
         name: String,
+    },
+    /// Admin: like [`Command::Ban`], and ban the address the user is
+    /// connected from too (IPv6 by its /64), so a fresh name from there
+    /// cannot join either.
+    BanAddress {
+        /// Who (online on the server asked).
+        name: String,
+    },
+    /// Admin: list the bans, names and addresses: the first
+    /// [`MAX_LISTED_USERS`] in order, or those after `after`.
+    Bans {
+        /// The last entry of the previous page.
+        after: Option<String>,
     },
 }
 
@@ -335,6 +349,14 @@ pub enum Reply {
     Bye,
     /// `WHOSE`: the last placement at a pixel, if any.
     Whose(Option<Placement>),
+    /// `BANS`: the ban list, names and addresses.
+    Bans {
+        /// How many bans there are.
+        total: u32,
+        /// Banned names and addresses (`198.51.100.7/32`,
+        /// `2001:db8:1:2::/64`) in order; at most [`MAX_LISTED_USERS`].
+        entries: Vec<String>,
+    },
     /// The command failed; the connection stays usable unless noted.
     Error(WireError),
 }
@@ -599,6 +621,11 @@ error_codes! {
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.
     CrossProtocol => "cross_protocol",
+    /// (as `BYE`) the connection neither joined nor gave the password
+    /// within the server's join timeout.
+    JoinTimeout => "join_timeout",
+    /// (as `BYE`) too many failed `AUTH`s on this connection.
+    TooManyFailures => "too_many_failures",
 }
 
 impl fmt::Display for ErrorCode {
@@ -662,7 +689,7 @@ pub fn validate_token(token: &str) -> Result<(), WireError> {
 /// The one-line command summary `HELP` answers with.
 pub const HELP_TEXT: &str = "commands: JOIN <name> | SAY <text> | TELL <name> <text> | \
 SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO [after] | PING [token] | \
-AUTH <password> | KICK <name> | BAN <name> | UNBAN <name> | HELP | QUIT";
+AUTH <password> | KICK <name> | BAN <name> [addr] | UNBAN <name|address> | BANS [after] | HELP | QUIT";
 
 #[cfg(test)]
 mod tests {

@@ -105,6 +105,14 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
         ("kick", Command::Kick { name: "al".into() }),
         ("ban", Command::Ban { name: "al".into() }),
         ("unban", Command::Unban { name: "al".into() }),
+        ("ban_addr", Command::BanAddress { name: "al".into() }),
+        ("bans", Command::Bans { after: None }),
+        (
+            "bans_after",
+            Command::Bans {
+                after: Some("al".into()),
+            },
+        ),
     ]
 }
 
@@ -222,6 +230,13 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             }))),
         ),
         ("whose_nobody", R(Reply::Whose(None))),
+        (
+            "bans_ok",
+            R(Reply::Bans {
+                total: 2,
+                entries: vec!["al".into(), "bob".into()],
+            }),
+        ),
         (
             "error",
             R(Reply::Error(WireError::new(ErrorCode::BadArgs, "no"))),

@@ -16,6 +16,7 @@ fn config() -> HubConfig {
         broadcast: BroadcastLimits::default(),
         storage: None,
         cooldown: Duration::ZERO,
+        limit_by: crate::server::LimitBy::Name,
         password: None,
         admin_password: Some("root".into()),
         presence_threshold: 1000,
@@ -37,7 +38,7 @@ async fn client(hub: &Hub) -> Client {
     let (_, wr) = server.into_split();
     let outbox = Outbox::new(Mode::Text, wr, hub.ring().clone());
     Client {
-        session: hub.session(outbox),
+        session: hub.session(outbox, std::net::Ipv4Addr::LOCALHOST.into()),
         peer,
     }
 }
