@@ -233,7 +233,14 @@ fn secret(value: Option<String>, file: Option<&PathBuf>) -> anyhow::Result<Optio
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("read the password file {}", path.display()))?;
-            Some(text.lines().next().unwrap_or_default().to_string())
+            let first = text.lines().next().unwrap_or_default();
+            // An empty file is a mistake, not a wish for an open server.
+            anyhow::ensure!(
+                !first.is_empty(),
+                "the password file {} is empty",
+                path.display()
+            );
+            Some(first.to_string())
         }
         None => value,
     };

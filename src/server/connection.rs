@@ -74,7 +74,8 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send + 'static {
     // Every log line of the connection, the hub's included, carries its
     // peer, and its name once it joined.
-    let span = tracing::info_span!("conn", %peer, name = tracing::field::Empty);
+    // (`user`, not `name`: JSON logs put the span's own name there.)
+    let span = tracing::info_span!("conn", %peer, user = tracing::field::Empty);
     async move {
         let Shared {
             hub,
@@ -506,7 +507,7 @@ impl Reader<'_> {
                 },
             };
             if !joined && let Some(name) = &session.name {
-                tracing::Span::current().record("name", &**name);
+                tracing::Span::current().record("user", &**name);
                 info!(quiet = session.quiet, "joined");
             }
             if self.unstarted.is_some() && (session.name.is_some() || (auth && handled.is_ok())) {
