@@ -62,10 +62,6 @@ pub(crate) struct Shared {
 /// it, and what it waits on while idle keeps its wakers elsewhere: in the
 /// socket's registration and in the outbox. (An `async` block rather than
 /// an `async fn`, whose arguments would be kept twice.)
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would keep its arguments twice in every connection's future"
-)]
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
