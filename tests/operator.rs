@@ -415,7 +415,7 @@ async fn flags_come_from_the_environment_and_logs_are_json_lines_with_the_peer()
     let mut server = Binary::start(
         &[
             ("PIXCHAT_LISTEN", "127.0.0.1:0"),
-            ("PIXCHAT_MEMORY", "true"),
+            ("PIXCHAT_MEMORY", "1"),
             ("PIXCHAT_WIDTH", "10"),
             ("PIXCHAT_HEIGHT", "5"),
             ("PIXCHAT_LOG_FORMAT", "json"),
@@ -505,4 +505,29 @@ async fn a_reply_to_a_failed_auth_is_not_sent_before_its_delay_even_when_pipelin
     // 200 + 400 + 800 ms.
     assert!(started.elapsed() >= delay * 7, "{:?}", started.elapsed());
     assert_eq!(c.cmd("PING").await, "OK PONG", "still usable");
+}
+
+#[tokio::test]
+async fn completions_and_the_man_page_list_the_flags_and_their_variables() {
+    let run = |args: &'static [&'static str]| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run pixchat-server");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let bash = run(&["completions", "bash"]).await;
+    assert!(
+        bash.contains("complete -F") && bash.contains("--join-timeout"),
+        "{bash}"
+    );
+    let man = run(&["man"]).await;
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH pixchat-server 1"),
+        "{man}"
+    );
+    assert!(man.contains("PIXCHAT_MAX_CLIENTS"), "{man}");
 }

@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 /// Every flag can also be set by an environment variable: PIXCHAT_ and the
 /// flag's name in capitals with `_` for `-` (--max-clients: PIXCHAT_MAX_CLIENTS).
 #[derive(clap::Parser)]
+#[command(name = "pixchat-server")]
 #[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Without a command: serve.
@@ -212,7 +213,13 @@ fn command() -> clap::Command {
         }
         let secret = id.contains("password");
         let var = format!("PIXCHAT_{}", id.to_ascii_uppercase());
-        arg.env(var).hide_env_values(secret)
+        let arg = arg.env(var).hide_env_values(secret);
+        // A switch from the environment: PIXCHAT_MEMORY=true, 1, yes, on.
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            arg.value_parser(clap::builder::BoolishValueParser::new())
+        } else {
+            arg
+        }
     }
     Cli::command()
         .mut_args(with_env)
