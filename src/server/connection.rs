@@ -98,7 +98,7 @@ pub fn serve(
         // reader and the pacers leave to it.
         let outbox = Outbox::new(mode, wr, hub.ring().clone());
         listed.attach(&outbox);
-        let mut session = hub.session(outbox.clone(), peer.ip());
+        let mut session = hub.session(outbox.clone());
         let mut reader = Reader {
             hub,
             limits,
@@ -356,8 +356,9 @@ struct Reader<'a> {
     idle: Option<Box<Idle>>,
     /// The join timeout, until the connection joins or gives the password.
     unstarted: Option<Pin<Box<Sleep>>>,
-    /// Failed `AUTH`s so far.
-    auth_failures: u32,
+    /// Failed `AUTH`s so far (a byte: the connection closes long before
+    /// it could count further, and it shares its word with `slot`).
+    auth_failures: u8,
     /// A reply slot is taken for the next command.
     slot: bool,
 }
@@ -495,7 +496,7 @@ impl Reader<'_> {
             let joined = session.name.is_some();
             // A kick (`STOP`) does not interrupt a command: it may be this
             // client kicking itself, whose `OK` comes first.
-            let handled = match self.hub.start(session, cmd) {
+            let handled = match self.hub.start(session, cmd, self.peer.ip()) {
                 Handling::Done(result) => result,
                 Handling::Later(later) => tokio::select! {
                     r = later => r,
@@ -513,7 +514,8 @@ impl Reader<'_> {
                 Ok(After::Continue) => {}
                 Ok(After::Close) => return Stop::Done,
                 Err(err) if auth && err.code == ErrorCode::Forbidden => {
-                    if let Some(stop) = self.auth_failed(session, err).await {
+                    // Boxed: rare, and kept out of every connection's future.
+                    if let Some(stop) = Box::pin(self.auth_failed(session, err)).await {
                         return stop;
                     }
                 }
@@ -537,16 +539,15 @@ impl Reader<'_> {
     /// many connections guess; after too many the connection is closed.
     /// `Some` when the connection stops.
     async fn auth_failed(&mut self, session: &Session, err: WireError) -> Option<Stop> {
-        self.auth_failures += 1;
+        self.auth_failures = self.auth_failures.saturating_add(1);
         let from_address = self.connections.auth_failed(self.peer.ip());
-        let doublings = self
-            .auth_failures
+        let doublings = u32::from(self.auth_failures)
             .max(from_address)
             .saturating_sub(1)
             .min(16);
         let delay = (self.limits.auth_delay * (1 << doublings)).min(MAX_AUTH_DELAY);
         let limit = self.limits.max_auth_failures;
-        let closing = limit > 0 && self.auth_failures >= limit;
+        let closing = limit > 0 && u32::from(self.auth_failures) >= limit;
         info!(
             failures = self.auth_failures,
             from_address,

@@ -118,8 +118,6 @@ pub(crate) struct Session {
     pub quiet: bool,
     /// Rights earned so far.
     pub access: Access,
-    /// The client's address (for address bans and limits).
-    pub peer: IpAddr,
 }
 
 /// Someone online, as listed.
@@ -306,10 +304,9 @@ impl Hub {
     }
 
     /// A fresh session with the access a connection starts with.
-    pub fn session(&self, outbox: Arc<Outbox>, peer: IpAddr) -> Session {
+    pub fn session(&self, outbox: Arc<Outbox>) -> Session {
         Session {
             outbox,
-            peer,
             name: None,
             hello: false,
             quiet: false,
@@ -360,7 +357,7 @@ impl Hub {
     /// to the caller, which queues them as the reply.
     #[cfg(test)]
     pub async fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
-        match self.start(session, cmd) {
+        match self.start(session, cmd, std::net::Ipv4Addr::LOCALHOST.into()) {
             Handling::Done(result) => result,
             Handling::Later(later) => later.await,
         }
@@ -371,24 +368,40 @@ impl Hub {
     /// that change shared state go to Redis first; their future is boxed,
     /// so a connection does not keep its state (a JOIN waiting for the
     /// stream, a call to Redis) in its own future while idle.
-    pub fn start<'a>(&'a self, session: &'a mut Session, cmd: Command) -> Handling<'a> {
+    ///
+    /// `peer` is the client's address (for address bans and limits): an
+    /// argument rather than part of the session, which every idle
+    /// connection keeps.
+    pub fn start<'a>(
+        &'a self,
+        session: &'a mut Session,
+        cmd: Command,
+        peer: IpAddr,
+    ) -> Handling<'a> {
         if let Err(e) = gate(session, &cmd) {
             return Handling::Done(Err(e));
         }
         match &self.backend {
             Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
-                match self.handle_remote(cluster, session, cmd).await? {
+                match self.handle_remote(cluster, session, cmd, peer).await? {
                     Ok(after) => Ok(after),
-                    Err(cmd) => self.handle_here(session, cmd),
+                    Err(cmd) => self.handle_here(session, cmd, peer),
                 }
             })),
-            Backend::Memory | Backend::Journal(_) => Handling::Done(self.handle_here(session, cmd)),
+            Backend::Memory | Backend::Journal(_) => {
+                Handling::Done(self.handle_here(session, cmd, peer))
+            }
         }
     }
 
     /// Commands this server answers itself: all of them standalone; the
     /// reads in a cluster.
-    fn handle_here(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
+    fn handle_here(
+        &self,
+        session: &mut Session,
+        cmd: Command,
+        peer: IpAddr,
+    ) -> Result<After, WireError> {
         match cmd {
             Command::Hello { version } => self.hello(session, version),
             Command::Auth { password } => self.auth(session, &password),
@@ -396,10 +409,10 @@ impl Hub {
                 name,
                 resume,
                 quiet,
-            } => self.join(session, name, resume, quiet),
+            } => self.join(session, name, resume, quiet, peer),
             Command::Say { text } => self.say(session, text),
             Command::Tell { to, text } => self.tell(session, &to, text),
-            Command::Set { x, y, color } => self.set(session, x, y, color),
+            Command::Set { x, y, color } => self.set(session, (x, y, color), peer),
             Command::Whose { x, y } => self.whose(session, x, y),
             Command::Canvas => self.canvas(session),
             Command::Sync { seq } => self.sync(session, seq),

@@ -24,6 +24,7 @@ impl Hub {
         name: String,
         resume: Option<Resume>,
         quiet: bool,
+        peer: IpAddr,
     ) -> Result<After, WireError> {
         let key = joinable(session, &name)?;
         let mut st = self.lock();
@@ -43,7 +44,7 @@ impl Hub {
         if st.world.is_banned(&key) {
             return Err(banned(&name));
         }
-        if st.world.is_address_banned(session.peer) {
+        if st.world.is_address_banned(peer) {
             return Err(address_banned());
         }
         if st.users.contains_key(&key) {
@@ -57,7 +58,7 @@ impl Hub {
         self.admit(
             &mut st,
             &session.outbox,
-            (name.clone(), session.peer),
+            (name.clone(), peer),
             resume,
             quiet,
         );
@@ -186,9 +187,8 @@ impl Hub {
     pub(super) fn set(
         &self,
         session: &Session,
-        x: u32,
-        y: u32,
-        color: u32,
+        (x, y, color): (u32, u32, u32),
+        peer: IpAddr,
     ) -> Result<After, WireError> {
         let name = joined(session)?;
         let mut st = self.lock();
@@ -202,7 +202,7 @@ impl Hub {
             let by_addr = self
                 .limit_by
                 .by_addr()
-                .then(|| crate::server::address::entry(session.peer));
+                .then(|| crate::server::address::entry(peer));
             [by_name, by_addr]
         });
         let now = tokio::time::Instant::now();

@@ -29,6 +29,7 @@ impl Hub {
         cluster: &Arc<Cluster>,
         session: &mut Session,
         cmd: Command,
+        peer: std::net::IpAddr,
     ) -> Result<Result<After, Command>, WireError> {
         let after = match cmd {
             Command::Join {
@@ -36,7 +37,7 @@ impl Hub {
                 resume,
                 quiet,
             } => {
-                self.join_cluster(cluster, session, name, resume, quiet)
+                self.join_cluster(cluster, session, (name, peer), resume, quiet)
                     .await?
             }
             // Placements and chat are queued for Redis in order and
@@ -47,7 +48,7 @@ impl Hub {
                 let placed = {
                     let mut st = self.lock();
                     let placed = st.world.canvas.check(x, y, color)?;
-                    self.address_cooldown(&mut st, session.peer)?;
+                    self.address_cooldown(&mut st, peer)?;
                     placed
                 };
                 let seq = cluster.place(&name, placed, unix_ms(), self.cooldown);
@@ -125,14 +126,14 @@ impl Hub {
         &self,
         cluster: &Cluster,
         session: &mut Session,
-        name: String,
+        (name, peer): (String, std::net::IpAddr),
         resume: Option<Resume>,
         quiet: bool,
     ) -> Result<After, WireError> {
         let key = joinable(session, &name)?;
         // The replica has Redis's bans, addresses included: the join
         // script checks only the name.
-        if self.lock().world.is_address_banned(session.peer) {
+        if self.lock().world.is_address_banned(peer) {
             return Err(super::address_banned());
         }
         let nonce = rand::random::<u64>() | 1;
@@ -156,7 +157,7 @@ impl Hub {
                 nonce,
                 PendingJoin {
                     name: name.clone(),
-                    addr: session.peer,
+                    addr: peer,
                     outbox: session.outbox.clone(),
                     resume,
                     done,

@@ -38,7 +38,7 @@ async fn client(hub: &Hub) -> Client {
     let (_, wr) = server.into_split();
     let outbox = Outbox::new(Mode::Text, wr, hub.ring().clone());
     Client {
-        session: hub.session(outbox, std::net::Ipv4Addr::LOCALHOST.into()),
+        session: hub.session(outbox),
         peer,
     }
 }
