@@ -207,17 +207,7 @@ impl Hub {
         });
         let now = tokio::time::Instant::now();
         if let Some(keys) = &cooldown {
-            let last = keys
-                .iter()
-                .flatten()
-                .filter_map(|k| st.last_placed.get(k).copied())
-                .max();
-            if let Some(ready) = last.map(|last| last + self.cooldown)
-                && ready > now
-            {
-                let left = (ready - now).as_millis().max(1);
-                return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
-            }
+            self.cooling(&st, keys.iter().flatten(), now)?;
         }
         let seq = st.world.canvas.seq() + 1;
         let change = Change::Pixel {
@@ -365,13 +355,29 @@ impl Hub {
         }
         let key = address::entry(peer);
         let now = tokio::time::Instant::now();
-        if let Some(ready) = st.last_placed.get(&key).map(|last| *last + self.cooldown)
+        self.cooling(st, [&key], now)?;
+        remember_placement(st, key, now, self.cooldown);
+        Ok(())
+    }
+
+    /// `ERR cooldown <ms-left>` while the latest placement under any of
+    /// `keys` (a name, an address entry) is within the cooldown.
+    fn cooling<'k>(
+        &self,
+        st: &State,
+        keys: impl IntoIterator<Item = &'k String>,
+        now: tokio::time::Instant,
+    ) -> Result<(), WireError> {
+        let last = keys
+            .into_iter()
+            .filter_map(|k| st.last_placed.get(k).copied())
+            .max();
+        if let Some(ready) = last.map(|last| last + self.cooldown)
             && ready > now
         {
             let left = (ready - now).as_millis().max(1);
             return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
         }
-        remember_placement(st, key, now, self.cooldown);
         Ok(())
     }
 }
