@@ -226,7 +226,8 @@ pub enum Command {
     },
     /// Admin: lift a ban.
     Unban {
-        /// Who.
+        /// A name, or an address as `BANS` lists it (with or without its
+        /// prefix length); a text that is both lifts both.
         name: String,
     },
     /// Admin: put back, as new placements, the colour each pixel had
@@ -252,6 +253,19 @@ pub enum Command {
         y2: u32,
         /// Palette index.
         color: u32,
+    },
+    /// Admin: like [`Command::Ban`], and ban the address the user is
+    /// connected from too (IPv6 by its /64), so a fresh name from there
+    /// cannot join either.
+    BanAddress {
+        /// Who (online on the server asked).
+        name: String,
+    },
+    /// Admin: list the bans, names and addresses: the first
+    /// [`MAX_LISTED_USERS`] in order, or those after `after`.
+    Bans {
+        /// The last entry of the previous page.
+        after: Option<String>,
     },
 }
 
@@ -369,6 +383,14 @@ pub enum Reply {
         seq: u64,
         /// Pixels still to put back.
         more: u32,
+    },
+    /// `BANS`: the ban list, names and addresses.
+    Bans {
+        /// How many bans there are.
+        total: u32,
+        /// Banned names and addresses (`198.51.100.7/32`,
+        /// `2001:db8:1:2::/64`) in order; at most [`MAX_LISTED_USERS`].
+        entries: Vec<String>,
     },
     /// The command failed; the connection stays usable unless noted.
     Error(WireError),
@@ -634,6 +656,11 @@ error_codes! {
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.
     CrossProtocol => "cross_protocol",
+    /// (as `BYE`) the connection neither joined nor gave the password
+    /// within the server's join timeout.
+    JoinTimeout => "join_timeout",
+    /// (as `BYE`) too many failed `AUTH`s on this connection.
+    TooManyFailures => "too_many_failures",
 }
 
 impl fmt::Display for ErrorCode {
@@ -696,9 +723,9 @@ pub fn validate_token(token: &str) -> Result<(), WireError> {
 
 /// The one-line command summary `HELP` answers with.
 pub const HELP_TEXT: &str = "commands: JOIN <name> | SAY <text> | TELL <name> <text> | \
-SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO [after] | PING [token] | \
-AUTH <password> | KICK <name> | BAN <name> | UNBAN <name> | ROLLBACK <name> [minutes] | \
-FILL <x1> <y1> <x2> <y2> <color> | HELP | QUIT";
+SET <x> <y> <color> | WHOSE <x> <y> [n] | CANVAS | SYNC <seq> | WHO [after] | PING [token] | \
+AUTH <password> | KICK <name> | BAN <name> [addr] | UNBAN <name|address> | BANS [after] | \
+ROLLBACK <name> [minutes] | FILL <x1> <y1> <x2> <y2> <color> | HELP | QUIT";
 
 #[cfg(test)]
 mod tests {

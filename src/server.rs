@@ -2,6 +2,7 @@
 //! bind `127.0.0.1:0`), connection limits that answer instead of queueing,
 //! and a clean shutdown on a cancellation token that finishes durable writes.
 
+pub(crate) mod address;
 pub mod broadcast;
 pub(crate) mod canvas;
 pub mod cluster;
@@ -75,6 +76,9 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How joins and leaves are told once a crowd is online.
     pub presence: PresenceConfig,
+    /// Notified once the server serves (the canvas is loaded and the
+    /// listener accepts): readiness for a supervisor such as systemd.
+    pub ready: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Presence for crowds: from `threshold` users online, joins and leaves
@@ -114,6 +118,49 @@ pub struct Limits {
     /// A binary connection silent this long is closed (it is sent a
     /// `KEEPALIVE` at half of it).
     pub idle_timeout: Duration,
+    /// A connection that has neither joined nor given a password (`AUTH`)
+    /// this long after connecting is told `BYE join_timeout` and closed,
+    /// in both modes (zero: never).
+    pub join_timeout: Duration,
+    /// The reply to a failed `AUTH` is held back this long, doubled for
+    /// each earlier failure of the connection or of its address (the
+    /// larger count), up to [`MAX_AUTH_DELAY`].
+    pub auth_delay: Duration,
+    /// Failed `AUTH`s after which the connection is told
+    /// `BYE too_many_failures` and closed (0: never).
+    pub max_auth_failures: u32,
+    /// What the rate limit and the placement cooldown count by.
+    pub limit_by: LimitBy,
+}
+
+/// The longest a failed `AUTH`'s reply is held back.
+pub const MAX_AUTH_DELAY: Duration = Duration::from_secs(8);
+
+/// What the rate limit and the placement cooldown count by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LimitBy {
+    /// The rate per connection, the cooldown per user name (as before
+    /// address limits existed).
+    #[default]
+    Name,
+    /// Both per client address (IPv6 by /64): reconnecting or taking a
+    /// fresh name changes nothing.
+    Addr,
+    /// Both: per connection and per address for the rate, per name and
+    /// per address for the cooldown.
+    Both,
+}
+
+impl LimitBy {
+    /// Counts per connection or per name.
+    pub fn by_name(self) -> bool {
+        self != LimitBy::Addr
+    }
+
+    /// Counts per address.
+    pub fn by_addr(self) -> bool {
+        self != LimitBy::Name
+    }
 }
 
 impl Default for Limits {
@@ -125,6 +172,10 @@ impl Default for Limits {
             max_conns_per_ip: 0,
             handshake_timeout: connection::HANDSHAKE_TIMEOUT,
             idle_timeout: Duration::from_secs(crate::DEFAULT_IDLE_TIMEOUT_SECS),
+            join_timeout: Duration::from_secs(crate::DEFAULT_JOIN_TIMEOUT_SECS),
+            auth_delay: Duration::from_millis(crate::DEFAULT_AUTH_DELAY_MS),
+            max_auth_failures: crate::DEFAULT_MAX_AUTH_FAILURES,
+            limit_by: LimitBy::Name,
         }
     }
 }
@@ -144,6 +195,7 @@ impl Default for Config {
             password: None,
             admin_password: None,
             presence: PresenceConfig::default(),
+            ready: None,
         }
     }
 }
@@ -217,6 +269,7 @@ pub async fn run(
         broadcast: config.broadcast,
         storage: config.storage.clone(),
         cooldown: config.limits.cooldown,
+        limit_by: config.limits.limit_by,
         password: config.password.clone(),
         admin_password: config.admin_password.clone(),
         presence_threshold: config.presence.threshold,
@@ -251,6 +304,9 @@ pub async fn run(
         .local_addr()
         .context("read the listening address")?;
     info!(%addr, width, height, "listening");
+    if let Some(ready) = &config.ready {
+        ready.notify_one();
+    }
 
     let limits = Arc::new(config.limits.clone());
     let shared = Arc::new(connection::Shared {

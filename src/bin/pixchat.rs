@@ -77,6 +77,60 @@ enum Action {
         /// Row, from 0.
         y: u32,
     },
+    /// Moderate from the shell with the server's admin password.
+    Admin {
+        /// The server's admin password (prefer the environment: a flag
+        /// shows in `ps`).
+        #[arg(long, env = "PIXCHAT_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// `pixchat admin ...`.
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Print everyone online, one name per line (a * marks a quiet join).
+    Who,
+    /// Disconnect a user.
+    Kick {
+        /// Who.
+        name: String,
+    },
+    /// Disconnect a user and refuse the name from now on.
+    Ban {
+        /// Who.
+        name: String,
+        /// Ban the address the user is connected from too (IPv6: its /64);
+        /// the user must be online on this server.
+        #[arg(long)]
+        addr: bool,
+    },
+    /// Lift the ban on a name or an address.
+    Unban {
+        /// A name, or an address (as `bans` prints it, or plain).
+        target: String,
+    },
+    /// Print the bans, names and addresses, one per line.
+    Bans,
+}
+
+impl From<&AdminAction> for script::Admin {
+    fn from(action: &AdminAction) -> Self {
+        match action {
+            AdminAction::Who => script::Admin::Who,
+            AdminAction::Kick { name } => script::Admin::Kick { name: name.clone() },
+            AdminAction::Ban { name, addr } => script::Admin::Ban {
+                name: name.clone(),
+                address: *addr,
+            },
+            AdminAction::Unban { target } => script::Admin::Unban {
+                target: target.clone(),
+            },
+            AdminAction::Bans => script::Admin::Bans,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -109,7 +163,9 @@ fn password_hint(cli: &Cli, e: &anyhow::Error) -> &'static str {
         .chain()
         .filter_map(|cause| cause.downcast_ref::<ClientError>())
         .any(|c| c.wire().is_some_and(|w| w.code == ErrorCode::Forbidden));
-    if forbidden && cli.password.as_deref().is_none_or(str::is_empty) {
+    if forbidden && matches!(cli.command, Some(Action::Admin { .. })) {
+        " (the admin password: --admin-password or PIXCHAT_ADMIN_PASSWORD)"
+    } else if forbidden && cli.password.as_deref().is_none_or(str::is_empty) {
         " (give the password with --password or PIXCHAT_PASSWORD)"
     } else {
         ""
@@ -172,6 +228,13 @@ async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
         }
         Some(Action::Whose { x, y }) => {
             script::whose(server, password.as_deref(), *x, *y, &mut std::io::stdout()).await
+        }
+        Some(Action::Admin {
+            admin_password,
+            action,
+        }) => {
+            let action = script::Admin::from(action);
+            script::admin(server, admin_password, &action, &mut std::io::stdout()).await
         }
     }
 }

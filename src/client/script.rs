@@ -1,4 +1,5 @@
-//! The scripting subcommands (`pixchat set|say|watch|canvas|whose`): one
+//! The scripting subcommands (`pixchat set|say|watch|canvas|whose`, and
+//! `pixchat admin ...` with the admin password): one
 //! short binary-mode session each, output in the text mode's exact lines
 //! (or one plain line), and the server's own error as the failure, so shell
 //! scripts and cron jobs can check `$?` and read stderr. On a server with a
@@ -358,6 +359,92 @@ pub async fn whose(
     out.write_all(line.as_bytes())
         .and_then(|_| out.flush())
         .context("write to standard output")?;
+    let _ = conn.quit().await;
+    Ok(())
+}
+
+/// What `pixchat admin` does: one admin command over the protocol, after
+/// `AUTH` with the admin password. A new admin action is a variant here,
+/// its command in [`Admin::command`] and its output in [`admin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    /// List everyone online, one name per line (all pages of `WHO`).
+    Who,
+    /// Disconnect a user (`KICK`).
+    Kick {
+        /// Who.
+        name: String,
+    },
+    /// Ban a name (`BAN`), and with `address` the address the user is
+    /// connected from too (`BAN <name> addr`).
+    Ban {
+        /// Who.
+        name: String,
+        /// Ban the user's address too.
+        address: bool,
+    },
+    /// Lift the ban on a name or an address (`UNBAN`).
+    Unban {
+        /// A name, or an address as `bans` prints it or plain.
+        target: String,
+    },
+    /// List the bans, one per line (all pages of `BANS`).
+    Bans,
+}
+
+impl Admin {
+    /// The command that does it (the first page, for listings).
+    fn command(&self) -> Command {
+        match self {
+            Admin::Who => Command::Who,
+            Admin::Kick { name } => Command::Kick { name: name.clone() },
+            Admin::Ban {
+                name,
+                address: false,
+            } => Command::Ban { name: name.clone() },
+            Admin::Ban {
+                name,
+                address: true,
+            } => Command::BanAddress { name: name.clone() },
+            Admin::Unban { target } => Command::Unban {
+                name: target.clone(),
+            },
+            Admin::Bans => Command::Bans { after: None },
+        }
+    }
+}
+
+/// Runs one admin action on the first server of `server` that answers,
+/// after `AUTH` with `admin_password`; listings are written to `out`, one
+/// entry per line. A refusal is the server's own error.
+pub async fn admin(
+    server: &str,
+    admin_password: &str,
+    action: &Admin,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut conn = authed(server, Some(admin_password)).await?;
+    let mut cmd = action.command();
+    loop {
+        let listed = match conn.request(&cmd).await? {
+            Reply::Ok => break,
+            Reply::Who { users, .. } => users,
+            Reply::Bans { entries, .. } => entries,
+            other => anyhow::bail!("{cmd:?} was answered with {other:?}"),
+        };
+        let Some(last) = listed.last().cloned() else {
+            break;
+        };
+        for entry in &listed {
+            writeln!(out, "{entry}").context("write to standard output")?;
+        }
+        // The next page, until one comes back empty.
+        cmd = match action {
+            Admin::Who => Command::WhoAfter { after: last },
+            _ => Command::Bans { after: Some(last) },
+        };
+    }
+    out.flush().context("write to standard output")?;
     let _ = conn.quit().await;
     Ok(())
 }

@@ -59,7 +59,7 @@ pub mod client_type {
     pub const WHOSE: u8 = 0x0D;
     /// `KICK name:str8`
     pub const KICK: u8 = 0x0E;
-    /// `BAN name:str8`
+    /// `BAN name:str8 [flags:u8]` (flag bit 0: the user's address too)
     pub const BAN: u8 = 0x0F;
     /// `UNBAN name:str8`
     pub const UNBAN: u8 = 0x10;
@@ -67,7 +67,12 @@ pub mod client_type {
     pub const ROLLBACK: u8 = 0x20;
     /// `FILL x1:u16 y1:u16 x2:u16 y2:u16 color:u8`
     pub const FILL: u8 = 0x21;
+    /// `BANS [after:str8]`
+    pub const BANS: u8 = 0x11;
 }
+
+/// `BAN` flag: ban the address the user is connected from too.
+pub const BAN_ADDRESS: u8 = 1;
 
 /// Server event types.
 pub mod event_type {
@@ -118,6 +123,8 @@ pub mod reply_type {
     pub const WHOSE_OK: u8 = 0x8A;
     /// `BULK_OK placed:u32 seq:u64 more:u32` (`ROLLBACK`, `FILL`)
     pub const BULK_OK: u8 = 0x90;
+    /// `BANS_OK total:u32 count:u32 entries:str8*`
+    pub const BANS_OK: u8 = 0x8B;
     /// `ERROR code:str8 message:str16`
     pub const ERROR: u8 = 0xFF;
 }
@@ -373,6 +380,17 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
             }
             out.put_u8((*color).min(u8::MAX.into()) as u8);
         }
+        Command::BanAddress { name } => {
+            out.put_u8(t::BAN);
+            put_str8(out, name);
+            out.put_u8(BAN_ADDRESS);
+        }
+        Command::Bans { after } => {
+            out.put_u8(t::BANS);
+            if let Some(after) = after {
+                put_str8(out, after);
+            }
+        }
     });
 }
 
@@ -427,6 +445,14 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             out.put_u32(users.len() as u32);
             for name in users {
                 put_str8(out, name);
+            }
+        }
+        Reply::Bans { total, entries } => {
+            out.put_u8(t::BANS_OK);
+            out.put_u32(*total);
+            out.put_u32(entries.len() as u32);
+            for entry in entries {
+                put_str8(out, entry);
             }
         }
         Reply::Pong { token } => {
@@ -694,7 +720,11 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
         }
         t::BAN => {
             let name = r.str8()?;
-            r.end(Command::Ban { name })
+            match r.0 {
+                [] => Ok(Command::Ban { name }),
+                [BAN_ADDRESS] => Ok(Command::BanAddress { name }),
+                _ => Err(()),
+            }
         }
         t::UNBAN => {
             let name = r.str8()?;
@@ -719,10 +749,15 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
                 color,
             })
         }
+        t::BANS if r.0.is_empty() => Ok(Command::Bans { after: None }),
+        t::BANS => {
+            let after = r.str8()?;
+            r.end(Command::Bans { after: Some(after) })
+        }
         _ => Err(()),
     })();
     cmd.map_err(|_| {
-        if (t::HELLO..=t::UNBAN).contains(&kind) || (t::ROLLBACK..=t::FILL).contains(&kind) {
+        if (t::HELLO..=t::BANS).contains(&kind) || (t::ROLLBACK..=t::FILL).contains(&kind) {
             malformed(kind)
         } else {
             WireError::new(
@@ -896,6 +931,15 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 }
                 r.end(())?;
                 reply(Reply::Who { online, users })
+            }
+            t::BANS_OK => {
+                let total = r.u32()?;
+                let mut entries = Vec::new();
+                for _ in 0..r.u32()? {
+                    entries.push(r.str8()?);
+                }
+                r.end(())?;
+                reply(Reply::Bans { total, entries })
             }
             t::PONG => {
                 let token = r.str8()?;

@@ -201,12 +201,18 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
             name: name.to_string(),
         })
     } else if is("BAN") {
-        let name = one_arg(rest, "BAN <name>")?;
-        Ok(Command::Ban {
-            name: name.to_string(),
-        })
+        let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+        match args[..] {
+            [name] => Ok(Command::Ban {
+                name: name.to_string(),
+            }),
+            [name, also] if also.eq_ignore_ascii_case("addr") => Ok(Command::BanAddress {
+                name: name.to_string(),
+            }),
+            _ => Err(usage("BAN <name> [addr]")),
+        }
     } else if is("UNBAN") {
-        let name = one_arg(rest, "UNBAN <name>")?;
+        let name = one_arg(rest, "UNBAN <name|address>")?;
         Ok(Command::Unban {
             name: name.to_string(),
         })
@@ -238,6 +244,14 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
             y2: parse_coord(y2, "y2")?,
             color: parse_color(color)?,
         })
+    } else if is("BANS") {
+        match rest.trim_end_matches(' ') {
+            "" => Ok(Command::Bans { after: None }),
+            after if after.contains(' ') => Err(usage("BANS [after]")),
+            after => Ok(Command::Bans {
+                after: Some(after.to_string()),
+            }),
+        }
     } else {
         Err(WireError::new(
             ErrorCode::UnknownCommand,
@@ -352,9 +366,16 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             out.extend_from_slice(&encode_canvas(snapshot));
             return;
         }
-        Reply::Who { online, users } => {
-            let _ = write!(w, "OK {online}");
-            for name in users {
+        Reply::Who {
+            online: count,
+            users: listed,
+        }
+        | Reply::Bans {
+            total: count,
+            entries: listed,
+        } => {
+            let _ = write!(w, "OK {count}");
+            for name in listed {
                 let _ = write!(w, " {name}");
             }
             writeln!(w)

@@ -19,6 +19,7 @@
 //! `commit`. Reads ([`reads`]) come from the state the changes built.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub(crate) struct HubConfig {
     pub storage: Option<StorageConfig>,
     /// Minimum time between two placements by one user (zero: off).
     pub cooldown: Duration,
+    /// Whether the cooldown counts by name, by address or both.
+    pub limit_by: super::LimitBy,
     /// Needed before anything but `PING`, `HELP`, `QUIT`.
     pub password: Option<String>,
     /// Grants `KICK`, `BAN` and `UNBAN`.
@@ -86,6 +89,7 @@ pub(crate) enum Backend {
 #[derive(Debug)]
 struct PendingJoin {
     name: String,
+    addr: IpAddr,
     outbox: Arc<Outbox>,
     resume: Option<Resume>,
     done: tokio::sync::oneshot::Sender<Arc<str>>,
@@ -147,6 +151,8 @@ struct User {
     name: Arc<str>,
     outbox: Arc<Outbox>,
     quiet: bool,
+    /// Where it connected from, for `BAN <name> addr`.
+    addr: IpAddr,
 }
 
 #[derive(Debug)]
@@ -165,9 +171,11 @@ struct State {
     /// The last snapshot handed out, reused while the seq is unchanged so a
     /// crowd joining at once shares one copy and one encoding.
     snapshot: Option<Arc<SharedSnapshot>>,
-    /// Last placement per lower-cased name, for the cooldown. Keyed by name
-    /// rather than connection, so reconnecting does not reset it; on
-    /// tokio's clock, so tests can run it on paused time.
+    /// Last placement per lower-cased name, and per address entry (which
+    /// has a `/`, unlike names) with `--limit-by addr`, for the cooldown.
+    /// Keyed by name or address rather than connection, so reconnecting
+    /// does not reset it; on tokio's clock, so tests can run it on paused
+    /// time.
     last_placed: HashMap<String, Instant>,
     /// Placements not yet durable, oldest first, with what their cell
     /// held before. While the journal is down, reads are answered from
@@ -200,6 +208,7 @@ pub(crate) struct Hub {
     /// Pixel events kept for `SYNC`.
     history_capacity: usize,
     cooldown: Duration,
+    limit_by: super::LimitBy,
     password: Option<String>,
     admin_password: Option<String>,
     presence_threshold: usize,
@@ -288,6 +297,7 @@ impl Hub {
             ring,
             history_capacity: config.history,
             cooldown: config.cooldown,
+            limit_by: config.limit_by,
             password: config.password.clone(),
             admin_password: config.admin_password.clone(),
             presence_threshold: config.presence_threshold,
@@ -348,7 +358,7 @@ impl Hub {
     /// to the caller, which queues them as the reply.
     #[cfg(test)]
     pub async fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
-        match self.start(session, cmd) {
+        match self.start(session, cmd, std::net::Ipv4Addr::LOCALHOST.into()) {
             Handling::Done(result) => result,
             Handling::Later(later) => later.await,
         }
@@ -359,7 +369,16 @@ impl Hub {
     /// that change shared state go to Redis first; their future is boxed,
     /// so a connection does not keep its state (a JOIN waiting for the
     /// stream, a call to Redis) in its own future while idle.
-    pub fn start<'a>(&'a self, session: &'a mut Session, cmd: Command) -> Handling<'a> {
+    ///
+    /// `peer` is the client's address (for address bans and limits): an
+    /// argument rather than part of the session, which every idle
+    /// connection keeps.
+    pub fn start<'a>(
+        &'a self,
+        session: &'a mut Session,
+        cmd: Command,
+        peer: IpAddr,
+    ) -> Handling<'a> {
         if let Err(e) = gate(session, &cmd) {
             return Handling::Done(Err(e));
         }
@@ -373,18 +392,25 @@ impl Hub {
         }
         match &self.backend {
             Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
-                match self.handle_remote(cluster, session, cmd).await? {
+                match self.handle_remote(cluster, session, cmd, peer).await? {
                     Ok(after) => Ok(after),
-                    Err(cmd) => self.handle_here(session, cmd),
+                    Err(cmd) => self.handle_here(session, cmd, peer),
                 }
             })),
-            Backend::Memory | Backend::Journal(_) => Handling::Done(self.handle_here(session, cmd)),
+            Backend::Memory | Backend::Journal(_) => {
+                Handling::Done(self.handle_here(session, cmd, peer))
+            }
         }
     }
 
     /// Commands this server answers itself: all of them standalone; the
     /// reads in a cluster.
-    fn handle_here(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
+    fn handle_here(
+        &self,
+        session: &mut Session,
+        cmd: Command,
+        peer: IpAddr,
+    ) -> Result<After, WireError> {
         match cmd {
             Command::Hello { version } => self.hello(session, version),
             Command::Auth { password } => self.auth(session, &password),
@@ -392,10 +418,10 @@ impl Hub {
                 name,
                 resume,
                 quiet,
-            } => self.join(session, name, resume, quiet),
+            } => self.join(session, name, resume, quiet, peer),
             Command::Say { text } => self.say(session, text),
             Command::Tell { to, text } => self.tell(session, &to, text),
-            Command::Set { x, y, color } => self.set(session, x, y, color),
+            Command::Set { x, y, color } => self.set(session, (x, y, color), peer),
             Command::Whose { x, y } => self.whose(session, x, y),
             Command::Canvas => self.canvas(session),
             Command::Sync { seq } => self.sync(session, seq),
@@ -403,7 +429,6 @@ impl Hub {
             Command::WhoAfter { after } => self.who(session, Some(&after)),
             Command::Kick { name } => self.moderate(session, &name, Moderation::Kick),
             Command::Ban { name } => self.moderate(session, &name, Moderation::Ban),
-            Command::Unban { name } => self.moderate(session, &name, Moderation::Unban),
             Command::Fill {
                 x1,
                 y1,
@@ -420,6 +445,9 @@ impl Hub {
                     "ROLLBACK and FILL are not available in a cluster",
                 ))
             }
+            Command::Unban { name } => self.unban(session, &name),
+            Command::BanAddress { name } => self.ban_address(session, &name),
+            Command::Bans { after } => self.bans(session, after.as_deref()),
             Command::Ping { token } => {
                 validate_token(&token)?;
                 Ok(self.reply(session, Reply::Pong { token }))
@@ -700,8 +728,6 @@ enum Moderation {
     Kick,
     /// Disconnect and refuse the name from now on.
     Ban,
-    /// Accept the name again.
-    Unban,
 }
 
 impl Moderation {
@@ -709,7 +735,6 @@ impl Moderation {
         match self {
             Moderation::Kick => "kick",
             Moderation::Ban => "ban",
-            Moderation::Unban => "unban",
         }
     }
 
@@ -718,7 +743,6 @@ impl Moderation {
         let (code, text) = match self {
             Moderation::Kick => (ErrorCode::Kicked, "an admin disconnected you"),
             Moderation::Ban => (ErrorCode::Banned, "an admin banned you from this server"),
-            Moderation::Unban => return None,
         };
         Some(Event::Bye {
             code,
@@ -764,9 +788,16 @@ impl State {
         }
     }
 
-    /// Tells a user of this server goodbye, if it is here.
+    /// Tells a user of this server goodbye, if it is here; for an address
+    /// ban entry, every user of this server connected from there.
     fn evict(&self, key: &str, tag: u64, bye: Event) {
-        if let Some(user) = self.users.get(key) {
+        if super::address::is_address(key) {
+            for user in self.users.values() {
+                if super::address::entry(user.addr) == key {
+                    user.outbox.evict(tag, bye.clone());
+                }
+            }
+        } else if let Some(user) = self.users.get(key) {
             user.outbox.evict(tag, bye);
         }
     }
@@ -799,15 +830,47 @@ fn gate(session: &Session, cmd: &Command) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Only an admin may kick, ban or unban.
+/// Only an admin may kick, ban, unban or list the bans.
 fn admin(session: &Session) -> Result<(), WireError> {
     if session.access != Access::Admin {
         return Err(WireError::new(
             ErrorCode::Forbidden,
-            "KICK, BAN, UNBAN, ROLLBACK and FILL need the admin password (AUTH)",
+            "KICK, BAN, UNBAN, BANS, ROLLBACK and FILL need the admin password (AUTH)",
         ));
     }
     Ok(())
+}
+
+/// What `UNBAN <text>` may lift: the name, if it is one, and the address,
+/// if it is one (`1.2.3.4` is both).
+fn unban_entries(text: &str) -> Result<Vec<String>, WireError> {
+    let entries: Vec<String> = validate_name(text)
+        .ok()
+        .map(|()| text.to_ascii_lowercase())
+        .into_iter()
+        .chain(super::address::parse_entry(text))
+        .collect();
+    if entries.is_empty() {
+        return Err(WireError::new(
+            ErrorCode::NoSuchUser,
+            format!("{text} is neither a name nor an address"),
+        ));
+    }
+    Ok(entries)
+}
+
+fn not_banned(text: &str) -> WireError {
+    WireError::new(ErrorCode::NoSuchUser, format!("{text} is not banned"))
+}
+
+/// `BAN <name> addr` needs the user's address, which only its server knows.
+fn address_unknown(name: &str) -> WireError {
+    WireError::new(
+        ErrorCode::NoSuchUser,
+        format!(
+            "{name} is not online on this server, so its address is unknown; nothing changed (BAN {name} bans the name alone)"
+        ),
+    )
 }
 
 fn roster_of(names: Vec<(String, bool)>) -> BTreeMap<String, Online> {
@@ -854,6 +917,10 @@ fn banned(name: &str) -> WireError {
         ErrorCode::Banned,
         format!("{name} is banned from this server"),
     )
+}
+
+fn address_banned() -> WireError {
+    WireError::new(ErrorCode::Banned, "your address is banned from this server")
 }
 
 fn unix_ms() -> u64 {

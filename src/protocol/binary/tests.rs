@@ -122,6 +122,14 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
                 color: 5,
             },
         ),
+        ("ban_addr", Command::BanAddress { name: "al".into() }),
+        ("bans", Command::Bans { after: None }),
+        (
+            "bans_after",
+            Command::Bans {
+                after: Some("al".into()),
+            },
+        ),
     ]
 }
 
@@ -245,6 +253,13 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
                 placed: 12,
                 seq: 9,
                 more: 1,
+            }),
+        ),
+        (
+            "bans_ok",
+            R(Reply::Bans {
+                total: 2,
+                entries: vec!["al".into(), "bob".into()],
             }),
         ),
         (
