@@ -127,7 +127,8 @@ pub struct Limits {
     /// larger count), up to [`MAX_AUTH_DELAY`].
     pub auth_delay: Duration,
     /// Failed `AUTH`s after which the connection is told
-    /// `BYE too_many_failures` and closed (0: never).
+    /// `BYE too_many_failures` and closed (0: never). A connection counts
+    /// up to 255, so a larger value is never reached.
     pub max_auth_failures: u32,
     /// What the rate limit and the placement cooldown count by.
     pub limit_by: LimitBy,

@@ -91,8 +91,9 @@ struct Cli {
     /// with each failure of the connection or its address, up to 8 s.
     #[arg(long, default_value_t = pixchat::DEFAULT_AUTH_DELAY_MS, value_name = "MS")]
     auth_delay_ms: u64,
-    /// Failed AUTHs after which the connection is closed (0 = never).
-    #[arg(long, default_value_t = pixchat::DEFAULT_MAX_AUTH_FAILURES, value_name = "N")]
+    /// Failed AUTHs after which the connection is closed (0 = never;
+    /// at most 255).
+    #[arg(long, default_value_t = pixchat::DEFAULT_MAX_AUTH_FAILURES, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=255))]
     max_auth_failures: u32,
     /// What --rate-limit and --cooldown-ms count by: name (the rate per
     /// connection, the cooldown per user name), addr (both per client

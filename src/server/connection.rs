@@ -506,7 +506,7 @@ impl Reader<'_> {
                 },
             };
             if !joined && let Some(name) = &session.name {
-                tracing::Span::current().record("user", &**name);
+                tracing::Span::current().record("user", tracing::field::display(name));
                 info!(quiet = session.quiet, "joined");
             }
             if self.unstarted.is_some() && (session.name.is_some() || (auth && handled.is_ok())) {
