@@ -620,6 +620,51 @@ pub fn read_history(data_dir: &Path) -> anyhow::Result<History> {
     })
 }
 
+/// The last `n` placements at `(x, y)`, newest first, from the journals
+/// and then the newest segments, reading at most `max_segments` of them:
+/// the work of one `WHOSE x y n` stays bounded however long the history.
+pub fn recent_at(
+    data_dir: &Path,
+    (x, y): (u16, u16),
+    n: usize,
+    max_segments: usize,
+) -> anyhow::Result<Vec<Placement>> {
+    let mut found: Vec<Placement> = Vec::new();
+    let mut journal = Vec::new();
+    for name in [super::LOG, super::LOG_NEW] {
+        let bytes = match fs::read(data_dir.join(name)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("read {name}")),
+        };
+        journal.extend(
+            format::scan_log(&bytes)
+                .records
+                .iter()
+                .filter_map(|(_, r)| Placement::of_record(r))
+                .filter(|p| (p.x, p.y) == (x, y)),
+        );
+    }
+    journal.sort_by_key(|p| std::cmp::Reverse(p.seq));
+    found.extend(journal);
+    let mut oldest = found.last().map_or(u64::MAX, |p| p.seq);
+    for seg in list(data_dir)?.iter().rev().take(max_segments) {
+        if found.len() >= n {
+            break;
+        }
+        let (_, ps) = read_segment(seg)?;
+        for p in ps.into_iter().rev() {
+            if p.seq < oldest && (p.x, p.y) == (x, y) {
+                oldest = p.seq;
+                found.push(p);
+            }
+        }
+    }
+    found.dedup_by_key(|p| p.seq);
+    found.truncate(n);
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
