@@ -715,6 +715,34 @@ mod tests {
     }
 
     #[test]
+    fn retention_removes_the_oldest_segments_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::none();
+        let day = 86_400_000;
+        let now = crate::server::unix_ms();
+        // Three segments: placed 3 days ago, 2 days ago, now.
+        for (k, t) in [(0u64, now - 3 * day), (1, now - 2 * day), (2, now)] {
+            let ps: Vec<_> = (1..=100)
+                .map(|i| p(k * 100 + i, t, (i % 64) as u16, "al"))
+                .collect();
+            write_segments(dir.path(), 7, (64, 64), &ps, &faults).unwrap();
+        }
+        let firsts = |d: &Path| list(d).unwrap().iter().map(|s| s.first).collect::<Vec<_>>();
+        assert_eq!(firsts(dir.path()), [1, 101, 201]);
+        assert_eq!(apply_retention(dir.path(), Retention::All).unwrap(), None);
+        let age = Retention::Age(Duration::from_secs(60 * 60 * 60));
+        assert_eq!(apply_retention(dir.path(), age).unwrap(), Some((1, 100)));
+        assert_eq!(firsts(dir.path()), [101, 201]);
+        // A size smaller than everything still keeps the newest.
+        assert_eq!(
+            apply_retention(dir.path(), Retention::Bytes(1)).unwrap(),
+            Some((101, 200))
+        );
+        assert_eq!(firsts(dir.path()), [201]);
+        assert_eq!(last_seq(dir.path()).unwrap(), 300);
+    }
+
+    #[test]
     fn retention_parses_ages_and_sizes() {
         assert_eq!(
             "30d".parse(),
