@@ -230,6 +230,15 @@ pub enum Command {
         /// prefix length); a text that is both lifts both.
         name: String,
     },
+    /// The last `n` placements at `(x, y)`, newest first (`WHOSE x y n`).
+    WhoseLast {
+        /// Column (unchecked, like `Set`).
+        x: u32,
+        /// Row.
+        y: u32,
+        /// How many, 1 to [`MAX_WHOSE_LAST`].
+        n: u32,
+    },
     /// Admin: put back, as new placements, the colour each pixel had
     /// before `name`'s placements of the last `minutes` (0: all of them),
     /// where `name` is still the last author.
@@ -373,6 +382,8 @@ pub enum Reply {
     Bye,
     /// `WHOSE`: the last placement at a pixel, if any.
     Whose(Option<Placement>),
+    /// `WHOSE x y n`: the last placements at a pixel, newest first.
+    WhoseList(Vec<PastPlacement>),
     /// `ROLLBACK` and `FILL`: pixels placed, the seq of the last one (the
     /// latest seq when none), and for `ROLLBACK` how many pixels are left
     /// over the per-command cap (run it again for those).
@@ -405,6 +416,22 @@ pub struct Placement {
     pub unix_ms: u64,
     /// Seq of the placement.
     pub seq: u64,
+}
+
+/// Most placements one `WHOSE x y n` lists.
+pub const MAX_WHOSE_LAST: u32 = 100;
+
+/// One placement at a pixel, from its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastPlacement {
+    /// Author's name.
+    pub name: String,
+    /// Unix time of the placement, in milliseconds.
+    pub unix_ms: u64,
+    /// Seq of the placement.
+    pub seq: u64,
+    /// Palette index placed.
+    pub color: u8,
 }
 
 /// One pixel placement as broadcast and as replayed by `SYNC`.

@@ -385,6 +385,29 @@ async fn a_rollback_restores_the_shape_keeps_later_work_and_survives_a_restart()
     }
     let (_, after) = admin.canvas().await;
     assert_eq!(after, want, "the shape is back, carol's pixels stay");
+    // The pixel's history, newest first: the rollback, the griefer's
+    // three coats, alice's second colour.
+    let whose = admin.cmd("WHOSE 12 12 5").await;
+    let fields: Vec<&str> = whose.split(' ').collect();
+    assert_eq!(fields[..2], ["OK", "5"], "{whose}");
+    let list: Vec<(&str, &str)> = fields[2..].chunks(4).map(|c| (c[0], c[3])).collect();
+    assert_eq!(
+        list,
+        [
+            ("admin", "8"),
+            ("Griefer", "3"),
+            ("Griefer", "15"),
+            ("Griefer", "3"),
+            ("alice", "8")
+        ],
+        "{whose}"
+    );
+    assert!(
+        admin
+            .cmd("WHOSE 12 12 101")
+            .await
+            .starts_with("ERR out_of_range")
+    );
     // Nothing is left of the griefer.
     assert_eq!(
         admin.cmd("ROLLBACK griefer").await,
@@ -503,6 +526,16 @@ async fn fill_and_rollback_need_the_admin_password_in_both_modes() {
             more: 0
         }
     );
+    match b.cmd(Command::WhoseLast { x: 0, y: 0, n: 3 }).await {
+        Reply::WhoseList(list) => {
+            let got: Vec<(&str, u64, u8)> = list
+                .iter()
+                .map(|p| (p.name.as_str(), p.seq, p.color))
+                .collect();
+            assert_eq!(got, [("admin", 14, 0), ("admin", 2, 13)]);
+        }
+        other => panic!("WHOSE 0 0 3 answered {other:?}"),
+    }
     let (seq, rows) = t.canvas().await;
     assert_eq!(seq, 25);
     assert_eq!(rows[1][1], 5, "mallory's pixel is back under the fill");
@@ -549,6 +582,8 @@ async fn a_kill_during_compactions_loses_no_acknowledged_placement_from_the_hist
         common::ServerProcess::start(dir.path(), &["--compact-after", "300", "--fsync", "never"])
             .await;
     let addr = server.addr;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = progress.clone();
     let writer = tokio::spawn(async move {
         let mut c = TextClient::joined(addr, "al").await;
         let mut acked = 0u64;
@@ -560,6 +595,7 @@ async fn a_kill_during_compactions_loses_no_acknowledged_placement_from_the_hist
                 match c.try_line_within(Duration::from_secs(5)).await {
                     Some(l) if l.starts_with("OK ") => {
                         acked = l[3..].parse().unwrap();
+                        seen.store(acked, std::sync::atomic::Ordering::Relaxed);
                         break;
                     }
                     Some(l) if l.starts_with("PIXEL ") => {}
@@ -569,12 +605,18 @@ async fn a_kill_during_compactions_loses_no_acknowledged_placement_from_the_hist
         }
         acked
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill it while it places, once several compactions ran (bounded).
+    for _ in 0..600 {
+        if progress.load(std::sync::atomic::Ordering::Relaxed) >= 1500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.kill9().await;
     let acked = writer.await.unwrap();
     assert!(
-        acked > 900,
-        "at least three compactions ran ({acked} acknowledged)"
+        acked >= 1500,
+        "at least four compactions ran ({acked} acknowledged)"
     );
     // Restart: the interrupted compaction, if any, is finished.
     let server = common::ServerProcess::start(dir.path(), &[]).await;

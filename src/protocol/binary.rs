@@ -55,7 +55,7 @@ pub mod client_type {
     pub const QUIT: u8 = 0x0B;
     /// `AUTH password:str8`
     pub const AUTH: u8 = 0x0C;
-    /// `WHOSE x:u16 y:u16`
+    /// `WHOSE x:u16 y:u16 [n:u8]`
     pub const WHOSE: u8 = 0x0D;
     /// `KICK name:str8`
     pub const KICK: u8 = 0x0E;
@@ -125,6 +125,8 @@ pub mod reply_type {
     pub const BULK_OK: u8 = 0x90;
     /// `BANS_OK total:u32 count:u32 entries:str8*`
     pub const BANS_OK: u8 = 0x8B;
+    /// `WHOSE_LIST count:u8 (name:str8 unix_ms:u64 seq:u64 color:u8)*count`
+    pub const WHOSE_LIST: u8 = 0x91;
     /// `ERROR code:str8 message:str16`
     pub const ERROR: u8 = 0xFF;
 }
@@ -350,6 +352,12 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
             out.put_u16((*x).min(u16::MAX.into()) as u16);
             out.put_u16((*y).min(u16::MAX.into()) as u16);
         }
+        Command::WhoseLast { x, y, n } => {
+            out.put_u8(t::WHOSE);
+            out.put_u16((*x).min(u16::MAX.into()) as u16);
+            out.put_u16((*y).min(u16::MAX.into()) as u16);
+            out.put_u8((*n).min(u8::MAX.into()) as u8);
+        }
         Command::Kick { name } => {
             out.put_u8(t::KICK);
             put_str8(out, name);
@@ -464,6 +472,16 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             put_str16(out, text);
         }
         Reply::Bye => out.put_u8(t::BYE_OK),
+        Reply::WhoseList(list) => {
+            out.put_u8(t::WHOSE_LIST);
+            out.put_u8(list.len().min(255) as u8);
+            for p in list.iter().take(255) {
+                put_str8(out, &p.name);
+                out.put_u64(p.unix_ms);
+                out.put_u64(p.seq);
+                out.put_u8(p.color);
+            }
+        }
         Reply::Bulk { placed, seq, more } => {
             out.put_u8(t::BULK_OK);
             out.put_u32(*placed);
@@ -712,7 +730,11 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
         t::WHOSE => {
             let x = r.u16()?.into();
             let y = r.u16()?.into();
-            r.end(Command::Whose { x, y })
+            if r.0.is_empty() {
+                return Ok(Command::Whose { x, y });
+            }
+            let n = r.u8()?.into();
+            r.end(Command::WhoseLast { x, y, n })
         }
         t::KICK => {
             let name = r.str8()?;
@@ -960,6 +982,24 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 reply(Reply::Whose(
                     (!name.is_empty()).then_some(crate::protocol::Placement { name, unix_ms, seq }),
                 ))
+            }
+            t::WHOSE_LIST => {
+                let count = r.u8()?;
+                let mut list = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let name = r.str8()?;
+                    let unix_ms = r.u64()?;
+                    let seq = r.u64()?;
+                    let color = r.u8()?;
+                    list.push(crate::protocol::PastPlacement {
+                        name,
+                        unix_ms,
+                        seq,
+                        color,
+                    });
+                }
+                r.end(())?;
+                reply(Reply::WhoseList(list))
             }
             t::BULK_OK => {
                 let placed = r.u32()?;

@@ -181,13 +181,18 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
         no_args(rest, "QUIT").map(|_| Command::Quit)
     } else if is("WHOSE") {
         let args: Vec<&str> = rest.split_ascii_whitespace().collect();
-        let [x, y] = args[..] else {
-            return Err(usage("WHOSE <x> <y>"));
-        };
-        Ok(Command::Whose {
-            x: parse_coord(x, "x")?,
-            y: parse_coord(y, "y")?,
-        })
+        match args[..] {
+            [x, y] => Ok(Command::Whose {
+                x: parse_coord(x, "x")?,
+                y: parse_coord(y, "y")?,
+            }),
+            [x, y, n] => Ok(Command::WhoseLast {
+                x: parse_coord(x, "x")?,
+                y: parse_coord(y, "y")?,
+                n: parse_coord(n, "n")?,
+            }),
+            _ => Err(usage("WHOSE <x> <y> [n]")),
+        }
     } else if is("AUTH") {
         if rest.is_empty() {
             return Err(usage("AUTH <password>"));
@@ -387,6 +392,13 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
         Reply::Whose(Some(p)) => writeln!(w, "OK {} {} {}", p.name, p.unix_ms, p.seq),
         Reply::Whose(None) => writeln!(w, "OK * 0 0"),
         Reply::Bulk { placed, seq, more } => writeln!(w, "OK {placed} {seq} {more}"),
+        Reply::WhoseList(list) => {
+            let _ = write!(w, "OK {}", list.len());
+            for p in list {
+                let _ = write!(w, " {} {} {} {}", p.name, p.unix_ms, p.seq, p.color);
+            }
+            writeln!(w)
+        }
         Reply::Error(e) => writeln!(w, "ERR {} {}", e.code, e.message),
     };
 }
@@ -556,7 +568,9 @@ mod tests {
             b"JOIN a b",
             b"SYNC 1 2",
             b"SET 1 2 3 4",
-            b"WHOSE 1 2 3",
+            b"WHOSE 1 2 3 4",
+            b"ROLLBACK a 1 2",
+            b"FILL 1 2 3 4 5 6",
             b"PING a b",
             b"KICK a b",
             b"BAN a b",

@@ -212,6 +212,9 @@ pub(crate) struct Hub {
     password: Option<String>,
     admin_password: Option<String>,
     presence_threshold: usize,
+    /// One reading of the history from disk at a time (`ROLLBACK`,
+    /// `WHOSE x y n`): they queue rather than take every core.
+    history_reads: tokio::sync::Semaphore,
 }
 
 /// A command being handled; see [`Hub::start`].
@@ -301,6 +304,7 @@ impl Hub {
             password: config.password.clone(),
             admin_password: config.admin_password.clone(),
             presence_threshold: config.presence_threshold,
+            history_reads: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -390,6 +394,12 @@ impl Hub {
             let (name, minutes) = (name.clone(), *minutes);
             return Handling::Later(Box::pin(self.rollback(session, name, minutes)));
         }
+        if let (Command::WhoseLast { x, y, n }, Backend::Memory | Backend::Journal(_)) =
+            (&cmd, &self.backend)
+        {
+            let (x, y, n) = (*x, *y, *n);
+            return Handling::Later(Box::pin(self.whose_last(session, x, y, n)));
+        }
         match &self.backend {
             Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
                 match self.handle_remote(cluster, session, cmd, peer).await? {
@@ -436,6 +446,12 @@ impl Hub {
                 y2,
                 color,
             } => self.fill(session, (x1, y1, x2, y2), color),
+            // Standalone it is handled in `start`; in a cluster the
+            // history is not kept.
+            Command::WhoseLast { .. } => Err(WireError::new(
+                ErrorCode::Unavailable,
+                "WHOSE with a count needs the placement history, which a cluster does not keep",
+            )),
             // Standalone it is handled in `start`; in a cluster it is not
             // available.
             Command::Rollback { .. } => {

@@ -102,6 +102,7 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
             },
         ),
         ("whose", Command::Whose { x: 3, y: 4 }),
+        ("whose_n", Command::WhoseLast { x: 3, y: 4, n: 2 }),
         ("kick", Command::Kick { name: "al".into() }),
         ("ban", Command::Ban { name: "al".into() }),
         ("unban", Command::Unban { name: "al".into() }),
@@ -247,6 +248,15 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             }))),
         ),
         ("whose_nobody", R(Reply::Whose(None))),
+        (
+            "whose_list",
+            R(Reply::WhoseList(vec![crate::protocol::PastPlacement {
+                name: "al".into(),
+                unix_ms: 1_700_000_000_000,
+                seq: 9,
+                color: 5,
+            }])),
+        ),
         (
             "bulk_ok",
             R(Reply::Bulk {
@@ -498,6 +508,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
         (any::<u16>(), any::<u16>()).prop_map(|(x, y)| Command::Whose {
             x: x.into(),
             y: y.into()
+        }),
+        (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(x, y, n)| Command::WhoseLast {
+            x: x.into(),
+            y: y.into(),
+            n: n.into()
         }),
         arb_name().prop_map(|name| Command::Kick { name }),
         arb_name().prop_map(|name| Command::Ban { name }),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
-use crate::protocol::{ErrorCode, Reply, WireError, validate_name};
+use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
 use crate::server::canvas::{BLANK_COLOR, Canvas};
 use crate::server::storage::archive::{self, History};
 
@@ -201,6 +201,64 @@ impl Hub {
         }
     }
 
+    /// `WHOSE x y n`: the last `n` placements at a pixel, from the
+    /// journal and the newest archive segments.
+    pub(super) async fn whose_last(
+        &self,
+        session: &Session,
+        x: u32,
+        y: u32,
+        n: u32,
+    ) -> Result<After, WireError> {
+        /// Segments one `WHOSE x y n` may read (about 100,000 placements
+        /// each by default): older placements at that pixel are not listed.
+        const MAX_SEGMENTS: usize = 16;
+        let (x, y) = self.lock().world.canvas.check_xy(x, y)?;
+        if !(1..=MAX_WHOSE_LAST).contains(&n) {
+            return Err(WireError::new(
+                ErrorCode::OutOfRange,
+                format!("n must be 1-{MAX_WHOSE_LAST}"),
+            ));
+        }
+        let dir = match &self.backend {
+            Backend::Journal(j) => j.dir().to_path_buf(),
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "WHOSE with a count needs the placement history, which a server started with --memory does not keep",
+                ));
+            }
+        };
+        let _permit = self
+            .history_reads
+            .acquire()
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let list = tokio::task::spawn_blocking(move || {
+            archive::recent_at(&dir, (x, y), n as usize, MAX_SEGMENTS).map_err(|e| format!("{e:#}"))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|why| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("the history could not be read: {why}"),
+            )
+        })?;
+        let list = list
+            .into_iter()
+            .map(|p| PastPlacement {
+                name: p.name.to_string(),
+                unix_ms: p.unix_ms,
+                seq: p.seq,
+                color: p.color,
+            })
+            .collect();
+        self.reply(session, Reply::WhoseList(list));
+        Ok(After::Continue)
+    }
+
     /// `ROLLBACK name [minutes]`.
     pub(super) async fn rollback(
         &self,
@@ -217,6 +275,11 @@ impl Hub {
             0 => 0,
             m => unix_ms().saturating_sub(u64::from(m) * 60_000),
         };
+        let _permit = self
+            .history_reads
+            .acquire()
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
         let canvas = self.lock().world.canvas.clone();
         let started = std::time::Instant::now();
         let plan = tokio::task::spawn_blocking(move || {

@@ -620,6 +620,51 @@ pub fn read_history(data_dir: &Path) -> anyhow::Result<History> {
     })
 }
 
+/// The last `n` placements at `(x, y)`, newest first, from the journals
+/// and then the newest segments, reading at most `max_segments` of them:
+/// the work of one `WHOSE x y n` stays bounded however long the history.
+pub fn recent_at(
+    data_dir: &Path,
+    (x, y): (u16, u16),
+    n: usize,
+    max_segments: usize,
+) -> anyhow::Result<Vec<Placement>> {
+    let mut found: Vec<Placement> = Vec::new();
+    let mut journal = Vec::new();
+    for name in [super::LOG, super::LOG_NEW] {
+        let bytes = match fs::read(data_dir.join(name)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("read {name}")),
+        };
+        journal.extend(
+            format::scan_log(&bytes)
+                .records
+                .iter()
+                .filter_map(|(_, r)| Placement::of_record(r))
+                .filter(|p| (p.x, p.y) == (x, y)),
+        );
+    }
+    journal.sort_by_key(|p| std::cmp::Reverse(p.seq));
+    found.extend(journal);
+    let mut oldest = found.last().map_or(u64::MAX, |p| p.seq);
+    for seg in list(data_dir)?.iter().rev().take(max_segments) {
+        if found.len() >= n {
+            break;
+        }
+        let (_, ps) = read_segment(seg)?;
+        for p in ps.into_iter().rev() {
+            if p.seq < oldest && (p.x, p.y) == (x, y) {
+                oldest = p.seq;
+                found.push(p);
+            }
+        }
+    }
+    found.dedup_by_key(|p| p.seq);
+    found.truncate(n);
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,6 +712,34 @@ mod tests {
             assert!(decode_segment(&bad).is_err(), "flip at {at} accepted");
         }
         assert!(decode_segment(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn retention_removes_the_oldest_segments_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::none();
+        let day = 86_400_000;
+        let now = crate::server::unix_ms();
+        // Three segments: placed 3 days ago, 2 days ago, now.
+        for (k, t) in [(0u64, now - 3 * day), (1, now - 2 * day), (2, now)] {
+            let ps: Vec<_> = (1..=100)
+                .map(|i| p(k * 100 + i, t, (i % 64) as u16, "al"))
+                .collect();
+            write_segments(dir.path(), 7, (64, 64), &ps, &faults).unwrap();
+        }
+        let firsts = |d: &Path| list(d).unwrap().iter().map(|s| s.first).collect::<Vec<_>>();
+        assert_eq!(firsts(dir.path()), [1, 101, 201]);
+        assert_eq!(apply_retention(dir.path(), Retention::All).unwrap(), None);
+        let age = Retention::Age(Duration::from_secs(60 * 60 * 60));
+        assert_eq!(apply_retention(dir.path(), age).unwrap(), Some((1, 100)));
+        assert_eq!(firsts(dir.path()), [101, 201]);
+        // A size smaller than everything still keeps the newest.
+        assert_eq!(
+            apply_retention(dir.path(), Retention::Bytes(1)).unwrap(),
+            Some((101, 200))
+        );
+        assert_eq!(firsts(dir.path()), [201]);
+        assert_eq!(last_seq(dir.path()).unwrap(), 300);
     }
 
     #[test]
