@@ -13,6 +13,7 @@ pub(crate) mod outbox;
 pub(crate) mod sock;
 pub mod storage;
 pub(crate) mod supervise;
+pub mod web;
 pub(crate) mod world;
 
 /// The canvas, history and broadcast ring, for the criterion benchmarks in
@@ -256,6 +257,7 @@ pub async fn run(
         hub: hub.clone(),
         limits: limits.clone(),
         connections: Connections::new(config.max_clients, limits.max_conns_per_ip),
+        read_only: false,
     });
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let tracker = TaskTracker::new();
