@@ -75,6 +75,8 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How joins and leaves are told once a crowd is online.
     pub presence: PresenceConfig,
+    /// The page on the HTTP listener.
+    pub web: web::WebConfig,
 }
 
 /// Presence for crowds: from `threshold` users online, joins and leaves
@@ -144,6 +146,7 @@ impl Default for Config {
             password: None,
             admin_password: None,
             presence: PresenceConfig::default(),
+            web: web::WebConfig::default(),
         }
     }
 }

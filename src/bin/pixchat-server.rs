@@ -101,6 +101,16 @@ struct Cli {
     /// Milliseconds between two PRESENCE events.
     #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_INTERVAL_MS, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
     presence_interval_ms: u64,
+    /// Let the page on the --http listener join with a name, place pixels
+    /// and chat (under the same limits as any client); without it the page
+    /// only watches.
+    #[arg(long)]
+    http_play: bool,
+    /// An origin (`https://canvas.example.org`) whose pages may open the
+    /// --http listener's WebSocket besides the listener's own host; `*`
+    /// allows any. May be given several times.
+    #[arg(long, value_name = "ORIGIN")]
+    http_origin: Vec<String>,
 }
 
 /// `--fsync` takes the policy names the library defines.
@@ -196,6 +206,10 @@ async fn main() -> anyhow::Result<()> {
         presence: pixchat::PresenceConfig {
             threshold: cli.presence_threshold,
             interval: Duration::from_millis(cli.presence_interval_ms),
+        },
+        web: pixchat::server::web::WebConfig {
+            play: cli.http_play,
+            origins: cli.http_origin,
         },
         ..pixchat::Config::default()
     };

@@ -44,7 +44,7 @@ const MAX_WS_MESSAGE: usize = 4096 + 4;
 const PNG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the page's routes need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WebConfig {
     /// `--http-play`: the page may join with a name, place pixels and chat.
     /// Without it, bridged clients may only watch.
