@@ -222,15 +222,19 @@ async fn bridge(ws: WebSocket, unix: UnixStream, peer: SocketAddr) {
     let down = async move {
         let mut buf = BytesMut::with_capacity(8192);
         loop {
-            // Whole frames go out as they are; a frame still arriving
-            // makes room for itself, so a snapshot is read in one piece.
+            // Whole frames go out as they are, all that one read brought
+            // in one flush (one write, as the server's own batching made
+            // them); a frame still arriving makes room for itself, so a
+            // snapshot is read in one piece.
+            let mut fed = false;
             loop {
                 match server_frame_len(&buf) {
                     Ok(Some(len)) if buf.len() >= len => {
                         let frame = buf.split_to(len).freeze();
-                        if ws_tx.send(Message::Binary(frame)).await.is_err() {
+                        if ws_tx.feed(Message::Binary(frame)).await.is_err() {
                             return;
                         }
+                        fed = true;
                     }
                     Ok(Some(len)) => {
                         buf.reserve(len - buf.len());
@@ -242,6 +246,9 @@ async fn bridge(ws: WebSocket, unix: UnixStream, peer: SocketAddr) {
                     }
                     Err(_) => return,
                 }
+            }
+            if fed && ws_tx.flush().await.is_err() {
+                return;
             }
             match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
