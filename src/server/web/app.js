@@ -149,6 +149,7 @@ function join() {
     }
     state.name = name;
     state.watching = quiet;
+    $("notice").hidden = true;
     backoff = 250;
     setStatus("live", quiet ? "live (watching)" : "live as " + name);
     clearInterval(pinger);
@@ -224,6 +225,10 @@ function welcome(r) {
   for (let i = 0; i < n; i++) state.palette.push([r.u8(), r.u8(), r.u8(), r.str8()]);
   state.online = r.u32();
   state.users = new Set(r.names(r.u32()));
+  // The server's last messages follow as HISTORY: they replace what the
+  // page showed, so a reconnect does not show them twice.
+  state.chat = [];
+  $("chat").replaceChildren();
   users();
   palette();
   if (resumed) {
