@@ -8,6 +8,7 @@ pub mod cluster;
 pub(crate) mod connection;
 pub(crate) mod connections;
 pub(crate) mod fanout;
+pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod outbox;
 pub(crate) mod sock;
@@ -206,6 +207,18 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(listener, None, config, shutdown).await
+}
+
+/// Like [`run`], with the operators' HTTP listener (`/healthz`, `/readyz`,
+/// `/metrics` and the browser view) on `http` when given (already bound, so
+/// tests can bind `127.0.0.1:0`).
+pub async fn run_with(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let size = match (config.width, config.height) {
         (None, None) => None,
         (w, h) => Some((
@@ -264,6 +277,22 @@ pub async fn run(
     });
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let tracker = TaskTracker::new();
+    if let Some(http) = http {
+        let addr = http
+            .local_addr()
+            .context("read the HTTP listening address")?;
+        info!(%addr, "http listening");
+        let state = http::HttpState {
+            hub: hub.clone(),
+            entrance: connection::Entrance {
+                shared: shared.clone(),
+                tracker: tracker.clone(),
+            },
+            shutdown: shutdown.clone(),
+            web: config.web.clone(),
+        };
+        tasks.spawn(Task::Http, http::serve(http, state));
+    }
     loop {
         let (stream, peer) = tokio::select! {
             // Shutdown first: tasks end on it too, which is no failure.

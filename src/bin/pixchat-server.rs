@@ -25,6 +25,11 @@ struct Cli {
     /// Address to listen on; port 0 picks a free port (the log shows it).
     #[arg(long, default_value = pixchat::DEFAULT_LISTEN)]
     listen: String,
+    /// Serve the operators' HTTP endpoints (/healthz, /readyz, /metrics)
+    /// and the browser view on this address (off by default); port 0
+    /// picks a free port (the log line `http listening addr=` shows it).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// Canvas width in pixels (1-4096) [default: the stored canvas's, or 64].
     #[arg(long)]
     width: Option<u16>,
@@ -216,9 +221,17 @@ async fn main() -> anyhow::Result<()> {
     let listener = pixchat::server::bind(&cli.listen)
         .await
         .with_context(|| format!("bind {}", cli.listen))?;
+    let http = match &cli.http {
+        Some(addr) => Some(
+            pixchat::server::bind(addr)
+                .await
+                .with_context(|| format!("bind the HTTP listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    pixchat::run(listener, config, shutdown).await
+    pixchat::run_with(listener, http, config, shutdown).await
 }
 
 /// Raises the open-file limit towards `want`: the hard limit too where we

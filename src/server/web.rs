@@ -67,7 +67,8 @@ struct Web {
 /// The page's routes, to be merged into the HTTP listener's router. The
 /// router must be served with `into_make_service_with_connect_info`, so
 /// bridged clients are counted and limited by their real address.
-pub(crate) fn routes(entrance: &Entrance, config: &WebConfig) -> Router {
+pub(crate) fn routes(state: &super::http::HttpState) -> Router {
+    let (entrance, config) = (&state.entrance, &state.web);
     let reads = entrance.read_only();
     let ws = if config.play {
         entrance.clone()
