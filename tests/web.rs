@@ -89,21 +89,29 @@ async fn http_get(addr: SocketAddr, path: &str, extra: &str) -> HttpAnswer {
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
+    // To the end, or to Content-Length: Chromium's DevTools server keeps
+    // the connection open.
     let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("an HTTP answer in time")
-        .expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (head, mut body) = loop {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("an HTTP answer in time")
+            .expect("read");
+        raw.extend_from_slice(&chunk[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_string();
+            let want = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok());
+            let body_len = raw.len() - split - 4;
+            if n == 0 || want.is_some_and(|w| body_len >= w) {
+                break (head, raw[split + 4..].to_vec());
+            }
+        } else {
+            assert!(n > 0, "the connection closed before a header");
+        }
+    };
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -594,8 +602,13 @@ async fn the_bridge_is_read_only_by_default_and_checks_origin() {
     // A pixel placed over TCP reaches the bridged watcher as one frame.
     let mut artist = TextClient::joined(server.tcp, "artist").await;
     assert!(artist.cmd("SET 1 1 red").await.starts_with("OK "));
-    let (t, f) = next_type(&mut ws).await;
-    assert_eq!(t, 0x40);
+    let (t, f) = loop {
+        let (t, f) = next_type(&mut ws).await;
+        if t != 0x41 {
+            break (t, f);
+        }
+    };
+    assert_eq!(t, 0x40, "JOINED artist, then the pixel");
     assert_eq!(&f[f.len() - 6..], b"artist");
     server.stop().await;
 }
@@ -631,7 +644,7 @@ async fn canvas_png_equals_canvas() {
         assert_eq!(info.color_type, png::ColorType::Indexed);
         assert_eq!((info.width, info.height), (32 * scale, 24 * scale));
         let palette = reader.info().palette.as_ref().unwrap().to_vec();
-        assert_eq!(&palette[15..18], &[0x22, 0x22, 0x22], "black is index 3");
+        assert_eq!(&palette[9..12], &[0x22, 0x22, 0x22], "black is index 3");
         for (y, row) in rows.iter().enumerate() {
             for (x, &want) in row.iter().enumerate() {
                 for (dx, dy) in [(0, 0), (scale - 1, scale - 1)] {
