@@ -35,16 +35,18 @@ struct WebServer {
 /// Starts a durable server in `dir` on `tcp` and `http` (port 0: free
 /// ones); a restart passes the same addresses and directory.
 async fn start(dir: &std::path::Path, tcp: &str, http: &str, play: bool) -> WebServer {
-    let mut config = pixchat::Config::default();
-    config.storage = Some(StorageConfig {
-        fsync: Fsync::Batch,
-        ..StorageConfig::new(dir)
-    });
-    config.width = Some(32);
-    config.height = Some(24);
-    config.web = WebConfig {
-        play,
-        origins: Vec::new(),
+    let config = pixchat::Config {
+        storage: Some(StorageConfig {
+            fsync: Fsync::Batch,
+            ..StorageConfig::new(dir)
+        }),
+        width: Some(32),
+        height: Some(24),
+        web: WebConfig {
+            play,
+            origins: Vec::new(),
+        },
+        ..pixchat::Config::default()
     };
     let listener = pixchat::bind(tcp).await.expect("bind tcp");
     let http_listener = pixchat::bind(http).await.expect("bind http");
@@ -111,7 +113,10 @@ async fn http_get(addr: SocketAddr, path: &str, extra: &str) -> HttpAnswer {
             assert!(n > 0, "the connection closed before a header");
         }
     };
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -428,16 +433,12 @@ async fn page_shows_the_canvas_live_and_resumes_after_a_restart() {
     // The README's screenshot: taken on request, as it rewrites a file
     // under docs/.
     if std::env::var_os("PIXCHAT_SCREENSHOT").is_some() {
-        for (i, line) in [
+        for line in [
             "SAY welcome to the canvas",
             "SET 10 10 orange",
             "SET 11 10 yellow",
             "SET 12 10 lightgreen",
-        ]
-        .iter()
-        .enumerate()
-        {
-            let _ = i;
+        ] {
             assert!(artist.cmd(line).await.starts_with("OK"));
         }
         for x in 0..32u32 {
@@ -651,7 +652,11 @@ async fn canvas_png_equals_canvas() {
                     let px = x as u32 * scale + dx;
                     let line = &buf[(y as u32 * scale + dy) as usize * info.line_size..];
                     let byte = line[px as usize / 2];
-                    let got = if px % 2 == 0 { byte >> 4 } else { byte & 15 };
+                    let got = if px.is_multiple_of(2) {
+                        byte >> 4
+                    } else {
+                        byte & 15
+                    };
                     assert_eq!(got, want, "pixel {x},{y} at scale {scale}");
                 }
             }

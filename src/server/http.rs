@@ -54,8 +54,8 @@ pub(crate) async fn serve(listener: TcpListener, state: HttpState) {
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
     {
         tracing::error!(error = %e, "the HTTP listener failed");
     }

@@ -397,7 +397,11 @@ pub fn encode_png(snapshot: &Snapshot, scale: u32) -> Result<Vec<u8>, png::Encod
             .flat_map(|c| std::iter::repeat_n(c, scale))
             .enumerate()
         {
-            line[i / 2] |= if i % 2 == 0 { color << 4 } else { color & 0x0f };
+            line[i / 2] |= if i.is_multiple_of(2) {
+                color << 4
+            } else {
+                color & 0x0f
+            };
         }
         for _ in 0..scale {
             data.extend_from_slice(&line);
