@@ -35,7 +35,18 @@ struct WebServer {
 /// Starts a durable server in `dir` on `tcp` and `http` (port 0: free
 /// ones); a restart passes the same addresses and directory.
 async fn start(dir: &std::path::Path, tcp: &str, http: &str, play: bool) -> WebServer {
+    start_with(dir, tcp, http, play, None).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    tcp: &str,
+    http: &str,
+    play: bool,
+    password: Option<&str>,
+) -> WebServer {
     let config = pixchat::Config {
+        password: password.map(String::from),
         storage: Some(StorageConfig {
             fsync: Fsync::Batch,
             ..StorageConfig::new(dir)
@@ -284,8 +295,12 @@ impl Browser {
     /// Evaluates `expr` every 20 ms until it is true; the time it took.
     async fn wait_for(&mut self, expr: &str, within: Duration) -> Duration {
         let start = Instant::now();
+        // False while the page is still loading, rather than an error.
+        let guarded = format!(
+            "(() => {{ try {{ return ({expr}) === true; }} catch (e) {{ return false; }} }})()"
+        );
         loop {
-            if self.eval(expr).await == Value::Bool(true) {
+            if self.eval(&guarded).await == Value::Bool(true) {
                 return start.elapsed();
             }
             assert!(
@@ -517,6 +532,49 @@ async fn with_play_a_click_places_a_pixel() {
         )
         .await;
     assert_eq!(watcher.until("MSG").await, "MSG painter hi from the page");
+    server.stop().await;
+}
+
+/// On a server with a password, the read-only page asks for it, and
+/// watches once it has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_page_asks_for_the_password() {
+    let Some(mut browser) = Browser::launch("a_watching_page_asks_for_the_password").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        false,
+        Some("sesame"),
+    )
+    .await;
+    browser.goto(&format!("http://{}/", server.http)).await;
+    browser
+        .wait_for(
+            "document.getElementById('join-password').offsetParent !== null",
+            WAIT,
+        )
+        .await;
+    assert_ne!(browser.eval("window.pixchatState.status").await, "live");
+    browser
+        .eval(
+            "document.getElementById('join-password').value = 'sesame';
+             document.getElementById('join').requestSubmit(); true",
+        )
+        .await;
+    browser
+        .wait_for("window.pixchatState.status === 'live'", WAIT)
+        .await;
+    let mut artist = TextClient::connect(server.tcp).await;
+    assert_eq!(artist.cmd("AUTH sesame").await, "OK");
+    assert!(artist.cmd("JOIN artist").await.starts_with("OK "));
+    assert!(artist.cmd("SET 4 4 red").await.starts_with("OK "));
+    browser
+        .wait_for("window.pixchatPixelAt(4, 4) === 5", WAIT)
+        .await;
     server.stop().await;
 }
 

@@ -84,7 +84,8 @@ let pending = [];         // reply handlers, oldest command first
 let expectSnapshot = false;
 let backoff = 250;
 let pinger = null;
-let wanted = null;        // {name, password} once the user joins to draw
+let wanted = null;        // {name} once the user joins to draw
+let password = "";        // the server's --password, once the user gave it
 
 function randomName() {
   const a = new Uint8Array(4);
@@ -118,8 +119,8 @@ function connect() {
   sock.onopen = () => {
     state.connects++;
     send(new Out(T.HELLO).u8(0x50).u8(0x58).u8(0x43).u8(0x48).u16(1));
-    if (wanted && wanted.password) {
-      send(new Out(T.AUTH).str8(wanted.password), (r) => { if (r.error) notice("password: " + r.error); });
+    if (password) {
+      send(new Out(T.AUTH).str8(password), (r) => { if (r.error) notice("password: " + r.error); });
     }
     join();
   };
@@ -143,6 +144,8 @@ function join() {
   send(j, (r) => {
     if (r.error) {
       if (r.code === "name_taken" && !wanted) { state.name = null; join(); return; }
+      // A server with a password: ask for it (even to watch).
+      if (r.code === "forbidden" && !PLAY) document.body.classList.add("need-password");
       notice("join: " + r.error);
       if (wanted) { wanted = null; join(); }
       return;
@@ -455,7 +458,8 @@ function place(clientX, clientY) {
 
 $("join").addEventListener("submit", (e) => {
   e.preventDefault();
-  wanted = { name: $("join-name").value.trim(), password: $("join-password").value };
+  password = $("join-password").value;
+  if (PLAY) wanted = { name: $("join-name").value.trim() };
   // A new session under the user's name; it resumes from where the page is.
   const old = ws;
   ws = null;
