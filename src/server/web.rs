@@ -132,13 +132,18 @@ async fn style_css() -> Response {
         .into_response()
 }
 
+/// Over `--max-clients` or `--max-conns-per-ip`: 503 with the protocol's
+/// error code, as a TCP client would read it.
 fn refused(why: NotAdmitted) -> Response {
-    match why {
-        NotAdmitted::Refused(r) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{r:?}\n")).into_response()
+    use super::connections::Refused;
+    let text = match why {
+        NotAdmitted::Refused(Refused::Full) => "server_full: the server is full\n".to_string(),
+        NotAdmitted::Refused(Refused::TooManyFromIp) => {
+            "too_many_connections: too many connections from your address\n".to_string()
         }
-        NotAdmitted::Io(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
-    }
+        NotAdmitted::Io(e) => format!("unavailable: {e}\n"),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
 }
 
 /// Whether a browser's `Origin` may open the WebSocket: no `Origin` (not
