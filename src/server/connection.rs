@@ -97,12 +97,7 @@ pub fn serve(
     listed: Registered,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let Shared {
-            hub,
-            limits,
-            read_only,
-            ..
-        } = &*shared;
+        let Shared { hub, limits, .. } = &*shared;
         let Some(first) = Box::pin(stream.peek_first(limits.handshake_timeout)).await else {
             debug!(%peer, "closed: nothing sent within the handshake timeout");
             return;
@@ -128,7 +123,9 @@ pub fn serve(
             bucket: Bucket::new(limits.rate_limit, limits.rate_burst).map(Box::new),
             idle: Idle::new(mode, limits.idle_timeout),
             slot: false,
-            read_only: *read_only,
+            // Read from `shared` here, not kept in a binding across the
+            // awaits above: the connection's future stays the same size.
+            read_only: shared.read_only,
         };
         let (rd, stop) = match mode {
             Mode::Text => {
