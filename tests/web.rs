@@ -554,7 +554,8 @@ async fn a_watching_page_asks_for_the_password() {
     browser.goto(&format!("http://{}/", server.http)).await;
     browser
         .wait_for(
-            "document.getElementById('join-password').offsetParent !== null",
+            "document.body.classList.contains('need-password')
+             && document.getElementById('join-password').offsetParent !== null",
             WAIT,
         )
         .await;
