@@ -24,7 +24,7 @@ pub mod server;
 
 pub use protocol::{Command, ErrorCode, Event, Reply, ServerMsg, WireError};
 #[cfg(feature = "server")]
-pub use server::{Config, LimitBy, PresenceConfig, bind, run};
+pub use server::{Config, LimitBy, PresenceConfig, bind, run, run_with};
 
 /// Address the server listens on when none is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";

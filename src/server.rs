@@ -10,11 +10,13 @@ pub(crate) mod connection;
 pub(crate) mod connections;
 pub mod export;
 pub(crate) mod fanout;
+pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod outbox;
 pub(crate) mod sock;
 pub mod storage;
 pub(crate) mod supervise;
+pub mod web;
 pub(crate) mod world;
 
 /// The canvas, history and broadcast ring, for the criterion benchmarks in
@@ -79,6 +81,8 @@ pub struct Config {
     /// Notified once the server serves (the canvas is loaded and the
     /// listener accepts): readiness for a supervisor such as systemd.
     pub ready: Option<Arc<tokio::sync::Notify>>,
+    /// The page on the HTTP listener.
+    pub web: web::WebConfig,
 }
 
 /// Presence for crowds: from `threshold` users online, joins and leaves
@@ -197,6 +201,7 @@ impl Default for Config {
             admin_password: None,
             presence: PresenceConfig::default(),
             ready: None,
+            web: web::WebConfig::default(),
         }
     }
 }
@@ -253,6 +258,18 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 /// goodbye, writes what was accepted to disk and returns.
 pub async fn run(
     listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with(listener, None, config, shutdown).await
+}
+
+/// Like [`run`], with the operators' HTTP listener (`/healthz`, `/readyz`,
+/// `/metrics` and the browser view) on `http` when given (already bound, so
+/// tests can bind `127.0.0.1:0`).
+pub async fn run_with(
+    listener: TcpListener,
+    http: Option<TcpListener>,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -314,9 +331,26 @@ pub async fn run(
         hub: hub.clone(),
         limits: limits.clone(),
         connections: Connections::new(config.max_clients, limits.max_conns_per_ip),
+        read_only: false,
     });
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let tracker = TaskTracker::new();
+    if let Some(http) = http {
+        let addr = http
+            .local_addr()
+            .context("read the HTTP listening address")?;
+        info!(%addr, "http listening");
+        let state = http::HttpState {
+            hub: hub.clone(),
+            entrance: connection::Entrance {
+                shared: shared.clone(),
+                tracker: tracker.clone(),
+            },
+            shutdown: shutdown.clone(),
+            web: config.web.clone(),
+        };
+        tasks.spawn(Task::Http, http::serve(http, state));
+    }
     loop {
         let (stream, peer) = tokio::select! {
             // Shutdown first: tasks end on it too, which is no failure.

@@ -30,6 +30,11 @@ struct Cli {
     /// Address to listen on; port 0 picks a free port (the log shows it).
     #[arg(long, default_value = pixchat::DEFAULT_LISTEN)]
     listen: String,
+    /// Serve the operators' HTTP endpoints (/healthz, /readyz, /metrics)
+    /// and the browser view on this address (off by default); port 0
+    /// picks a free port (the log line `http listening addr=` shows it).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
     /// Canvas width in pixels (1-4096) [default: the stored canvas's, or 64].
     #[arg(long)]
     width: Option<u16>,
@@ -143,6 +148,16 @@ struct Cli {
     /// Milliseconds between two PRESENCE events.
     #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_INTERVAL_MS, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
     presence_interval_ms: u64,
+    /// Let the page on the --http listener join with a name, place pixels
+    /// and chat (under the same limits as any client); without it the page
+    /// only watches.
+    #[arg(long)]
+    http_play: bool,
+    /// An origin (`https://canvas.example.org`) whose pages may open the
+    /// --http listener's WebSocket besides the listener's own host; `*`
+    /// allows any. May be given several times.
+    #[arg(long, value_name = "ORIGIN")]
+    http_origin: Vec<String>,
 }
 
 /// `--limit-by`.
@@ -452,11 +467,23 @@ async fn main() -> anyhow::Result<()> {
             threshold: cli.presence_threshold,
             interval: Duration::from_millis(cli.presence_interval_ms),
         },
+        web: pixchat::server::web::WebConfig {
+            play: cli.http_play,
+            origins: cli.http_origin,
+        },
         ..pixchat::Config::default()
     };
     let listener = pixchat::server::bind(&cli.listen)
         .await
         .with_context(|| format!("bind {}", cli.listen))?;
+    let http = match &cli.http {
+        Some(addr) => Some(
+            pixchat::server::bind(addr)
+                .await
+                .with_context(|| format!("bind the HTTP listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     if let Some(url) = &cli.redis {
@@ -473,7 +500,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(error = %e, "could not tell systemd the server is ready");
         }
     });
-    pixchat::run(listener, config, shutdown).await
+    pixchat::run_with(listener, http, config, shutdown).await
 }
 
 /// Raises the open-file limit towards `want`: the hard limit too where we

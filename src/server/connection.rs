@@ -56,6 +56,30 @@ pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub limits: Arc<Limits>,
     pub connections: Arc<Connections>,
+    /// Connections that may only watch (the web page without
+    /// `--http-play`): see [`watch_only`]. Kept here rather than per
+    /// connection, so a watcher's state does not grow by it.
+    pub read_only: bool,
+}
+
+/// Whether a read-only connection may send `cmd`: everything that only
+/// reads or watches, and a quiet `JOIN` (a watcher that nobody is told
+/// about); not a loud `JOIN`, placements, chat or moderation.
+pub(crate) fn watch_only(cmd: &Command) -> bool {
+    match cmd {
+        Command::Join { quiet, .. } => *quiet,
+        Command::Say { .. }
+        | Command::Tell { .. }
+        | Command::Set { .. }
+        | Command::Kick { .. }
+        | Command::Ban { .. }
+        | Command::BanAddress { .. }
+        | Command::Unban { .. }
+        | Command::Bans { .. }
+        | Command::Rollback { .. }
+        | Command::Fill { .. } => false,
+        _ => true,
+    }
 }
 
 /// Serves one accepted connection until it closes or the server shuts down;
@@ -81,6 +105,7 @@ pub fn serve(
             hub,
             limits,
             connections,
+            ..
         } = &*shared;
         info!("connected");
         let Some(first) = Box::pin(stream.peek_first(limits.handshake_timeout)).await else {
@@ -114,6 +139,9 @@ pub fn serve(
                 .then(|| Box::pin(tokio::time::sleep(limits.join_timeout))),
             auth_failures: 0,
             slot: false,
+            // Read from `shared` here, not kept in a binding across the
+            // awaits above: the connection's future stays the same size.
+            read_only: shared.read_only,
         };
         let (rd, stop) = match mode {
             Mode::Text => {
@@ -363,6 +391,8 @@ struct Reader<'a> {
     auth_failures: u8,
     /// A reply slot is taken for the next command.
     slot: bool,
+    /// See [`Shared::read_only`].
+    read_only: bool,
 }
 
 impl Stop {
@@ -716,6 +746,16 @@ impl Reader<'_> {
                 self.hub.reply(session, Reply::Error(err));
                 Read::Handled
             }
+            Ok(cmd) if self.read_only && !watch_only(&cmd) => {
+                self.hub.reply(
+                    session,
+                    Reply::Error(WireError::new(
+                        ErrorCode::Forbidden,
+                        "this page only watches: the server runs without --http-play (a watcher joins quietly)",
+                    )),
+                );
+                Read::Handled
+            }
             Ok(cmd) => Read::Command(cmd),
         }
     }
@@ -744,6 +784,26 @@ pub(crate) struct Entrance {
 
 #[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 impl Entrance {
+    /// The same entrance, for clients that may only watch (see
+    /// [`watch_only`]).
+    pub fn read_only(&self) -> Self {
+        let Shared {
+            hub,
+            limits,
+            connections,
+            ..
+        } = &*self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                hub: hub.clone(),
+                limits: limits.clone(),
+                connections: connections.clone(),
+                read_only: true,
+            }),
+            tracker: self.tracker.clone(),
+        }
+    }
+
     /// Admits a client from `peer` and returns the bridge's end of its
     /// connection; the server's end is served on the server's tracker, so
     /// shutdown waits for it as for any connection.

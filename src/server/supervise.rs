@@ -37,6 +37,9 @@ pub(crate) enum Task {
     ClusterKeepAlive,
     /// Sends a crowd's periodic `PRESENCE` events.
     Presence,
+    /// The operators' HTTP listener (`--http`). Not restarted: it owns its
+    /// listening socket, and it only returns on shutdown.
+    Http,
 }
 
 impl Task {
