@@ -646,3 +646,43 @@ async fn a_kill_during_compactions_loses_no_acknowledged_placement_from_the_hist
         assert!(row.ends_with(&want), "seq {}: {row}", i + 1);
     }
 }
+
+#[tokio::test]
+async fn pixchat_canvas_png_writes_the_running_servers_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(config(dir.path(), 1000)).await;
+    let mut al = TextClient::joined(server.addr, "al").await;
+    set_all(
+        &mut al,
+        &[(0, 0, 5), (63, 0, 12), (10, 20, 3), (63, 63, 15)],
+    )
+    .await;
+    let (_, rows) = al.canvas().await;
+    let png = dir.path().join("now.png");
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking({
+        let png = png.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pixchat"))
+                .args(["canvas", "--server", &addr, "--scale", "3", "--png"])
+                .arg(&png)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (w, h, pixels) = pixchat::image::read_png(&std::fs::read(&png).unwrap()).unwrap();
+    assert_eq!((w, h), (192, 192));
+    for y in 0..192usize {
+        for x in 0..192usize {
+            assert_eq!(pixels[y * 192 + x], rows[y / 3][x / 3], "({x},{y})");
+        }
+    }
+    server.stop().await;
+}

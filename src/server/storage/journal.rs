@@ -301,10 +301,12 @@ pub(crate) fn archive_retired(
     retention: super::archive::Retention,
     faults: &Faults,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
     let added = super::archive::absorb(dir, names, faults)?;
     if added > 0 {
         info!(
             placements = added,
+            ms = started.elapsed().as_millis() as u64,
             "archived the retired journal's placements"
         );
     }
