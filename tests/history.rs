@@ -686,3 +686,68 @@ async fn pixchat_canvas_png_writes_the_running_servers_canvas() {
     }
     server.stop().await;
 }
+
+/// `pixchat admin rollback` and `pixchat admin fill`, the real binary
+/// against a real server: what a moderator runs from a shell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pixchat_admin_rolls_back_and_fills_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(config(dir.path(), 100_000)).await;
+    let mut bob = TextClient::joined(server.addr, "bob").await;
+    for x in 0..3 {
+        assert!(bob.cmd(&format!("SET {x} 0 5")).await.starts_with("OK"));
+    }
+    let mut griefer = TextClient::joined(server.addr, "griefer").await;
+    for x in 0..3 {
+        assert!(griefer.cmd(&format!("SET {x} 0 0")).await.starts_with("OK"));
+    }
+    let admin = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pixchat"));
+        cmd.args(["admin", "--server", &server.addr.to_string()])
+            .args(args)
+            .env("PIXCHAT_ADMIN_PASSWORD", "boss")
+            .stdin(std::process::Stdio::null());
+        cmd
+    };
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = admin(&["rollback", "griefer"]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("placed 3 pixels"), "{stdout}");
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = admin(&["fill", "0", "1", "1", "2", "blue"]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("placed 4 pixels"), "{stdout}");
+    let (_, rows) = bob.canvas().await;
+    assert_eq!(&rows[0][..3], &[5, 5, 5], "bob's pixels are back");
+    let blue = pixchat::client::script::parse_color("blue").unwrap() as u8;
+    assert_eq!(&rows[1][..2], &[blue, blue]);
+    assert_eq!(&rows[2][..2], &[blue, blue]);
+    // Without the admin password: refused, and the exit status says so.
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = admin(&["fill", "0", "0", "0", "0", "red"]);
+        cmd.env("PIXCHAT_ADMIN_PASSWORD", "guess");
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"));
+}

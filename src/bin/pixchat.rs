@@ -114,6 +114,30 @@ enum AdminAction {
     },
     /// Print the bans, names and addresses, one per line.
     Bans,
+    /// Put back the colours a user's placements covered (only where nobody
+    /// placed over them since), as new placements everyone sees.
+    Rollback {
+        /// Whose placements.
+        name: String,
+        /// Only those of the last MINUTES (default: all of them).
+        #[arg(default_value_t = 0)]
+        minutes: u32,
+    },
+    /// Paint the rectangle from (X1,Y1) to (X2,Y2), corners included, with
+    /// one colour (at most 65,536 pixels).
+    Fill {
+        /// One corner's column.
+        x1: u32,
+        /// One corner's row.
+        y1: u32,
+        /// The other corner's column.
+        x2: u32,
+        /// The other corner's row.
+        y2: u32,
+        /// A palette index 0-15 or a name such as `red`.
+        #[arg(value_parser = parse_color_arg)]
+        color: u32,
+    },
 }
 
 impl From<&AdminAction> for script::Admin {
@@ -129,6 +153,21 @@ impl From<&AdminAction> for script::Admin {
                 target: target.clone(),
             },
             AdminAction::Bans => script::Admin::Bans,
+            AdminAction::Rollback { name, minutes } => script::Admin::Rollback {
+                name: name.clone(),
+                minutes: *minutes,
+            },
+            AdminAction::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            } => script::Admin::Fill {
+                from: (*x1, *y1),
+                to: (*x2, *y2),
+                color: *color,
+            },
         }
     }
 }
@@ -277,4 +316,9 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A colour argument: a palette index or a name.
+fn parse_color_arg(s: &str) -> Result<u32, String> {
+    script::parse_color(s).map_err(|e| e.to_string())
 }

@@ -390,6 +390,24 @@ pub enum Admin {
     },
     /// List the bans, one per line (all pages of `BANS`).
     Bans,
+    /// Put back what a user placed in the last `minutes` (0: ever), where
+    /// nobody placed over it since (`ROLLBACK`); repeated while the server
+    /// reports pixels left over its per-command cap.
+    Rollback {
+        /// Whose placements.
+        name: String,
+        /// The window; 0 is all time.
+        minutes: u32,
+    },
+    /// Paint a rectangle, corners included (`FILL`).
+    Fill {
+        /// One corner.
+        from: (u32, u32),
+        /// The opposite corner.
+        to: (u32, u32),
+        /// Palette index.
+        color: u32,
+    },
 }
 
 impl Admin {
@@ -410,6 +428,17 @@ impl Admin {
                 name: target.clone(),
             },
             Admin::Bans => Command::Bans { after: None },
+            Admin::Rollback { name, minutes } => Command::Rollback {
+                name: name.clone(),
+                minutes: *minutes,
+            },
+            Admin::Fill { from, to, color } => Command::Fill {
+                x1: from.0,
+                y1: from.1,
+                x2: to.0,
+                y2: to.1,
+                color: *color,
+            },
         }
     }
 }
@@ -430,6 +459,16 @@ pub async fn admin(
             Reply::Ok => break,
             Reply::Who { users, .. } => users,
             Reply::Bans { entries, .. } => entries,
+            // A bulk change prints what it placed; a rollback over the
+            // per-command cap goes on until nothing is left.
+            Reply::Bulk { placed, seq, more } => {
+                writeln!(out, "placed {placed} pixels (last seq {seq})")
+                    .context("write to standard output")?;
+                if more > 0 && placed > 0 && matches!(action, Admin::Rollback { .. }) {
+                    continue;
+                }
+                break;
+            }
             other => anyhow::bail!("{cmd:?} was answered with {other:?}"),
         };
         let Some(last) = listed.last().cloned() else {
