@@ -10,6 +10,7 @@ pub(crate) mod connections;
 pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod hub;
+pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub(crate) mod sock;
 pub mod storage;
@@ -285,6 +286,7 @@ pub async fn run_with(
                 tracker: tracker.clone(),
             },
             shutdown: shutdown.clone(),
+            registry: Arc::new(metrics::registry(hub.clone())),
         };
         tasks.spawn(Task::Http, http::serve(http, state));
     }

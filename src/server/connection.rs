@@ -83,6 +83,7 @@ pub fn serve(
             return;
         };
         let mode = mode_of(first);
+        hub.counters().opened(mode);
         // Telnet may send its data mark as urgent data after Ctrl-C; out of
         // line, the kernel would take that one byte out of the stream and
         // leave its IAC to swallow the next byte typed. Dead peers of
@@ -119,6 +120,7 @@ pub fn serve(
         reader.finish(stop, &session);
         hub.leave(&mut session);
         Box::pin(close(rd, &outbox, hub, peer)).await;
+        hub.counters().closed(mode);
         debug!(%peer, "connection closed");
     }
 }
@@ -133,6 +135,7 @@ async fn close(rd: Arc<Sock>, outbox: &Outbox, hub: &Hub, peer: SocketAddr) {
             let _ = tokio::time::timeout(DRAIN_GRACE, rd.drain()).await;
         }
         Ok(WriterEnd::Lagged) => {
+            hub.counters().slow_consumer();
             warn!(%peer, "disconnected a slow consumer");
             // Its goodbye may still sit in the send buffer, which the kernel
             // keeps sending after the close, unless unread input turns the
@@ -465,6 +468,7 @@ impl Reader<'_> {
                     why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
                 }
             }
+            let kind = super::metrics::kind_of(&cmd);
             // A kick (`STOP`) does not interrupt a command: it may be this
             // client kicking itself, whose `OK` comes first.
             let handled = match self.hub.start(session, cmd) {
@@ -474,6 +478,7 @@ impl Reader<'_> {
                     why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
                 },
             };
+            self.hub.counters().command(kind, handled.is_ok());
             match handled {
                 Ok(After::Continue) => {}
                 Ok(After::Close) => return Stop::Done,

@@ -202,6 +202,8 @@ pub(crate) struct Hub {
     password: Option<String>,
     admin_password: Option<String>,
     presence_threshold: usize,
+    /// What `/metrics` counts on the hot path.
+    counters: super::metrics::Counters,
 }
 
 /// A command being handled; see [`Hub::start`].
@@ -290,7 +292,32 @@ impl Hub {
             password: config.password.clone(),
             admin_password: config.admin_password.clone(),
             presence_threshold: config.presence_threshold,
+            counters: Default::default(),
         }
+    }
+
+    /// What `/metrics` counts on the hot path.
+    pub fn counters(&self) -> &super::metrics::Counters {
+        &self.counters
+    }
+
+    /// Users online and the canvas's seq, for `/metrics` (takes the hub
+    /// lock: at scrape time only).
+    pub fn census(&self) -> (usize, u64) {
+        let st = self.lock();
+        (st.roster.len(), st.world.canvas.seq())
+    }
+
+    /// Whether the journal can make changes durable now (`None` without
+    /// a journal: in memory or in a cluster).
+    pub fn journal_up(&self) -> Option<bool> {
+        self.journal()
+            .map(|j| j.available().is_ok() && !j.stuck() && !j.died().is_cancelled())
+    }
+
+    /// The journal's fsync latency histogram, if there is a journal.
+    pub fn fsync_histogram(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        self.journal().map(Journal::fsync_histogram)
     }
 
     /// A fresh session with the access a connection starts with.
