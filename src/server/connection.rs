@@ -468,7 +468,6 @@ impl Reader<'_> {
                     why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
                 }
             }
-            let kind = super::metrics::kind_of(&cmd);
             // A kick (`STOP`) does not interrupt a command: it may be this
             // client kicking itself, whose `OK` comes first.
             let handled = match self.hub.start(session, cmd) {
@@ -478,7 +477,6 @@ impl Reader<'_> {
                     why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
                 },
             };
-            self.hub.counters().command(kind, handled.is_ok());
             match handled {
                 Ok(After::Continue) => {}
                 Ok(After::Close) => return Stop::Done,
@@ -610,7 +608,6 @@ impl Reader<'_> {
 
 /// Why a bridged client was not let in.
 #[derive(Debug)]
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 pub(crate) enum NotAdmitted {
     /// Over `--max-clients` or `--max-conns-per-ip`, as for a TCP client.
     Refused(super::connections::Refused),
@@ -623,13 +620,11 @@ pub(crate) enum NotAdmitted {
 /// feeds it, while the server serves the other end like any TCP client,
 /// under the same limits, bans and guarantees, with the peer's real address.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 pub(crate) struct Entrance {
     pub shared: Arc<Shared>,
     pub tracker: tokio_util::task::TaskTracker,
 }
 
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 impl Entrance {
     /// Admits a client from `peer` and returns the bridge's end of its
     /// connection; the server's end is served on the server's tracker, so

@@ -385,18 +385,31 @@ impl Hub {
     /// that change shared state go to Redis first; their future is boxed,
     /// so a connection does not keep its state (a JOIN waiting for the
     /// stream, a call to Redis) in its own future while idle.
+    ///
+    /// Every command is counted for `/metrics` here, by kind and result;
+    /// a command waiting for Redis is counted in its boxed future, so the
+    /// connection's own future keeps nothing more across the wait.
     pub fn start<'a>(&'a self, session: &'a mut Session, cmd: Command) -> Handling<'a> {
+        let kind = super::metrics::kind_of(&cmd);
         if let Err(e) = gate(session, &cmd) {
+            self.counters.command(kind, false);
             return Handling::Done(Err(e));
         }
         match &self.backend {
             Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
-                match self.handle_remote(cluster, session, cmd).await? {
-                    Ok(after) => Ok(after),
-                    Err(cmd) => self.handle_here(session, cmd),
-                }
+                let result = match self.handle_remote(cluster, session, cmd).await {
+                    Ok(Ok(after)) => Ok(after),
+                    Ok(Err(cmd)) => self.handle_here(session, cmd),
+                    Err(e) => Err(e),
+                };
+                self.counters.command(kind, result.is_ok());
+                result
             })),
-            Backend::Memory | Backend::Journal(_) => Handling::Done(self.handle_here(session, cmd)),
+            Backend::Memory | Backend::Journal(_) => {
+                let result = self.handle_here(session, cmd);
+                self.counters.command(kind, result.is_ok());
+                Handling::Done(result)
+            }
         }
     }
 

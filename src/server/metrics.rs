@@ -232,7 +232,6 @@ impl prometheus_client::collector::Collector for HubCollector {
                 }
             }
         }
-        drop(family);
         counter(
             &mut encoder,
             "pixchat_placements",
