@@ -599,6 +599,9 @@ error_codes! {
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.
     CrossProtocol => "cross_protocol",
+    /// The server takes TLS connections only (`--tls-only`) and the client
+    /// spoke plaintext; the connection closes.
+    TlsRequired => "tls_required",
 }
 
 impl fmt::Display for ErrorCode {

@@ -15,6 +15,7 @@ pub(crate) mod outbox;
 pub(crate) mod sock;
 pub mod storage;
 pub(crate) mod supervise;
+pub mod tls;
 pub(crate) mod web;
 pub(crate) mod world;
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How joins and leaves are told once a crowd is online.
     pub presence: PresenceConfig,
+    /// TLS on the chat port (beside plaintext, or instead of it).
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// Presence for crowds: from `threshold` users online, joins and leaves
@@ -146,6 +149,7 @@ impl Default for Config {
             password: None,
             admin_password: None,
             presence: PresenceConfig::default(),
+            tls: None,
         }
     }
 }
@@ -235,6 +239,10 @@ pub async fn run_with(
         admin_password: config.admin_password.clone(),
         presence_threshold: config.presence.threshold,
     };
+    let tls = match config.tls.clone() {
+        Some(c) => Some(Arc::new(tls::Tls::load(c)?)),
+        None => None,
+    };
     let mut tasks = Supervisor::default();
     let hub = match config.cluster.clone() {
         Some(cluster_config) => {
@@ -274,6 +282,14 @@ pub async fn run_with(
     });
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let tracker = TaskTracker::new();
+    let entrance = connection::Entrance {
+        shared: shared.clone(),
+        tracker: tracker.clone(),
+    };
+    let reload = |tls: &Arc<tls::Tls>| tls::reload_on_hangup(tls.clone(), shutdown.clone());
+    if let Some(tls) = &tls {
+        tasks.spawn(Task::TlsReload, reload(tls));
+    }
     if let Some(http) = http {
         let addr = http
             .local_addr()
@@ -281,10 +297,7 @@ pub async fn run_with(
         info!(%addr, "http listening");
         let state = http::HttpState {
             hub: hub.clone(),
-            entrance: connection::Entrance {
-                shared: shared.clone(),
-                tracker: tracker.clone(),
-            },
+            entrance: entrance.clone(),
             shutdown: shutdown.clone(),
             registry: Arc::new(metrics::registry(hub.clone())),
         };
@@ -310,7 +323,13 @@ pub async fn run_with(
                     tasks.spawn(Task::Presence, presence());
                     continue;
                 }
-                Ended::Restart(_) => unreachable!("only pacers and the presence ticker are restarted"),
+                Ended::Restart(Task::TlsReload) => {
+                    if let Some(tls) = &tls {
+                        tasks.spawn(Task::TlsReload, reload(tls));
+                    }
+                    continue;
+                }
+                Ended::Restart(_) => unreachable!("only pacers, the presence ticker and the TLS reloader are restarted"),
                 Ended::Fatal(e) => {
                     tracing::error!(error = %e, "stopping the server");
                     failure = Some(e);
@@ -333,12 +352,25 @@ pub async fn run_with(
                 if let Some(size) = config.send_buffer {
                     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
                 }
-                tracker.spawn(connection::serve(
-                    stream.into(),
-                    peer,
-                    shared.clone(),
-                    listed,
-                ));
+                match &tls {
+                    None => {
+                        tracker.spawn(connection::serve(
+                            stream.into(),
+                            peer,
+                            shared.clone(),
+                            listed,
+                        ));
+                    }
+                    Some(tls) => {
+                        tracker.spawn(tls::front(
+                            stream,
+                            peer,
+                            listed,
+                            tls.clone(),
+                            entrance.clone(),
+                        ));
+                    }
+                }
             }
             Err(Refused::TooManyFromIp) => {
                 warn!(%peer, "too many connections from this address");
