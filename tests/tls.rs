@@ -388,3 +388,96 @@ async fn wait_for_log(server: &pixchat_harness::ServerProcess, what: &str, n: us
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn the_client_library_and_cli_speak_tls() {
+    use pixchat::client::{Connection, Transport};
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert(dir.path(), "a");
+    let server = start_tls(&cert, true).await;
+    let addr = format!("localhost:{}", server.addr.port());
+    let transport = Transport::tls_with_ca(&cert.cert_path).unwrap();
+    let conn = Connection::connect_via(addr.as_str(), &transport)
+        .await
+        .expect("a TLS connection");
+    assert_eq!(conn.hello().width, 64);
+    drop(conn);
+    // Plain TCP to a --tls-only server is refused with its reason.
+    let plain = Connection::connect(addr.as_str()).await.unwrap_err();
+    assert!(
+        plain
+            .wire()
+            .is_some_and(|e| e.code.as_str() == "tls_required"),
+        "{plain:?}"
+    );
+
+    // The CLI: --ca trusts the self-signed certificate.
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pixchat"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let ca = cert.cert_path.display().to_string();
+    let out = cli(vec![
+        "--server".into(),
+        addr.clone(),
+        "--ca".into(),
+        ca.clone(),
+        "--name".into(),
+        "cli".into(),
+        "set".into(),
+        "2".into(),
+        "3".into(),
+        "red".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let out = cli(vec![
+        "--server".into(),
+        addr.clone(),
+        "--ca".into(),
+        ca,
+        "whose".into(),
+        "2".into(),
+        "3".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cli"),
+        "{out:?}"
+    );
+    // --tls alone checks against the system's roots, which do not hold a
+    // self-signed certificate: refused, and nothing is placed.
+    let out = cli(vec![
+        "--server".into(),
+        addr.clone(),
+        "--tls".into(),
+        "--name".into(),
+        "cli2".into(),
+        "set".into(),
+        "4".into(),
+        "4".into(),
+        "red".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let mut secure = TlsText::connect(server.addr, &cert.der).await;
+    assert_eq!(secure.cmd("WHOSE 4 4").await, "OK * 0 0");
+    server.stop().await;
+}
