@@ -295,11 +295,13 @@ pub async fn run_with(
             .local_addr()
             .context("read the HTTP listening address")?;
         info!(%addr, "http listening");
+        let (registry, stream_lag) = metrics::registry(hub.clone());
         let state = http::HttpState {
             hub: hub.clone(),
             entrance: entrance.clone(),
             shutdown: shutdown.clone(),
-            registry: Arc::new(metrics::registry(hub.clone())),
+            registry: Arc::new(registry),
+            stream_lag,
         };
         tasks.spawn(Task::Http, http::serve(http, state));
     }

@@ -204,6 +204,12 @@ async fn readyz_fails_while_redis_is_down() {
     assert_eq!(ready.status, 200, "{ready:?}");
     let m = http_get(http, "/metrics").await;
     assert_eq!(sample(&m.body, "pixchat_redis_up"), Some(1.0), "{m:?}");
+    // Nothing happened yet: the stream is read to its end.
+    assert_eq!(
+        sample(&m.body, "pixchat_redis_stream_lag_seconds"),
+        Some(0.0),
+        "{m:?}"
+    );
     redis.stop().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let down = loop {
@@ -215,6 +221,13 @@ async fn readyz_fails_while_redis_is_down() {
     };
     assert_eq!(down.status, 503, "{down:?}");
     assert!(down.body.contains("Redis"), "{down:?}");
+    let m = http_get(http, "/metrics").await;
+    assert_eq!(sample(&m.body, "pixchat_redis_up"), Some(0.0), "{m:?}");
+    assert_eq!(
+        sample(&m.body, "pixchat_redis_stream_lag_seconds"),
+        Some(-1.0),
+        "{m:?}"
+    );
     redis.restart().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -30,6 +30,8 @@ pub(crate) struct HttpState {
     pub shutdown: CancellationToken,
     /// What `/metrics` encodes.
     pub registry: Arc<prometheus_client::registry::Registry>,
+    /// In a cluster: the stream lag, asked of Redis at each scrape.
+    pub stream_lag: Option<super::metrics::LagGauge>,
 }
 
 /// The operators' routes merged with the browser view's.
@@ -75,6 +77,11 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
 
 /// The Prometheus text exposition (OpenMetrics).
 async fn metrics(State(state): State<HttpState>) -> Response {
+    if let (Some(gauge), Some(cluster)) = (&state.stream_lag, state.hub.cluster()) {
+        // Unknown while Redis does not answer: the gauge says -1 then.
+        let lag = cluster.stream_lag().await;
+        gauge.set(lag.map_or(-1.0, |d| d.as_secs_f64()));
+    }
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (

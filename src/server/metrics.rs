@@ -132,9 +132,23 @@ pub fn fsync_histogram() -> Histogram {
     Histogram::new(fsync_buckets())
 }
 
-/// The registry behind `/metrics`: the hub's numbers, read at scrape time.
-pub(crate) fn registry(hub: Arc<Hub>) -> Registry {
+/// The Redis stream lag, in seconds, set by the `/metrics` handler.
+pub(crate) type LagGauge = prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>;
+
+/// The registry behind `/metrics`: the hub's numbers, read at scrape time;
+/// and in a cluster the gauge of the stream lag, which the handler sets
+/// (asking Redis takes a round trip, so it is not done while encoding).
+pub(crate) fn registry(hub: Arc<Hub>) -> (Registry, Option<LagGauge>) {
     let mut registry = Registry::default();
+    let lag = hub.cluster().map(|_| {
+        let lag = LagGauge::default();
+        registry.register(
+            "pixchat_redis_stream_lag_seconds",
+            "How far this server's read of the Redis stream is behind its newest entry (by entry time; -1 while Redis does not answer)",
+            lag.clone(),
+        );
+        lag
+    });
     if let Some(fsync) = hub.fsync_histogram() {
         registry.register(
             "pixchat_journal_fsync_seconds",
@@ -143,7 +157,7 @@ pub(crate) fn registry(hub: Arc<Hub>) -> Registry {
         );
     }
     registry.register_collector(Box::new(HubCollector(hub)));
-    registry
+    (registry, lag)
 }
 
 /// Reads the hub at scrape time.
