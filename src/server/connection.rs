@@ -120,7 +120,8 @@ pub fn serve(
         reader.finish(stop, &session);
         hub.leave(&mut session);
         Box::pin(close(rd, &outbox, hub, peer)).await;
-        hub.counters().closed(mode);
+        // The mode from the outbox, which the future keeps anyway.
+        hub.counters().closed(outbox.mode());
         debug!(%peer, "connection closed");
     }
 }
