@@ -688,6 +688,9 @@ error_codes! {
     JoinTimeout => "join_timeout",
     /// (as `BYE`) too many failed `AUTH`s on this connection.
     TooManyFailures => "too_many_failures",
+    /// The server takes TLS connections only (`--tls-only`) and the client
+    /// spoke plaintext; the connection closes.
+    TlsRequired => "tls_required",
 }
 
 impl fmt::Display for ErrorCode {

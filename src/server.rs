@@ -12,10 +12,12 @@ pub mod export;
 pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod hub;
+pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub(crate) mod sock;
 pub mod storage;
 pub(crate) mod supervise;
+pub mod tls;
 pub mod web;
 pub(crate) mod world;
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub ready: Option<Arc<tokio::sync::Notify>>,
     /// The page on the HTTP listener.
     pub web: web::WebConfig,
+    /// TLS on the chat port (beside plaintext, or instead of it).
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// Presence for crowds: from `threshold` users online, joins and leaves
@@ -202,6 +206,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             ready: None,
             web: web::WebConfig::default(),
+            tls: None,
         }
     }
 }
@@ -292,6 +297,10 @@ pub async fn run_with(
         admin_password: config.admin_password.clone(),
         presence_threshold: config.presence.threshold,
     };
+    let tls = match config.tls.clone() {
+        Some(c) => Some(Arc::new(tls::Tls::load(c)?)),
+        None => None,
+    };
     let mut tasks = Supervisor::default();
     let hub = match config.cluster.clone() {
         Some(cluster_config) => {
@@ -335,19 +344,27 @@ pub async fn run_with(
     });
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let tracker = TaskTracker::new();
+    let entrance = connection::Entrance {
+        shared: shared.clone(),
+        tracker: tracker.clone(),
+    };
+    let reload = |tls: &Arc<tls::Tls>| tls::reload_on_hangup(tls.clone(), shutdown.clone());
+    if let Some(tls) = &tls {
+        tasks.spawn(Task::TlsReload, reload(tls));
+    }
     if let Some(http) = http {
         let addr = http
             .local_addr()
             .context("read the HTTP listening address")?;
         info!(%addr, "http listening");
+        let (registry, stream_lag) = metrics::registry(hub.clone());
         let state = http::HttpState {
             hub: hub.clone(),
-            entrance: connection::Entrance {
-                shared: shared.clone(),
-                tracker: tracker.clone(),
-            },
+            entrance: entrance.clone(),
             shutdown: shutdown.clone(),
             web: config.web.clone(),
+            registry: Arc::new(registry),
+            stream_lag,
         };
         tasks.spawn(Task::Http, http::serve(http, state));
     }
@@ -371,7 +388,13 @@ pub async fn run_with(
                     tasks.spawn(Task::Presence, presence());
                     continue;
                 }
-                Ended::Restart(_) => unreachable!("only pacers and the presence ticker are restarted"),
+                Ended::Restart(Task::TlsReload) => {
+                    if let Some(tls) = &tls {
+                        tasks.spawn(Task::TlsReload, reload(tls));
+                    }
+                    continue;
+                }
+                Ended::Restart(_) => unreachable!("only pacers, the presence ticker and the TLS reloader are restarted"),
                 Ended::Fatal(e) => {
                     tracing::error!(error = %e, "stopping the server");
                     failure = Some(e);
@@ -394,12 +417,25 @@ pub async fn run_with(
                 if let Some(size) = config.send_buffer {
                     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
                 }
-                tracker.spawn(connection::serve(
-                    stream.into(),
-                    peer,
-                    shared.clone(),
-                    listed,
-                ));
+                match &tls {
+                    None => {
+                        tracker.spawn(connection::serve(
+                            stream.into(),
+                            peer,
+                            shared.clone(),
+                            listed,
+                        ));
+                    }
+                    Some(tls) => {
+                        tracker.spawn(tls::front(
+                            stream,
+                            peer,
+                            listed,
+                            tls.clone(),
+                            entrance.clone(),
+                        ));
+                    }
+                }
             }
             Err(Refused::TooManyFromIp) => {
                 warn!(%peer, "too many connections from this address");

@@ -35,6 +35,18 @@ struct Cli {
     /// picks a free port (the log line `http listening addr=` shows it).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Serve TLS on the chat port with this certificate chain (PEM, leaf
+    /// first): a client whose first byte is 0x16 gets TLS, the others
+    /// plaintext as before. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse plaintext clients (`ERR tls_required`), so passwords never
+    /// cross the network in clear.
+    #[arg(long, requires = "tls_cert")]
+    tls_only: bool,
     /// Canvas width in pixels (1-4096) [default: the stored canvas's, or 64].
     #[arg(long)]
     width: Option<u16>,
@@ -470,6 +482,14 @@ async fn main() -> anyhow::Result<()> {
         web: pixchat::server::web::WebConfig {
             play: cli.http_play,
             origins: cli.http_origin,
+        },
+        tls: match (cli.tls_cert, cli.tls_key) {
+            (Some(cert), Some(key)) => Some(pixchat::server::tls::TlsConfig {
+                cert,
+                key,
+                only: cli.tls_only,
+            }),
+            _ => None,
         },
         ..pixchat::Config::default()
     };

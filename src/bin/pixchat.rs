@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pixchat::client::{ClientError, Login, image, script, tui};
+use pixchat::client::{ClientError, Login, Transport, image, script, tui};
 use pixchat::protocol::ErrorCode;
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +19,14 @@ struct Cli {
     /// and the UI and `watch` move to the next when theirs goes away.
     #[arg(long, global = true, default_value = pixchat::DEFAULT_LISTEN)]
     server: String,
+    /// Connect with TLS (the server needs --tls-cert), checking the
+    /// server's certificate against the system's roots, or --ca.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Trust only the certificates in this PEM file (a self-signed server
+    /// certificate, or a private CA); implies --tls.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Your user name; the UI asks for one when it is missing.
     #[arg(long, global = true)]
     name: Option<String>,
@@ -213,7 +221,16 @@ fn password_hint(cli: &Cli, e: &anyhow::Error) -> &'static str {
 
 async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
     init_logging(cli)?;
-    let server = cli.server.as_str();
+    let transport = match (&cli.ca, cli.tls) {
+        (Some(ca), _) => Transport::tls_with_ca(ca).context("--ca")?,
+        (None, true) => Transport::tls_system_roots().context("--tls")?,
+        (None, false) => Transport::default(),
+    };
+    let target = script::Target {
+        servers: cli.server.clone(),
+        transport: transport.clone(),
+    };
+    let server = &target;
     let password = cli.password.clone().filter(|p| !p.is_empty());
     let login = |what: &str| {
         cli.name
@@ -237,6 +254,7 @@ async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
                 password,
                 template,
                 utc_offset,
+                transport,
             })
             .await
         }

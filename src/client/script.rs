@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::net::{Backoff, ClientError, Connection, Joined, Login, server_list};
+use super::transport::Transport;
 use crate::protocol::{
     Command, ErrorCode, Event, MAX_SIDE, PALETTE, Reply, Resume, WireError, color_by_name, text,
     validate_name, validate_text,
@@ -48,6 +49,25 @@ pub fn parse_color(s: &str) -> anyhow::Result<u32> {
     })
 }
 
+/// The servers a subcommand uses (a [`server_list`]) and how to reach
+/// them.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port`, or several servers of one cluster separated by commas.
+    pub servers: String,
+    /// Plain TCP or TLS.
+    pub transport: Transport,
+}
+
+impl From<&str> for Target {
+    fn from(servers: &str) -> Self {
+        Self {
+            servers: servers.to_string(),
+            transport: Transport::default(),
+        }
+    }
+}
+
 /// A name for a `watch` run without `--name`: watching needs a join (only
 /// joined connections get events), and names must be unique.
 pub fn watcher_name() -> String {
@@ -56,16 +76,24 @@ pub fn watcher_name() -> String {
 
 /// A connection that may use commands that need no `JOIN`: after `AUTH`
 /// when there is a password.
-async fn authed(server: &str, password: Option<&str>) -> anyhow::Result<Connection> {
-    let (mut conn, _) = Connection::connect_any(server).await?;
+async fn authed(server: &Target, password: Option<&str>) -> anyhow::Result<Connection> {
+    let (mut conn, _) = Connection::connect_any_via(&server.servers, &server.transport).await?;
     if let Some(password) = password {
         conn.auth(password).await?;
     }
     Ok(conn)
 }
 
-async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
-    let (conn, _, _) = join_from(&server_list(server), 0, login, None, |_| Ok(())).await?;
+async fn joined(server: &Target, login: &Login) -> anyhow::Result<Connection> {
+    let (conn, _, _) = join_from(
+        &server_list(&server.servers),
+        &server.transport,
+        0,
+        login,
+        None,
+        |_| Ok(()),
+    )
+    .await?;
     Ok(conn)
 }
 
@@ -75,6 +103,7 @@ async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
 /// join brought and which server it is.
 async fn join_from(
     servers: &[String],
+    transport: &Transport,
     from: usize,
     login: &Login,
     resume: Option<Resume>,
@@ -83,7 +112,7 @@ async fn join_from(
     let mut last: Option<anyhow::Error> = None;
     for k in 0..servers.len() {
         let at = (from + k) % servers.len();
-        let mut conn = match Connection::connect(servers[at].as_str()).await {
+        let mut conn = match Connection::connect_via(servers[at].as_str(), transport).await {
             Ok(conn) => conn,
             Err(e) if e.is_server_down() => {
                 last = Some(e.into());
@@ -140,7 +169,13 @@ fn check_pixel(x: u32, y: u32, width: u32, height: u32) -> anyhow::Result<()> {
 }
 
 /// Places one pixel and returns its seq. Joins quietly.
-pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> anyhow::Result<u64> {
+pub async fn set(
+    server: &Target,
+    login: &Login,
+    x: u32,
+    y: u32,
+    color: &str,
+) -> anyhow::Result<u64> {
     let color = parse_color(color)?;
     if color as usize >= PALETTE.len() {
         return Err(refuse(
@@ -157,7 +192,8 @@ pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> an
         check_pixel(x, y, hello.width.into(), hello.height.into())
     };
     let (mut conn, _, _) = join_from(
-        &server_list(server),
+        &server_list(&server.servers),
+        &server.transport,
         0,
         &login.clone().quietly(),
         None,
@@ -174,7 +210,7 @@ pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> an
 }
 
 /// Sends one chat message. Joins quietly.
-pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<()> {
+pub async fn say(server: &Target, login: &Login, message: &str) -> anyhow::Result<()> {
     validate_text(message).map_err(ClientError::Server)?;
     check_name(login)?;
     let mut conn = joined(server, &login.clone().quietly()).await?;
@@ -193,15 +229,17 @@ pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<(
 /// seq it printed (the binary `JOIN` with resume, `SYNC`'s counterpart):
 /// the pixels placed meanwhile come first, then live events again.
 pub async fn watch(
-    server: &str,
+    server: &Target,
     login: &Login,
     out: &mut impl Write,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     check_name(login)?;
-    let servers = server_list(server);
+    let servers = server_list(&server.servers);
+    let transport = &server.transport;
     let failover = servers.len() > 1;
-    let (mut conn, joined, mut at) = join_from(&servers, 0, login, None, |_| Ok(())).await?;
+    let (mut conn, joined, mut at) =
+        join_from(&servers, transport, 0, login, None, |_| Ok(())).await?;
     let mut resume = resume_point(&joined, None);
     tokio::pin!(stop);
     let mut line = bytes::BytesMut::new();
@@ -242,7 +280,7 @@ pub async fn watch(
         tracing::warn!(server = %servers[at], why, "lost the server; moving to the next");
         let rejoined = tokio::select! {
             _ = &mut stop => return Ok(()),
-            r = rejoin(&servers, at + 1, login, resume) => r?,
+            r = rejoin(&servers, transport, at + 1, login, resume) => r?,
         };
         let joined;
         (conn, joined, at) = rejoined;
@@ -275,6 +313,7 @@ fn resume_point(joined: &Joined, before: Option<Resume>) -> Resume {
 /// the servers are down or the name is still held by the one that left.
 async fn rejoin(
     servers: &[String],
+    transport: &Transport,
     from: usize,
     login: &Login,
     resume: Resume,
@@ -283,7 +322,7 @@ async fn rejoin(
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
     let mut from = from;
     loop {
-        match join_from(servers, from, login, Some(resume), |_| Ok(())).await {
+        match join_from(servers, transport, from, login, Some(resume), |_| Ok(())).await {
             Ok(joined) => return Ok(joined),
             Err(e) if worth_waiting(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::debug!(error = %format!("{e:#}"), "no server took us back yet");
@@ -299,7 +338,7 @@ async fn rejoin(
 /// lines, then `OK <seq> <width> <height>`. Needs no name: `CANVAS` works
 /// before `JOIN`, so it does not show up as a user.
 pub async fn canvas(
-    server: &str,
+    server: &Target,
     password: Option<&str>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -319,7 +358,7 @@ pub async fn canvas(
 /// Returns the seq it shows.
 #[cfg(feature = "tui")]
 pub async fn canvas_png(
-    server: &str,
+    server: &Target,
     password: Option<&str>,
     path: &std::path::Path,
     scale: u32,
@@ -345,7 +384,7 @@ pub async fn canvas_png(
 /// Writes who placed the pixel at `(x, y)` last as `NAME UNIX_MS SEQ`, or
 /// `nobody`. Needs no name: `WHOSE` works before `JOIN`.
 pub async fn whose(
-    server: &str,
+    server: &Target,
     password: Option<&str>,
     x: u32,
     y: u32,
@@ -447,7 +486,7 @@ impl Admin {
 /// after `AUTH` with `admin_password`; listings are written to `out`, one
 /// entry per line. A refusal is the server's own error.
 pub async fn admin(
-    server: &str,
+    server: &Target,
     admin_password: &str,
     action: &Admin,
     out: &mut impl Write,

@@ -49,7 +49,7 @@
 //! Redis allows; Redis Cluster would need every key in one hash slot.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -264,6 +264,9 @@ pub(crate) struct Cluster {
     /// Something suggests this server lost names (a refused act, a leave
     /// of a user it serves): check them now rather than at the next beat.
     doubt: Arc<Notify>,
+    /// The time part (ms) of the last stream entry applied, for
+    /// `/metrics`' stream lag; set once per batch read.
+    applied_ms: AtomicU64,
 }
 
 /// A placement or chat line on its way to Redis.
@@ -660,6 +663,7 @@ impl Cluster {
             commands: Mutex::new(None),
             up: AtomicBool::new(true),
             stale: AtomicBool::new(false),
+            applied_ms: AtomicU64::new(0),
             scripts: Scripts {
                 init: script(INIT),
                 load: script(LOAD),
@@ -788,6 +792,24 @@ impl Cluster {
     /// it lost some (a user of it left in the stream, or was refused).
     pub fn doubt(&self) {
         self.doubt.notify_one();
+    }
+
+    /// How far this server's read of the stream is behind its newest
+    /// entry, in milliseconds of entry ids (0 when it has read it all);
+    /// `None` if Redis does not answer within a second. For `/metrics`.
+    pub async fn stream_lag(&self) -> Option<Duration> {
+        let mut con = self.con().ok()?;
+        let events = format!("{}events", self.config.prefix);
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&events).arg("+").arg("-").arg("COUNT").arg(1);
+        let newest = cmd.query_async::<StreamRangeReply>(&mut con);
+        let newest = tokio::time::timeout(Duration::from_secs(1), newest)
+            .await
+            .ok()?
+            .ok()?;
+        let newest_ms = newest.ids.first().map_or(0, |e| id_ms(&e.id));
+        let applied = self.applied_ms.load(Ordering::Relaxed);
+        Some(Duration::from_millis(newest_ms.saturating_sub(applied)))
     }
 
     fn con(&self) -> Result<ConnectionManager, WireError> {
@@ -1385,6 +1407,8 @@ impl Cluster {
             }
             backoff = Duration::from_millis(100);
             loop {
+                // Once per read (a batch of up to 1,000 entries).
+                self.applied_ms.store(id_ms(&position), Ordering::Relaxed);
                 if self.stale.load(Ordering::Relaxed) {
                     warn!("Redis answered as a replica: the master changed; reconnecting");
                     self.up.store(false, Ordering::Relaxed);
@@ -1429,6 +1453,14 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The time part of a stream entry id (`<ms>-<seq>`).
+fn id_ms(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Why a change sent in a pipeline has no answer.

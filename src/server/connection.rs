@@ -113,6 +113,7 @@ pub fn serve(
             return;
         };
         let mode = mode_of(first);
+        hub.counters().opened(mode);
         // Telnet may send its data mark as urgent data after Ctrl-C; out of
         // line, the kernel would take that one byte out of the stream and
         // leave its IAC to swallow the next byte typed. Dead peers of
@@ -161,6 +162,8 @@ pub fn serve(
         }
         hub.leave(&mut session);
         Box::pin(close(rd, &outbox, hub, peer)).await;
+        // The mode from the outbox, which the future keeps anyway.
+        hub.counters().closed(outbox.mode());
         debug!("connection closed");
     }
     .instrument(span)
@@ -176,6 +179,7 @@ async fn close(rd: Arc<Sock>, outbox: &Outbox, hub: &Hub, peer: SocketAddr) {
             let _ = tokio::time::timeout(DRAIN_GRACE, rd.drain()).await;
         }
         Ok(WriterEnd::Lagged) => {
+            hub.counters().slow_consumer();
             warn!(%peer, "disconnected a slow consumer");
             // Its goodbye may still sit in the send buffer, which the kernel
             // keeps sending after the close, unless unread input turns the
@@ -763,7 +767,6 @@ impl Reader<'_> {
 
 /// Why a bridged client was not let in.
 #[derive(Debug)]
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 pub(crate) enum NotAdmitted {
     /// Over `--max-clients` or `--max-conns-per-ip`, as for a TCP client.
     Refused(super::connections::Refused),
@@ -776,13 +779,11 @@ pub(crate) enum NotAdmitted {
 /// feeds it, while the server serves the other end like any TCP client,
 /// under the same limits, bans and guarantees, with the peer's real address.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 pub(crate) struct Entrance {
     pub shared: Arc<Shared>,
     pub tracker: tokio_util::task::TaskTracker,
 }
 
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 impl Entrance {
     /// The same entrance, for clients that may only watch (see
     /// [`watch_only`]).

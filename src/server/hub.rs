@@ -215,6 +215,8 @@ pub(crate) struct Hub {
     /// One reading of the history from disk at a time (`ROLLBACK`,
     /// `WHOSE x y n`): they queue rather than take every core.
     history_reads: tokio::sync::Semaphore,
+    /// What `/metrics` counts on the hot path.
+    counters: super::metrics::Counters,
 }
 
 /// A command being handled; see [`Hub::start`].
@@ -305,7 +307,32 @@ impl Hub {
             admin_password: config.admin_password.clone(),
             presence_threshold: config.presence_threshold,
             history_reads: tokio::sync::Semaphore::new(1),
+            counters: Default::default(),
         }
+    }
+
+    /// What `/metrics` counts on the hot path.
+    pub fn counters(&self) -> &super::metrics::Counters {
+        &self.counters
+    }
+
+    /// Users online and the canvas's seq, for `/metrics` (takes the hub
+    /// lock: at scrape time only).
+    pub fn census(&self) -> (usize, u64) {
+        let st = self.lock();
+        (st.roster.len(), st.world.canvas.seq())
+    }
+
+    /// Whether the journal can make changes durable now (`None` without
+    /// a journal: in memory or in a cluster).
+    pub fn journal_up(&self) -> Option<bool> {
+        self.journal()
+            .map(|j| j.available().is_ok() && !j.stuck() && !j.died().is_cancelled())
+    }
+
+    /// The journal's fsync latency histogram, if there is a journal.
+    pub fn fsync_histogram(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        self.journal().map(Journal::fsync_histogram)
     }
 
     /// A fresh session with the access a connection starts with.
@@ -377,38 +404,55 @@ impl Hub {
     /// `peer` is the client's address (for address bans and limits): an
     /// argument rather than part of the session, which every idle
     /// connection keeps.
+    ///
+    /// Every command is counted for `/metrics` here, by kind and result;
+    /// a command waiting for Redis or the disk is counted in its boxed
+    /// future, so the connection's own future keeps nothing more across
+    /// the wait.
     pub fn start<'a>(
         &'a self,
         session: &'a mut Session,
         cmd: Command,
         peer: IpAddr,
     ) -> Handling<'a> {
+        let kind = super::metrics::kind_of(&cmd);
         if let Err(e) = gate(session, &cmd) {
+            self.counters.command(kind, false);
             return Handling::Done(Err(e));
         }
+        let counted = move |result: Result<After, WireError>| {
+            self.counters.command(kind, result.is_ok());
+            result
+        };
         if let (Command::Rollback { name, minutes }, Backend::Memory | Backend::Journal(_)) =
             (&cmd, &self.backend)
         {
             // It reads the history from disk: its own future, boxed, as a
             // cluster command's is.
             let (name, minutes) = (name.clone(), *minutes);
-            return Handling::Later(Box::pin(self.rollback(session, name, minutes)));
+            return Handling::Later(Box::pin(async move {
+                counted(self.rollback(session, name, minutes).await)
+            }));
         }
         if let (Command::WhoseLast { x, y, n }, Backend::Memory | Backend::Journal(_)) =
             (&cmd, &self.backend)
         {
             let (x, y, n) = (*x, *y, *n);
-            return Handling::Later(Box::pin(self.whose_last(session, x, y, n)));
+            return Handling::Later(Box::pin(async move {
+                counted(self.whose_last(session, x, y, n).await)
+            }));
         }
         match &self.backend {
             Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
-                match self.handle_remote(cluster, session, cmd, peer).await? {
-                    Ok(after) => Ok(after),
-                    Err(cmd) => self.handle_here(session, cmd, peer),
-                }
+                let result = match self.handle_remote(cluster, session, cmd, peer).await {
+                    Ok(Ok(after)) => Ok(after),
+                    Ok(Err(cmd)) => self.handle_here(session, cmd, peer),
+                    Err(e) => Err(e),
+                };
+                counted(result)
             })),
             Backend::Memory | Backend::Journal(_) => {
-                Handling::Done(self.handle_here(session, cmd, peer))
+                Handling::Done(counted(self.handle_here(session, cmd, peer)))
             }
         }
     }

@@ -89,6 +89,8 @@ struct Shared {
     source: OnceLock<StateSource>,
     /// Cancelled if the writer thread dies.
     died: CancellationToken,
+    /// How long fsyncs take, for `/metrics`.
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for Shared {
@@ -172,6 +174,7 @@ impl Journal {
             stuck: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             reserve_len: AtomicU64::new(reserve_for(snapshot_len)),
+            fsync_seconds: crate::server::metrics::fsync_histogram(),
             source: OnceLock::new(),
             died: CancellationToken::new(),
         });
@@ -230,6 +233,11 @@ impl Journal {
     /// files are rebuilt from memory): events after them cannot go out.
     pub fn stuck(&self) -> bool {
         self.shared.stuck.load(Ordering::Acquire)
+    }
+
+    /// How long the journal's fsyncs take (a handle on the same histogram).
+    pub fn fsync_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.fsync_seconds.clone()
     }
 
     /// Cancelled if the writer thread dies: the server must stop then,
@@ -437,7 +445,13 @@ impl Writer<'_> {
         faults::write_all(faults, &mut self.file, bytes)?;
         match self.shared.fsync {
             Fsync::Never => {}
-            Fsync::Always | Fsync::Batch => faults::sync_data(faults, &self.file)?,
+            Fsync::Always | Fsync::Batch => {
+                let started = std::time::Instant::now();
+                faults::sync_data(faults, &self.file)?;
+                self.shared
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
         }
         Ok(())
     }
