@@ -25,6 +25,7 @@ pub mod keys;
 pub mod net;
 #[cfg(feature = "cli")]
 pub mod script;
+pub mod transport;
 #[cfg(feature = "tui")]
 pub mod tui;
 #[cfg(feature = "tui")]
@@ -37,3 +38,4 @@ pub use net::{
     Backoff, Client, ClientConfig, ClientError, ClientEvent, Connection, Joined, Login, LoginError,
     RequestError, SendError,
 };
+pub use transport::Transport;

@@ -16,13 +16,15 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(any(feature = "server", feature = "tui"))]
+pub mod image;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
 
 pub use protocol::{Command, ErrorCode, Event, Reply, ServerMsg, WireError};
 #[cfg(feature = "server")]
-pub use server::{Config, PresenceConfig, bind, run};
+pub use server::{Config, LimitBy, PresenceConfig, bind, run, run_with};
 
 /// Address the server listens on when none is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -57,3 +59,11 @@ pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
 /// Seconds a binary connection may stay silent (a `KEEPALIVE` goes out at
 /// half of it).
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Seconds a connection may take to join (or give the password) before it
+/// is closed, like PostgreSQL's `authentication_timeout`.
+pub const DEFAULT_JOIN_TIMEOUT_SECS: u64 = 60;
+/// Milliseconds the reply to a first failed `AUTH` is held back (doubling
+/// with each further failure).
+pub const DEFAULT_AUTH_DELAY_MS: u64 = 250;
+/// Failed `AUTH`s after which a connection is closed.
+pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 5;

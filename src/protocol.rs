@@ -226,8 +226,55 @@ pub enum Command {
     },
     /// Admin: lift a ban.
     Unban {
-        /// Who.
+        /// A name, or an address as `BANS` lists it (with or without its
+        /// prefix length); a text that is both lifts both.
         name: String,
+    },
+    /// The last `n` placements at `(x, y)`, newest first (`WHOSE x y n`).
+    WhoseLast {
+        /// Column (unchecked, like `Set`).
+        x: u32,
+        /// Row.
+        y: u32,
+        /// How many, 1 to [`MAX_WHOSE_LAST`].
+        n: u32,
+    },
+    /// Admin: put back, as new placements, the colour each pixel had
+    /// before `name`'s placements of the last `minutes` (0: all of them),
+    /// where `name` is still the last author.
+    Rollback {
+        /// Whose placements.
+        name: String,
+        /// The window in minutes; 0 is all time.
+        minutes: u32,
+    },
+    /// Admin: paint the rectangle from `(x1, y1)` to `(x2, y2)` (inclusive,
+    /// either corner first) with one colour. Values are unchecked, like
+    /// `Set`.
+    Fill {
+        /// One corner's column.
+        x1: u32,
+        /// One corner's row.
+        y1: u32,
+        /// The other corner's column.
+        x2: u32,
+        /// The other corner's row.
+        y2: u32,
+        /// Palette index.
+        color: u32,
+    },
+    /// Admin: like [`Command::Ban`], and ban the address the user is
+    /// connected from too (IPv6 by its /64), so a fresh name from there
+    /// cannot join either.
+    BanAddress {
+        /// Who (online on the server asked).
+        name: String,
+    },
+    /// Admin: list the bans, names and addresses: the first
+    /// [`MAX_LISTED_USERS`] in order, or those after `after`.
+    Bans {
+        /// The last entry of the previous page.
+        after: Option<String>,
     },
 }
 
@@ -335,6 +382,27 @@ pub enum Reply {
     Bye,
     /// `WHOSE`: the last placement at a pixel, if any.
     Whose(Option<Placement>),
+    /// `WHOSE x y n`: the last placements at a pixel, newest first.
+    WhoseList(Vec<PastPlacement>),
+    /// `ROLLBACK` and `FILL`: pixels placed, the seq of the last one (the
+    /// latest seq when none), and for `ROLLBACK` how many pixels are left
+    /// over the per-command cap (run it again for those).
+    Bulk {
+        /// Pixels placed.
+        placed: u32,
+        /// Seq after them.
+        seq: u64,
+        /// Pixels still to put back.
+        more: u32,
+    },
+    /// `BANS`: the ban list, names and addresses.
+    Bans {
+        /// How many bans there are.
+        total: u32,
+        /// Banned names and addresses (`198.51.100.7/32`,
+        /// `2001:db8:1:2::/64`) in order; at most [`MAX_LISTED_USERS`].
+        entries: Vec<String>,
+    },
     /// The command failed; the connection stays usable unless noted.
     Error(WireError),
 }
@@ -348,6 +416,22 @@ pub struct Placement {
     pub unix_ms: u64,
     /// Seq of the placement.
     pub seq: u64,
+}
+
+/// Most placements one `WHOSE x y n` lists.
+pub const MAX_WHOSE_LAST: u32 = 100;
+
+/// One placement at a pixel, from its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastPlacement {
+    /// Author's name.
+    pub name: String,
+    /// Unix time of the placement, in milliseconds.
+    pub unix_ms: u64,
+    /// Seq of the placement.
+    pub seq: u64,
+    /// Palette index placed.
+    pub color: u8,
 }
 
 /// One pixel placement as broadcast and as replayed by `SYNC`.
@@ -599,6 +683,14 @@ error_codes! {
     /// Text mode: the line looked like HTTP (a web page attacking the port
     /// across protocols); the connection is closed without a reply.
     CrossProtocol => "cross_protocol",
+    /// (as `BYE`) the connection neither joined nor gave the password
+    /// within the server's join timeout.
+    JoinTimeout => "join_timeout",
+    /// (as `BYE`) too many failed `AUTH`s on this connection.
+    TooManyFailures => "too_many_failures",
+    /// The server takes TLS connections only (`--tls-only`) and the client
+    /// spoke plaintext; the connection closes.
+    TlsRequired => "tls_required",
 }
 
 impl fmt::Display for ErrorCode {
@@ -661,8 +753,9 @@ pub fn validate_token(token: &str) -> Result<(), WireError> {
 
 /// The one-line command summary `HELP` answers with.
 pub const HELP_TEXT: &str = "commands: JOIN <name> | SAY <text> | TELL <name> <text> | \
-SET <x> <y> <color> | WHOSE <x> <y> | CANVAS | SYNC <seq> | WHO [after] | PING [token] | \
-AUTH <password> | KICK <name> | BAN <name> | UNBAN <name> | HELP | QUIT";
+SET <x> <y> <color> | WHOSE <x> <y> [n] | CANVAS | SYNC <seq> | WHO [after] | PING [token] | \
+AUTH <password> | KICK <name> | BAN <name> [addr] | UNBAN <name|address> | BANS [after] | \
+ROLLBACK <name> [minutes] | FILL <x1> <y1> <x2> <y2> <color> | HELP | QUIT";
 
 #[cfg(test)]
 mod tests {

@@ -2,17 +2,23 @@
 //! bind `127.0.0.1:0`), connection limits that answer instead of queueing,
 //! and a clean shutdown on a cancellation token that finishes durable writes.
 
+pub(crate) mod address;
 pub mod broadcast;
 pub(crate) mod canvas;
 pub mod cluster;
 pub(crate) mod connection;
 pub(crate) mod connections;
+pub mod export;
 pub(crate) mod fanout;
+pub(crate) mod http;
 pub(crate) mod hub;
+pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub(crate) mod sock;
 pub mod storage;
 pub(crate) mod supervise;
+pub mod tls;
+pub mod web;
 pub(crate) mod world;
 
 /// The canvas, history and broadcast ring, for the criterion benchmarks in
@@ -74,6 +80,13 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How joins and leaves are told once a crowd is online.
     pub presence: PresenceConfig,
+    /// Notified once the server serves (the canvas is loaded and the
+    /// listener accepts): readiness for a supervisor such as systemd.
+    pub ready: Option<Arc<tokio::sync::Notify>>,
+    /// The page on the HTTP listener.
+    pub web: web::WebConfig,
+    /// TLS on the chat port (beside plaintext, or instead of it).
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// Presence for crowds: from `threshold` users online, joins and leaves
@@ -113,6 +126,50 @@ pub struct Limits {
     /// A binary connection silent this long is closed (it is sent a
     /// `KEEPALIVE` at half of it).
     pub idle_timeout: Duration,
+    /// A connection that has neither joined nor given a password (`AUTH`)
+    /// this long after connecting is told `BYE join_timeout` and closed,
+    /// in both modes (zero: never).
+    pub join_timeout: Duration,
+    /// The reply to a failed `AUTH` is held back this long, doubled for
+    /// each earlier failure of the connection or of its address (the
+    /// larger count), up to [`MAX_AUTH_DELAY`].
+    pub auth_delay: Duration,
+    /// Failed `AUTH`s after which the connection is told
+    /// `BYE too_many_failures` and closed (0: never). A connection counts
+    /// up to 255, so a larger value is never reached.
+    pub max_auth_failures: u32,
+    /// What the rate limit and the placement cooldown count by.
+    pub limit_by: LimitBy,
+}
+
+/// The longest a failed `AUTH`'s reply is held back.
+pub const MAX_AUTH_DELAY: Duration = Duration::from_secs(8);
+
+/// What the rate limit and the placement cooldown count by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LimitBy {
+    /// The rate per connection, the cooldown per user name (as before
+    /// address limits existed).
+    #[default]
+    Name,
+    /// Both per client address (IPv6 by /64): reconnecting or taking a
+    /// fresh name changes nothing.
+    Addr,
+    /// Both: per connection and per address for the rate, per name and
+    /// per address for the cooldown.
+    Both,
+}
+
+impl LimitBy {
+    /// Counts per connection or per name.
+    pub fn by_name(self) -> bool {
+        self != LimitBy::Addr
+    }
+
+    /// Counts per address.
+    pub fn by_addr(self) -> bool {
+        self != LimitBy::Name
+    }
 }
 
 impl Default for Limits {
@@ -124,6 +181,10 @@ impl Default for Limits {
             max_conns_per_ip: 0,
             handshake_timeout: connection::HANDSHAKE_TIMEOUT,
             idle_timeout: Duration::from_secs(crate::DEFAULT_IDLE_TIMEOUT_SECS),
+            join_timeout: Duration::from_secs(crate::DEFAULT_JOIN_TIMEOUT_SECS),
+            auth_delay: Duration::from_millis(crate::DEFAULT_AUTH_DELAY_MS),
+            max_auth_failures: crate::DEFAULT_MAX_AUTH_FAILURES,
+            limit_by: LimitBy::Name,
         }
     }
 }
@@ -143,6 +204,9 @@ impl Default for Config {
             password: None,
             admin_password: None,
             presence: PresenceConfig::default(),
+            ready: None,
+            web: web::WebConfig::default(),
+            tls: None,
         }
     }
 }
@@ -202,6 +266,18 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(listener, None, config, shutdown).await
+}
+
+/// Like [`run`], with the operators' HTTP listener (`/healthz`, `/readyz`,
+/// `/metrics` and the browser view) on `http` when given (already bound, so
+/// tests can bind `127.0.0.1:0`).
+pub async fn run_with(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let size = match (config.width, config.height) {
         (None, None) => None,
         (w, h) => Some((
@@ -216,9 +292,14 @@ pub async fn run(
         broadcast: config.broadcast,
         storage: config.storage.clone(),
         cooldown: config.limits.cooldown,
+        limit_by: config.limits.limit_by,
         password: config.password.clone(),
         admin_password: config.admin_password.clone(),
         presence_threshold: config.presence.threshold,
+    };
+    let tls = match config.tls.clone() {
+        Some(c) => Some(Arc::new(tls::Tls::load(c)?)),
+        None => None,
     };
     let mut tasks = Supervisor::default();
     let hub = match config.cluster.clone() {
@@ -250,15 +331,43 @@ pub async fn run(
         .local_addr()
         .context("read the listening address")?;
     info!(%addr, width, height, "listening");
+    if let Some(ready) = &config.ready {
+        ready.notify_one();
+    }
 
     let limits = Arc::new(config.limits.clone());
     let shared = Arc::new(connection::Shared {
         hub: hub.clone(),
         limits: limits.clone(),
         connections: Connections::new(config.max_clients, limits.max_conns_per_ip),
+        read_only: false,
     });
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let tracker = TaskTracker::new();
+    let entrance = connection::Entrance {
+        shared: shared.clone(),
+        tracker: tracker.clone(),
+    };
+    let reload = |tls: &Arc<tls::Tls>| tls::reload_on_hangup(tls.clone(), shutdown.clone());
+    if let Some(tls) = &tls {
+        tasks.spawn(Task::TlsReload, reload(tls));
+    }
+    if let Some(http) = http {
+        let addr = http
+            .local_addr()
+            .context("read the HTTP listening address")?;
+        info!(%addr, "http listening");
+        let (registry, stream_lag) = metrics::registry(hub.clone());
+        let state = http::HttpState {
+            hub: hub.clone(),
+            entrance: entrance.clone(),
+            shutdown: shutdown.clone(),
+            web: config.web.clone(),
+            registry: Arc::new(registry),
+            stream_lag,
+        };
+        tasks.spawn(Task::Http, http::serve(http, state));
+    }
     loop {
         let (stream, peer) = tokio::select! {
             // Shutdown first: tasks end on it too, which is no failure.
@@ -279,7 +388,13 @@ pub async fn run(
                     tasks.spawn(Task::Presence, presence());
                     continue;
                 }
-                Ended::Restart(_) => unreachable!("only pacers and the presence ticker are restarted"),
+                Ended::Restart(Task::TlsReload) => {
+                    if let Some(tls) = &tls {
+                        tasks.spawn(Task::TlsReload, reload(tls));
+                    }
+                    continue;
+                }
+                Ended::Restart(_) => unreachable!("only pacers, the presence ticker and the TLS reloader are restarted"),
                 Ended::Fatal(e) => {
                     tracing::error!(error = %e, "stopping the server");
                     failure = Some(e);
@@ -302,12 +417,25 @@ pub async fn run(
                 if let Some(size) = config.send_buffer {
                     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
                 }
-                tracker.spawn(connection::serve(
-                    stream.into(),
-                    peer,
-                    shared.clone(),
-                    listed,
-                ));
+                match &tls {
+                    None => {
+                        tracker.spawn(connection::serve(
+                            stream.into(),
+                            peer,
+                            shared.clone(),
+                            listed,
+                        ));
+                    }
+                    Some(tls) => {
+                        tracker.spawn(tls::front(
+                            stream,
+                            peer,
+                            listed,
+                            tls.clone(),
+                            entrance.clone(),
+                        ));
+                    }
+                }
             }
             Err(Refused::TooManyFromIp) => {
                 warn!(%peer, "too many connections from this address");

@@ -444,6 +444,46 @@ async fn bans_are_cluster_wide_survive_restarts_and_can_be_lifted() {
     assert_eq!(admin_b.cmd("UNBAN mallory").await, "OK");
     let mut user = TextClient::connect(a.addr).await;
     assert!(user.cmd("JOIN mallory").await.starts_with("OK mallory "));
+
+    // An address ban, asked of the server the user is on, reaches every
+    // server through Redis: a fresh name from that address is refused on
+    // the other one too, and both list it.
+    let _eve = TextClient::joined(b.addr, "eve").await;
+    assert!(
+        admin
+            .cmd("BAN eve addr")
+            .await
+            .starts_with("ERR no_such_user eve is not online on this server"),
+        "only eve's server knows her address"
+    );
+    assert_eq!(admin_b.cmd("BAN eve addr").await, "OK");
+    assert!(user.until("BYE").await.starts_with("BYE banned "));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let bans = admin.cmd("BANS").await;
+        if bans == "OK 2 127.0.0.1/32 eve" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{bans}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut fresh = TextClient::connect(a.addr).await;
+    assert_eq!(
+        fresh.cmd("JOIN frank").await,
+        "ERR banned your address is banned from this server"
+    );
+    assert_eq!(admin.cmd("UNBAN 127.0.0.1").await, "OK");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut fresh = TextClient::connect(b.addr).await;
+        let reply = fresh.cmd("JOIN frank").await;
+        if reply.starts_with("OK frank ") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(admin_b.cmd("BANS").await, "OK 1 eve");
 }
 
 /// `WHO` on each of `addrs`, from a fresh connection.

@@ -198,12 +198,13 @@ async fn expect_pixels(addr: std::net::SocketAddr, n: u32) {
     }
 }
 
-/// Every file of the data directory but the lock, with its bytes.
+/// Every file of the data directory but the lock (and the archive's
+/// directory), with its bytes.
 fn contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "lock")
+        .filter(|e| e.file_name() != "lock" && e.file_type().unwrap().is_file())
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),

@@ -231,6 +231,8 @@ pub struct Pixchat {
     bin: PathBuf,
     listen: String,
     args: Vec<OsString>,
+    /// `--http` address, when the HTTP listener is wanted.
+    http: Option<String>,
     temp_dir: bool,
     on_drop: OnDrop,
 }
@@ -243,9 +245,19 @@ impl Pixchat {
             bin: bin.into(),
             listen: "127.0.0.1:0".into(),
             args: Vec::new(),
+            http: None,
             temp_dir: false,
             on_drop: OnDrop::Terminate,
         }
+    }
+
+    /// Serves the operators' HTTP listener too (`--http ADDR`; port 0
+    /// picks a free port): [`Pixchat::start`] then also waits for its
+    /// `http listening addr=` line, and [`ServerProcess::http_addr`] gives
+    /// it.
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.http = Some(addr.into());
+        self
     }
 
     /// Listens on `addr` instead (to restart a server on the same port).
@@ -290,8 +302,11 @@ impl Pixchat {
             None
         };
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--listen", &self.listen])
-            .args(&self.args)
+        cmd.args(["--listen", &self.listen]);
+        if let Some(http) = &self.http {
+            cmd.args(["--http", http]);
+        }
+        cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -307,22 +322,34 @@ impl Pixchat {
         let log = Log::follow(stderr, move |line| {
             if let Some(rest) = line.split("listening addr=").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or("");
-                let _ = tx.send(addr.parse::<SocketAddr>().ok());
+                let http = line.contains("http listening addr=");
+                let _ = tx.send((http, addr.parse::<SocketAddr>().ok()));
             }
         });
         let mut proc = Proc::new(child, "pixchat-server", log);
         let deadline = Instant::now() + START_TIMEOUT;
+        let (mut addr, mut http_addr) = (None, None);
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(Some(addr)) => {
-                    return Ok(ServerProcess {
-                        proc,
-                        addr,
-                        dir,
-                        on_drop: self.on_drop,
-                    });
+                Ok((is_http, Some(got))) => {
+                    if is_http {
+                        http_addr = Some(got);
+                    } else {
+                        addr = Some(got);
+                    }
+                    if let Some(addr) = addr
+                        && (self.http.is_none() || http_addr.is_some())
+                    {
+                        return Ok(ServerProcess {
+                            proc,
+                            addr,
+                            http_addr,
+                            dir,
+                            on_drop: self.on_drop,
+                        });
+                    }
                 }
-                Ok(None) => {
+                Ok((_, None)) => {
                     proc.kill();
                     return Err(StartError::Timeout {
                         name: proc.name,
@@ -357,6 +384,7 @@ impl Pixchat {
 pub struct ServerProcess {
     proc: Proc,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     dir: Option<tempfile::TempDir>,
     on_drop: OnDrop,
 }
@@ -365,6 +393,11 @@ impl ServerProcess {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where its HTTP listener listens, when started with [`Pixchat::http`].
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Its process id (for CPU and memory readings).

@@ -1,4 +1,5 @@
-//! `pixchat-server`: parse flags, set up logging, serve until Ctrl-C or SIGTERM.
+//! `pixchat-server`: parse flags (each also from a `PIXCHAT_*` variable),
+//! set up logging, serve until Ctrl-C or SIGTERM.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -8,15 +9,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
-use pixchat::server::cluster::ClusterConfig;
+use clap::{CommandFactory, FromArgMatches};
+use pixchat::server::cluster::{ClusterConfig, redacted_url};
 use pixchat::server::storage::{Fsync, StorageConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// Real-time chat and collaborative pixel canvas over TCP (text and binary
 /// protocols on one port).
-#[derive(Debug, Parser)]
+///
+/// Every flag can also be set by an environment variable: PIXCHAT_ and the
+/// flag's name in capitals with `_` for `-` (--max-clients: PIXCHAT_MAX_CLIENTS).
+#[derive(clap::Parser)]
+#[command(name = "pixchat-server")]
 #[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Without a command: serve.
@@ -25,6 +30,23 @@ struct Cli {
     /// Address to listen on; port 0 picks a free port (the log shows it).
     #[arg(long, default_value = pixchat::DEFAULT_LISTEN)]
     listen: String,
+    /// Serve the operators' HTTP endpoints (/healthz, /readyz, /metrics)
+    /// and the browser view on this address (off by default); port 0
+    /// picks a free port (the log line `http listening addr=` shows it).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Serve TLS on the chat port with this certificate chain (PEM, leaf
+    /// first): a client whose first byte is 0x16 gets TLS, the others
+    /// plaintext as before. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse plaintext clients (`ERR tls_required`), so passwords never
+    /// cross the network in clear.
+    #[arg(long, requires = "tls_cert")]
+    tls_only: bool,
     /// Canvas width in pixels (1-4096) [default: the stored canvas's, or 64].
     #[arg(long)]
     width: Option<u16>,
@@ -54,6 +76,14 @@ struct Cli {
     /// Journal records after which the journal is folded into a new snapshot.
     #[arg(long, default_value_t = pixchat::DEFAULT_COMPACT_AFTER)]
     compact_after: u64,
+    /// Keep no history archive: placements compaction folds into the
+    /// snapshot are dropped instead of moved to DATA_DIR/archive.
+    #[arg(long)]
+    no_archive: bool,
+    /// How much of the history archive to keep: an age (30d, 12h) or a
+    /// size (10GiB, 500MB); the oldest segments go first.
+    #[arg(long, default_value = "all", value_name = "AGE|SIZE")]
+    history_retention: pixchat::server::storage::archive::Retention,
     /// Minimum milliseconds between two pixels from one user (0 = off).
     #[arg(long, default_value_t = 0)]
     cooldown_ms: u64,
@@ -70,12 +100,41 @@ struct Cli {
     /// Seconds a binary client may stay silent before it is dropped (0 = off).
     #[arg(long, default_value_t = pixchat::DEFAULT_IDLE_TIMEOUT_SECS)]
     idle_timeout: u64,
-    /// Password clients must give with `AUTH` before anything else.
-    #[arg(long, env = "PIXCHAT_PASSWORD", hide_env_values = true)]
+    /// Seconds a connection may take to JOIN (or to AUTH on a server with
+    /// a password) before it is closed, in both modes (0 = off).
+    #[arg(long, default_value_t = pixchat::DEFAULT_JOIN_TIMEOUT_SECS, value_name = "SECS")]
+    join_timeout: u64,
+    /// Milliseconds the reply to a failed AUTH is held back; it doubles
+    /// with each failure of the connection or its address, up to 8 s.
+    #[arg(long, default_value_t = pixchat::DEFAULT_AUTH_DELAY_MS, value_name = "MS")]
+    auth_delay_ms: u64,
+    /// Failed AUTHs after which the connection is closed (0 = never;
+    /// at most 255).
+    #[arg(long, default_value_t = pixchat::DEFAULT_MAX_AUTH_FAILURES, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=255))]
+    max_auth_failures: u32,
+    /// What --rate-limit and --cooldown-ms count by: name (the rate per
+    /// connection, the cooldown per user name), addr (both per client
+    /// address, IPv6 by /64, so reconnecting or a fresh name changes
+    /// nothing) or both.
+    #[arg(long, value_enum, default_value_t = LimitByArg::Name)]
+    limit_by: LimitByArg,
+    /// Password clients must give with `AUTH` before anything else (on
+    /// the command line it shows in `ps`: prefer --password-file or the
+    /// environment).
+    #[arg(long)]
     password: Option<String>,
-    /// Password that grants `KICK` and `BAN` (after `AUTH`).
-    #[arg(long, env = "PIXCHAT_ADMIN_PASSWORD", hide_env_values = true)]
+    /// Read the password from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "password")]
+    password_file: Option<PathBuf>,
+    /// Password that grants `KICK`, `BAN`, `UNBAN` and `BANS` (after `AUTH`).
+    #[arg(long)]
     admin_password: Option<String>,
+    /// Read the admin password from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_password")]
+    admin_password_file: Option<PathBuf>,
+    /// Log lines as text or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Share one canvas with every server on this Redis: one Redis
     /// (redis://127.0.0.1:6379), or the master that Sentinels watch
     /// (sentinel://HOST:PORT[,HOST:PORT...]/MASTER), followed across
@@ -101,6 +160,46 @@ struct Cli {
     /// Milliseconds between two PRESENCE events.
     #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_INTERVAL_MS, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
     presence_interval_ms: u64,
+    /// Let the page on the --http listener join with a name, place pixels
+    /// and chat (under the same limits as any client); without it the page
+    /// only watches.
+    #[arg(long)]
+    http_play: bool,
+    /// An origin (`https://canvas.example.org`) whose pages may open the
+    /// --http listener's WebSocket besides the listener's own host; `*`
+    /// allows any. May be given several times.
+    #[arg(long, value_name = "ORIGIN")]
+    http_origin: Vec<String>,
+}
+
+/// `--limit-by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LimitByArg {
+    /// The rate per connection, the cooldown per user name.
+    Name,
+    /// Both per client address (IPv6 by /64).
+    Addr,
+    /// Per connection and address, per name and address.
+    Both,
+}
+
+impl From<LimitByArg> for pixchat::LimitBy {
+    fn from(by: LimitByArg) -> Self {
+        match by {
+            LimitByArg::Name => pixchat::LimitBy::Name,
+            LimitByArg::Addr => pixchat::LimitBy::Addr,
+            LimitByArg::Both => pixchat::LimitBy::Both,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One line of text per event (colours on a terminal).
+    Text,
+    /// One JSON object per line, with the connection's span (peer, name).
+    Json,
 }
 
 /// `--fsync` takes the policy names the library defines.
@@ -110,7 +209,8 @@ fn fsync_parser() -> impl clap::builder::TypedValueParser<Value = Fsync> {
         .map(|name| name.parse::<Fsync>().expect("a listed policy"))
 }
 
-/// Offline tools for the data directory (run them while no server uses it).
+/// Offline tools for the data directory (run them while no server uses
+/// it), and the shell completions and man page.
 #[derive(Debug, clap::Subcommand)]
 enum Tool {
     /// Read the data directory and report what is in it and whether a
@@ -128,11 +228,160 @@ enum Tool {
         #[arg(long, default_value = pixchat::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Export the history (the archive and the journal) of a data
+    /// directory: placements as CSV, the canvas at any moment as a PNG, a
+    /// timelapse as GIF or APNG. Reads only; a running server's directory
+    /// may be exported.
+    Export(ExportArgs),
+    /// Print the completion script for a shell (bash: save it as
+    /// /usr/share/bash-completion/completions/pixchat-server).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `pixchat-server man > pixchat-server.1`.
+    Man,
+}
+
+/// What `export` writes; at least one of `--csv`, `--png`, `--timelapse`.
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// The data directory to read.
+    #[arg(long, visible_alias = "data", default_value = pixchat::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Write every placement as CSV (r/place 2022's columns: timestamp,
+    /// user (the name), pixel_color (#RRGGBB), coordinate ("x,y")).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// CSV: the first placement, a seq or a time (RFC 3339, or @UNIX_MS).
+    #[arg(long, value_name = "SEQ|TIME", requires = "csv")]
+    from: Option<pixchat::server::export::Point>,
+    /// CSV: the last placement, a seq or a time.
+    #[arg(long, value_name = "SEQ|TIME", requires = "csv")]
+    to: Option<pixchat::server::export::Point>,
+    /// Write the canvas as an indexed PNG.
+    #[arg(long, value_name = "FILE")]
+    png: Option<PathBuf>,
+    /// PNG: the canvas after this seq or time [default: the latest].
+    #[arg(long, value_name = "SEQ|TIME", requires = "png")]
+    at: Option<pixchat::server::export::Point>,
+    /// Write a timelapse: .gif, or .png for an animated PNG.
+    #[arg(long, value_name = "FILE")]
+    timelapse: Option<PathBuf>,
+    /// Timelapse: one frame every N placements (and one at the end).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    every: u64,
+    /// Timelapse: frames per second.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=100))]
+    fps: u16,
+    /// PNG and timelapse: each canvas pixel becomes N x N image pixels.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    scale: u32,
+}
+
+/// Runs `export`: prints one line per file written.
+fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    use pixchat::server::export;
+    if args.csv.is_none() && args.png.is_none() && args.timelapse.is_none() {
+        anyhow::bail!("export needs --csv, --png or --timelapse");
+    }
+    let started = std::time::Instant::now();
+    let history = export::read(&args.data_dir)?;
+    println!(
+        "read {} placements (seq {}-{}) in {:.2} s",
+        history.placements.len(),
+        history.placements.first().map_or(0, |p| p.seq),
+        history.placements.last().map_or(0, |p| p.seq),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &args.csv {
+        let t = std::time::Instant::now();
+        let f =
+            std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+        let rows = export::csv(&history, f, args.from, args.to)?;
+        println!(
+            "{}: {rows} placements in {:.2} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(path) = &args.png {
+        let t = std::time::Instant::now();
+        let seq = export::png(&history, path, args.at, args.scale)?;
+        println!(
+            "{}: the canvas at seq {seq} in {:.2} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(path) = &args.timelapse {
+        let t = std::time::Instant::now();
+        let frames = export::timelapse(&history, path, args.every, args.scale, args.fps)?;
+        println!(
+            "{}: {frames} frames in {:.2} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The flags, each also read from `PIXCHAT_<FLAG>` (`--max-clients`:
+/// `PIXCHAT_MAX_CLIENTS`): done here once rather than per flag, so a flag
+/// added later gets its variable too. Values of secrets are never shown.
+fn command() -> clap::Command {
+    fn with_env(arg: clap::Arg) -> clap::Arg {
+        let id = arg.get_id().as_str();
+        if arg.is_positional() || matches!(id, "help" | "version") || arg.get_env().is_some() {
+            return arg;
+        }
+        let secret = id.contains("password");
+        let var = format!("PIXCHAT_{}", id.to_ascii_uppercase());
+        let arg = arg.env(var).hide_env_values(secret);
+        // A switch from the environment: PIXCHAT_MEMORY=true, 1, yes, on.
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            arg.value_parser(clap::builder::BoolishValueParser::new())
+        } else {
+            arg
+        }
+    }
+    Cli::command()
+        .mut_args(with_env)
+        .mut_subcommands(|tool| tool.mut_args(with_env))
+}
+
+/// Parses the command line and the environment; exits with clap's message
+/// on a mistake.
+fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command()).exit())
+}
+
+/// A password from the flag (or its variable), or from the first line of
+/// its file.
+fn secret(value: Option<String>, file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    let value = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read the password file {}", path.display()))?;
+            let first = text.lines().next().unwrap_or_default();
+            // An empty file is a mistake, not a wish for an open server.
+            anyhow::ensure!(
+                !first.is_empty(),
+                "the password file {} is empty",
+                path.display()
+            );
+            Some(first.to_string())
+        }
+        None => value,
+    };
+    Ok(value.filter(|p| !p.is_empty()))
 }
 
 /// Runs `check` or `repair` and exits with its verdict.
 fn run_tool(tool: Tool) -> anyhow::Result<()> {
     let (lines, ok) = match tool {
+        Tool::Export(args) => return run_export(args),
         Tool::Check { data_dir } => {
             let report = pixchat::server::storage::recovery::check(&data_dir)?;
             (report.lines, report.startable)
@@ -141,6 +390,21 @@ fn run_tool(tool: Tool) -> anyhow::Result<()> {
             let report = pixchat::server::storage::recovery::repair(&data_dir)?;
             (report.lines, report.startable)
         }
+        Tool::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut command(),
+                "pixchat-server",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Tool::Man => {
+            clap_mangen::Man::new(command())
+                .render(&mut std::io::stdout())
+                .context("write the man page")?;
+            return Ok(());
+        }
     };
     for line in lines {
         println!("{line}");
@@ -148,24 +412,36 @@ fn run_tool(tool: Tool) -> anyhow::Result<()> {
     std::process::exit(if ok { 0 } else { 1 });
 }
 
+/// Logs to standard error, as text or JSON; `RUST_LOG` filters.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let cli = Cli::parse();
+    let cli = parse();
+    init_logging(cli.log_format);
     if let Some(tool) = cli.command {
         return run_tool(tool);
     }
+    let password = secret(cli.password, cli.password_file.as_ref())?;
+    let admin_password = secret(cli.admin_password, cli.admin_password_file.as_ref())?;
     // Every client is a file descriptor; the usual soft limit of 1024 would
     // cap the server long before --max-clients. Raise it to the hard limit,
     // and the hard limit too where we may (as root), as Redis does.
     raise_open_file_limit(cli.max_clients as u64 + 1024);
-    let config = pixchat::Config {
+    let mut config = pixchat::Config {
         width: cli.width,
         height: cli.height,
         max_clients: cli.max_clients,
@@ -181,6 +457,8 @@ async fn main() -> anyhow::Result<()> {
             fsync: cli.fsync,
             new_canvas: cli.new_canvas,
             compact_after: cli.compact_after,
+            archive: !cli.no_archive,
+            retention: cli.history_retention,
             ..StorageConfig::new(cli.data_dir.clone())
         }),
         limits: pixchat::server::Limits {
@@ -189,22 +467,60 @@ async fn main() -> anyhow::Result<()> {
             rate_burst: cli.rate_burst.unwrap_or(cli.rate_limit),
             max_conns_per_ip: cli.max_conns_per_ip,
             idle_timeout: Duration::from_secs(cli.idle_timeout),
+            join_timeout: Duration::from_secs(cli.join_timeout),
+            auth_delay: Duration::from_millis(cli.auth_delay_ms),
+            max_auth_failures: cli.max_auth_failures,
+            limit_by: cli.limit_by.into(),
             ..Default::default()
         },
-        password: cli.password.filter(|p| !p.is_empty()),
-        admin_password: cli.admin_password.filter(|p| !p.is_empty()),
+        password,
+        admin_password,
         presence: pixchat::PresenceConfig {
             threshold: cli.presence_threshold,
             interval: Duration::from_millis(cli.presence_interval_ms),
+        },
+        web: pixchat::server::web::WebConfig {
+            play: cli.http_play,
+            origins: cli.http_origin,
+        },
+        tls: match (cli.tls_cert, cli.tls_key) {
+            (Some(cert), Some(key)) => Some(pixchat::server::tls::TlsConfig {
+                cert,
+                key,
+                only: cli.tls_only,
+            }),
+            _ => None,
         },
         ..pixchat::Config::default()
     };
     let listener = pixchat::server::bind(&cli.listen)
         .await
         .with_context(|| format!("bind {}", cli.listen))?;
+    let http = match &cli.http {
+        Some(addr) => Some(
+            pixchat::server::bind(addr)
+                .await
+                .with_context(|| format!("bind the HTTP listener on {addr}"))?,
+        ),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    pixchat::run(listener, config, shutdown).await
+    if let Some(url) = &cli.redis {
+        tracing::info!(redis = %redacted_url(url), "cluster mode");
+    }
+    // Under systemd (Type=notify) the unit is started once the canvas is
+    // loaded and the port accepts; elsewhere NOTIFY_SOCKET is unset and
+    // this does nothing.
+    let ready = std::sync::Arc::new(tokio::sync::Notify::new());
+    config.ready = Some(ready.clone());
+    tokio::spawn(async move {
+        ready.notified().await;
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "could not tell systemd the server is ready");
+        }
+    });
+    pixchat::run_with(listener, http, config, shutdown).await
 }
 
 /// Raises the open-file limit towards `want`: the hard limit too where we

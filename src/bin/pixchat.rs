@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pixchat::client::{ClientError, Login, image, script, tui};
+use pixchat::client::{ClientError, Login, Transport, image, script, tui};
 use pixchat::protocol::ErrorCode;
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +19,14 @@ struct Cli {
     /// and the UI and `watch` move to the next when theirs goes away.
     #[arg(long, global = true, default_value = pixchat::DEFAULT_LISTEN)]
     server: String,
+    /// Connect with TLS (the server needs --tls-cert), checking the
+    /// server's certificate against the system's roots, or --ca.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Trust only the certificates in this PEM file (a self-signed server
+    /// certificate, or a private CA); implies --tls.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Your user name; the UI asks for one when it is missing.
     #[arg(long, global = true)]
     name: Option<String>,
@@ -60,8 +68,16 @@ enum Action {
     /// Print events as text-mode lines until Ctrl-C (joins as --name, or
     /// as watch-XXXX).
     Watch,
-    /// Print the canvas as the text mode's CANVAS answer does.
-    Canvas,
+    /// Print the canvas as the text mode's CANVAS answer does, or with
+    /// --png write it as an indexed PNG.
+    Canvas {
+        /// Write an indexed PNG here instead of printing text.
+        #[arg(long, value_name = "FILE")]
+        png: Option<std::path::PathBuf>,
+        /// With --png: each canvas pixel becomes N x N image pixels.
+        #[arg(long, default_value_t = 1, requires = "png", value_parser = clap::value_parser!(u32).range(1..=64))]
+        scale: u32,
+    },
     /// Print who placed the pixel at X Y last: NAME UNIX_MS SEQ, or nobody.
     Whose {
         /// Column, from 0.
@@ -69,6 +85,99 @@ enum Action {
         /// Row, from 0.
         y: u32,
     },
+    /// Moderate from the shell with the server's admin password.
+    Admin {
+        /// The server's admin password (prefer the environment: a flag
+        /// shows in `ps`).
+        #[arg(long, env = "PIXCHAT_ADMIN_PASSWORD", hide_env_values = true)]
+        admin_password: String,
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// `pixchat admin ...`.
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Print everyone online, one name per line (a * marks a quiet join).
+    Who,
+    /// Disconnect a user.
+    Kick {
+        /// Who.
+        name: String,
+    },
+    /// Disconnect a user and refuse the name from now on.
+    Ban {
+        /// Who.
+        name: String,
+        /// Ban the address the user is connected from too (IPv6: its /64);
+        /// the user must be online on this server.
+        #[arg(long)]
+        addr: bool,
+    },
+    /// Lift the ban on a name or an address.
+    Unban {
+        /// A name, or an address (as `bans` prints it, or plain).
+        target: String,
+    },
+    /// Print the bans, names and addresses, one per line.
+    Bans,
+    /// Put back the colours a user's placements covered (only where nobody
+    /// placed over them since), as new placements everyone sees.
+    Rollback {
+        /// Whose placements.
+        name: String,
+        /// Only those of the last MINUTES (default: all of them).
+        #[arg(default_value_t = 0)]
+        minutes: u32,
+    },
+    /// Paint the rectangle from (X1,Y1) to (X2,Y2), corners included, with
+    /// one colour (at most 65,536 pixels).
+    Fill {
+        /// One corner's column.
+        x1: u32,
+        /// One corner's row.
+        y1: u32,
+        /// The other corner's column.
+        x2: u32,
+        /// The other corner's row.
+        y2: u32,
+        /// A palette index 0-15 or a name such as `red`.
+        #[arg(value_parser = parse_color_arg)]
+        color: u32,
+    },
+}
+
+impl From<&AdminAction> for script::Admin {
+    fn from(action: &AdminAction) -> Self {
+        match action {
+            AdminAction::Who => script::Admin::Who,
+            AdminAction::Kick { name } => script::Admin::Kick { name: name.clone() },
+            AdminAction::Ban { name, addr } => script::Admin::Ban {
+                name: name.clone(),
+                address: *addr,
+            },
+            AdminAction::Unban { target } => script::Admin::Unban {
+                target: target.clone(),
+            },
+            AdminAction::Bans => script::Admin::Bans,
+            AdminAction::Rollback { name, minutes } => script::Admin::Rollback {
+                name: name.clone(),
+                minutes: *minutes,
+            },
+            AdminAction::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            } => script::Admin::Fill {
+                from: (*x1, *y1),
+                to: (*x2, *y2),
+                color: *color,
+            },
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -101,7 +210,9 @@ fn password_hint(cli: &Cli, e: &anyhow::Error) -> &'static str {
         .chain()
         .filter_map(|cause| cause.downcast_ref::<ClientError>())
         .any(|c| c.wire().is_some_and(|w| w.code == ErrorCode::Forbidden));
-    if forbidden && cli.password.as_deref().is_none_or(str::is_empty) {
+    if forbidden && matches!(cli.command, Some(Action::Admin { .. })) {
+        " (the admin password: --admin-password or PIXCHAT_ADMIN_PASSWORD)"
+    } else if forbidden && cli.password.as_deref().is_none_or(str::is_empty) {
         " (give the password with --password or PIXCHAT_PASSWORD)"
     } else {
         ""
@@ -110,7 +221,16 @@ fn password_hint(cli: &Cli, e: &anyhow::Error) -> &'static str {
 
 async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
     init_logging(cli)?;
-    let server = cli.server.as_str();
+    let transport = match (&cli.ca, cli.tls) {
+        (Some(ca), _) => Transport::tls_with_ca(ca).context("--ca")?,
+        (None, true) => Transport::tls_system_roots().context("--tls")?,
+        (None, false) => Transport::default(),
+    };
+    let target = script::Target {
+        servers: cli.server.clone(),
+        transport: transport.clone(),
+    };
+    let server = &target;
     let password = cli.password.clone().filter(|p| !p.is_empty());
     let login = |what: &str| {
         cli.name
@@ -134,6 +254,7 @@ async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
                 password,
                 template,
                 utc_offset,
+                transport,
             })
             .await
         }
@@ -151,11 +272,26 @@ async fn run(cli: &Cli, utc_offset: i32) -> anyhow::Result<()> {
             };
             script::watch(server, &login, &mut std::io::stdout(), stop).await
         }
-        Some(Action::Canvas) => {
+        Some(Action::Canvas { png: None, .. }) => {
             script::canvas(server, password.as_deref(), &mut std::io::stdout()).await
+        }
+        Some(Action::Canvas {
+            png: Some(path),
+            scale,
+        }) => {
+            let seq = script::canvas_png(server, password.as_deref(), path, *scale).await?;
+            eprintln!("{}: the canvas at seq {seq}", path.display());
+            Ok(())
         }
         Some(Action::Whose { x, y }) => {
             script::whose(server, password.as_deref(), *x, *y, &mut std::io::stdout()).await
+        }
+        Some(Action::Admin {
+            admin_password,
+            action,
+        }) => {
+            let action = script::Admin::from(action);
+            script::admin(server, admin_password, &action, &mut std::io::stdout()).await
         }
     }
 }
@@ -198,4 +334,9 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A colour argument: a palette index or a name.
+fn parse_color_arg(s: &str) -> Result<u32, String> {
+    script::parse_color(s).map_err(|e| e.to_string())
 }

@@ -434,6 +434,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/template off", "remove it"),
     ("/kick NAME", "admin: kick"),
     ("/ban NAME", "admin: ban"),
+    ("/rollback N [MIN]", "admin: undo N"),
+    ("/fill X Y X Y C", "admin: fill"),
     ("/help", "this help"),
     ("/quit", "quit"),
 ];

@@ -42,6 +42,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
+
+use super::transport::{Stream, Transport};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::binary::{ClientCodec, FrameError};
@@ -224,7 +226,7 @@ fn unexpected(what: &str, got: &impl std::fmt::Debug) -> ClientError {
 /// events that arrive meanwhile wait for [`next_event`](Self::next_event).
 #[derive(Debug)]
 pub struct Connection {
-    framed: Framed<TcpStream, ClientCodec>,
+    framed: Framed<Stream, ClientCodec>,
     hello: HelloInfo,
     events: VecDeque<Event>,
 }
@@ -267,9 +269,17 @@ impl Connection {
     /// answers `HELLO`, trying each in turn; returns it with its address.
     /// When none does, the error is the last one's.
     pub async fn connect_any(servers: &str) -> Result<(Self, String), ClientError> {
+        Self::connect_any_via(servers, &Transport::default()).await
+    }
+
+    /// [`Connection::connect_any`] over `transport` (TLS, or plain TCP).
+    pub async fn connect_any_via(
+        servers: &str,
+        transport: &Transport,
+    ) -> Result<(Self, String), ClientError> {
         let mut last = None;
         for addr in server_list(servers) {
-            match Self::connect(addr.as_str()).await {
+            match Self::connect_via(addr.as_str(), transport).await {
                 Ok(conn) => return Ok((conn, addr)),
                 Err(e) if e.is_server_down() => last = Some(e),
                 Err(e) => return Err(e),
@@ -283,14 +293,28 @@ impl Connection {
     pub async fn connect(
         addr: impl ToSocketAddrs + std::fmt::Display,
     ) -> Result<Self, ClientError> {
+        Self::connect_via(addr, &Transport::default()).await
+    }
+
+    /// [`Connection::connect`] over `transport`: with TLS, the handshake
+    /// (which checks that the certificate names the host of `addr`) comes
+    /// first, within the same time limit.
+    pub async fn connect_via(
+        addr: impl ToSocketAddrs + std::fmt::Display,
+        transport: &Transport,
+    ) -> Result<Self, ClientError> {
         let name = addr.to_string();
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let connecting = async {
+            let tcp = TcpStream::connect(addr).await?;
+            // Pixels and keys are tiny writes that should leave at once.
+            let _ = tcp.set_nodelay(true);
+            transport.wrap(tcp, &name).await
+        };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(s)) => s,
             Ok(Err(error)) => return Err(ClientError::Connect { addr: name, error }),
             Err(_) => return Err(ClientError::Timeout(CONNECT_TIMEOUT)),
         };
-        // Pixels and keys are tiny writes that should leave at once.
-        let _ = stream.set_nodelay(true);
         let mut conn = Self {
             framed: Framed::new(stream, ClientCodec::default()),
             // Replaced by the HELLO reply below; no Connection is handed
@@ -399,6 +423,48 @@ impl Connection {
         match self.request(&Command::Whose { x, y }).await? {
             Reply::Whose(placement) => Ok(placement),
             other => Err(unexpected("WHOSE", &other)),
+        }
+    }
+
+    /// Admin (after `AUTH` with the admin password): puts back the colour
+    /// each pixel had before `name`'s placements of the last `minutes`
+    /// (0: all of them), where `name` is still the last author. Returns
+    /// the pixels placed, the seq after them, and how many are left over
+    /// the server's per-command cap (call again for those).
+    pub async fn rollback(
+        &mut self,
+        name: &str,
+        minutes: u32,
+    ) -> Result<(u32, u64, u32), ClientError> {
+        let cmd = Command::Rollback {
+            name: name.to_string(),
+            minutes,
+        };
+        match self.request(&cmd).await? {
+            Reply::Bulk { placed, seq, more } => Ok((placed, seq, more)),
+            other => Err(unexpected("ROLLBACK", &other)),
+        }
+    }
+
+    /// Admin: paints the rectangle from `(x1, y1)` to `(x2, y2)`
+    /// (inclusive) with `color`. Returns the pixels placed and the seq of
+    /// the last one.
+    pub async fn fill(
+        &mut self,
+        (x1, y1): (u32, u32),
+        (x2, y2): (u32, u32),
+        color: u32,
+    ) -> Result<(u32, u64), ClientError> {
+        let cmd = Command::Fill {
+            x1,
+            y1,
+            x2,
+            y2,
+            color,
+        };
+        match self.request(&cmd).await? {
+            Reply::Bulk { placed, seq, .. } => Ok((placed, seq)),
+            other => Err(unexpected("FILL", &other)),
         }
     }
 
@@ -543,6 +609,8 @@ pub struct ClientConfig {
     /// How long a command may go unanswered before the connection is
     /// dropped and made again.
     pub reply_timeout: Duration,
+    /// Plain TCP (the default) or TLS.
+    pub transport: Transport,
 }
 
 impl ClientConfig {
@@ -554,6 +622,7 @@ impl ClientConfig {
             backoff: Backoff::default(),
             ping_interval: PING_INTERVAL,
             reply_timeout: REPLY_TIMEOUT,
+            transport: Transport::default(),
         }
     }
 }
@@ -852,7 +921,9 @@ impl Supervisor {
         let mut k = 0;
         loop {
             let i = (self.current + k) % n;
-            match connect_and_join(&self.servers[i], login, self.resume).await {
+            match connect_and_join(&self.servers[i], &self.config.transport, login, self.resume)
+                .await
+            {
                 Ok(joined) => {
                     self.current = i;
                     return Ok(joined);
@@ -1070,16 +1141,17 @@ enum Pending {
 
 async fn connect_and_join(
     addr: &str,
+    transport: &Transport,
     login: &Login,
     resume: Option<Resume>,
 ) -> Result<(Connection, Joined), ClientError> {
-    let mut conn = Connection::connect(addr).await?;
+    let mut conn = Connection::connect_via(addr, transport).await?;
     let joined = conn.join(login, resume).await?;
     Ok((conn, joined))
 }
 
 async fn send_within(
-    framed: &mut Framed<TcpStream, ClientCodec>,
+    framed: &mut Framed<Stream, ClientCodec>,
     cmd: &Command,
     limit: Duration,
 ) -> Result<(), ClientError> {
@@ -1091,7 +1163,7 @@ async fn send_within(
 
 /// Best-effort `QUIT`, so the server tells the others we left at once
 /// rather than when it notices the closed socket.
-async fn say_goodbye(framed: &mut Framed<TcpStream, ClientCodec>) {
+async fn say_goodbye(framed: &mut Framed<Stream, ClientCodec>) {
     let _ = tokio::time::timeout(QUIT_GRACE, async {
         framed.send(&Command::Quit).await?;
         while let Some(msg) = framed.next().await {

@@ -1,4 +1,5 @@
-//! The scripting subcommands (`pixchat set|say|watch|canvas|whose`): one
+//! The scripting subcommands (`pixchat set|say|watch|canvas|whose`, and
+//! `pixchat admin ...` with the admin password): one
 //! short binary-mode session each, output in the text mode's exact lines
 //! (or one plain line), and the server's own error as the failure, so shell
 //! scripts and cron jobs can check `$?` and read stderr. On a server with a
@@ -21,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::net::{Backoff, ClientError, Connection, Joined, Login, server_list};
+use super::transport::Transport;
 use crate::protocol::{
     Command, ErrorCode, Event, MAX_SIDE, PALETTE, Reply, Resume, WireError, color_by_name, text,
     validate_name, validate_text,
@@ -47,6 +49,25 @@ pub fn parse_color(s: &str) -> anyhow::Result<u32> {
     })
 }
 
+/// The servers a subcommand uses (a [`server_list`]) and how to reach
+/// them.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port`, or several servers of one cluster separated by commas.
+    pub servers: String,
+    /// Plain TCP or TLS.
+    pub transport: Transport,
+}
+
+impl From<&str> for Target {
+    fn from(servers: &str) -> Self {
+        Self {
+            servers: servers.to_string(),
+            transport: Transport::default(),
+        }
+    }
+}
+
 /// A name for a `watch` run without `--name`: watching needs a join (only
 /// joined connections get events), and names must be unique.
 pub fn watcher_name() -> String {
@@ -55,16 +76,24 @@ pub fn watcher_name() -> String {
 
 /// A connection that may use commands that need no `JOIN`: after `AUTH`
 /// when there is a password.
-async fn authed(server: &str, password: Option<&str>) -> anyhow::Result<Connection> {
-    let (mut conn, _) = Connection::connect_any(server).await?;
+async fn authed(server: &Target, password: Option<&str>) -> anyhow::Result<Connection> {
+    let (mut conn, _) = Connection::connect_any_via(&server.servers, &server.transport).await?;
     if let Some(password) = password {
         conn.auth(password).await?;
     }
     Ok(conn)
 }
 
-async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
-    let (conn, _, _) = join_from(&server_list(server), 0, login, None, |_| Ok(())).await?;
+async fn joined(server: &Target, login: &Login) -> anyhow::Result<Connection> {
+    let (conn, _, _) = join_from(
+        &server_list(&server.servers),
+        &server.transport,
+        0,
+        login,
+        None,
+        |_| Ok(()),
+    )
+    .await?;
     Ok(conn)
 }
 
@@ -74,6 +103,7 @@ async fn joined(server: &str, login: &Login) -> anyhow::Result<Connection> {
 /// join brought and which server it is.
 async fn join_from(
     servers: &[String],
+    transport: &Transport,
     from: usize,
     login: &Login,
     resume: Option<Resume>,
@@ -82,7 +112,7 @@ async fn join_from(
     let mut last: Option<anyhow::Error> = None;
     for k in 0..servers.len() {
         let at = (from + k) % servers.len();
-        let mut conn = match Connection::connect(servers[at].as_str()).await {
+        let mut conn = match Connection::connect_via(servers[at].as_str(), transport).await {
             Ok(conn) => conn,
             Err(e) if e.is_server_down() => {
                 last = Some(e.into());
@@ -139,7 +169,13 @@ fn check_pixel(x: u32, y: u32, width: u32, height: u32) -> anyhow::Result<()> {
 }
 
 /// Places one pixel and returns its seq. Joins quietly.
-pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> anyhow::Result<u64> {
+pub async fn set(
+    server: &Target,
+    login: &Login,
+    x: u32,
+    y: u32,
+    color: &str,
+) -> anyhow::Result<u64> {
     let color = parse_color(color)?;
     if color as usize >= PALETTE.len() {
         return Err(refuse(
@@ -156,7 +192,8 @@ pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> an
         check_pixel(x, y, hello.width.into(), hello.height.into())
     };
     let (mut conn, _, _) = join_from(
-        &server_list(server),
+        &server_list(&server.servers),
+        &server.transport,
         0,
         &login.clone().quietly(),
         None,
@@ -173,7 +210,7 @@ pub async fn set(server: &str, login: &Login, x: u32, y: u32, color: &str) -> an
 }
 
 /// Sends one chat message. Joins quietly.
-pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<()> {
+pub async fn say(server: &Target, login: &Login, message: &str) -> anyhow::Result<()> {
     validate_text(message).map_err(ClientError::Server)?;
     check_name(login)?;
     let mut conn = joined(server, &login.clone().quietly()).await?;
@@ -192,15 +229,17 @@ pub async fn say(server: &str, login: &Login, message: &str) -> anyhow::Result<(
 /// seq it printed (the binary `JOIN` with resume, `SYNC`'s counterpart):
 /// the pixels placed meanwhile come first, then live events again.
 pub async fn watch(
-    server: &str,
+    server: &Target,
     login: &Login,
     out: &mut impl Write,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     check_name(login)?;
-    let servers = server_list(server);
+    let servers = server_list(&server.servers);
+    let transport = &server.transport;
     let failover = servers.len() > 1;
-    let (mut conn, joined, mut at) = join_from(&servers, 0, login, None, |_| Ok(())).await?;
+    let (mut conn, joined, mut at) =
+        join_from(&servers, transport, 0, login, None, |_| Ok(())).await?;
     let mut resume = resume_point(&joined, None);
     tokio::pin!(stop);
     let mut line = bytes::BytesMut::new();
@@ -241,7 +280,7 @@ pub async fn watch(
         tracing::warn!(server = %servers[at], why, "lost the server; moving to the next");
         let rejoined = tokio::select! {
             _ = &mut stop => return Ok(()),
-            r = rejoin(&servers, at + 1, login, resume) => r?,
+            r = rejoin(&servers, transport, at + 1, login, resume) => r?,
         };
         let joined;
         (conn, joined, at) = rejoined;
@@ -274,6 +313,7 @@ fn resume_point(joined: &Joined, before: Option<Resume>) -> Resume {
 /// the servers are down or the name is still held by the one that left.
 async fn rejoin(
     servers: &[String],
+    transport: &Transport,
     from: usize,
     login: &Login,
     resume: Resume,
@@ -282,7 +322,7 @@ async fn rejoin(
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(4));
     let mut from = from;
     loop {
-        match join_from(servers, from, login, Some(resume), |_| Ok(())).await {
+        match join_from(servers, transport, from, login, Some(resume), |_| Ok(())).await {
             Ok(joined) => return Ok(joined),
             Err(e) if worth_waiting(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::debug!(error = %format!("{e:#}"), "no server took us back yet");
@@ -298,7 +338,7 @@ async fn rejoin(
 /// lines, then `OK <seq> <width> <height>`. Needs no name: `CANVAS` works
 /// before `JOIN`, so it does not show up as a user.
 pub async fn canvas(
-    server: &str,
+    server: &Target,
     password: Option<&str>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -314,10 +354,37 @@ pub async fn canvas(
     Ok(())
 }
 
+/// Writes the canvas as an indexed PNG, each pixel `scale` x `scale`.
+/// Returns the seq it shows.
+#[cfg(feature = "tui")]
+pub async fn canvas_png(
+    server: &Target,
+    password: Option<&str>,
+    path: &std::path::Path,
+    scale: u32,
+) -> anyhow::Result<u64> {
+    let mut conn = authed(server, password).await?;
+    let snapshot = match conn.request(&Command::Canvas).await? {
+        Reply::Canvas(s) => s,
+        other => anyhow::bail!("CANVAS was answered with {other:?}"),
+    };
+    let _ = conn.quit().await;
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    crate::image::write_png(
+        std::io::BufWriter::new(file),
+        &snapshot.pixels,
+        snapshot.width,
+        snapshot.height,
+        scale,
+    )
+    .with_context(|| format!("write {}", path.display()))?;
+    Ok(snapshot.seq)
+}
+
 /// Writes who placed the pixel at `(x, y)` last as `NAME UNIX_MS SEQ`, or
 /// `nobody`. Needs no name: `WHOSE` works before `JOIN`.
 pub async fn whose(
-    server: &str,
+    server: &Target,
     password: Option<&str>,
     x: u32,
     y: u32,
@@ -331,6 +398,131 @@ pub async fn whose(
     out.write_all(line.as_bytes())
         .and_then(|_| out.flush())
         .context("write to standard output")?;
+    let _ = conn.quit().await;
+    Ok(())
+}
+
+/// What `pixchat admin` does: one admin command over the protocol, after
+/// `AUTH` with the admin password. A new admin action is a variant here,
+/// its command in [`Admin::command`] and its output in [`admin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    /// List everyone online, one name per line (all pages of `WHO`).
+    Who,
+    /// Disconnect a user (`KICK`).
+    Kick {
+        /// Who.
+        name: String,
+    },
+    /// Ban a name (`BAN`), and with `address` the address the user is
+    /// connected from too (`BAN <name> addr`).
+    Ban {
+        /// Who.
+        name: String,
+        /// Ban the user's address too.
+        address: bool,
+    },
+    /// Lift the ban on a name or an address (`UNBAN`).
+    Unban {
+        /// A name, or an address as `bans` prints it or plain.
+        target: String,
+    },
+    /// List the bans, one per line (all pages of `BANS`).
+    Bans,
+    /// Put back what a user placed in the last `minutes` (0: ever), where
+    /// nobody placed over it since (`ROLLBACK`); repeated while the server
+    /// reports pixels left over its per-command cap.
+    Rollback {
+        /// Whose placements.
+        name: String,
+        /// The window; 0 is all time.
+        minutes: u32,
+    },
+    /// Paint a rectangle, corners included (`FILL`).
+    Fill {
+        /// One corner.
+        from: (u32, u32),
+        /// The opposite corner.
+        to: (u32, u32),
+        /// Palette index.
+        color: u32,
+    },
+}
+
+impl Admin {
+    /// The command that does it (the first page, for listings).
+    fn command(&self) -> Command {
+        match self {
+            Admin::Who => Command::Who,
+            Admin::Kick { name } => Command::Kick { name: name.clone() },
+            Admin::Ban {
+                name,
+                address: false,
+            } => Command::Ban { name: name.clone() },
+            Admin::Ban {
+                name,
+                address: true,
+            } => Command::BanAddress { name: name.clone() },
+            Admin::Unban { target } => Command::Unban {
+                name: target.clone(),
+            },
+            Admin::Bans => Command::Bans { after: None },
+            Admin::Rollback { name, minutes } => Command::Rollback {
+                name: name.clone(),
+                minutes: *minutes,
+            },
+            Admin::Fill { from, to, color } => Command::Fill {
+                x1: from.0,
+                y1: from.1,
+                x2: to.0,
+                y2: to.1,
+                color: *color,
+            },
+        }
+    }
+}
+
+/// Runs one admin action on the first server of `server` that answers,
+/// after `AUTH` with `admin_password`; listings are written to `out`, one
+/// entry per line. A refusal is the server's own error.
+pub async fn admin(
+    server: &Target,
+    admin_password: &str,
+    action: &Admin,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut conn = authed(server, Some(admin_password)).await?;
+    let mut cmd = action.command();
+    loop {
+        let listed = match conn.request(&cmd).await? {
+            Reply::Ok => break,
+            Reply::Who { users, .. } => users,
+            Reply::Bans { entries, .. } => entries,
+            // A bulk change prints what it placed; a rollback over the
+            // per-command cap goes on until nothing is left.
+            Reply::Bulk { placed, seq, more } => {
+                writeln!(out, "placed {placed} pixels (last seq {seq})")
+                    .context("write to standard output")?;
+                if more > 0 && placed > 0 && matches!(action, Admin::Rollback { .. }) {
+                    continue;
+                }
+                break;
+            }
+            other => anyhow::bail!("{cmd:?} was answered with {other:?}"),
+        };
+        let Some(last) = listed.last().cloned() else {
+            break;
+        };
+        for entry in &listed {
+            writeln!(out, "{entry}").context("write to standard output")?;
+        }
+        // The next page, until one comes back empty.
+        cmd = match action {
+            Admin::Who => Command::WhoAfter { after: last },
+            _ => Command::Bans { after: Some(last) },
+        };
+    }
+    out.flush().context("write to standard output")?;
     let _ = conn.quit().await;
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct Options {
     pub template: Option<(super::image::Image, (u16, u16))>,
     /// Seconds east of UTC, for the chat's timestamps.
     pub utc_offset: i32,
+    /// Plain TCP or TLS.
+    pub transport: super::Transport,
 }
 
 impl std::fmt::Debug for Options {
@@ -53,6 +55,7 @@ impl std::fmt::Debug for Options {
             .field("server", &self.server)
             .field("name", &self.name)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("transport", &self.transport)
             .field(
                 "template",
                 &self.template.as_ref().map(|(i, at)| (&i.name, at)),
@@ -95,7 +98,10 @@ impl Drop for Term {
 
 /// Runs the terminal UI until the user quits.
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let (client, mut net) = Client::spawn(ClientConfig::new(options.server.clone()));
+    let (client, mut net) = Client::spawn(ClientConfig {
+        transport: options.transport.clone(),
+        ..ClientConfig::new(options.server.clone())
+    });
     let mut app = App::new(options.server, options.name, ColorMode::detect())
         .with_password(options.password)
         .with_utc_offset(options.utc_offset);

@@ -55,15 +55,24 @@ pub mod client_type {
     pub const QUIT: u8 = 0x0B;
     /// `AUTH password:str8`
     pub const AUTH: u8 = 0x0C;
-    /// `WHOSE x:u16 y:u16`
+    /// `WHOSE x:u16 y:u16 [n:u8]`
     pub const WHOSE: u8 = 0x0D;
     /// `KICK name:str8`
     pub const KICK: u8 = 0x0E;
-    /// `BAN name:str8`
+    /// `BAN name:str8 [flags:u8]` (flag bit 0: the user's address too)
     pub const BAN: u8 = 0x0F;
     /// `UNBAN name:str8`
     pub const UNBAN: u8 = 0x10;
+    /// `ROLLBACK name:str8 minutes:u32` (0: all time)
+    pub const ROLLBACK: u8 = 0x20;
+    /// `FILL x1:u16 y1:u16 x2:u16 y2:u16 color:u8`
+    pub const FILL: u8 = 0x21;
+    /// `BANS [after:str8]`
+    pub const BANS: u8 = 0x11;
 }
+
+/// `BAN` flag: ban the address the user is connected from too.
+pub const BAN_ADDRESS: u8 = 1;
 
 /// Server event types.
 pub mod event_type {
@@ -112,6 +121,12 @@ pub mod reply_type {
     pub const BYE_OK: u8 = 0x89;
     /// `WHOSE_OK name:str8 unix_ms:u64 seq:u64` (empty name: nobody)
     pub const WHOSE_OK: u8 = 0x8A;
+    /// `BULK_OK placed:u32 seq:u64 more:u32` (`ROLLBACK`, `FILL`)
+    pub const BULK_OK: u8 = 0x90;
+    /// `BANS_OK total:u32 count:u32 entries:str8*`
+    pub const BANS_OK: u8 = 0x8B;
+    /// `WHOSE_LIST count:u8 (name:str8 unix_ms:u64 seq:u64 color:u8)*count`
+    pub const WHOSE_LIST: u8 = 0x91;
     /// `ERROR code:str8 message:str16`
     pub const ERROR: u8 = 0xFF;
 }
@@ -337,6 +352,12 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
             out.put_u16((*x).min(u16::MAX.into()) as u16);
             out.put_u16((*y).min(u16::MAX.into()) as u16);
         }
+        Command::WhoseLast { x, y, n } => {
+            out.put_u8(t::WHOSE);
+            out.put_u16((*x).min(u16::MAX.into()) as u16);
+            out.put_u16((*y).min(u16::MAX.into()) as u16);
+            out.put_u8((*n).min(u8::MAX.into()) as u8);
+        }
         Command::Kick { name } => {
             out.put_u8(t::KICK);
             put_str8(out, name);
@@ -348,6 +369,35 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
         Command::Unban { name } => {
             out.put_u8(t::UNBAN);
             put_str8(out, name);
+        }
+        Command::Rollback { name, minutes } => {
+            out.put_u8(t::ROLLBACK);
+            put_str8(out, name);
+            out.put_u32(*minutes);
+        }
+        Command::Fill {
+            x1,
+            y1,
+            x2,
+            y2,
+            color,
+        } => {
+            out.put_u8(t::FILL);
+            for v in [x1, y1, x2, y2] {
+                out.put_u16((*v).min(u16::MAX.into()) as u16);
+            }
+            out.put_u8((*color).min(u8::MAX.into()) as u8);
+        }
+        Command::BanAddress { name } => {
+            out.put_u8(t::BAN);
+            put_str8(out, name);
+            out.put_u8(BAN_ADDRESS);
+        }
+        Command::Bans { after } => {
+            out.put_u8(t::BANS);
+            if let Some(after) = after {
+                put_str8(out, after);
+            }
         }
     });
 }
@@ -405,6 +455,14 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
                 put_str8(out, name);
             }
         }
+        Reply::Bans { total, entries } => {
+            out.put_u8(t::BANS_OK);
+            out.put_u32(*total);
+            out.put_u32(entries.len() as u32);
+            for entry in entries {
+                put_str8(out, entry);
+            }
+        }
         Reply::Pong { token } => {
             out.put_u8(t::PONG);
             put_str8(out, token);
@@ -414,6 +472,22 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             put_str16(out, text);
         }
         Reply::Bye => out.put_u8(t::BYE_OK),
+        Reply::WhoseList(list) => {
+            out.put_u8(t::WHOSE_LIST);
+            out.put_u8(list.len().min(255) as u8);
+            for p in list.iter().take(255) {
+                put_str8(out, &p.name);
+                out.put_u64(p.unix_ms);
+                out.put_u64(p.seq);
+                out.put_u8(p.color);
+            }
+        }
+        Reply::Bulk { placed, seq, more } => {
+            out.put_u8(t::BULK_OK);
+            out.put_u32(*placed);
+            out.put_u64(*seq);
+            out.put_u32(*more);
+        }
         Reply::Whose(p) => {
             out.put_u8(t::WHOSE_OK);
             match p {
@@ -656,7 +730,11 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
         t::WHOSE => {
             let x = r.u16()?.into();
             let y = r.u16()?.into();
-            r.end(Command::Whose { x, y })
+            if r.0.is_empty() {
+                return Ok(Command::Whose { x, y });
+            }
+            let n = r.u8()?.into();
+            r.end(Command::WhoseLast { x, y, n })
         }
         t::KICK => {
             let name = r.str8()?;
@@ -664,16 +742,44 @@ pub fn decode_command(payload: &[u8]) -> Result<Command, WireError> {
         }
         t::BAN => {
             let name = r.str8()?;
-            r.end(Command::Ban { name })
+            match r.0 {
+                [] => Ok(Command::Ban { name }),
+                [BAN_ADDRESS] => Ok(Command::BanAddress { name }),
+                _ => Err(()),
+            }
         }
         t::UNBAN => {
             let name = r.str8()?;
             r.end(Command::Unban { name })
         }
+        t::ROLLBACK => {
+            let name = r.str8()?;
+            let minutes = r.u32()?;
+            r.end(Command::Rollback { name, minutes })
+        }
+        t::FILL => {
+            let x1 = r.u16()?.into();
+            let y1 = r.u16()?.into();
+            let x2 = r.u16()?.into();
+            let y2 = r.u16()?.into();
+            let color = r.u8()?.into();
+            r.end(Command::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            })
+        }
+        t::BANS if r.0.is_empty() => Ok(Command::Bans { after: None }),
+        t::BANS => {
+            let after = r.str8()?;
+            r.end(Command::Bans { after: Some(after) })
+        }
         _ => Err(()),
     })();
     cmd.map_err(|_| {
-        if (t::HELLO..=t::UNBAN).contains(&kind) {
+        if (t::HELLO..=t::BANS).contains(&kind) || (t::ROLLBACK..=t::FILL).contains(&kind) {
             malformed(kind)
         } else {
             WireError::new(
@@ -848,6 +954,15 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 r.end(())?;
                 reply(Reply::Who { online, users })
             }
+            t::BANS_OK => {
+                let total = r.u32()?;
+                let mut entries = Vec::new();
+                for _ in 0..r.u32()? {
+                    entries.push(r.str8()?);
+                }
+                r.end(())?;
+                reply(Reply::Bans { total, entries })
+            }
             t::PONG => {
                 let token = r.str8()?;
                 r.end(())?;
@@ -867,6 +982,31 @@ pub fn decode_server(payload: &[u8]) -> Result<ServerMsg, WireError> {
                 reply(Reply::Whose(
                     (!name.is_empty()).then_some(crate::protocol::Placement { name, unix_ms, seq }),
                 ))
+            }
+            t::WHOSE_LIST => {
+                let count = r.u8()?;
+                let mut list = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let name = r.str8()?;
+                    let unix_ms = r.u64()?;
+                    let seq = r.u64()?;
+                    let color = r.u8()?;
+                    list.push(crate::protocol::PastPlacement {
+                        name,
+                        unix_ms,
+                        seq,
+                        color,
+                    });
+                }
+                r.end(())?;
+                reply(Reply::WhoseList(list))
+            }
+            t::BULK_OK => {
+                let placed = r.u32()?;
+                let seq = r.u64()?;
+                let more = r.u32()?;
+                r.end(())?;
+                reply(Reply::Bulk { placed, seq, more })
             }
             t::ERROR => {
                 let code = ErrorCode::from_word(&r.str8()?);

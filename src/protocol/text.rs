@@ -181,13 +181,18 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
         no_args(rest, "QUIT").map(|_| Command::Quit)
     } else if is("WHOSE") {
         let args: Vec<&str> = rest.split_ascii_whitespace().collect();
-        let [x, y] = args[..] else {
-            return Err(usage("WHOSE <x> <y>"));
-        };
-        Ok(Command::Whose {
-            x: parse_coord(x, "x")?,
-            y: parse_coord(y, "y")?,
-        })
+        match args[..] {
+            [x, y] => Ok(Command::Whose {
+                x: parse_coord(x, "x")?,
+                y: parse_coord(y, "y")?,
+            }),
+            [x, y, n] => Ok(Command::WhoseLast {
+                x: parse_coord(x, "x")?,
+                y: parse_coord(y, "y")?,
+                n: parse_coord(n, "n")?,
+            }),
+            _ => Err(usage("WHOSE <x> <y> [n]")),
+        }
     } else if is("AUTH") {
         if rest.is_empty() {
             return Err(usage("AUTH <password>"));
@@ -201,15 +206,57 @@ pub fn parse_line(line: &[u8]) -> Result<Command, WireError> {
             name: name.to_string(),
         })
     } else if is("BAN") {
-        let name = one_arg(rest, "BAN <name>")?;
-        Ok(Command::Ban {
-            name: name.to_string(),
-        })
+        let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+        match args[..] {
+            [name] => Ok(Command::Ban {
+                name: name.to_string(),
+            }),
+            [name, also] if also.eq_ignore_ascii_case("addr") => Ok(Command::BanAddress {
+                name: name.to_string(),
+            }),
+            _ => Err(usage("BAN <name> [addr]")),
+        }
     } else if is("UNBAN") {
-        let name = one_arg(rest, "UNBAN <name>")?;
+        let name = one_arg(rest, "UNBAN <name|address>")?;
         Ok(Command::Unban {
             name: name.to_string(),
         })
+    } else if is("ROLLBACK") {
+        let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let (name, minutes) = match args[..] {
+            [name] => (name, 0),
+            [name, minutes] => (
+                name,
+                minutes.parse::<u32>().map_err(|_| {
+                    WireError::new(ErrorCode::BadArgs, "minutes must be a number 0-4294967295")
+                })?,
+            ),
+            _ => return Err(usage("ROLLBACK <name> [minutes]")),
+        };
+        Ok(Command::Rollback {
+            name: name.to_string(),
+            minutes,
+        })
+    } else if is("FILL") {
+        let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let [x1, y1, x2, y2, color] = args[..] else {
+            return Err(usage("FILL <x1> <y1> <x2> <y2> <color>"));
+        };
+        Ok(Command::Fill {
+            x1: parse_coord(x1, "x1")?,
+            y1: parse_coord(y1, "y1")?,
+            x2: parse_coord(x2, "x2")?,
+            y2: parse_coord(y2, "y2")?,
+            color: parse_color(color)?,
+        })
+    } else if is("BANS") {
+        match rest.trim_end_matches(' ') {
+            "" => Ok(Command::Bans { after: None }),
+            after if after.contains(' ') => Err(usage("BANS [after]")),
+            after => Ok(Command::Bans {
+                after: Some(after.to_string()),
+            }),
+        }
     } else {
         Err(WireError::new(
             ErrorCode::UnknownCommand,
@@ -238,16 +285,21 @@ fn parse_set(rest: &str) -> Result<Command, WireError> {
     };
     let x = parse_coord(x, "x")?;
     let y = parse_coord(y, "y")?;
-    let color = match parse_number(color) {
-        Some(n) => n,
+    let color = parse_color(color)?;
+    Ok(Command::Set { x, y, color })
+}
+
+/// A palette index or a palette colour's name.
+fn parse_color(color: &str) -> Result<u32, WireError> {
+    match parse_number(color) {
+        Some(n) => Ok(n),
         None => color_by_name(color).map(u32::from).ok_or_else(|| {
             WireError::new(
                 ErrorCode::BadArgs,
                 "color is a palette index 0-15 or a palette name (see protocol.md)",
             )
-        })?,
-    };
-    Ok(Command::Set { x, y, color })
+        }),
+    }
 }
 
 fn parse_coord(s: &str, what: &str) -> Result<u32, WireError> {
@@ -319,9 +371,16 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
             out.extend_from_slice(&encode_canvas(snapshot));
             return;
         }
-        Reply::Who { online, users } => {
-            let _ = write!(w, "OK {online}");
-            for name in users {
+        Reply::Who {
+            online: count,
+            users: listed,
+        }
+        | Reply::Bans {
+            total: count,
+            entries: listed,
+        } => {
+            let _ = write!(w, "OK {count}");
+            for name in listed {
                 let _ = write!(w, " {name}");
             }
             writeln!(w)
@@ -332,6 +391,14 @@ pub fn encode_reply(reply: &Reply, out: &mut BytesMut) {
         Reply::Bye => writeln!(w, "OK bye"),
         Reply::Whose(Some(p)) => writeln!(w, "OK {} {} {}", p.name, p.unix_ms, p.seq),
         Reply::Whose(None) => writeln!(w, "OK * 0 0"),
+        Reply::Bulk { placed, seq, more } => writeln!(w, "OK {placed} {seq} {more}"),
+        Reply::WhoseList(list) => {
+            let _ = write!(w, "OK {}", list.len());
+            for p in list {
+                let _ = write!(w, " {} {} {} {}", p.name, p.unix_ms, p.seq, p.color);
+            }
+            writeln!(w)
+        }
         Reply::Error(e) => writeln!(w, "ERR {} {}", e.code, e.message),
     };
 }
@@ -501,7 +568,9 @@ mod tests {
             b"JOIN a b",
             b"SYNC 1 2",
             b"SET 1 2 3 4",
-            b"WHOSE 1 2 3",
+            b"WHOSE 1 2 3 4",
+            b"ROLLBACK a 1 2",
+            b"FILL 1 2 3 4 5 6",
             b"PING a b",
             b"KICK a b",
             b"BAN a b",

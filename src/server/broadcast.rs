@@ -112,6 +112,8 @@ pub struct BroadcastRing {
     watchers: AtomicUsize,
     /// See [`BroadcastRing::hold_lag`].
     hold_lag: u64,
+    /// What the fan-out sent from the ring, for `/metrics`.
+    sent: super::metrics::SendCounters,
 }
 
 /// The most events producers may run ahead of a watcher that keeps up.
@@ -133,7 +135,19 @@ impl BroadcastRing {
             end_tx: watch::channel(0).0,
             watchers: AtomicUsize::new(0),
             hold_lag: HOLD_LAG_MAX.min(limits.max_events as u64 / 4).max(1),
+            sent: Default::default(),
         }
+    }
+
+    /// What the fan-out sent from the ring.
+    pub fn sent(&self) -> &super::metrics::SendCounters {
+        &self.sent
+    }
+
+    /// Events held in the window, and the most it holds.
+    pub fn window(&self) -> (u64, usize) {
+        let inner = self.inner.read().expect("ring lock poisoned");
+        (inner.end - inner.first, inner.limits.max_events)
     }
 
     /// How far producers may run ahead of the slowest watcher before they

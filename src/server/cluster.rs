@@ -49,7 +49,7 @@
 //! Redis allows; Redis Cluster would need every key in one hash slot.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,8 +66,8 @@ use super::canvas::{Canvas, PixelMeta};
 use super::storage::{CHAT_HISTORY, ChatLine, World};
 use crate::protocol::{ErrorCode, PALETTE, Pixel, WireError};
 
-/// How to reach the cluster.
-#[derive(Debug, Clone)]
+/// How to reach the cluster. Its `Debug` masks the URL's password.
+#[derive(Clone)]
 pub struct ClusterConfig {
     /// Where Redis is: `redis://host:port` for one Redis, or
     /// `sentinel://host:port[,host:port...]/master` for the master that
@@ -83,6 +83,18 @@ pub struct ClusterConfig {
     /// Replicas that must have a placement or chat line before it is
     /// acknowledged (Redis `WAIT`); 0 acknowledges once the master has it.
     pub wait_replicas: u32,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("stream_len", &self.stream_len)
+            .field("lease", &self.lease)
+            .field("wait_replicas", &self.wait_replicas)
+            .finish()
+    }
 }
 
 /// How long a placement waits for its replicas (`wait_replicas`) before it
@@ -252,6 +264,9 @@ pub(crate) struct Cluster {
     /// Something suggests this server lost names (a refused act, a leave
     /// of a user it serves): check them now rather than at the next beat.
     doubt: Arc<Notify>,
+    /// The time part (ms) of the last stream entry applied, for
+    /// `/metrics`' stream lag; set once per batch read.
+    applied_ms: AtomicU64,
 }
 
 /// A placement or chat line on its way to Redis.
@@ -451,8 +466,12 @@ local p = ARGV[1]
 if ARGV[3] == '1' then redis.call('SADD', p .. 'banned', ARGV[2]) end
 local cur = redis.call('HGET', p .. 'users', ARGV[2])
 if not cur then
-  if ARGV[3] == '1' then return 'ok' end
-  return 'no_such_user'
+  if ARGV[3] ~= '1' then return 'no_such_user' end
+  -- Every server's copy of the bans learns it (an address ban is
+  -- checked there, and BANS lists it), though nobody is sent away.
+  redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[4], '*',
+    't', 'k', 'n', ARGV[2], 'b', '1')
+  return 'ok'
 end
 redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[4], '*',
   't', 'k', 'n', ARGV[2], 'b', ARGV[3], 'v', string.match(cur, '^(%S+)'))
@@ -534,18 +553,66 @@ fn unconfirmed(wanted: u32) -> WireError {
     )
 }
 
+/// A Redis or Sentinel URL as it may be printed: the password of every
+/// host (`redis://user:secret@host`, `sentinel://:secret@a,b/master`) and a
+/// `password=`/`pass=` query parameter become `***`. Written by hand: a URL
+/// parser would refuse the comma-separated Sentinel hosts, and an
+/// unparseable URL must be masked too.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let hosts: Vec<String> = authority
+        .split(',')
+        .map(|host| match host.rsplit_once('@') {
+            Some((user, at)) => match user.split_once(':') {
+                Some((name, _)) => format!("{name}:***@{at}"),
+                None => format!("***@{at}"),
+            },
+            None => host.to_string(),
+        })
+        .collect();
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _))
+                        if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                    {
+                        format!("{k}=***")
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{}{tail}", hosts.join(",")),
+        None => format!("{}{tail}", hosts.join(",")),
+    }
+}
+
 /// Reads `--redis`: one Redis, or Sentinels and the master they watch.
 fn target(url: &str) -> anyhow::Result<Target> {
+    let shown = redacted_url(url);
     let Some(rest) = url.strip_prefix("sentinel://") else {
         let client =
-            redis::Client::open(url).with_context(|| format!("parse the Redis URL {url}"))?;
+            redis::Client::open(url).with_context(|| format!("parse the Redis URL {shown}"))?;
         return Ok(Target::Direct(client));
     };
     let (hosts, master) = rest
         .split_once('/')
         .filter(|(h, m)| !h.is_empty() && !m.is_empty())
         .with_context(|| {
-            format!("{url}: a Sentinel URL is sentinel://HOST:PORT[,HOST:PORT...]/MASTER")
+            format!("{shown}: a Sentinel URL is sentinel://HOST:PORT[,HOST:PORT...]/MASTER")
         })?;
     let sentinels: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
     let client = SentinelClient::build(
@@ -554,7 +621,7 @@ fn target(url: &str) -> anyhow::Result<Target> {
         None,
         SentinelServerType::Master,
     )
-    .with_context(|| format!("parse the Sentinel URL {url}"))?;
+    .with_context(|| format!("parse the Sentinel URL {shown}"))?;
     Ok(Target::Sentinel(tokio::sync::Mutex::new(client)))
 }
 
@@ -596,6 +663,7 @@ impl Cluster {
             commands: Mutex::new(None),
             up: AtomicBool::new(true),
             stale: AtomicBool::new(false),
+            applied_ms: AtomicU64::new(0),
             scripts: Scripts {
                 init: script(INIT),
                 load: script(LOAD),
@@ -616,11 +684,10 @@ impl Cluster {
         let client = cluster
             .resolve()
             .await
-            .with_context(|| format!("find Redis at {}", cluster.config.url))?;
-        cluster
-            .use_master(client)
-            .await
-            .with_context(|| format!("connect to Redis at {}", cluster.config.url))?;
+            .with_context(|| format!("find Redis at {}", redacted_url(&cluster.config.url)))?;
+        cluster.use_master(client).await.with_context(|| {
+            format!("connect to Redis at {}", redacted_url(&cluster.config.url))
+        })?;
         let (w, h) = size.unwrap_or(default_size);
         Canvas::new(0, w, h).map_err(|e| anyhow::anyhow!(e.message))?;
         let reply: Vec<Option<String>> = cluster
@@ -725,6 +792,24 @@ impl Cluster {
     /// it lost some (a user of it left in the stream, or was refused).
     pub fn doubt(&self) {
         self.doubt.notify_one();
+    }
+
+    /// How far this server's read of the stream is behind its newest
+    /// entry, in milliseconds of entry ids (0 when it has read it all);
+    /// `None` if Redis does not answer within a second. For `/metrics`.
+    pub async fn stream_lag(&self) -> Option<Duration> {
+        let mut con = self.con().ok()?;
+        let events = format!("{}events", self.config.prefix);
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&events).arg("+").arg("-").arg("COUNT").arg(1);
+        let newest = cmd.query_async::<StreamRangeReply>(&mut con);
+        let newest = tokio::time::timeout(Duration::from_secs(1), newest)
+            .await
+            .ok()?
+            .ok()?;
+        let newest_ms = newest.ids.first().map_or(0, |e| id_ms(&e.id));
+        let applied = self.applied_ms.load(Ordering::Relaxed);
+        Some(Duration::from_millis(newest_ms.saturating_sub(applied)))
     }
 
     fn con(&self) -> Result<ConnectionManager, WireError> {
@@ -1322,6 +1407,8 @@ impl Cluster {
             }
             backoff = Duration::from_millis(100);
             loop {
+                // Once per read (a batch of up to 1,000 entries).
+                self.applied_ms.store(id_ms(&position), Ordering::Relaxed);
                 if self.stale.load(Ordering::Relaxed) {
                     warn!("Redis answered as a replica: the master changed; reconnecting");
                     self.up.store(false, Ordering::Relaxed);
@@ -1366,6 +1453,14 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The time part of a stream entry id (`<ms>-<seq>`).
+fn id_ms(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Why a change sent in a pipeline has no answer.
@@ -1540,4 +1635,38 @@ fn parse_loaded(value: Value) -> anyhow::Result<Loaded> {
         recent,
         position,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_in_redis_urls_are_masked() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+            ("redis://app:s3cret@db:6379", "redis://app:***@db:6379"),
+            ("rediss://s3cret@db", "rediss://***@db"),
+            (
+                "sentinel://:s3cret@a:26379,b:26379/mymaster",
+                "sentinel://:***@a:26379,b:26379/mymaster",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("db:6379", "db:6379"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+        let config = super::ClusterConfig {
+            url: "redis://:s3cret@db".into(),
+            prefix: "p:".into(),
+            stream_len: 1,
+            lease: std::time::Duration::from_secs(1),
+            wait_replicas: 0,
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
 }

@@ -14,13 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Decoder;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info, warn};
 
-use super::Limits;
 use super::connections::{Connections, Registered};
 use super::hub::{After, Handling, Hub, Session};
 use super::outbox::{KILL, Outbox, Outgoing, SHUTDOWN, STOP, WriterEnd};
 use super::sock::Sock;
+use super::{Limits, MAX_AUTH_DELAY};
 use crate::protocol::Mode;
 use crate::protocol::binary::{FrameError, ServerCodec};
 use crate::protocol::telnet::{TextCodec, TextInput};
@@ -56,6 +56,30 @@ pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub limits: Arc<Limits>,
     pub connections: Arc<Connections>,
+    /// Connections that may only watch (the web page without
+    /// `--http-play`): see [`watch_only`]. Kept here rather than per
+    /// connection, so a watcher's state does not grow by it.
+    pub read_only: bool,
+}
+
+/// Whether a read-only connection may send `cmd`: everything that only
+/// reads or watches, and a quiet `JOIN` (a watcher that nobody is told
+/// about); not a loud `JOIN`, placements, chat or moderation.
+pub(crate) fn watch_only(cmd: &Command) -> bool {
+    match cmd {
+        Command::Join { quiet, .. } => *quiet,
+        Command::Say { .. }
+        | Command::Tell { .. }
+        | Command::Set { .. }
+        | Command::Kick { .. }
+        | Command::Ban { .. }
+        | Command::BanAddress { .. }
+        | Command::Unban { .. }
+        | Command::Bans { .. }
+        | Command::Rollback { .. }
+        | Command::Fill { .. } => false,
+        _ => true,
+    }
 }
 
 /// Serves one accepted connection until it closes or the server shuts down;
@@ -66,23 +90,30 @@ pub(crate) struct Shared {
 /// it, and what it waits on while idle keeps its wakers elsewhere: in the
 /// socket's registration and in the outbox. (An `async` block rather than
 /// an `async fn`, whose arguments would be kept twice.)
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would keep its arguments twice in every connection's future"
-)]
 pub fn serve(
     stream: Sock,
     peer: SocketAddr,
     shared: Arc<Shared>,
     listed: Registered,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // Every log line of the connection, the hub's included, carries its
+    // peer, and its name once it joined.
+    // (`user`, not `name`: JSON logs put the span's own name there.)
+    let span = tracing::info_span!("conn", %peer, user = tracing::field::Empty);
     async move {
-        let Shared { hub, limits, .. } = &*shared;
+        let Shared {
+            hub,
+            limits,
+            connections,
+            ..
+        } = &*shared;
+        info!("connected");
         let Some(first) = Box::pin(stream.peek_first(limits.handshake_timeout)).await else {
-            debug!(%peer, "closed: nothing sent within the handshake timeout");
+            debug!("closed: nothing sent within the handshake timeout");
             return;
         };
         let mode = mode_of(first);
+        hub.counters().opened(mode);
         // Telnet may send its data mark as urgent data after Ctrl-C; out of
         // line, the kernel would take that one byte out of the stream and
         // leave its IAC to swallow the next byte typed. Dead peers of
@@ -99,10 +130,19 @@ pub fn serve(
         let mut reader = Reader {
             hub,
             limits,
+            connections,
             peer: &peer,
-            bucket: Bucket::new(limits.rate_limit, limits.rate_burst).map(Box::new),
+            bucket: Bucket::new(limits.rate_limit, limits.rate_burst)
+                .filter(|_| limits.limit_by.by_name())
+                .map(Box::new),
             idle: Idle::new(mode, limits.idle_timeout),
+            unstarted: (!limits.join_timeout.is_zero())
+                .then(|| Box::pin(tokio::time::sleep(limits.join_timeout))),
+            auth_failures: 0,
             slot: false,
+            // Read from `shared` here, not kept in a binding across the
+            // awaits above: the connection's future stays the same size.
+            read_only: shared.read_only,
         };
         let (rd, stop) = match mode {
             Mode::Text => {
@@ -117,10 +157,16 @@ pub fn serve(
             }
         };
         reader.finish(stop, &session);
+        if session.name.is_some() {
+            info!("left");
+        }
         hub.leave(&mut session);
         Box::pin(close(rd, &outbox, hub, peer)).await;
-        debug!(%peer, "connection closed");
+        // The mode from the outbox, which the future keeps anyway.
+        hub.counters().closed(outbox.mode());
+        debug!("connection closed");
     }
+    .instrument(span)
 }
 
 /// Lets the writer send what is queued and close, then reads what the peer
@@ -133,6 +179,7 @@ async fn close(rd: Arc<Sock>, outbox: &Outbox, hub: &Hub, peer: SocketAddr) {
             let _ = tokio::time::timeout(DRAIN_GRACE, rd.drain()).await;
         }
         Ok(WriterEnd::Lagged) => {
+            hub.counters().slow_consumer();
             warn!(%peer, "disconnected a slow consumer");
             // Its goodbye may still sit in the send buffer, which the kernel
             // keeps sending after the close, unless unread input turns the
@@ -282,7 +329,7 @@ impl ReadError for FrameError {
 
 /// A token bucket: `rate` commands per second, up to `burst` at once.
 #[derive(Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -290,7 +337,8 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(rate: u32, burst: u32) -> Option<Self> {
+    /// A full bucket; `None` without a rate.
+    pub fn new(rate: u32, burst: u32) -> Option<Self> {
         (rate > 0).then(|| {
             let burst = f64::from(burst.max(1));
             Self {
@@ -302,7 +350,13 @@ impl Bucket {
         })
     }
 
-    fn take(&mut self) -> bool {
+    /// Whether it has refilled completely (and so is as good as new).
+    pub fn is_full(&self) -> bool {
+        self.tokens + self.last.elapsed().as_secs_f64() * self.rate >= self.burst
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self) -> bool {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -327,13 +381,22 @@ enum Stop {
 struct Reader<'a> {
     hub: &'a Hub,
     limits: &'a Limits,
+    /// What is counted per address.
+    connections: &'a Connections,
     peer: &'a SocketAddr,
-    /// With a rate limit only.
+    /// With a rate limit per connection only.
     bucket: Option<Box<Bucket>>,
     /// Binary connections only.
     idle: Option<Box<Idle>>,
+    /// The join timeout, until the connection joins or gives the password.
+    unstarted: Option<Pin<Box<Sleep>>>,
+    /// Failed `AUTH`s so far (a byte: the connection closes long before
+    /// it could count further, and it shares its word with `slot`).
+    auth_failures: u8,
     /// A reply slot is taken for the next command.
     slot: bool,
+    /// See [`Shared::read_only`].
+    read_only: bool,
 }
 
 impl Stop {
@@ -465,18 +528,33 @@ impl Reader<'_> {
                     why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
                 }
             }
+            let auth = matches!(cmd, Command::Auth { .. });
+            let joined = session.name.is_some();
             // A kick (`STOP`) does not interrupt a command: it may be this
             // client kicking itself, whose `OK` comes first.
-            let handled = match self.hub.start(session, cmd) {
+            let handled = match self.hub.start(session, cmd, self.peer.ip()) {
                 Handling::Done(result) => result,
                 Handling::Later(later) => tokio::select! {
                     r = later => r,
                     why = outbox.interrupted(KILL | SHUTDOWN) => return Stop::from(why),
                 },
             };
+            if !joined && let Some(name) = &session.name {
+                tracing::Span::current().record("user", tracing::field::display(name));
+                info!(quiet = session.quiet, "joined");
+            }
+            if self.unstarted.is_some() && (session.name.is_some() || (auth && handled.is_ok())) {
+                self.unstarted = None;
+            }
             match handled {
                 Ok(After::Continue) => {}
                 Ok(After::Close) => return Stop::Done,
+                Err(err) if auth && err.code == ErrorCode::Forbidden => {
+                    // Boxed: rare, and kept out of every connection's future.
+                    if let Some(stop) = Box::pin(self.auth_failed(session, err)).await {
+                        return stop;
+                    }
+                }
                 Err(err) => {
                     let fatal = outbox.mode() == Mode::Binary
                         && matches!(
@@ -490,6 +568,49 @@ impl Reader<'_> {
                 }
             }
         }
+    }
+
+    /// A wrong password: its reply is held back, longer for each failure
+    /// of this connection or of its address, so guessing is slow however
+    /// many connections guess; after too many the connection is closed.
+    /// `Some` when the connection stops.
+    async fn auth_failed(&mut self, session: &Session, err: WireError) -> Option<Stop> {
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        let from_address = self.connections.auth_failed(self.peer.ip());
+        let doublings = u32::from(self.auth_failures)
+            .max(from_address)
+            .saturating_sub(1)
+            .min(16);
+        let delay = (self.limits.auth_delay * (1 << doublings)).min(MAX_AUTH_DELAY);
+        let limit = self.limits.max_auth_failures;
+        let closing = limit > 0 && u32::from(self.auth_failures) >= limit;
+        info!(
+            failures = self.auth_failures,
+            from_address,
+            delay_ms = delay.as_millis() as u64,
+            closing,
+            "failed AUTH"
+        );
+        // The replies before it go out now; the next command is not read
+        // before this reply is sent.
+        let outbox = &session.outbox;
+        outbox.flush_replies(self.hub.ring());
+        tokio::select! {
+            _ = Box::pin(tokio::time::sleep(delay)) => {}
+            why = outbox.interrupted(KILL | SHUTDOWN) => return Some(Stop::from(why)),
+        }
+        self.hub.reply(session, Reply::Error(err));
+        if !closing {
+            return None;
+        }
+        outbox.push_other(
+            self.hub.tag(),
+            Outgoing::Event(Event::Bye {
+                code: ErrorCode::TooManyFailures,
+                text: format!("{limit} wrong passwords; closing the connection"),
+            }),
+        );
+        Some(Stop::Done)
     }
 
     /// Polls for the next command: a reply slot for it first (a peer that
@@ -520,6 +641,22 @@ impl Reader<'_> {
             }
             self.slot = true;
         }
+        if let Some(unstarted) = self.unstarted.as_mut()
+            && unstarted.as_mut().poll(cx).is_ready()
+        {
+            info!("closed: neither joined nor authenticated within the join timeout");
+            outbox.push_other(
+                self.hub.tag(),
+                Outgoing::Event(Event::Bye {
+                    code: ErrorCode::JoinTimeout,
+                    text: format!(
+                        "JOIN (or AUTH) within {} s of connecting; closing the connection",
+                        self.limits.join_timeout.as_secs()
+                    ),
+                }),
+            );
+            return Poll::Ready(Read::Stop(Stop::Done));
+        }
         if let Some(idle) = self.idle.as_mut() {
             while idle.timer.as_mut().poll(cx).is_ready() {
                 match idle.fired() {
@@ -528,7 +665,7 @@ impl Reader<'_> {
                         outbox.push_other(self.hub.tag(), Outgoing::Event(Event::Keepalive));
                     }
                     Silence::Gone => {
-                        debug!(peer = %self.peer, "idle timeout");
+                        debug!("idle timeout");
                         outbox.push_other(
                             self.hub.tag(),
                             Outgoing::Event(Event::Bye {
@@ -549,6 +686,19 @@ impl Reader<'_> {
         Poll::Ready(self.take(item, session))
     }
 
+    /// Takes a command from the connection's rate, and its address's under
+    /// `--limit-by addr`.
+    fn within_rate(&mut self) -> bool {
+        let limits = self.limits;
+        let own = self.bucket.as_mut().is_none_or(|b| b.take());
+        let address = limits.rate_limit == 0
+            || !limits.limit_by.by_addr()
+            || self
+                .connections
+                .take_token(self.peer.ip(), limits.rate_limit, limits.rate_burst);
+        own && address
+    }
+
     /// What to do with what was read: a command for the hub, or a refusal
     /// answered here.
     fn take<I, E>(&mut self, item: Option<Result<I, E>>, session: &mut Session) -> Read
@@ -561,7 +711,7 @@ impl Reader<'_> {
             None => return Read::Stop(Stop::Done),
             Some(Err(e)) => {
                 if let Some(err) = e.farewell() {
-                    debug!(peer = %self.peer, error = %e, "broken frame");
+                    debug!(error = %e, "broken frame");
                     self.hub.reply(session, Reply::Error(err));
                 }
                 return Read::Stop(Stop::Done);
@@ -576,11 +726,13 @@ impl Reader<'_> {
         };
         match result {
             Err(err) if err.code == ErrorCode::CrossProtocol => {
-                warn!(peer = %self.peer, "possible cross-protocol attack (HTTP request on the pixchat port); connection closed");
+                warn!(
+                    "possible cross-protocol attack (HTTP request on the pixchat port); connection closed"
+                );
                 outbox.kill();
                 Read::Stop(Stop::Done)
             }
-            result if !self.bucket.as_mut().is_none_or(|b| b.take()) => {
+            result if !self.within_rate() => {
                 drop(result);
                 self.hub.reply(
                     session,
@@ -598,6 +750,16 @@ impl Reader<'_> {
                 self.hub.reply(session, Reply::Error(err));
                 Read::Handled
             }
+            Ok(cmd) if self.read_only && !watch_only(&cmd) => {
+                self.hub.reply(
+                    session,
+                    Reply::Error(WireError::new(
+                        ErrorCode::Forbidden,
+                        "this page only watches: the server runs without --http-play (a watcher joins quietly)",
+                    )),
+                );
+                Read::Handled
+            }
             Ok(cmd) => Read::Command(cmd),
         }
     }
@@ -605,7 +767,6 @@ impl Reader<'_> {
 
 /// Why a bridged client was not let in.
 #[derive(Debug)]
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 pub(crate) enum NotAdmitted {
     /// Over `--max-clients` or `--max-conns-per-ip`, as for a TCP client.
     Refused(super::connections::Refused),
@@ -618,14 +779,32 @@ pub(crate) enum NotAdmitted {
 /// feeds it, while the server serves the other end like any TCP client,
 /// under the same limits, bans and guarantees, with the peer's real address.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 pub(crate) struct Entrance {
     pub shared: Arc<Shared>,
     pub tracker: tokio_util::task::TaskTracker,
 }
 
-#[allow(dead_code, reason = "used by the TLS and WebSocket bridges")]
 impl Entrance {
+    /// The same entrance, for clients that may only watch (see
+    /// [`watch_only`]).
+    pub fn read_only(&self) -> Self {
+        let Shared {
+            hub,
+            limits,
+            connections,
+            ..
+        } = &*self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                hub: hub.clone(),
+                limits: limits.clone(),
+                connections: connections.clone(),
+                read_only: true,
+            }),
+            tracker: self.tracker.clone(),
+        }
+    }
+
     /// Admits a client from `peer` and returns the bridge's end of its
     /// connection; the server's end is served on the server's tracker, so
     /// shutdown waits for it as for any connection.

@@ -6,14 +6,30 @@
 //! that the server is shutting down goes through this list instead of a
 //! future that every idle connection would keep, and its place here is all
 //! it holds of the limits.
+//!
+//! What is counted per client address rather than per connection lives
+//! here too, so reconnecting does not reset it: failed `AUTH`s, and the
+//! command rate under `--limit-by addr` (addresses as [`address::key`]
+//! gives them: IPv6 by /64).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use slab::Slab;
+use tokio::time::Instant;
 
+use super::address;
+use super::connection::Bucket;
 use super::outbox::Outbox;
+
+/// How long an address's failed `AUTH`s are remembered after its last one.
+pub const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// Addresses tracked for failed `AUTH`s or for the rate before the stale
+/// ones are forgotten; a flood of addresses cannot grow the maps further
+/// than this and what is current.
+const TRACKED_ADDRESSES: usize = 16_384;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -30,6 +46,10 @@ struct Inner {
     live: Slab<Entry>,
     /// Connections per address, counted only with a limit.
     per_ip: HashMap<IpAddr, usize>,
+    /// Failed `AUTH`s per address key, and when the last one was.
+    auth_failures: HashMap<IpAddr, (u32, Instant)>,
+    /// Command rate per address key, with `--limit-by addr`.
+    buckets: HashMap<IpAddr, Bucket>,
     shutting_down: bool,
 }
 
@@ -140,6 +160,47 @@ impl Connections {
     pub fn len(&self) -> usize {
         self.lock().live.len()
     }
+
+    /// Counts a failed `AUTH` from `ip`'s address; returns how many it
+    /// made within [`AUTH_FAILURE_MEMORY`] of each other, this one included.
+    pub fn auth_failed(&self, ip: IpAddr) -> u32 {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let failures = &mut inner.auth_failures;
+        if failures.len() >= TRACKED_ADDRESSES {
+            failures.retain(|_, (_, last)| now.duration_since(*last) < AUTH_FAILURE_MEMORY);
+            if failures.len() >= TRACKED_ADDRESSES {
+                // Only under a flood from that many addresses at once:
+                // each connection still pays its own delay.
+                failures.clear();
+            }
+        }
+        let (count, last) = failures.entry(address::key(ip)).or_insert((0, now));
+        if now.duration_since(*last) >= AUTH_FAILURE_MEMORY {
+            *count = 0;
+        }
+        *count += 1;
+        *last = now;
+        *count
+    }
+
+    /// Takes one command from the rate of `ip`'s address (`rate` per
+    /// second, `burst` at once); false when it is used up.
+    pub fn take_token(&self, ip: IpAddr, rate: u32, burst: u32) -> bool {
+        let mut inner = self.lock();
+        let buckets = &mut inner.buckets;
+        if buckets.len() >= TRACKED_ADDRESSES {
+            // A full bucket is the same as none.
+            buckets.retain(|_, b| !b.is_full());
+            if buckets.len() >= TRACKED_ADDRESSES {
+                buckets.clear();
+            }
+        }
+        buckets
+            .entry(address::key(ip))
+            .or_insert_with(|| Bucket::new(rate, burst).expect("a rate limit is set"))
+            .take()
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +222,31 @@ mod tests {
         assert_eq!(list.len(), 2);
         let _a3 = list.admit(a).unwrap();
         assert!(list.lock().per_ip[&a] == 2 && list.lock().per_ip[&b] == 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_auths_count_per_address_and_are_forgotten() {
+        let list = Connections::new(10, 0);
+        let a: IpAddr = "2001:db8:1:2::9".parse().unwrap();
+        let a2: IpAddr = "2001:db8:1:2::10".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(list.auth_failed(a), 1);
+        assert_eq!(list.auth_failed(a2), 2, "one /64 is one address");
+        assert_eq!(list.auth_failed(b), 1);
+        tokio::time::advance(AUTH_FAILURE_MEMORY).await;
+        assert_eq!(list.auth_failed(a), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_shares_one_rate() {
+        let list = Connections::new(10, 0);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(list.take_token(a, 1, 2));
+        assert!(list.take_token(a, 1, 2));
+        assert!(!list.take_token(a, 1, 2));
+        assert!(list.take_token("10.0.0.2".parse().unwrap(), 1, 2));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(list.take_token(a, 1, 2));
     }
 
     #[test]

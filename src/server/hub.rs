@@ -19,6 +19,7 @@
 //! `commit`. Reads ([`reads`]) come from the state the changes built.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
+pub(crate) mod bulk;
 mod local;
 mod presence;
 mod reads;
@@ -60,6 +62,8 @@ pub(crate) struct HubConfig {
     pub storage: Option<StorageConfig>,
     /// Minimum time between two placements by one user (zero: off).
     pub cooldown: Duration,
+    /// Whether the cooldown counts by name, by address or both.
+    pub limit_by: super::LimitBy,
     /// Needed before anything but `PING`, `HELP`, `QUIT`.
     pub password: Option<String>,
     /// Grants `KICK`, `BAN` and `UNBAN`.
@@ -85,6 +89,7 @@ pub(crate) enum Backend {
 #[derive(Debug)]
 struct PendingJoin {
     name: String,
+    addr: IpAddr,
     outbox: Arc<Outbox>,
     resume: Option<Resume>,
     done: tokio::sync::oneshot::Sender<Arc<str>>,
@@ -146,6 +151,8 @@ struct User {
     name: Arc<str>,
     outbox: Arc<Outbox>,
     quiet: bool,
+    /// Where it connected from, for `BAN <name> addr`.
+    addr: IpAddr,
 }
 
 #[derive(Debug)]
@@ -164,9 +171,11 @@ struct State {
     /// The last snapshot handed out, reused while the seq is unchanged so a
     /// crowd joining at once shares one copy and one encoding.
     snapshot: Option<Arc<SharedSnapshot>>,
-    /// Last placement per lower-cased name, for the cooldown. Keyed by name
-    /// rather than connection, so reconnecting does not reset it; on
-    /// tokio's clock, so tests can run it on paused time.
+    /// Last placement per lower-cased name, and per address entry (which
+    /// has a `/`, unlike names) with `--limit-by addr`, for the cooldown.
+    /// Keyed by name or address rather than connection, so reconnecting
+    /// does not reset it; on tokio's clock, so tests can run it on paused
+    /// time.
     last_placed: HashMap<String, Instant>,
     /// Placements not yet durable, oldest first, with what their cell
     /// held before. While the journal is down, reads are answered from
@@ -199,9 +208,15 @@ pub(crate) struct Hub {
     /// Pixel events kept for `SYNC`.
     history_capacity: usize,
     cooldown: Duration,
+    limit_by: super::LimitBy,
     password: Option<String>,
     admin_password: Option<String>,
     presence_threshold: usize,
+    /// One reading of the history from disk at a time (`ROLLBACK`,
+    /// `WHOSE x y n`): they queue rather than take every core.
+    history_reads: tokio::sync::Semaphore,
+    /// What `/metrics` counts on the hot path.
+    counters: super::metrics::Counters,
 }
 
 /// A command being handled; see [`Hub::start`].
@@ -287,10 +302,37 @@ impl Hub {
             ring,
             history_capacity: config.history,
             cooldown: config.cooldown,
+            limit_by: config.limit_by,
             password: config.password.clone(),
             admin_password: config.admin_password.clone(),
             presence_threshold: config.presence_threshold,
+            history_reads: tokio::sync::Semaphore::new(1),
+            counters: Default::default(),
         }
+    }
+
+    /// What `/metrics` counts on the hot path.
+    pub fn counters(&self) -> &super::metrics::Counters {
+        &self.counters
+    }
+
+    /// Users online and the canvas's seq, for `/metrics` (takes the hub
+    /// lock: at scrape time only).
+    pub fn census(&self) -> (usize, u64) {
+        let st = self.lock();
+        (st.roster.len(), st.world.canvas.seq())
+    }
+
+    /// Whether the journal can make changes durable now (`None` without
+    /// a journal: in memory or in a cluster).
+    pub fn journal_up(&self) -> Option<bool> {
+        self.journal()
+            .map(|j| j.available().is_ok() && !j.stuck() && !j.died().is_cancelled())
+    }
+
+    /// The journal's fsync latency histogram, if there is a journal.
+    pub fn fsync_histogram(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        self.journal().map(Journal::fsync_histogram)
     }
 
     /// A fresh session with the access a connection starts with.
@@ -347,7 +389,7 @@ impl Hub {
     /// to the caller, which queues them as the reply.
     #[cfg(test)]
     pub async fn handle(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
-        match self.start(session, cmd) {
+        match self.start(session, cmd, std::net::Ipv4Addr::LOCALHOST.into()) {
             Handling::Done(result) => result,
             Handling::Later(later) => later.await,
         }
@@ -358,24 +400,71 @@ impl Hub {
     /// that change shared state go to Redis first; their future is boxed,
     /// so a connection does not keep its state (a JOIN waiting for the
     /// stream, a call to Redis) in its own future while idle.
-    pub fn start<'a>(&'a self, session: &'a mut Session, cmd: Command) -> Handling<'a> {
+    ///
+    /// `peer` is the client's address (for address bans and limits): an
+    /// argument rather than part of the session, which every idle
+    /// connection keeps.
+    ///
+    /// Every command is counted for `/metrics` here, by kind and result;
+    /// a command waiting for Redis or the disk is counted in its boxed
+    /// future, so the connection's own future keeps nothing more across
+    /// the wait.
+    pub fn start<'a>(
+        &'a self,
+        session: &'a mut Session,
+        cmd: Command,
+        peer: IpAddr,
+    ) -> Handling<'a> {
+        let kind = super::metrics::kind_of(&cmd);
         if let Err(e) = gate(session, &cmd) {
+            self.counters.command(kind, false);
             return Handling::Done(Err(e));
+        }
+        let counted = move |result: Result<After, WireError>| {
+            self.counters.command(kind, result.is_ok());
+            result
+        };
+        if let (Command::Rollback { name, minutes }, Backend::Memory | Backend::Journal(_)) =
+            (&cmd, &self.backend)
+        {
+            // It reads the history from disk: its own future, boxed, as a
+            // cluster command's is.
+            let (name, minutes) = (name.clone(), *minutes);
+            return Handling::Later(Box::pin(async move {
+                counted(self.rollback(session, name, minutes).await)
+            }));
+        }
+        if let (Command::WhoseLast { x, y, n }, Backend::Memory | Backend::Journal(_)) =
+            (&cmd, &self.backend)
+        {
+            let (x, y, n) = (*x, *y, *n);
+            return Handling::Later(Box::pin(async move {
+                counted(self.whose_last(session, x, y, n).await)
+            }));
         }
         match &self.backend {
             Backend::Cluster(cluster) => Handling::Later(Box::pin(async move {
-                match self.handle_remote(cluster, session, cmd).await? {
-                    Ok(after) => Ok(after),
-                    Err(cmd) => self.handle_here(session, cmd),
-                }
+                let result = match self.handle_remote(cluster, session, cmd, peer).await {
+                    Ok(Ok(after)) => Ok(after),
+                    Ok(Err(cmd)) => self.handle_here(session, cmd, peer),
+                    Err(e) => Err(e),
+                };
+                counted(result)
             })),
-            Backend::Memory | Backend::Journal(_) => Handling::Done(self.handle_here(session, cmd)),
+            Backend::Memory | Backend::Journal(_) => {
+                Handling::Done(counted(self.handle_here(session, cmd, peer)))
+            }
         }
     }
 
     /// Commands this server answers itself: all of them standalone; the
     /// reads in a cluster.
-    fn handle_here(&self, session: &mut Session, cmd: Command) -> Result<After, WireError> {
+    fn handle_here(
+        &self,
+        session: &mut Session,
+        cmd: Command,
+        peer: IpAddr,
+    ) -> Result<After, WireError> {
         match cmd {
             Command::Hello { version } => self.hello(session, version),
             Command::Auth { password } => self.auth(session, &password),
@@ -383,10 +472,10 @@ impl Hub {
                 name,
                 resume,
                 quiet,
-            } => self.join(session, name, resume, quiet),
+            } => self.join(session, name, resume, quiet, peer),
             Command::Say { text } => self.say(session, text),
             Command::Tell { to, text } => self.tell(session, &to, text),
-            Command::Set { x, y, color } => self.set(session, x, y, color),
+            Command::Set { x, y, color } => self.set(session, (x, y, color), peer),
             Command::Whose { x, y } => self.whose(session, x, y),
             Command::Canvas => self.canvas(session),
             Command::Sync { seq } => self.sync(session, seq),
@@ -394,7 +483,31 @@ impl Hub {
             Command::WhoAfter { after } => self.who(session, Some(&after)),
             Command::Kick { name } => self.moderate(session, &name, Moderation::Kick),
             Command::Ban { name } => self.moderate(session, &name, Moderation::Ban),
-            Command::Unban { name } => self.moderate(session, &name, Moderation::Unban),
+            Command::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            } => self.fill(session, (x1, y1, x2, y2), color),
+            // Standalone it is handled in `start`; in a cluster the
+            // history is not kept.
+            Command::WhoseLast { .. } => Err(WireError::new(
+                ErrorCode::Unavailable,
+                "WHOSE with a count needs the placement history, which a cluster does not keep",
+            )),
+            // Standalone it is handled in `start`; in a cluster it is not
+            // available.
+            Command::Rollback { .. } => {
+                admin(session)?;
+                Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "ROLLBACK and FILL are not available in a cluster",
+                ))
+            }
+            Command::Unban { name } => self.unban(session, &name),
+            Command::BanAddress { name } => self.ban_address(session, &name),
+            Command::Bans { after } => self.bans(session, after.as_deref()),
             Command::Ping { token } => {
                 validate_token(&token)?;
                 Ok(self.reply(session, Reply::Pong { token }))
@@ -675,8 +788,6 @@ enum Moderation {
     Kick,
     /// Disconnect and refuse the name from now on.
     Ban,
-    /// Accept the name again.
-    Unban,
 }
 
 impl Moderation {
@@ -684,7 +795,6 @@ impl Moderation {
         match self {
             Moderation::Kick => "kick",
             Moderation::Ban => "ban",
-            Moderation::Unban => "unban",
         }
     }
 
@@ -693,7 +803,6 @@ impl Moderation {
         let (code, text) = match self {
             Moderation::Kick => (ErrorCode::Kicked, "an admin disconnected you"),
             Moderation::Ban => (ErrorCode::Banned, "an admin banned you from this server"),
-            Moderation::Unban => return None,
         };
         Some(Event::Bye {
             code,
@@ -739,9 +848,16 @@ impl State {
         }
     }
 
-    /// Tells a user of this server goodbye, if it is here.
+    /// Tells a user of this server goodbye, if it is here; for an address
+    /// ban entry, every user of this server connected from there.
     fn evict(&self, key: &str, tag: u64, bye: Event) {
-        if let Some(user) = self.users.get(key) {
+        if super::address::is_address(key) {
+            for user in self.users.values() {
+                if super::address::entry(user.addr) == key {
+                    user.outbox.evict(tag, bye.clone());
+                }
+            }
+        } else if let Some(user) = self.users.get(key) {
             user.outbox.evict(tag, bye);
         }
     }
@@ -774,15 +890,47 @@ fn gate(session: &Session, cmd: &Command) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Only an admin may kick, ban or unban.
+/// Only an admin may kick, ban, unban or list the bans.
 fn admin(session: &Session) -> Result<(), WireError> {
     if session.access != Access::Admin {
         return Err(WireError::new(
             ErrorCode::Forbidden,
-            "KICK, BAN and UNBAN need the admin password (AUTH)",
+            "KICK, BAN, UNBAN, BANS, ROLLBACK and FILL need the admin password (AUTH)",
         ));
     }
     Ok(())
+}
+
+/// What `UNBAN <text>` may lift: the name, if it is one, and the address,
+/// if it is one (`1.2.3.4` is both).
+fn unban_entries(text: &str) -> Result<Vec<String>, WireError> {
+    let entries: Vec<String> = validate_name(text)
+        .ok()
+        .map(|()| text.to_ascii_lowercase())
+        .into_iter()
+        .chain(super::address::parse_entry(text))
+        .collect();
+    if entries.is_empty() {
+        return Err(WireError::new(
+            ErrorCode::NoSuchUser,
+            format!("{text} is neither a name nor an address"),
+        ));
+    }
+    Ok(entries)
+}
+
+fn not_banned(text: &str) -> WireError {
+    WireError::new(ErrorCode::NoSuchUser, format!("{text} is not banned"))
+}
+
+/// `BAN <name> addr` needs the user's address, which only its server knows.
+fn address_unknown(name: &str) -> WireError {
+    WireError::new(
+        ErrorCode::NoSuchUser,
+        format!(
+            "{name} is not online on this server, so its address is unknown; nothing changed (BAN {name} bans the name alone)"
+        ),
+    )
 }
 
 fn roster_of(names: Vec<(String, bool)>) -> BTreeMap<String, Online> {
@@ -829,6 +977,10 @@ fn banned(name: &str) -> WireError {
         ErrorCode::Banned,
         format!("{name} is banned from this server"),
     )
+}
+
+fn address_banned() -> WireError {
+    WireError::new(ErrorCode::Banned, "your address is banned from this server")
 }
 
 fn unix_ms() -> u64 {

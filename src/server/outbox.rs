@@ -721,6 +721,8 @@ impl Outbox {
         }
         st.writing = true;
         let mut written = 0;
+        let mut writes = 0;
+        let from = st.cursor;
         // Nobody else touches what a flush gathered while `writing`: it is
         // handed back before the lock is given up for good.
         let mut pending = st.pending.take().map_or_else(Pending::default, |p| *p);
@@ -764,6 +766,7 @@ impl Outbox {
             if let Ok(n) = res {
                 pending.advance(self.mode, n);
                 written += n;
+                writes += 1;
             }
             st = self.lock();
             match res {
@@ -787,6 +790,12 @@ impl Outbox {
         };
         st.hand_back(pending);
         st.writing = false;
+        // Once per flush, for `/metrics`: events gathered and bytes written.
+        let events = match (from, st.cursor) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        ring.sent().add(events, written as u64, writes);
         if end == Flush::Blocked {
             drop(st);
             self.wake.notify_one();

@@ -10,6 +10,8 @@
 //! - `reserve.snap`, `reserve.log`: space held back so that after a write
 //!   error the server can always write a snapshot from memory and a new
 //!   journal, even on a full disk (they are written over, not freed);
+//! - `archive/`: the history archive, every placement compaction moved
+//!   out of the journal ([`archive`]);
 //! - `lock`: held (flock) while a server uses the directory;
 //! - `*.torn-<time>`, `*.cut-<time>`, `*.damaged-<time>`, ...: bytes that a
 //!   start or `repair` set aside instead of destroying them.
@@ -29,6 +31,7 @@
 //! snapshot of the memory state and a new journal, and until it has, new
 //! placements are refused ([`journal`]).
 
+pub mod archive;
 pub mod faults;
 mod files;
 pub(crate) mod format;
@@ -115,6 +118,11 @@ pub struct StorageConfig {
     pub compact_after: u64,
     /// Write and fsync errors to inject, for tests; none by default.
     pub faults: Arc<Faults>,
+    /// Keep every placement compaction moves out of the journal in
+    /// `archive/` (on by default; `--no-archive`).
+    pub archive: bool,
+    /// How much of the archive to keep (`--history-retention`).
+    pub retention: archive::Retention,
 }
 
 impl StorageConfig {
@@ -126,6 +134,8 @@ impl StorageConfig {
             new_canvas: false,
             compact_after: crate::DEFAULT_COMPACT_AFTER,
             faults: Arc::default(),
+            archive: true,
+            retention: archive::Retention::All,
         }
     }
 }

@@ -37,12 +37,18 @@ pub(crate) enum Task {
     ClusterKeepAlive,
     /// Sends a crowd's periodic `PRESENCE` events.
     Presence,
+    /// The operators' HTTP listener (`--http`). Not restarted: it owns its
+    /// listening socket, and it only returns on shutdown.
+    Http,
+    /// Reloads the TLS certificate on SIGHUP.
+    TlsReload,
 }
 
 impl Task {
-    /// Pacers and the presence ticker keep nothing a restart would lose.
+    /// Pacers, the presence ticker and the TLS reloader keep nothing a
+    /// restart would lose.
     fn restartable(self) -> bool {
-        matches!(self, Task::Pacer(_) | Task::Presence)
+        matches!(self, Task::Pacer(_) | Task::Presence | Task::TlsReload)
     }
 }
 

@@ -91,6 +91,11 @@ impl World {
         self.bans.contains(&name.to_ascii_lowercase())
     }
 
+    /// Whether the address `ip` is banned (IPv6 by its /64).
+    pub fn is_address_banned(&self, ip: std::net::IpAddr) -> bool {
+        !self.bans.is_empty() && self.bans.contains(&super::address::entry(ip))
+    }
+
     /// Applies an ordered change. A pixel or chat line must be the next in
     /// its sequence (or one the world already has); `Err` says why it does
     /// not follow, and the world is unchanged. Bans are set operations, so

@@ -663,3 +663,78 @@ pub fn skip(test: &str, why: &str) {
     );
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
+
+/// Starts a server with `config` (in memory unless `config` has storage)
+/// and its operators' HTTP listener, both on free loopback ports; returns
+/// the server and the HTTP address.
+pub async fn start_with_http(config: pixchat::Config) -> (TestServer, SocketAddr) {
+    let listener = pixchat::bind("127.0.0.1:0").await.unwrap();
+    let http = pixchat::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http_addr = http.local_addr().unwrap();
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(pixchat::run_with(
+        listener,
+        Some(http),
+        config,
+        token.clone(),
+    ));
+    let server = TestServer {
+        addr,
+        token,
+        handle: Some(handle),
+        data: None,
+    };
+    (server, http_addr)
+}
+
+/// An HTTP answer: status code and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET path` over a fresh TCP connection (HTTP/1.1, `Connection: close`),
+/// read to the end within [`WAIT`]. Plain sockets rather than an HTTP
+/// client library: it is what `curl` sends, and the test sees the bytes.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpReply {
+    use tokio::io::AsyncReadExt;
+    let mut stream = TcpStream::connect(addr).await.expect("connect to HTTP");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an HTTP answer within the timeout")
+        .expect("read");
+    let raw = String::from_utf8(raw).expect("UTF-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a header and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    HttpReply { status, body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}

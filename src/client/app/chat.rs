@@ -31,6 +31,8 @@ const COMMAND_WORDS: &[&str] = &[
     "/template ",
     "/kick ",
     "/ban ",
+    "/rollback ",
+    "/fill ",
     "/help",
     "/quit",
 ];
@@ -573,12 +575,32 @@ fn parse_chat(line: &str) -> Result<ChatInput, String> {
                 ChatInput::Send(Command::Ban { name: name.clone() }, Sent::Ban { name })
             })
         }
+        "rollback" | "fill" => parse_bulk(&word.to_ascii_lowercase(), args),
         "template" => parse_template(args).map(ChatInput::Local),
         "help" => Ok(ChatInput::Local(Request::Help)),
         "quit" => Ok(ChatInput::Local(Request::Quit)),
         _ => Err(format!(
-            "unknown command /{word}: try /tell NAME text, /who, /template FILE X,Y, /kick NAME, /ban NAME, /help, /quit (// to say a line starting with /)"
+            "unknown command /{word}: try /tell NAME text, /who, /template FILE X,Y, /kick NAME, /ban NAME, /rollback NAME [MIN], /fill X1 Y1 X2 Y2 COLOR, /help, /quit (// to say a line starting with /)"
         )),
+    }
+}
+
+/// `/rollback NAME [MINUTES]` and `/fill X1 Y1 X2 Y2 COLOR` (admin): the
+/// text mode's words, so the server's parser gives the same errors.
+fn parse_bulk(word: &str, args: &str) -> Result<ChatInput, String> {
+    let usage = if word == "rollback" {
+        "usage: /rollback NAME [MINUTES]"
+    } else {
+        "usage: /fill X1 Y1 X2 Y2 COLOR"
+    };
+    let line = format!("{} {}", word.to_ascii_uppercase(), args.trim());
+    match crate::protocol::text::parse_line(line.as_bytes()) {
+        Ok(cmd @ (Command::Rollback { .. } | Command::Fill { .. })) => {
+            let what = format!("/{word} {}", args.trim());
+            Ok(ChatInput::Send(cmd, Sent::Bulk { what }))
+        }
+        Ok(_) => Err(usage.into()),
+        Err(e) => Err(format!("{usage} ({})", e.message)),
     }
 }
 

@@ -269,6 +269,15 @@ impl App {
                     "banned {name} (until the server restarts)"
                 )));
             }
+            (Sent::Bulk { what }, Reply::Bulk { placed, seq, more }) => {
+                let more = match more {
+                    0 => String::new(),
+                    n => format!("; {n} more: run it again"),
+                };
+                self.chat.push(ChatLine::Info(format!(
+                    "{what}: {placed} pixels placed, up to seq {seq}{more}"
+                )));
+            }
             (Sent::Canvas, Reply::Canvas(s)) => {
                 self.session.resyncing = false;
                 if self
@@ -294,7 +303,8 @@ impl App {
                     | Sent::Who
                     | Sent::Whose { .. }
                     | Sent::Kick { .. }
-                    | Sent::Ban { .. } => "",
+                    | Sent::Ban { .. }
+                    | Sent::Bulk { .. } => "",
                 };
                 self.chat.push(ChatLine::Error(format!("{e}{recall}")));
                 self.status.notify(now, e.to_string());
@@ -352,7 +362,7 @@ impl App {
                 );
             }
             Sent::Canvas => self.session.resyncing = false,
-            Sent::Whose { .. } | Sent::Kick { .. } | Sent::Ban { .. } => {
+            Sent::Whose { .. } | Sent::Kick { .. } | Sent::Ban { .. } | Sent::Bulk { .. } => {
                 self.status.notify(now, format!("no answer: {why}"));
             }
             Sent::Who => {}

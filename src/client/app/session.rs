@@ -82,6 +82,11 @@ pub enum Sent {
         /// Who.
         name: String,
     },
+    /// `ROLLBACK` or `FILL`, as typed.
+    Bulk {
+        /// The command line, for the answer.
+        what: String,
+    },
 }
 
 /// The session's state.

@@ -1016,6 +1016,56 @@ fn kick_and_ban_commands_go_to_the_server_and_show_the_answer() {
 }
 
 #[test]
+fn rollback_and_fill_commands_go_to_the_server_and_show_the_answer() {
+    let mut app = online();
+    press(&mut app, typed("/rollback griefer 30"));
+    let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
+    assert_eq!(
+        sends[0].1,
+        Command::Rollback {
+            name: "griefer".into(),
+            minutes: 30
+        }
+    );
+    press(
+        &mut app,
+        [reply(
+            sends[0].0,
+            Reply::Bulk {
+                placed: 41,
+                seq: 1250,
+                more: 0,
+            },
+        )],
+    );
+    assert_eq!(
+        app.chat.lines.back(),
+        Some(&ChatLine::Info(
+            "/rollback griefer 30: 41 pixels placed, up to seq 1250".into()
+        ))
+    );
+    press(&mut app, typed("/fill 0 0 9 9 red"));
+    let sends = sent(&press(&mut app, [code(KeyCode::Enter)]));
+    assert_eq!(
+        sends[0].1,
+        Command::Fill {
+            x1: 0,
+            y1: 0,
+            x2: 9,
+            y2: 9,
+            color: 5
+        }
+    );
+    press(&mut app, typed("/fill 0 0 red"));
+    assert!(sent(&press(&mut app, [code(KeyCode::Enter)])).is_empty());
+    assert!(
+        matches!(app.chat.lines.back(), Some(ChatLine::Error(e)) if e.starts_with("usage: /fill X1 Y1 X2 Y2 COLOR")),
+        "{:?}",
+        app.chat.lines.back()
+    );
+}
+
+#[test]
 fn a_crowds_presence_updates_the_users_and_the_server_in_use_is_named() {
     let mut app = online();
     let lines = app.chat.lines.len();

@@ -102,9 +102,35 @@ fn client_vectors() -> Vec<(&'static str, Command)> {
             },
         ),
         ("whose", Command::Whose { x: 3, y: 4 }),
+        ("whose_n", Command::WhoseLast { x: 3, y: 4, n: 2 }),
         ("kick", Command::Kick { name: "al".into() }),
         ("ban", Command::Ban { name: "al".into() }),
         ("unban", Command::Unban { name: "al".into() }),
+        (
+            "rollback",
+            Command::Rollback {
+                name: "al".into(),
+                minutes: 60,
+            },
+        ),
+        (
+            "fill",
+            Command::Fill {
+                x1: 1,
+                y1: 2,
+                x2: 3,
+                y2: 4,
+                color: 5,
+            },
+        ),
+        ("ban_addr", Command::BanAddress { name: "al".into() }),
+        ("bans", Command::Bans { after: None }),
+        (
+            "bans_after",
+            Command::Bans {
+                after: Some("al".into()),
+            },
+        ),
     ]
 }
 
@@ -222,6 +248,30 @@ fn server_vectors() -> Vec<(&'static str, ServerMsg)> {
             }))),
         ),
         ("whose_nobody", R(Reply::Whose(None))),
+        (
+            "whose_list",
+            R(Reply::WhoseList(vec![crate::protocol::PastPlacement {
+                name: "al".into(),
+                unix_ms: 1_700_000_000_000,
+                seq: 9,
+                color: 5,
+            }])),
+        ),
+        (
+            "bulk_ok",
+            R(Reply::Bulk {
+                placed: 12,
+                seq: 9,
+                more: 1,
+            }),
+        ),
+        (
+            "bans_ok",
+            R(Reply::Bans {
+                total: 2,
+                entries: vec!["al".into(), "bob".into()],
+            }),
+        ),
         (
             "error",
             R(Reply::Error(WireError::new(ErrorCode::BadArgs, "no"))),
@@ -459,9 +509,29 @@ fn arb_command() -> impl Strategy<Value = Command> {
             x: x.into(),
             y: y.into()
         }),
+        (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(x, y, n)| Command::WhoseLast {
+            x: x.into(),
+            y: y.into(),
+            n: n.into()
+        }),
         arb_name().prop_map(|name| Command::Kick { name }),
         arb_name().prop_map(|name| Command::Ban { name }),
         arb_name().prop_map(|name| Command::Unban { name }),
+        (arb_name(), any::<u32>()).prop_map(|(name, minutes)| Command::Rollback { name, minutes }),
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u8>()
+        )
+            .prop_map(|(x1, y1, x2, y2, c)| Command::Fill {
+                x1: x1.into(),
+                y1: y1.into(),
+                x2: x2.into(),
+                y2: y2.into(),
+                color: c.into()
+            }),
     ]
 }
 
@@ -570,6 +640,11 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
         "[a-z0-9]{0,64}".prop_map(|token| Reply::Pong { token }),
         arb_text(200).prop_map(|text| Reply::Help { text }),
         Just(Reply::Bye),
+        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(placed, seq, more)| Reply::Bulk {
+            placed,
+            seq,
+            more
+        }),
         proptest::option::of((arb_name(), any::<u64>(), any::<u64>())).prop_map(|p| {
             Reply::Whose(p.map(|(name, unix_ms, seq)| crate::protocol::Placement {
                 name,

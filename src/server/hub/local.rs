@@ -2,16 +2,18 @@
 //! journal): joins, chat, DMs, placements and moderation. Each is checked,
 //! then made an ordered change through [`Hub::commit`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{
-    After, Change, Hub, Moderation, Online, Session, State, User, admin, banned, joinable, joined,
-    recipient, unix_ms,
+    After, Change, Hub, Moderation, Online, Session, State, User, address_banned, address_unknown,
+    admin, banned, joinable, joined, not_banned, recipient, unban_entries, unix_ms,
 };
 use crate::protocol::{
     ErrorCode, Event, Mode, PALETTE, Reply, Resume, Welcome, WireError, validate_name,
     validate_text,
 };
+use crate::server::address;
 use crate::server::outbox::{Outbox, Outgoing};
 use crate::server::world::ChatLine;
 
@@ -22,6 +24,7 @@ impl Hub {
         name: String,
         resume: Option<Resume>,
         quiet: bool,
+        peer: IpAddr,
     ) -> Result<After, WireError> {
         let key = joinable(session, &name)?;
         let mut st = self.lock();
@@ -41,6 +44,9 @@ impl Hub {
         if st.world.is_banned(&key) {
             return Err(banned(&name));
         }
+        if st.world.is_address_banned(peer) {
+            return Err(address_banned());
+        }
         if st.users.contains_key(&key) {
             return Err(WireError::new(
                 ErrorCode::NameTaken,
@@ -49,7 +55,13 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(name);
         st.roster.insert(key, Online::new(name.clone(), quiet));
-        self.admit(&mut st, &session.outbox, name.clone(), resume, quiet);
+        self.admit(
+            &mut st,
+            &session.outbox,
+            (name.clone(), peer),
+            resume,
+            quiet,
+        );
         session.name = Some(name);
         session.quiet = quiet;
         Ok(After::Continue)
@@ -66,7 +78,7 @@ impl Hub {
         &self,
         st: &mut State,
         outbox: &Arc<Outbox>,
-        name: Arc<str>,
+        (name, addr): (Arc<str>, IpAddr),
         resume: Option<Resume>,
         quiet: bool,
     ) {
@@ -77,6 +89,7 @@ impl Hub {
                 name: name.clone(),
                 outbox: outbox.clone(),
                 quiet,
+                addr,
             },
         );
         self.ring.set_watchers(st.users.len());
@@ -174,27 +187,27 @@ impl Hub {
     pub(super) fn set(
         &self,
         session: &Session,
-        x: u32,
-        y: u32,
-        color: u32,
+        (x, y, color): (u32, u32, u32),
+        peer: IpAddr,
     ) -> Result<After, WireError> {
         let name = joined(session)?;
         let mut st = self.lock();
         let (x, y, color) = st.world.canvas.check(x, y, color)?;
         self.writable()?;
-        // The key only when there is a cooldown: a placement allocates
-        // nothing it does not need.
+        // The keys only when there is a cooldown: a placement allocates
+        // nothing it does not need. A name and an address entry cannot
+        // collide: only the address has a `/`.
         let cooldown = (!self.cooldown.is_zero()).then(|| {
-            let key = name.to_ascii_lowercase();
-            (st.last_placed.get(&key).copied(), key)
+            let by_name = self.limit_by.by_name().then(|| name.to_ascii_lowercase());
+            let by_addr = self
+                .limit_by
+                .by_addr()
+                .then(|| crate::server::address::entry(peer));
+            [by_name, by_addr]
         });
         let now = tokio::time::Instant::now();
-        if let Some((Some(last), _)) = &cooldown {
-            let ready = *last + self.cooldown;
-            if ready > now {
-                let left = (ready - now).as_millis().max(1);
-                return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
-            }
+        if let Some(keys) = &cooldown {
+            self.cooling(&st, keys.iter().flatten(), now)?;
         }
         let seq = st.world.canvas.seq() + 1;
         let change = Change::Pixel {
@@ -207,7 +220,7 @@ impl Hub {
         };
         self.commit(&mut st, change, Some((&session.outbox, Reply::Set { seq })))
             .expect("the next seq follows and the placement was checked");
-        if let Some((_, key)) = cooldown {
+        for key in cooldown.into_iter().flatten().flatten() {
             remember_placement(&mut st, key, now, self.cooldown);
         }
         Ok(After::Continue)
@@ -233,14 +246,8 @@ impl Hub {
                     format!("nobody called {name} is online"),
                 ));
             }
-            Moderation::Unban if !st.world.bans.contains(&key) => {
-                return Err(WireError::new(
-                    ErrorCode::NoSuchUser,
-                    format!("{name} is not banned"),
-                ));
-            }
             Moderation::Kick => {}
-            Moderation::Ban | Moderation::Unban => self.writable()?,
+            Moderation::Ban => self.writable()?,
         }
         tracing::info!(
             admin = session.name.as_deref().unwrap_or("-"),
@@ -254,7 +261,6 @@ impl Hub {
         let change = match what {
             Moderation::Kick => None,
             Moderation::Ban => Some(Change::Ban(key.clone())),
-            Moderation::Unban => Some(Change::Unban(key.clone())),
         };
         match change {
             None => {
@@ -269,6 +275,110 @@ impl Hub {
             st.evict(&key, self.tag(), bye);
         }
         Ok(After::Continue)
+    }
+}
+
+impl Hub {
+    /// `BAN <name> addr`: bans the name and the address the user is
+    /// connected from, and sends away everyone joined from there.
+    pub(super) fn ban_address(&self, session: &Session, name: &str) -> Result<After, WireError> {
+        admin(session)?;
+        validate_name(name)?;
+        let key = name.to_ascii_lowercase();
+        let mut st = self.lock();
+        let Some(addr) = st.users.get(&key).map(|u| u.addr) else {
+            return Err(address_unknown(name));
+        };
+        self.writable()?;
+        let entry = address::entry(addr);
+        tracing::info!(
+            admin = session.name.as_deref().unwrap_or("-"),
+            target = name,
+            address = %entry,
+            action = "ban",
+            online = true,
+            "moderation"
+        );
+        self.commit(&mut st, Change::Ban(key.clone()), None)
+            .expect("bans are set operations: they always apply");
+        self.commit(
+            &mut st,
+            Change::Ban(entry.clone()),
+            Some((&session.outbox, Reply::Ok)),
+        )
+        .expect("bans are set operations: they always apply");
+        let bye = Moderation::Ban.bye().expect("a ban says goodbye");
+        st.evict(&key, self.tag(), bye.clone());
+        st.evict(&entry, self.tag(), bye);
+        Ok(After::Continue)
+    }
+
+    /// `UNBAN <name|address>`: lifts the name's ban, the address's, or
+    /// both when the text is both.
+    pub(super) fn unban(&self, session: &Session, text: &str) -> Result<After, WireError> {
+        admin(session)?;
+        let mut entries = unban_entries(text)?;
+        let mut st = self.lock();
+        entries.retain(|e| st.world.bans.contains(e));
+        let Some(last) = entries.pop() else {
+            return Err(not_banned(text));
+        };
+        self.writable()?;
+        tracing::info!(
+            admin = session.name.as_deref().unwrap_or("-"),
+            target = text,
+            action = "unban",
+            "moderation"
+        );
+        for entry in entries {
+            self.commit(&mut st, Change::Unban(entry), None)
+                .expect("bans are set operations: they always apply");
+        }
+        self.commit(
+            &mut st,
+            Change::Unban(last),
+            Some((&session.outbox, Reply::Ok)),
+        )
+        .expect("bans are set operations: they always apply");
+        Ok(After::Continue)
+    }
+}
+
+impl Hub {
+    /// Cluster mode with `--limit-by addr|both` and a cooldown: Redis
+    /// keeps the cooldown by name; the one by address is kept here, by
+    /// each server for its own clients, and counts from every attempt
+    /// this server passes on to Redis.
+    pub(super) fn address_cooldown(&self, st: &mut State, peer: IpAddr) -> Result<(), WireError> {
+        if self.cooldown.is_zero() || !self.limit_by.by_addr() {
+            return Ok(());
+        }
+        let key = address::entry(peer);
+        let now = tokio::time::Instant::now();
+        self.cooling(st, [&key], now)?;
+        remember_placement(st, key, now, self.cooldown);
+        Ok(())
+    }
+
+    /// `ERR cooldown <ms-left>` while the latest placement under any of
+    /// `keys` (a name, an address entry) is within the cooldown.
+    fn cooling<'k>(
+        &self,
+        st: &State,
+        keys: impl IntoIterator<Item = &'k String>,
+        now: tokio::time::Instant,
+    ) -> Result<(), WireError> {
+        let last = keys
+            .into_iter()
+            .filter_map(|k| st.last_placed.get(k).copied())
+            .max();
+        if let Some(ready) = last.map(|last| last + self.cooldown)
+            && ready > now
+        {
+            let left = (ready - now).as_millis().max(1);
+            return Err(WireError::new(ErrorCode::Cooldown, left.to_string()));
+        }
+        Ok(())
     }
 }
 

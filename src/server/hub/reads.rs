@@ -52,6 +52,27 @@ impl Hub {
         Ok(self.reply(session, Reply::Who { online, users }))
     }
 
+    /// `BANS`, admin only: names and addresses in order, paged like `WHO`.
+    /// In a cluster, this server's copy of Redis's bans.
+    pub(super) fn bans(&self, session: &Session, after: Option<&str>) -> Result<After, WireError> {
+        use std::ops::Bound;
+        super::admin(session)?;
+        let from = match after {
+            Some(a) => Bound::Excluded(a.to_ascii_lowercase()),
+            None => Bound::Unbounded,
+        };
+        let st = self.lock();
+        let bans = &st.world.bans;
+        let entries = bans
+            .range((from, Bound::Unbounded))
+            .take(crate::protocol::MAX_LISTED_USERS)
+            .cloned()
+            .collect();
+        let total = bans.len() as u32;
+        drop(st);
+        Ok(self.reply(session, Reply::Bans { total, entries }))
+    }
+
     pub(super) fn whose(&self, session: &Session, x: u32, y: u32) -> Result<After, WireError> {
         let st = self.lock();
         let (x, y) = st.world.canvas.check_xy(x, y)?;

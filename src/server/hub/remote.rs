@@ -29,6 +29,7 @@ impl Hub {
         cluster: &Arc<Cluster>,
         session: &mut Session,
         cmd: Command,
+        peer: std::net::IpAddr,
     ) -> Result<Result<After, Command>, WireError> {
         let after = match cmd {
             Command::Join {
@@ -36,7 +37,7 @@ impl Hub {
                 resume,
                 quiet,
             } => {
-                self.join_cluster(cluster, session, name, resume, quiet)
+                self.join_cluster(cluster, session, (name, peer), resume, quiet)
                     .await?
             }
             // Placements and chat are queued for Redis in order and
@@ -44,7 +45,12 @@ impl Hub {
             // reply keeps its place in the outbox meanwhile.
             Command::Set { x, y, color } => {
                 let name = joined(session)?;
-                let placed = self.lock().world.canvas.check(x, y, color)?;
+                let placed = {
+                    let mut st = self.lock();
+                    let placed = st.world.canvas.check(x, y, color)?;
+                    self.address_cooldown(&mut st, peer)?;
+                    placed
+                };
                 let seq = cluster.place(&name, placed, unix_ms(), self.cooldown);
                 self.reply_later(
                     session,
@@ -74,8 +80,22 @@ impl Hub {
                 self.moderate_cluster(cluster, session, name, Moderation::Ban)
                     .await?
             }
-            Command::Unban { name } => {
-                self.moderate_cluster(cluster, session, name, Moderation::Unban)
+            Command::Unban { name } => self.unban_cluster(cluster, session, name).await?,
+            Command::BanAddress { name } => {
+                admin(session)?;
+                validate_name(&name)?;
+                let addr = self
+                    .lock()
+                    .users
+                    .get(&name.to_ascii_lowercase())
+                    .map(|u| u.addr)
+                    .ok_or_else(|| super::address_unknown(&name))?;
+                let entry = crate::server::address::entry(addr);
+                // The address first: once the name's ban sends the user
+                // away, its address would be unknown.
+                cluster.kick(&entry, true).await?;
+                info!(address = %entry, action = "ban", "moderation");
+                self.moderate_cluster(cluster, session, name, Moderation::Ban)
                     .await?
             }
             other => return Ok(Err(other)),
@@ -106,11 +126,16 @@ impl Hub {
         &self,
         cluster: &Cluster,
         session: &mut Session,
-        name: String,
+        (name, peer): (String, std::net::IpAddr),
         resume: Option<Resume>,
         quiet: bool,
     ) -> Result<After, WireError> {
         let key = joinable(session, &name)?;
+        // The replica has Redis's bans, addresses included: the join
+        // script checks only the name.
+        if self.lock().world.is_address_banned(peer) {
+            return Err(super::address_banned());
+        }
         let nonce = rand::random::<u64>() | 1;
         let (done, joined) = tokio::sync::oneshot::channel();
         {
@@ -132,6 +157,7 @@ impl Hub {
                 nonce,
                 PendingJoin {
                     name: name.clone(),
+                    addr: peer,
                     outbox: session.outbox.clone(),
                     resume,
                     done,
@@ -159,6 +185,41 @@ impl Hub {
         }
     }
 
+    /// `UNBAN` in a cluster: the name, the address, or both.
+    async fn unban_cluster(
+        &self,
+        cluster: &Arc<Cluster>,
+        session: &Session,
+        text: String,
+    ) -> Result<After, WireError> {
+        admin(session)?;
+        let entries = super::unban_entries(&text)?;
+        let cluster = cluster.clone();
+        let admin = session.name.clone();
+        let done = self.reply_later(session, async move {
+            let mut lifted = false;
+            for entry in &entries {
+                match cluster.unban(entry).await {
+                    Ok(()) => lifted = true,
+                    Err(e) if e.code == ErrorCode::NoSuchUser => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !lifted {
+                return Err(super::not_banned(&text));
+            }
+            info!(
+                admin = admin.as_deref().unwrap_or("-"),
+                target = text,
+                action = "unban",
+                "moderation"
+            );
+            Ok(Reply::Ok)
+        });
+        let _ = done.await;
+        Ok(After::Continue)
+    }
+
     async fn moderate_cluster(
         &self,
         cluster: &Arc<Cluster>,
@@ -177,7 +238,6 @@ impl Hub {
             match what {
                 Moderation::Kick => cluster.kick(&name, false).await?,
                 Moderation::Ban => cluster.kick(&name, true).await?,
-                Moderation::Unban => cluster.unban(&name).await?,
             }
             info!(
                 admin = admin.as_deref().unwrap_or("-"),
@@ -256,7 +316,7 @@ impl Hub {
                         self.admit(
                             &mut st,
                             &pending.outbox,
-                            name.clone(),
+                            (name.clone(), pending.addr),
                             pending.resume,
                             quiet,
                         );

@@ -16,6 +16,7 @@ fn config() -> HubConfig {
         broadcast: BroadcastLimits::default(),
         storage: None,
         cooldown: Duration::ZERO,
+        limit_by: crate::server::LimitBy::Name,
         password: None,
         admin_password: Some("root".into()),
         presence_threshold: 1000,

@@ -69,6 +69,8 @@ struct Shared {
     wake: Condvar,
     fsync: Fsync,
     compact_after: u64,
+    /// Archive what compaction retires, and how much of it to keep.
+    archive: Option<super::archive::Retention>,
     compacting: AtomicBool,
     /// The background snapshot of a compaction failed: rebuild.
     compaction_failed: AtomicBool,
@@ -87,6 +89,8 @@ struct Shared {
     source: OnceLock<StateSource>,
     /// Cancelled if the writer thread dies.
     died: CancellationToken,
+    /// How long fsyncs take, for `/metrics`.
+    fsync_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for Shared {
@@ -159,6 +163,7 @@ impl Journal {
             wake: Condvar::new(),
             fsync: config.fsync,
             compact_after: config.compact_after.max(1),
+            archive: config.archive.then_some(config.retention),
             compacting: AtomicBool::new(false),
             compaction_failed: AtomicBool::new(false),
             dir,
@@ -169,6 +174,7 @@ impl Journal {
             stuck: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             reserve_len: AtomicU64::new(reserve_for(snapshot_len)),
+            fsync_seconds: crate::server::metrics::fsync_histogram(),
             source: OnceLock::new(),
             died: CancellationToken::new(),
         });
@@ -209,6 +215,11 @@ impl Journal {
         let _ = self.shared.source.set(source);
     }
 
+    /// The data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.shared.dir
+    }
+
     /// `Ok` while records can be made durable; otherwise why not. Checked
     /// under the hub lock before anything that needs the journal changes.
     pub fn available(&self) -> Result<(), String> {
@@ -222,6 +233,11 @@ impl Journal {
     /// files are rebuilt from memory): events after them cannot go out.
     pub fn stuck(&self) -> bool {
         self.shared.stuck.load(Ordering::Acquire)
+    }
+
+    /// How long the journal's fsyncs take (a handle on the same histogram).
+    pub fn fsync_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.fsync_seconds.clone()
     }
 
     /// Cancelled if the writer thread dies: the server must stop then,
@@ -283,6 +299,29 @@ fn join_snapshotter(shared: &Shared) {
     if let Some(t) = snapshotter {
         let _ = t.join();
     }
+}
+
+/// Moves the placements of the journals `names` into the archive, then
+/// trims it to `retention`.
+pub(crate) fn archive_retired(
+    dir: &std::path::Path,
+    names: &[&str],
+    retention: super::archive::Retention,
+    faults: &Faults,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let added = super::archive::absorb(dir, names, faults)?;
+    if added > 0 {
+        info!(
+            placements = added,
+            ms = started.elapsed().as_millis() as u64,
+            "archived the retired journal's placements"
+        );
+    }
+    if let Some((first, last)) = super::archive::apply_retention(dir, retention)? {
+        info!(first, last, "history retention removed archived placements");
+    }
+    Ok(())
 }
 
 fn reserve_for(snapshot_len: u64) -> u64 {
@@ -406,7 +445,13 @@ impl Writer<'_> {
         faults::write_all(faults, &mut self.file, bytes)?;
         match self.shared.fsync {
             Fsync::Never => {}
-            Fsync::Always | Fsync::Batch => faults::sync_data(faults, &self.file)?,
+            Fsync::Always | Fsync::Batch => {
+                let started = std::time::Instant::now();
+                faults::sync_data(faults, &self.file)?;
+                self.shared
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
         }
         Ok(())
     }
@@ -422,11 +467,20 @@ impl Writer<'_> {
             .spawn(move || {
                 let dir = &snap_shared.dir;
                 let faults = &snap_shared.faults;
-                let res = files::write_snapshot(dir, &state, faults, false).and_then(|len| {
-                    std::fs::rename(dir.join(LOG_NEW), dir.join(LOG))?;
-                    files::sync_dir(dir, faults)?;
-                    Ok(len)
-                });
+                // The retired journal's placements go to the archive
+                // before anything replaces it, so a crash at any point
+                // leaves them in one place or both.
+                let archived = match snap_shared.archive {
+                    Some(retention) => archive_retired(dir, &[LOG], retention, faults),
+                    None => Ok(()),
+                };
+                let res = archived
+                    .and_then(|()| files::write_snapshot(dir, &state, faults, false))
+                    .and_then(|len| {
+                        std::fs::rename(dir.join(LOG_NEW), dir.join(LOG))?;
+                        files::sync_dir(dir, faults)?;
+                        Ok(len)
+                    });
                 match res {
                     Ok(len) => {
                         info!(
@@ -490,6 +544,17 @@ impl Writer<'_> {
         let Some((state, end)) = source() else {
             return;
         };
+        if let Some(retention) = shared.archive {
+            // Best effort: the files may be failing, and the canvas must
+            // come back whatever the archive could take.
+            if let Err(e) = archive_retired(&shared.dir, &[LOG, LOG_NEW], retention, &shared.faults)
+            {
+                error!(
+                    error = %format!("{e:#}"),
+                    "could not archive the journal before rebuilding it; the archive misses its placements"
+                );
+            }
+        }
         let used_reserve = files::has_reserve(&shared.dir, 0);
         let res =
             files::write_snapshot(&shared.dir, &state, &shared.faults, true).and_then(|len| {

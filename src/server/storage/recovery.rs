@@ -544,6 +544,18 @@ pub(crate) fn open(
         let _ = fs::remove_file(dir.join(tmp));
     }
     let faults = &config.faults;
+    if plan.normalise && config.archive {
+        // The journals are about to be replaced: what they hold goes to
+        // the archive first (the intact records; a torn tail never had an
+        // `OK`).
+        // Best effort: a full disk must not keep the canvas from coming
+        // back; the error names what the archive misses.
+        if let Err(e) =
+            super::journal::archive_retired(dir, &[LOG, LOG_NEW], config.retention, faults)
+        {
+            tracing::error!(error = %format!("{e:#}"), "could not archive the journals before rewriting them; the archive misses their placements");
+        }
+    }
     let (log, snapshot_len) = if plan.normalise {
         // The recovered state becomes the snapshot and the journal starts
         // empty, so a cut stays cut and start-up stays fast.
@@ -591,7 +603,7 @@ fn normalise(
 
 /// Moves the current canvas files aside for `--new-canvas`.
 fn set_aside_for_new_canvas(dir: &Path) -> anyhow::Result<()> {
-    for name in [SNAP, LOG, LOG_NEW] {
+    for name in [SNAP, LOG, LOG_NEW, super::archive::DIR] {
         if dir.join(name).exists() {
             let to = move_aside(dir, name, "replaced")?;
             info!(from = name, to = %to.display(), "old canvas kept aside");
@@ -1143,12 +1155,13 @@ mod tests {
         fn read(&self, name: &str) -> Vec<u8> {
             fs::read(self.path().join(name)).unwrap()
         }
-        /// Every file and its bytes (but the lock file).
+        /// Every file and its bytes (but the lock file and the archive's
+        /// directory).
         fn contents(&self) -> BTreeMap<String, Vec<u8>> {
             fs::read_dir(self.path())
                 .unwrap()
                 .map(|e| e.unwrap())
-                .filter(|e| e.file_name() != LOCK)
+                .filter(|e| e.file_name() != LOCK && e.file_type().unwrap().is_file())
                 .map(|e| {
                     (
                         e.file_name().to_string_lossy().into_owned(),

@@ -1,0 +1,368 @@
+//! Moderators' bulk changes: `FILL` paints a rectangle, `ROLLBACK` puts
+//! back what a user painted over. Both are ordinary placements made
+//! through [`Hub::commit`], authored by the admin who asked, so they are
+//! journaled, archived, replayed at start and seen live by everyone like
+//! any `SET`.
+//!
+//! A `ROLLBACK` reads the history (archive and journal, [`archive`]) on a
+//! blocking thread, off the hub lock, against a copy of the canvas taken
+//! at one seq; it then places, under the lock, only the pixels whose last
+//! placement is still the one it saw (someone who drew there meanwhile
+//! keeps their pixel).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
+use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
+use crate::server::canvas::{BLANK_COLOR, Canvas};
+use crate::server::storage::archive::{self, History};
+
+/// Pixels one `FILL` or `ROLLBACK` may place: they are placed in one step
+/// under the hub lock and go out as one burst of events, which this keeps
+/// well inside the broadcast window (262,144 events) and short enough (tens
+/// of milliseconds) not to stall everyone else.
+pub const MAX_BULK: usize = 65_536;
+
+/// How long a `ROLLBACK` waits for the journal to have written what it
+/// saw in memory.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// A pixel to put back: where, what colour, and the seq of the last
+/// placement there when it was planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Restore {
+    pub x: u16,
+    pub y: u16,
+    pub color: u8,
+    pub expect_seq: u64,
+}
+
+/// What `ROLLBACK` plans from the history.
+#[derive(Debug, Default)]
+pub(crate) struct RollbackPlan {
+    pub restore: Vec<Restore>,
+    /// Pixels whose colour before the user's work the history no longer
+    /// holds (an archive trimmed by retention, or started late).
+    pub unknown: usize,
+}
+
+/// Plans a rollback of `key`'s (lower-cased) placements at or after
+/// `cutoff_ms` on `canvas`, from `history` (every placement up to at least
+/// the canvas's seq).
+pub(crate) fn plan_rollback(
+    canvas: &Canvas,
+    history: &History,
+    key: &str,
+    cutoff_ms: u64,
+) -> RollbackPlan {
+    // Cells the user still holds, by index: the seq of that placement.
+    let w = canvas.width();
+    let mut open: HashMap<(u16, u16), u64> = HashMap::new();
+    for y in 0..canvas.height() {
+        for x in 0..w {
+            if let Some(m) = canvas.whose(x, y)
+                && m.unix_ms >= cutoff_ms
+                && m.name.eq_ignore_ascii_case(key)
+            {
+                open.insert((x, y), m.seq);
+            }
+        }
+    }
+    let mut plan = RollbackPlan::default();
+    let mut expected: HashMap<(u16, u16), u64> = open.clone();
+    let seq = canvas.seq();
+    for p in history.placements.iter().rev() {
+        if open.is_empty() {
+            break;
+        }
+        if p.seq > seq {
+            continue;
+        }
+        let at = (p.x, p.y);
+        if !open.contains_key(&at) {
+            continue;
+        }
+        if p.unix_ms >= cutoff_ms && p.name.eq_ignore_ascii_case(key) {
+            // Still the user's run of placements at this pixel.
+            continue;
+        }
+        let expect_seq = open.remove(&at).unwrap_or_default();
+        plan.restore.push(Restore {
+            x: p.x,
+            y: p.y,
+            color: p.color,
+            expect_seq,
+        });
+        expected.remove(&at);
+    }
+    // Nobody placed before the user's run there: the canvas's blank
+    // colour, if the history goes back to the first placement.
+    let complete = history.complete();
+    for ((x, y), expect_seq) in expected {
+        if complete {
+            plan.restore.push(Restore {
+                x,
+                y,
+                color: BLANK_COLOR,
+                expect_seq,
+            });
+        } else {
+            plan.unknown += 1;
+        }
+    }
+    // In the order the user placed them, so a capped rollback undoes the
+    // oldest damage first and a rerun continues with the rest.
+    plan.restore.sort_by_key(|r| r.expect_seq);
+    plan
+}
+
+impl Hub {
+    fn bulk_allowed(&self, session: &Session) -> Result<(), WireError> {
+        admin(session)?;
+        if matches!(self.backend, Backend::Cluster(_)) {
+            return Err(WireError::new(
+                ErrorCode::Unavailable,
+                "ROLLBACK and FILL are not available in a cluster",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The name bulk placements are made under: the admin's own, or
+    /// `admin` for an admin that has not joined.
+    fn bulk_author(session: &Session) -> Arc<str> {
+        session.name.clone().unwrap_or_else(|| Arc::from("admin"))
+    }
+
+    /// `FILL x1 y1 x2 y2 color`.
+    pub(super) fn fill(
+        &self,
+        session: &Session,
+        (x1, y1, x2, y2): (u32, u32, u32, u32),
+        color: u32,
+    ) -> Result<After, WireError> {
+        self.bulk_allowed(session)?;
+        let mut st = self.lock();
+        let (x1, y1, color) = st.world.canvas.check(x1, y1, color)?;
+        let (x2, y2) = st.world.canvas.check_xy(x2, y2)?;
+        let (xa, xb) = (x1.min(x2), x1.max(x2));
+        let (ya, yb) = (y1.min(y2), y1.max(y2));
+        let area = (usize::from(xb - xa) + 1) * (usize::from(yb - ya) + 1);
+        if area > MAX_BULK {
+            return Err(WireError::new(
+                ErrorCode::OutOfRange,
+                format!("FILL covers at most {MAX_BULK} pixels; that rectangle has {area}"),
+            ));
+        }
+        self.writable()?;
+        let name = Self::bulk_author(session);
+        tracing::info!(admin = %name, xa, ya, xb, yb, color, "fill");
+        let now = unix_ms();
+        let cells: Vec<(u16, u16)> = (ya..=yb)
+            .flat_map(|y| (xa..=xb).map(move |x| (x, y)))
+            .collect();
+        let first = st.world.canvas.seq() + 1;
+        for (i, &(x, y)) in cells.iter().enumerate() {
+            let seq = first + i as u64;
+            let reply = (i + 1 == cells.len()).then(|| {
+                (
+                    &*session.outbox,
+                    Reply::Bulk {
+                        placed: area as u32,
+                        seq,
+                        more: 0,
+                    },
+                )
+            });
+            let change = Change::Pixel {
+                seq,
+                x,
+                y,
+                color,
+                unix_ms: now,
+                name: name.clone(),
+            };
+            self.commit(&mut st, change, reply)
+                .expect("the next seq follows and the rectangle was checked");
+        }
+        Ok(After::Continue)
+    }
+
+    fn history_dir(&self) -> Result<PathBuf, WireError> {
+        match &self.backend {
+            Backend::Journal(j) => Ok(j.dir().to_path_buf()),
+            _ => Err(WireError::new(
+                ErrorCode::Unavailable,
+                "ROLLBACK needs the placement history, which a server started with --memory does not keep",
+            )),
+        }
+    }
+
+    /// `WHOSE x y n`: the last `n` placements at a pixel, from the
+    /// journal and the newest archive segments.
+    pub(super) async fn whose_last(
+        &self,
+        session: &Session,
+        x: u32,
+        y: u32,
+        n: u32,
+    ) -> Result<After, WireError> {
+        /// Segments one `WHOSE x y n` may read (about 100,000 placements
+        /// each by default): older placements at that pixel are not listed.
+        const MAX_SEGMENTS: usize = 16;
+        let (x, y) = self.lock().world.canvas.check_xy(x, y)?;
+        if !(1..=MAX_WHOSE_LAST).contains(&n) {
+            return Err(WireError::new(
+                ErrorCode::OutOfRange,
+                format!("n must be 1-{MAX_WHOSE_LAST}"),
+            ));
+        }
+        let dir = match &self.backend {
+            Backend::Journal(j) => j.dir().to_path_buf(),
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "WHOSE with a count needs the placement history, which a server started with --memory does not keep",
+                ));
+            }
+        };
+        let _permit = self
+            .history_reads
+            .acquire()
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let list = tokio::task::spawn_blocking(move || {
+            archive::recent_at(&dir, (x, y), n as usize, MAX_SEGMENTS).map_err(|e| format!("{e:#}"))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|why| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("the history could not be read: {why}"),
+            )
+        })?;
+        let list = list
+            .into_iter()
+            .map(|p| PastPlacement {
+                name: p.name.to_string(),
+                unix_ms: p.unix_ms,
+                seq: p.seq,
+                color: p.color,
+            })
+            .collect();
+        self.reply(session, Reply::WhoseList(list));
+        Ok(After::Continue)
+    }
+
+    /// `ROLLBACK name [minutes]`.
+    pub(super) async fn rollback(
+        &self,
+        session: &Session,
+        name: String,
+        minutes: u32,
+    ) -> Result<After, WireError> {
+        self.bulk_allowed(session)?;
+        validate_name(&name)?;
+        let dir = self.history_dir()?;
+        self.writable()?;
+        let key = name.to_ascii_lowercase();
+        let cutoff = match minutes {
+            0 => 0,
+            m => unix_ms().saturating_sub(u64::from(m) * 60_000),
+        };
+        let _permit = self
+            .history_reads
+            .acquire()
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let canvas = self.lock().world.canvas.clone();
+        let started = std::time::Instant::now();
+        let plan = tokio::task::spawn_blocking(move || {
+            let seq = canvas.seq();
+            let deadline = std::time::Instant::now() + DURABLE_WAIT;
+            // The journal may still be writing the latest placements the
+            // copy holds: wait until the files have them.
+            let history = loop {
+                let h = archive::read_history(&dir).map_err(|e| format!("{e:#}"))?;
+                if h.placements.last().map_or(0, |p| p.seq) >= seq
+                    || std::time::Instant::now() >= deadline
+                {
+                    break h;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            Ok::<_, String>(plan_rollback(&canvas, &history, &key, cutoff))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|why| {
+            tracing::error!(error = %why, "rollback could not read the history");
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("the history could not be read: {why}"),
+            )
+        })?;
+        let mut st = self.lock();
+        self.writable()?;
+        let author = Self::bulk_author(session);
+        let now = unix_ms();
+        let mut placed = 0u32;
+        let mut seq = st.world.canvas.seq();
+        let mut todo: Vec<Restore> = plan
+            .restore
+            .iter()
+            .copied()
+            .filter(|r| {
+                st.world
+                    .canvas
+                    .whose(r.x, r.y)
+                    .is_some_and(|m| m.seq == r.expect_seq)
+            })
+            .collect();
+        let more = todo.len().saturating_sub(MAX_BULK) as u32;
+        todo.truncate(MAX_BULK);
+        for (i, r) in todo.iter().enumerate() {
+            seq += 1;
+            placed += 1;
+            let reply = (i + 1 == todo.len())
+                .then(|| (&*session.outbox, Reply::Bulk { placed, seq, more }));
+            let change = Change::Pixel {
+                seq,
+                x: r.x,
+                y: r.y,
+                color: r.color,
+                unix_ms: now,
+                name: author.clone(),
+            };
+            self.commit(&mut st, change, reply)
+                .expect("the next seq follows and the pixel is on the canvas");
+        }
+        if todo.is_empty() {
+            self.reply(
+                session,
+                Reply::Bulk {
+                    placed: 0,
+                    seq,
+                    more: 0,
+                },
+            );
+        }
+        tracing::info!(
+            admin = %author,
+            target = %name,
+            minutes,
+            placed,
+            more,
+            unknown = plan.unknown,
+            ms = started.elapsed().as_millis() as u64,
+            "rollback"
+        );
+        Ok(After::Continue)
+    }
+}
