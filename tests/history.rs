@@ -701,39 +701,31 @@ async fn pixchat_admin_rolls_back_and_fills_from_the_shell() {
     for x in 0..3 {
         assert!(griefer.cmd(&format!("SET {x} 0 0")).await.starts_with("OK"));
     }
-    let admin = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pixchat"));
-        cmd.args(["admin", "--server", &server.addr.to_string()])
-            .args(args)
-            .env("PIXCHAT_ADMIN_PASSWORD", "boss")
-            .stdin(std::process::Stdio::null());
-        cmd
+    // The real binary, off the runtime's threads; stdout, or the failure.
+    let admin = |password: &'static str, args: &'static [&'static str]| {
+        let server = server.addr.to_string();
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_pixchat"))
+                    .args(["admin", "--server", &server])
+                    .args(args)
+                    .env("PIXCHAT_ADMIN_PASSWORD", password)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out.status.success(), stdout, stderr)
+        }
     };
-    let out = tokio::task::spawn_blocking({
-        let mut cmd = admin(&["rollback", "griefer"]);
-        move || cmd.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = admin("boss", &["rollback", "griefer"]).await;
+    assert!(ok, "{stderr}");
     assert!(stdout.starts_with("placed 3 pixels"), "{stdout}");
-    let out = tokio::task::spawn_blocking({
-        let mut cmd = admin(&["fill", "0", "1", "1", "2", "blue"]);
-        move || cmd.output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = admin("boss", &["fill", "0", "1", "1", "2", "blue"]).await;
+    assert!(ok, "{stderr}");
     assert!(stdout.starts_with("placed 4 pixels"), "{stdout}");
     let (_, rows) = bob.canvas().await;
     assert_eq!(&rows[0][..3], &[5, 5, 5], "bob's pixels are back");
@@ -741,13 +733,7 @@ async fn pixchat_admin_rolls_back_and_fills_from_the_shell() {
     assert_eq!(&rows[1][..2], &[blue, blue]);
     assert_eq!(&rows[2][..2], &[blue, blue]);
     // Without the admin password: refused, and the exit status says so.
-    let out = tokio::task::spawn_blocking({
-        let mut cmd = admin(&["fill", "0", "0", "0", "0", "red"]);
-        cmd.env("PIXCHAT_ADMIN_PASSWORD", "guess");
-        move || cmd.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"));
+    let (ok, _, stderr) = admin("guess", &["fill", "0", "0", "0", "0", "red"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("forbidden"), "{stderr}");
 }
