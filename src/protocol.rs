@@ -278,6 +278,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether it needs the admin password: moderation and bulk changes.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Command::Kick { .. }
+                | Command::Ban { .. }
+                | Command::BanAddress { .. }
+                | Command::Unban { .. }
+                | Command::Bans { .. }
+                | Command::Rollback { .. }
+                | Command::Fill { .. }
+        )
+    }
+}
+
 /// Where a reconnecting binary client left off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resume {

@@ -38,11 +38,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Looks at the first byte without consuming it: 0x00 is the high byte of a
 /// binary frame length, anything else is text.
 pub async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Mode> {
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-        Ok(Ok(1)) => Some(mode_of(first[0])),
-        _ => None,
-    }
+    super::sock::first_byte(stream, timeout).await.map(mode_of)
 }
 
 /// The wire mode a connection's first byte chooses.
@@ -68,17 +64,8 @@ pub(crate) struct Shared {
 pub(crate) fn watch_only(cmd: &Command) -> bool {
     match cmd {
         Command::Join { quiet, .. } => *quiet,
-        Command::Say { .. }
-        | Command::Tell { .. }
-        | Command::Set { .. }
-        | Command::Kick { .. }
-        | Command::Ban { .. }
-        | Command::BanAddress { .. }
-        | Command::Unban { .. }
-        | Command::Bans { .. }
-        | Command::Rollback { .. }
-        | Command::Fill { .. } => false,
-        _ => true,
+        Command::Say { .. } | Command::Tell { .. } | Command::Set { .. } => false,
+        cmd => !cmd.is_admin(),
     }
 }
 
@@ -189,18 +176,7 @@ fn conn_span(peer: &SocketAddr, user: Option<&str>) -> tracing::Span {
 /// moderation, bulk changes): they run in the connection's span. The
 /// others (placements, chat, reads) are the hot path and log nothing there.
 fn logs(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::Join { .. }
-            | Command::Auth { .. }
-            | Command::Kick { .. }
-            | Command::Ban { .. }
-            | Command::BanAddress { .. }
-            | Command::Unban { .. }
-            | Command::Bans { .. }
-            | Command::Rollback { .. }
-            | Command::Fill { .. }
-    )
+    matches!(cmd, Command::Join { .. } | Command::Auth { .. }) || cmd.is_admin()
 }
 
 /// Lets the writer send what is queued and close, then reads what the peer

@@ -53,13 +53,7 @@ impl Sock {
         let peek = async {
             loop {
                 match self {
-                    Sock::Tcp(s) => {
-                        let mut first = [0u8; 1];
-                        return match s.peek(&mut first).await {
-                            Ok(1) => Some(first[0]),
-                            _ => None,
-                        };
-                    }
+                    Sock::Tcp(s) => return peek_tcp(s).await,
                     Sock::Unix(s) => {
                         // tokio's UnixStream has no `peek`.
                         s.readable().await.ok()?;
@@ -164,5 +158,23 @@ impl Sock {
                 Err(_) => return,
             }
         }
+    }
+}
+
+/// A TCP client's first byte, left unread, or `None` if nothing came within
+/// `timeout` (or the peer closed): what chooses TLS or plaintext, and the
+/// wire mode.
+pub async fn first_byte(stream: &TcpStream, timeout: Duration) -> Option<u8> {
+    tokio::time::timeout(timeout, peek_tcp(stream))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn peek_tcp(stream: &TcpStream) -> Option<u8> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => Some(first[0]),
+        _ => None,
     }
 }

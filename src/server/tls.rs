@@ -139,16 +139,10 @@ pub(crate) async fn front(
     tls: Arc<Tls>,
     entrance: Entrance,
 ) {
-    let first = {
-        let mut byte = [0u8; 1];
-        let timeout = entrance.shared.limits.handshake_timeout;
-        match tokio::time::timeout(timeout, stream.peek(&mut byte)).await {
-            Ok(Ok(1)) => byte[0],
-            _ => {
-                debug!(%peer, "closed: nothing sent within the handshake timeout");
-                return;
-            }
-        }
+    let timeout = entrance.shared.limits.handshake_timeout;
+    let Some(first) = super::sock::first_byte(&stream, timeout).await else {
+        debug!(%peer, "closed: nothing sent within the handshake timeout");
+        return;
     };
     if first != HANDSHAKE_RECORD {
         if tls.only() {
