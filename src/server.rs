@@ -342,6 +342,8 @@ pub async fn run_with(
         connections: Connections::new(config.max_clients, limits.max_conns_per_ip),
         read_only: false,
     });
+    let silence = || connection::watch_silence(shared.clone(), shutdown.clone());
+    tasks.spawn(Task::Silence, silence());
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let tracker = TaskTracker::new();
     let entrance = connection::Entrance {
@@ -388,13 +390,17 @@ pub async fn run_with(
                     tasks.spawn(Task::Presence, presence());
                     continue;
                 }
+                Ended::Restart(Task::Silence) => {
+                    tasks.spawn(Task::Silence, silence());
+                    continue;
+                }
                 Ended::Restart(Task::TlsReload) => {
                     if let Some(tls) = &tls {
                         tasks.spawn(Task::TlsReload, reload(tls));
                     }
                     continue;
                 }
-                Ended::Restart(_) => unreachable!("only pacers, the presence ticker and the TLS reloader are restarted"),
+                Ended::Restart(_) => unreachable!("only pacers, the presence ticker, the silence watch and the TLS reloader are restarted"),
                 Ended::Fatal(e) => {
                     tracing::error!(error = %e, "stopping the server");
                     failure = Some(e);

@@ -4,7 +4,6 @@
 
 use std::fmt::Display;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -12,13 +11,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use super::connections::{Connections, Registered};
 use super::hub::{After, Handling, Hub, Session};
-use super::outbox::{KILL, Outbox, Outgoing, SHUTDOWN, STOP, WriterEnd};
+use super::outbox::{KILL, Outbox, Outgoing, SHUTDOWN, STOP, Silence, WriterEnd, stall_clock};
 use super::sock::Sock;
 use super::{Limits, MAX_AUTH_DELAY};
 use crate::protocol::Mode;
@@ -94,6 +94,7 @@ pub fn serve(
             connections,
             ..
         } = &*shared;
+        let connected = stall_clock();
         conn_span(&peer, None).in_scope(|| info!("connected"));
         let Some(first) = Box::pin(stream.peek_first(limits.handshake_timeout)).await else {
             conn_span(&peer, None)
@@ -112,7 +113,7 @@ pub fn serve(
         let rd = stream.clone();
         // No writer task yet: the outbox starts one when it has work the
         // reader and the pacers leave to it.
-        let outbox = Outbox::new(mode, stream, hub.ring().clone());
+        let outbox = Outbox::new(mode, stream, hub.ring().clone(), connected);
         listed.attach(&outbox);
         let mut session = hub.session(outbox.clone());
         let mut reader = Reader {
@@ -123,9 +124,6 @@ pub fn serve(
             bucket: Bucket::new(limits.rate_limit, limits.rate_burst)
                 .filter(|_| limits.limit_by.by_name())
                 .map(Box::new),
-            idle: Idle::new(mode, limits.idle_timeout),
-            unstarted: (!limits.join_timeout.is_zero())
-                .then(|| Box::pin(tokio::time::sleep(limits.join_timeout))),
             auth_failures: 0,
             slot: false,
             // Read from `shared` here, not kept in a binding across the
@@ -153,6 +151,63 @@ pub fn serve(
         // The mode from the outbox, which the future keeps anyway.
         hub.counters().closed(outbox.mode());
         conn_span(&peer, None).in_scope(|| debug!("connection closed"));
+    }
+}
+
+/// Watches every connection's silence, as Redis's `clientsCron` does: one
+/// task for all of them, reading when each was accepted and last heard
+/// from its outbox, rather than a timer in each connection (which cost
+/// about 0.25 KiB per idle connection). A binary connection silent for half
+/// `--idle-timeout` is asked for a sign of life (a keepalive), and closed
+/// with `BYE idle_timeout` after the whole of it; one that neither joins
+/// nor gives the password within `--join-timeout` is closed with
+/// `BYE join_timeout`. It checks several times per timeout, so a deadline
+/// is kept to within a quarter of the shorter timeout (at most a second).
+pub(crate) async fn watch_silence(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    let idle_ms = ms(shared.limits.idle_timeout);
+    let join_ms = ms(shared.limits.join_timeout);
+    let Some(shortest) = [idle_ms / 2, join_ms].into_iter().filter(|&t| t > 0).min() else {
+        // No timeouts: nothing to watch.
+        return shutdown.cancelled().await;
+    };
+    let every = Duration::from_millis(u64::from(shortest / 4))
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let hub = &shared.hub;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = stall_clock();
+        for (outbox, what) in shared.connections.silent(now, idle_ms, join_ms) {
+            outbox.note_silence(what);
+            match what {
+                Silence::Fine => {}
+                Silence::Ping => {
+                    outbox.push_other(hub.tag(), Outgoing::Event(Event::Keepalive));
+                }
+                Silence::Gone => outbox.evict(
+                    hub.tag(),
+                    Event::Bye {
+                        code: ErrorCode::IdleTimeout,
+                        text: "nothing heard from you for too long".into(),
+                    },
+                ),
+                Silence::NotStarted => outbox.evict(
+                    hub.tag(),
+                    Event::Bye {
+                        code: ErrorCode::JoinTimeout,
+                        text: format!(
+                            "JOIN (or AUTH) within {} s of connecting; closing the connection",
+                            shared.limits.join_timeout.as_secs()
+                        ),
+                    },
+                ),
+            }
+        }
     }
 }
 
@@ -396,10 +451,6 @@ struct Reader<'a> {
     peer: &'a SocketAddr,
     /// With a rate limit per connection only.
     bucket: Option<Box<Bucket>>,
-    /// Binary connections only.
-    idle: Option<Box<Idle>>,
-    /// The join timeout, until the connection joins or gives the password.
-    unstarted: Option<Pin<Box<Sleep>>>,
     /// Failed `AUTH`s so far (a byte: the connection closes long before
     /// it could count further, and it shares its word with `slot`).
     auth_failures: u8,
@@ -422,65 +473,6 @@ impl Stop {
 
 /// A binary client's silence: after half the idle timeout it is sent a
 /// `KEEPALIVE`, after the whole of it, it is disconnected.
-struct Idle {
-    timeout: Duration,
-    heard: Instant,
-    pinged: bool,
-    /// Moved on lazily, when it fires, rather than for every command.
-    timer: Pin<Box<Sleep>>,
-}
-
-/// What the silence timer asks for.
-enum Silence {
-    /// Nothing: the peer was heard since it was set.
-    Heard,
-    /// Half the timeout: ask for a sign of life.
-    Ping,
-    /// The whole timeout.
-    Gone,
-}
-
-impl Idle {
-    /// Only binary clients have a library that answers keepalives; text
-    /// sessions (netcat watchers) may sit silent for hours, and keep no
-    /// timer. On the heap, so what a connection keeps while idle stays
-    /// small.
-    fn new(mode: Mode, timeout: Duration) -> Option<Box<Self>> {
-        (mode == Mode::Binary && !timeout.is_zero()).then(|| {
-            Box::new(Self {
-                timeout,
-                heard: Instant::now(),
-                pinged: false,
-                timer: Box::pin(tokio::time::sleep(timeout / 2)),
-            })
-        })
-    }
-
-    fn heard(&mut self) {
-        self.heard = Instant::now();
-        self.pinged = false;
-    }
-
-    /// The timer fired: sets it again, and says why it fired.
-    fn fired(&mut self) -> Silence {
-        let due = if self.pinged {
-            self.heard + self.timeout
-        } else {
-            self.heard + self.timeout / 2
-        };
-        if Instant::now() < due {
-            self.timer.as_mut().reset(due);
-            Silence::Heard
-        } else if self.pinged {
-            Silence::Gone
-        } else {
-            self.pinged = true;
-            self.timer.as_mut().reset(self.heard + self.timeout);
-            Silence::Ping
-        }
-    }
-}
-
 /// What reading brought.
 enum Read {
     /// A command to hand to the hub.
@@ -495,6 +487,14 @@ impl Reader<'_> {
     /// What the client is told when the server shuts down while it is
     /// connected.
     fn finish(&self, stop: Stop, session: &Session) {
+        match session.outbox.timed_out() {
+            Some(Silence::NotStarted) => conn_span(self.peer, None).in_scope(|| {
+                info!("closed: neither joined nor authenticated within the join timeout")
+            }),
+            Some(_) => conn_span(self.peer, session.name.as_deref())
+                .in_scope(|| debug!("closed: nothing heard within the idle timeout")),
+            None => {}
+        }
         if let Stop::Shutdown = stop {
             if self.hub.journal_stuck() {
                 session
@@ -553,8 +553,8 @@ impl Reader<'_> {
                 conn_span(self.peer, Some(name))
                     .in_scope(|| info!(quiet = session.quiet, "joined"));
             }
-            if self.unstarted.is_some() && (session.name.is_some() || (auth && handled.is_ok())) {
-                self.unstarted = None;
+            if session.name.is_some() || (auth && handled.is_ok()) {
+                outbox.started();
             }
             match handled {
                 Ok(After::Continue) => {}
@@ -669,50 +669,9 @@ impl Reader<'_> {
             }
             self.slot = true;
         }
-        if let Some(unstarted) = self.unstarted.as_mut()
-            && unstarted.as_mut().poll(cx).is_ready()
-        {
-            conn_span(self.peer, None).in_scope(|| {
-                info!("closed: neither joined nor authenticated within the join timeout")
-            });
-            outbox.push_other(
-                self.hub.tag(),
-                Outgoing::Event(Event::Bye {
-                    code: ErrorCode::JoinTimeout,
-                    text: format!(
-                        "JOIN (or AUTH) within {} s of connecting; closing the connection",
-                        self.limits.join_timeout.as_secs()
-                    ),
-                }),
-            );
-            return Poll::Ready(Read::Stop(Stop::Done));
-        }
-        if let Some(idle) = self.idle.as_mut() {
-            while idle.timer.as_mut().poll(cx).is_ready() {
-                match idle.fired() {
-                    Silence::Heard => {}
-                    Silence::Ping => {
-                        outbox.push_other(self.hub.tag(), Outgoing::Event(Event::Keepalive));
-                    }
-                    Silence::Gone => {
-                        debug!("idle timeout");
-                        outbox.push_other(
-                            self.hub.tag(),
-                            Outgoing::Event(Event::Bye {
-                                code: ErrorCode::IdleTimeout,
-                                text: "nothing heard from you for too long".into(),
-                            }),
-                        );
-                        return Poll::Ready(Read::Stop(Stop::Done));
-                    }
-                }
-            }
-        }
         let item = ready!(frames.poll_next(cx, || outbox.flush_replies(self.hub.ring())));
         self.slot = false;
-        if let Some(idle) = self.idle.as_mut() {
-            idle.heard();
-        }
+        outbox.heard();
         Poll::Ready(self.take(item, session))
     }
 

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::address;
 use super::connection::Bucket;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Silence};
 
 /// How long an address's failed `AUTH`s are remembered after its last one.
 pub const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
@@ -154,6 +154,23 @@ impl Connections {
                 outbox.shut_down();
             }
         }
+    }
+
+    /// The connections the silence watch must act on at `now` (see
+    /// [`Outbox::silence`]), and what to do about each.
+    pub fn silent(&self, now: u32, idle_ms: u32, join_ms: u32) -> Vec<(Arc<Outbox>, Silence)> {
+        let inner = self.lock();
+        inner
+            .live
+            .iter()
+            .filter_map(|(_, entry)| {
+                let outbox = entry.outbox.upgrade()?;
+                match outbox.silence(now, idle_ms, join_ms) {
+                    Silence::Fine => None,
+                    what => Some((outbox, what)),
+                }
+            })
+            .collect()
     }
 
     /// How many connections are being served.

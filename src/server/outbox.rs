@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -409,6 +409,36 @@ pub struct Outbox {
     task: AtomicWaker,
     /// How the writer ended, once it has.
     end: Mutex<Option<WriterEnd>>,
+    /// When the connection was accepted and when its peer was last heard
+    /// (binary mode), on [`stall_clock`], and what the silence watch did
+    /// about it ([`STARTED`], [`PINGED`], ...): kept here, where the one
+    /// watch for all connections reads them ([`Outbox::silence`]), instead
+    /// of a timer in every connection.
+    connected: u32,
+    heard: AtomicU32,
+    watch: AtomicU8,
+}
+
+/// The connection joined or gave the password: the join timeout is over.
+const STARTED: u8 = 1;
+/// Asked for a sign of life (a keepalive) since it was last heard.
+const PINGED: u8 = 2;
+/// Closed for not joining within the join timeout.
+const JOIN_TIMED_OUT: u8 = 4;
+/// Closed for silence.
+const IDLE_TIMED_OUT: u8 = 8;
+
+/// What the silence watch should do about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Silence {
+    /// Nothing now.
+    Fine,
+    /// Half the idle timeout without a word: ask for a sign of life.
+    Ping,
+    /// The whole idle timeout, although asked.
+    Gone,
+    /// Neither joined nor authenticated within the join timeout.
+    NotStarted,
 }
 
 /// End at once: the writer ended, or a cross-protocol request.
@@ -481,7 +511,8 @@ pub enum Flush {
 
 impl Outbox {
     /// An outbox writing to `sock` in `mode`, sending events from `ring`.
-    pub fn new(mode: Mode, sock: Arc<Sock>, ring: Arc<BroadcastRing>) -> Arc<Self> {
+    /// `connected` is when the connection was accepted, on [`stall_clock`].
+    pub fn new(mode: Mode, sock: Arc<Sock>, ring: Arc<BroadcastRing>, connected: u32) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             mode,
             state: Mutex::new(State::default()),
@@ -494,7 +525,78 @@ impl Outbox {
             ending: AtomicU8::new(0),
             task: AtomicWaker::new(),
             end: Mutex::new(None),
+            connected,
+            heard: AtomicU32::new(stall_clock()),
+            watch: AtomicU8::new(0),
         })
+    }
+
+    /// The peer sent something: its silence starts over. Binary mode only
+    /// (text sessions have no idle timeout).
+    pub fn heard(&self) {
+        self.heard.store(stall_clock(), Ordering::Relaxed);
+        // A plain load first: the read path pays a store, not a
+        // read-modify-write, for every command.
+        if self.watch.load(Ordering::Relaxed) & PINGED != 0 {
+            self.watch.fetch_and(!PINGED, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection joined or gave the password.
+    pub fn started(&self) {
+        if self.watch.load(Ordering::Relaxed) & STARTED == 0 {
+            self.watch.fetch_or(STARTED, Ordering::Relaxed);
+        }
+    }
+
+    /// What the silence watch should do about this connection at `now`
+    /// (on [`stall_clock`]), given the idle and join timeouts in ms (0:
+    /// none). Only binary connections have an idle timeout: only their
+    /// libraries answer keepalives.
+    pub(crate) fn silence(&self, now: u32, idle_ms: u32, join_ms: u32) -> Silence {
+        let watch = self.watch.load(Ordering::Relaxed);
+        if watch & (JOIN_TIMED_OUT | IDLE_TIMED_OUT) != 0 {
+            return Silence::Fine;
+        }
+        if join_ms > 0 && watch & STARTED == 0 && now.wrapping_sub(self.connected) >= join_ms {
+            return Silence::NotStarted;
+        }
+        if idle_ms == 0 || self.mode != Mode::Binary {
+            return Silence::Fine;
+        }
+        let quiet = now.wrapping_sub(self.heard.load(Ordering::Relaxed));
+        if watch & PINGED != 0 {
+            if quiet >= idle_ms {
+                return Silence::Gone;
+            }
+        } else if quiet >= idle_ms / 2 {
+            return Silence::Ping;
+        }
+        Silence::Fine
+    }
+
+    /// Notes what the silence watch did: asked for a sign of life, or
+    /// closed the connection (which the connection then logs).
+    pub(crate) fn note_silence(&self, what: Silence) {
+        let bit = match what {
+            Silence::Fine => return,
+            Silence::Ping => PINGED,
+            Silence::Gone => IDLE_TIMED_OUT,
+            Silence::NotStarted => JOIN_TIMED_OUT,
+        };
+        self.watch.fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// Whether the silence watch closed the connection, and why.
+    pub(crate) fn timed_out(&self) -> Option<Silence> {
+        let watch = self.watch.load(Ordering::Relaxed);
+        if watch & JOIN_TIMED_OUT != 0 {
+            Some(Silence::NotStarted)
+        } else if watch & IDLE_TIMED_OUT != 0 {
+            Some(Silence::Gone)
+        } else {
+            None
+        }
     }
 
     /// Ends the connection at once: the writer stops without flushing, the
@@ -1184,7 +1286,12 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         (
-            Outbox::new(mode, Arc::new(Sock::Tcp(server)), ring.clone()),
+            Outbox::new(
+                mode,
+                Arc::new(Sock::Tcp(server)),
+                ring.clone(),
+                stall_clock(),
+            ),
             client,
         )
     }

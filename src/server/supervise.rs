@@ -42,13 +42,18 @@ pub(crate) enum Task {
     Http,
     /// Reloads the TLS certificate on SIGHUP.
     TlsReload,
+    /// Closes silent connections and those that never join.
+    Silence,
 }
 
 impl Task {
-    /// Pacers, the presence ticker and the TLS reloader keep nothing a
-    /// restart would lose.
+    /// Pacers, the presence ticker, the TLS reloader and the silence watch
+    /// keep nothing a restart would lose.
     fn restartable(self) -> bool {
-        matches!(self, Task::Pacer(_) | Task::Presence | Task::TlsReload)
+        matches!(
+            self,
+            Task::Pacer(_) | Task::Presence | Task::TlsReload | Task::Silence
+        )
     }
 }
 

@@ -36,7 +36,7 @@ async fn client(hub: &Hub) -> Client {
         .unwrap();
     let (server, _) = listener.accept().await.unwrap();
     let sock = std::sync::Arc::new(crate::server::sock::Sock::Tcp(server));
-    let outbox = Outbox::new(Mode::Text, sock, hub.ring().clone());
+    let outbox = Outbox::new(Mode::Text, sock, hub.ring().clone(), 0);
     Client {
         session: hub.session(outbox),
         peer,
