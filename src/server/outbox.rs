@@ -534,6 +534,9 @@ impl Outbox {
     /// The peer sent something: its silence starts over. Binary mode only
     /// (text sessions have no idle timeout).
     pub fn heard(&self) {
+        if self.mode != Mode::Binary {
+            return;
+        }
         self.heard.store(stall_clock(), Ordering::Relaxed);
         // A plain load first: the read path pays a store, not a
         // read-modify-write, for every command.
