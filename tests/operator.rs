@@ -277,6 +277,13 @@ async fn bans_of_names_and_addresses_survive_a_restart() {
         c.cmd("JOIN dave").await,
         "ERR banned your address is banned from this server"
     );
+    for read in ["CANVAS", "WHO", "WHOSE 1 1", "SYNC 0"] {
+        assert_eq!(
+            c.cmd(read).await,
+            "ERR banned your address is banned from this server",
+            "{read} from a banned address"
+        );
+    }
     let mut admin = TextClient::connect(server.addr).await;
     assert_eq!(admin.cmd(&format!("AUTH {ADMIN}")).await, "OK");
     assert_eq!(admin.cmd("BANS").await, "OK 3 127.0.0.1/32 bob carol");

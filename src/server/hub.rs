@@ -416,7 +416,7 @@ impl Hub {
         peer: IpAddr,
     ) -> Handling<'a> {
         let kind = super::metrics::kind_of(&cmd);
-        if let Err(e) = gate(session, &cmd) {
+        if let Err(e) = gate(session, &cmd).and_then(|()| self.gate_address(session, &cmd, peer)) {
             self.counters.command(kind, false);
             return Handling::Done(Err(e));
         }
@@ -888,6 +888,38 @@ fn gate(session: &Session, cmd: &Command) -> Result<(), WireError> {
         ));
     }
     Ok(())
+}
+
+impl Hub {
+    /// A banned address may connect (so that an admin behind it can still
+    /// `AUTH` and lift the ban) but reads nothing: the canvas, its history
+    /// and the user list are refused before `JOIN`, which refuses it too.
+    /// Only sessions that have not joined are checked: a joined session
+    /// from an address is kicked when the address is banned.
+    fn gate_address(
+        &self,
+        session: &Session,
+        cmd: &Command,
+        peer: IpAddr,
+    ) -> Result<(), WireError> {
+        let reads = matches!(
+            cmd,
+            Command::Canvas
+                | Command::Sync { .. }
+                | Command::Who
+                | Command::WhoAfter { .. }
+                | Command::Whose { .. }
+                | Command::WhoseLast { .. }
+        );
+        if reads
+            && session.name.is_none()
+            && session.access != Access::Admin
+            && self.lock().world.is_address_banned(peer)
+        {
+            return Err(address_banned());
+        }
+        Ok(())
+    }
 }
 
 /// Only an admin may kick, ban, unban or list the bans.
