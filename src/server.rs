@@ -445,9 +445,15 @@ pub async fn run_with(
             }
             Err(Refused::TooManyFromIp) => {
                 warn!(%peer, "too many connections from this address");
-                reject(&rejects, &tracker, stream, too_many_connections());
+                reject(
+                    &rejects,
+                    &tracker,
+                    tls.clone(),
+                    stream,
+                    too_many_connections(),
+                );
             }
-            Err(Refused::Full) => reject(&rejects, &tracker, stream, server_full()),
+            Err(Refused::Full) => reject(&rejects, &tracker, tls.clone(), stream, server_full()),
         }
     }
     drop(listener);
@@ -544,12 +550,26 @@ fn too_many_connections() -> WireError {
     )
 }
 
-/// Answers an over-limit connection in its own mode, if a rejection slot is
-/// free, and closes it.
-fn reject(rejects: &Arc<Semaphore>, tracker: &TaskTracker, stream: TcpStream, err: WireError) {
+/// Answers an over-limit connection in its own mode (inside TLS for a TLS
+/// client on a TLS port), if a rejection slot is free, and closes it.
+fn reject(
+    rejects: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    tls: Option<Arc<tls::Tls>>,
+    stream: TcpStream,
+    err: WireError,
+) {
     if let Ok(permit) = rejects.clone().try_acquire_owned() {
         tracker.spawn(async move {
-            reject_with(stream, err).await;
+            match tls {
+                Some(tls)
+                    if sock::first_byte(&stream, REJECT_SNIFF).await
+                        == Some(tls::HANDSHAKE_RECORD) =>
+                {
+                    tls::refuse(&tls, stream, &err).await
+                }
+                _ => reject_with(stream, err).await,
+            }
             drop(permit);
         });
     }

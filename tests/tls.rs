@@ -481,3 +481,30 @@ async fn the_client_library_and_cli_speak_tls() {
     assert_eq!(secure.cmd("WHOSE 4 4").await, "OK * 0 0");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_tls_client_refused_for_a_full_server_is_told_so_inside_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert(dir.path(), "a");
+    let server = start_memory(pixchat::Config {
+        tls: Some(TlsConfig {
+            cert: cert.cert_path.clone(),
+            key: cert.key_path.clone(),
+            only: false,
+        }),
+        max_clients: 1,
+        ..Default::default()
+    })
+    .await;
+    let mut first = TextClient::joined(server.addr, "first").await;
+    // Refused before its handshake (the server is full), the TLS client
+    // still completes one and reads why, as a plaintext client would.
+    let mut refused = TlsText::connect(server.addr, &cert.der).await;
+    assert_eq!(
+        refused.line().await,
+        "ERR server_full the server is at its client limit; try again later"
+    );
+    assert_eq!(refused.try_line().await, None, "closed after the refusal");
+    assert_eq!(first.cmd("WHO").await, "OK 1 first");
+    server.stop().await;
+}

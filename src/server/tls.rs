@@ -166,7 +166,7 @@ pub(crate) async fn front(
     }
     let _ = stream.set_nodelay(true);
     let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
-    let mut secure = match accepted {
+    let secure = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "TLS handshake failed");
@@ -191,18 +191,35 @@ pub(crate) async fn front(
                     super::server_full()
                 }
             };
-            // Inside TLS the client has not chosen its mode yet: answer
-            // in text, as to a client that sent nothing.
-            let line = format!("ERR {} {}\n", err.code, err.message);
-            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                secure.write_all(line.as_bytes()).await?;
-                secure.shutdown().await
-            })
-            .await;
+            refuse_inside(secure, &err).await;
             return;
         }
     };
     bridge(secure, inner).await;
+}
+
+/// Answers a TLS client that is refused (server full, too many from its
+/// address) inside TLS, as a plaintext client is answered in plaintext:
+/// the handshake first, then `ERR`, then the close. Bounded by the
+/// handshake timeout.
+pub(crate) async fn refuse(tls: &Tls, stream: TcpStream, err: &WireError) {
+    let _ = stream.set_nodelay(true);
+    if let Ok(Ok(secure)) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await
+    {
+        refuse_inside(secure, err).await;
+    }
+}
+
+/// Inside TLS the client has not chosen its mode yet: it is answered in
+/// text, as a client that sent nothing is.
+async fn refuse_inside(mut secure: tokio_rustls::server::TlsStream<TcpStream>, err: &WireError) {
+    let line = format!("ERR {} {}\n", err.code, err.message);
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        secure.write_all(line.as_bytes()).await?;
+        secure.shutdown().await
+    })
+    .await;
 }
 
 /// Copies both ways until the server's side is done (then the client gets
