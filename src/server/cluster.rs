@@ -306,6 +306,7 @@ struct Scripts {
     tell: Script,
     kick: Script,
     unban: Script,
+    fill: Script,
     heartbeat: Script,
     reap: Script,
 }
@@ -366,6 +367,36 @@ redis.call('HSET', p .. 'whose', idx, seq .. ':' .. ARGV[6] .. ':' .. ARGV[5])
 redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[8], '*',
   't', 'p', 's', seq, 'x', x, 'y', y, 'c', c, 'n', ARGV[5], 'ms', ARGV[6])
 return {'ok', seq}
+";
+
+/// An admin's `FILL`: the rectangle ARGV[2..5] (inclusive, in order) in
+/// colour ARGV[6], by ARGV[7] at ARGV[8], as one placement per pixel, row
+/// by row: one seq, author and event each, like `PLACE`'s, in one atomic
+/// step (so no placement falls between two of its pixels). At most
+/// ARGV[11] pixels, which keeps the script, and the burst of events, short.
+const FILL: &str = r"
+local p = ARGV[1]
+local x1, y1, x2, y2 = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local c, name, ms, maxlen = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
+local size = redis.call('HMGET', p .. 'meta', 'width', 'height')
+local w, h = tonumber(size[1]), tonumber(size[2])
+local n = (x2 - x1 + 1) * (y2 - y1 + 1)
+if x1 > x2 or y1 > y2 or x2 >= w or y2 >= h or c >= tonumber(ARGV[10]) or n > tonumber(ARGV[11]) then
+  return {'out_of_range'}
+end
+local last = redis.call('HINCRBY', p .. 'meta', 'seq', n)
+local seq = last - n
+local row = string.rep(string.char(c), x2 - x1 + 1)
+for y = y1, y2 do
+  redis.call('SETRANGE', p .. 'pixels', y * w + x1, row)
+  for x = x1, x2 do
+    seq = seq + 1
+    redis.call('HSET', p .. 'whose', y * w + x, seq .. ':' .. ms .. ':' .. name)
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*',
+      't', 'p', 's', seq, 'x', x, 'y', y, 'c', c, 'n', name, 'ms', ms)
+  end
+end
+return {'ok', last}
 ";
 
 /// Chat: fencing, the next chat seq, the history list, the event.
@@ -675,6 +706,7 @@ impl Cluster {
                 tell: fenced(TELL),
                 kick: script(KICK),
                 unban: script(UNBAN),
+                fill: script(FILL),
                 heartbeat: script(HEARTBEAT),
                 reap: script(REAP),
             },
@@ -768,13 +800,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Placements and chat go out as EVALSHA in pipelines: load them.
+    /// Placements, chat and bulk changes go out as EVALSHA in pipelines:
+    /// load them.
     async fn load_pipelined_scripts(&self) -> redis::RedisResult<()> {
         let mut con = self.con().map_err(|_| {
             redis::RedisError::from((redis::ErrorKind::Io, "no connection to Redis"))
         })?;
-        self.scripts.place.load_async(&mut con).await?;
-        self.scripts.say.load_async(&mut con).await?;
+        for script in [&self.scripts.place, &self.scripts.say, &self.scripts.fill] {
+            script.load_async(&mut con).await?;
+        }
         Ok(())
     }
 
@@ -978,6 +1012,44 @@ impl Cluster {
                     doubt.notify_one();
                     Err(lease_lost())
                 }
+                _ => Err(unavailable()),
+            }
+        }
+    }
+
+    /// Queues an admin's `FILL` of the rectangle `(x1, y1)`-`(x2, y2)`
+    /// (inclusive, in order, at most `max` pixels) for Redis, in order with
+    /// the placements before it (see [`Cluster::place`]); the future is the
+    /// seq of its last pixel.
+    pub fn fill(
+        &self,
+        name: &str,
+        (x1, y1, x2, y2): (u16, u16, u16, u16),
+        color: u8,
+        unix_ms: u64,
+        max: usize,
+    ) -> impl std::future::Future<Output = Result<u64, WireError>> + Send + 'static {
+        let mut cmd = self.evalsha(&self.scripts.fill);
+        cmd.arg(x1)
+            .arg(y1)
+            .arg(x2)
+            .arg(y2)
+            .arg(color)
+            .arg(name)
+            .arg(unix_ms)
+            .arg(self.config.stream_len)
+            .arg(PALETTE.len())
+            .arg(max);
+        let answer = self.submit(cmd);
+        async move {
+            let reply: Vec<String> =
+                redis::from_redis_value(answer.await?).map_err(|_| unavailable())?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["ok", seq] => seq.parse().map_err(|_| unavailable()),
+                ["out_of_range"] => Err(WireError::new(
+                    ErrorCode::OutOfRange,
+                    "outside the canvas or palette",
+                )),
                 _ => Err(unavailable()),
             }
         }

@@ -502,7 +502,7 @@ impl Hub {
                 admin(session)?;
                 Err(WireError::new(
                     ErrorCode::Unavailable,
-                    "ROLLBACK and FILL are not available in a cluster",
+                    "ROLLBACK is not available in a cluster",
                 ))
             }
             Command::Unban { name } => self.unban(session, &name),

@@ -18,6 +18,7 @@ use std::time::Duration;
 use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
 use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
 use crate::server::canvas::{BLANK_COLOR, Canvas};
+use crate::server::cluster::Cluster;
 use crate::server::storage::archive::{self, History};
 
 /// Pixels one `FILL` or `ROLLBACK` may place: they are placed in one step
@@ -119,21 +120,75 @@ pub(crate) fn plan_rollback(
     plan
 }
 
+/// A rectangle's top left and bottom right corners, inclusive: x1, y1,
+/// x2, y2.
+pub(crate) type Corners = (u16, u16, u16, u16);
+
+/// A `FILL`'s rectangle checked against `canvas`: its corners in order
+/// (top left, bottom right), its colour and its area, at most
+/// [`MAX_BULK`].
+pub(super) fn fill_rect(
+    canvas: &Canvas,
+    (x1, y1, x2, y2): (u32, u32, u32, u32),
+    color: u32,
+) -> Result<(Corners, u8, usize), WireError> {
+    let (x1, y1, color) = canvas.check(x1, y1, color)?;
+    let (x2, y2) = canvas.check_xy(x2, y2)?;
+    let (xa, xb) = (x1.min(x2), x1.max(x2));
+    let (ya, yb) = (y1.min(y2), y1.max(y2));
+    let area = (usize::from(xb - xa) + 1) * (usize::from(yb - ya) + 1);
+    if area > MAX_BULK {
+        return Err(WireError::new(
+            ErrorCode::OutOfRange,
+            format!("FILL covers at most {MAX_BULK} pixels; that rectangle has {area}"),
+        ));
+    }
+    Ok(((xa, ya, xb, yb), color, area))
+}
+
 impl Hub {
     fn bulk_allowed(&self, session: &Session) -> Result<(), WireError> {
         admin(session)?;
         if matches!(self.backend, Backend::Cluster(_)) {
             return Err(WireError::new(
                 ErrorCode::Unavailable,
-                "ROLLBACK and FILL are not available in a cluster",
+                "ROLLBACK is not available in a cluster",
             ));
         }
         Ok(())
     }
 
+    /// `FILL` in a cluster: one script in Redis places the whole rectangle
+    /// (see [`Cluster::fill`]); every server, this one included, gets its
+    /// pixels from the stream. The reply keeps its place among the
+    /// admin's replies meanwhile, as a `SET`'s does.
+    pub(super) fn fill_cluster(
+        &self,
+        cluster: &Cluster,
+        session: &Session,
+        corners: (u32, u32, u32, u32),
+        color: u32,
+    ) -> Result<After, WireError> {
+        admin(session)?;
+        let (rect, color, area) = fill_rect(&self.lock().world.canvas, corners, color)?;
+        let name = Self::bulk_author(session);
+        let (xa, ya, xb, yb) = rect;
+        tracing::info!(admin = %name, xa, ya, xb, yb, color, "fill");
+        let last = cluster.fill(&name, rect, color, unix_ms(), MAX_BULK);
+        self.reply_later(session, async move {
+            let seq = last.await?;
+            Ok(Reply::Bulk {
+                placed: area as u32,
+                seq,
+                more: 0,
+            })
+        });
+        Ok(After::Continue)
+    }
+
     /// The name bulk placements are made under: the admin's own, or
     /// `admin` for an admin that has not joined.
-    fn bulk_author(session: &Session) -> Arc<str> {
+    pub(super) fn bulk_author(session: &Session) -> Arc<str> {
         session.name.clone().unwrap_or_else(|| Arc::from("admin"))
     }
 
@@ -141,22 +196,12 @@ impl Hub {
     pub(super) fn fill(
         &self,
         session: &Session,
-        (x1, y1, x2, y2): (u32, u32, u32, u32),
+        corners: (u32, u32, u32, u32),
         color: u32,
     ) -> Result<After, WireError> {
         self.bulk_allowed(session)?;
         let mut st = self.lock();
-        let (x1, y1, color) = st.world.canvas.check(x1, y1, color)?;
-        let (x2, y2) = st.world.canvas.check_xy(x2, y2)?;
-        let (xa, xb) = (x1.min(x2), x1.max(x2));
-        let (ya, yb) = (y1.min(y2), y1.max(y2));
-        let area = (usize::from(xb - xa) + 1) * (usize::from(yb - ya) + 1);
-        if area > MAX_BULK {
-            return Err(WireError::new(
-                ErrorCode::OutOfRange,
-                format!("FILL covers at most {MAX_BULK} pixels; that rectangle has {area}"),
-            ));
-        }
+        let ((xa, ya, xb, yb), color, area) = fill_rect(&st.world.canvas, corners, color)?;
         self.writable()?;
         let name = Self::bulk_author(session);
         tracing::info!(admin = %name, xa, ya, xb, yb, color, "fill");

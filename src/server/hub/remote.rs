@@ -81,6 +81,13 @@ impl Hub {
                     .await?
             }
             Command::Unban { name } => self.unban_cluster(cluster, session, name).await?,
+            Command::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            } => self.fill_cluster(cluster, session, (x1, y1, x2, y2), color)?,
             Command::BanAddress { name } => {
                 admin(session)?;
                 validate_name(&name)?;
@@ -106,7 +113,7 @@ impl Hub {
     /// Queues a reply that `answer` will provide, and sends it (and what
     /// follows it) once it has. `answer` runs as its own task, so the reply
     /// is filled in even if the caller stops waiting; the handle says when.
-    fn reply_later(
+    pub(super) fn reply_later(
         &self,
         session: &Session,
         answer: impl std::future::Future<Output = Result<Reply, WireError>> + Send + 'static,
