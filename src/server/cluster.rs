@@ -63,6 +63,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::canvas::{Canvas, PixelMeta};
+use super::storage::archive::Placement;
 use super::storage::{CHAT_HISTORY, ChatLine, World};
 use crate::protocol::{ErrorCode, PALETTE, Pixel, WireError};
 
@@ -307,6 +308,7 @@ struct Scripts {
     kick: Script,
     unban: Script,
     fill: Script,
+    restore: Script,
     heartbeat: Script,
     reap: Script,
 }
@@ -397,6 +399,36 @@ for y = y1, y2 do
   end
 end
 return {'ok', last}
+";
+
+/// An admin's `ROLLBACK`, as planned by a server: quadruples of x, y,
+/// colour and the seq of the placement there when it was planned, from
+/// ARGV[5]. Each pixel is placed (by ARGV[2] at ARGV[3], like `PLACE`)
+/// only if its last placement is still that one, checked atomically with
+/// the placement: whoever drew there since keeps their pixel. Returns how
+/// many were placed and the latest seq.
+const RESTORE: &str = r"
+local p = ARGV[1]
+local name, ms, maxlen = ARGV[2], ARGV[3], ARGV[4]
+local size = redis.call('HMGET', p .. 'meta', 'width', 'height')
+local w, h = tonumber(size[1]), tonumber(size[2])
+local placed = 0
+for i = 5, #ARGV - 3, 4 do
+  local x, y, c = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if x < w and y < h then
+    local idx = y * w + x
+    local cur = redis.call('HGET', p .. 'whose', idx)
+    if cur and string.match(cur, '^(%d+):') == ARGV[i + 3] then
+      local seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
+      redis.call('SETRANGE', p .. 'pixels', idx, string.char(c))
+      redis.call('HSET', p .. 'whose', idx, seq .. ':' .. ms .. ':' .. name)
+      redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*',
+        't', 'p', 's', seq, 'x', x, 'y', y, 'c', c, 'n', name, 'ms', ms)
+      placed = placed + 1
+    end
+  end
+end
+return {'ok', placed, redis.call('HGET', p .. 'meta', 'seq')}
 ";
 
 /// Chat: fencing, the next chat seq, the history list, the event.
@@ -707,6 +739,7 @@ impl Cluster {
                 kick: script(KICK),
                 unban: script(UNBAN),
                 fill: script(FILL),
+                restore: script(RESTORE),
                 heartbeat: script(HEARTBEAT),
                 reap: script(REAP),
             },
@@ -806,7 +839,12 @@ impl Cluster {
         let mut con = self.con().map_err(|_| {
             redis::RedisError::from((redis::ErrorKind::Io, "no connection to Redis"))
         })?;
-        for script in [&self.scripts.place, &self.scripts.say, &self.scripts.fill] {
+        for script in [
+            &self.scripts.place,
+            &self.scripts.say,
+            &self.scripts.fill,
+            &self.scripts.restore,
+        ] {
             script.load_async(&mut con).await?;
         }
         Ok(())
@@ -1053,6 +1091,86 @@ impl Cluster {
                 _ => Err(unavailable()),
             }
         }
+    }
+
+    /// Queues an admin's `ROLLBACK` for Redis: each `(x, y, color,
+    /// expect_seq)` is placed only where the last placement is still
+    /// `expect_seq`. The future is how many were placed and the latest seq.
+    pub fn restore(
+        &self,
+        name: &str,
+        pixels: &[(u16, u16, u8, u64)],
+        unix_ms: u64,
+    ) -> impl std::future::Future<Output = Result<(u32, u64), WireError>> + Send + 'static {
+        let mut cmd = self.evalsha(&self.scripts.restore);
+        cmd.arg(name).arg(unix_ms).arg(self.config.stream_len);
+        for (x, y, color, expect_seq) in pixels {
+            cmd.arg(x).arg(y).arg(color).arg(expect_seq);
+        }
+        let answer = self.submit(cmd);
+        async move {
+            let reply: Vec<String> =
+                redis::from_redis_value(answer.await?).map_err(|_| unavailable())?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["ok", placed, seq] => Ok((
+                    placed.parse().map_err(|_| unavailable())?,
+                    seq.parse().map_err(|_| unavailable())?,
+                )),
+                _ => Err(unavailable()),
+            }
+        }
+    }
+
+    /// One page of the placements the stream holds, newest first: up to
+    /// `count` entries older than the entry `before` (from the newest when
+    /// `None`). Returns the placements among them and the id of the oldest
+    /// entry read, to continue from; `None` once the stream holds nothing
+    /// older.
+    pub async fn placements_before(
+        &self,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<(Vec<Placement>, Option<String>), WireError> {
+        let mut con = self.con()?;
+        let end = before.map_or_else(|| "+".to_string(), |id| format!("({id}"));
+        let page: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(format!("{}events", self.config.prefix))
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| {
+                self.failed(&e);
+                unavailable()
+            })?;
+        let next = (page.ids.len() == count)
+            .then(|| page.ids.last().map(|e| e.id.clone()))
+            .flatten();
+        let placements = page
+            .ids
+            .iter()
+            .filter_map(|entry| match parse_event(entry)? {
+                RemoteEvent::Pixel {
+                    seq,
+                    x,
+                    y,
+                    color,
+                    name,
+                    unix_ms,
+                } => Some(Placement {
+                    seq,
+                    unix_ms,
+                    x,
+                    y,
+                    color,
+                    name,
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok((placements, next))
     }
 
     /// Hands a change to the pipeline task; the future is its answer.

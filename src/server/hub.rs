@@ -496,13 +496,13 @@ impl Hub {
                 ErrorCode::Unavailable,
                 "WHOSE with a count needs the placement history, which a cluster does not keep",
             )),
-            // Standalone it is handled in `start`; in a cluster it is not
-            // available.
+            // Handled in `start` standalone, in `handle_remote` in a
+            // cluster.
             Command::Rollback { .. } => {
                 admin(session)?;
                 Err(WireError::new(
                     ErrorCode::Unavailable,
-                    "ROLLBACK is not available in a cluster",
+                    "ROLLBACK is not available here",
                 ))
             }
             Command::Unban { name } => self.unban(session, &name),

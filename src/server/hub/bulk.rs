@@ -19,7 +19,7 @@ use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
 use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
 use crate::server::canvas::{BLANK_COLOR, Canvas};
 use crate::server::cluster::Cluster;
-use crate::server::storage::archive::{self, History};
+use crate::server::storage::archive::{self, History, Placement};
 
 /// Pixels one `FILL` or `ROLLBACK` may place: they are placed in one step
 /// under the hub lock and go out as one burst of events, which this keeps
@@ -30,6 +30,12 @@ pub const MAX_BULK: usize = 65_536;
 /// How long a `ROLLBACK` waits for the journal to have written what it
 /// saw in memory.
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Stream entries a cluster `ROLLBACK` reads from Redis at a time.
+const STREAM_PAGE: usize = 10_000;
+/// Pages it reads at most: more than the stream holds (100,000 entries,
+/// and a few bulk changes beyond while Redis trims lazily).
+const MAX_STREAM_PAGES: usize = 64;
 
 /// A pixel to put back: where, what colour, and the seq of the last
 /// placement there when it was planned.
@@ -50,6 +56,23 @@ pub(crate) struct RollbackPlan {
     pub unknown: usize,
 }
 
+/// The pixels whose last placement is by `key` (lower-cased) at or after
+/// `cutoff_ms`, with that placement's seq: what a rollback would restore.
+fn held_cells(canvas: &Canvas, key: &str, cutoff_ms: u64) -> HashMap<(u16, u16), u64> {
+    let mut open = HashMap::new();
+    for y in 0..canvas.height() {
+        for x in 0..canvas.width() {
+            if let Some(m) = canvas.whose(x, y)
+                && m.unix_ms >= cutoff_ms
+                && m.name.eq_ignore_ascii_case(key)
+            {
+                open.insert((x, y), m.seq);
+            }
+        }
+    }
+    open
+}
+
 /// Plans a rollback of `key`'s (lower-cased) placements at or after
 /// `cutoff_ms` on `canvas`, from `history` (every placement up to at least
 /// the canvas's seq).
@@ -59,19 +82,8 @@ pub(crate) fn plan_rollback(
     key: &str,
     cutoff_ms: u64,
 ) -> RollbackPlan {
-    // Cells the user still holds, by index: the seq of that placement.
-    let w = canvas.width();
-    let mut open: HashMap<(u16, u16), u64> = HashMap::new();
-    for y in 0..canvas.height() {
-        for x in 0..w {
-            if let Some(m) = canvas.whose(x, y)
-                && m.unix_ms >= cutoff_ms
-                && m.name.eq_ignore_ascii_case(key)
-            {
-                open.insert((x, y), m.seq);
-            }
-        }
-    }
+    // Cells the user still holds: the seq of that placement.
+    let mut open = held_cells(canvas, key, cutoff_ms);
     let mut plan = RollbackPlan::default();
     let mut expected: HashMap<(u16, u16), u64> = open.clone();
     let seq = canvas.seq();
@@ -233,6 +245,110 @@ impl Hub {
             self.commit(&mut st, change, reply)
                 .expect("the next seq follows and the rectangle was checked");
         }
+        Ok(After::Continue)
+    }
+
+    /// `ROLLBACK name [minutes]` in a cluster: planned, by the same rule as
+    /// standalone, from a copy of this server's replica and the placements
+    /// the Redis stream still holds (read back from the newest only as far
+    /// as the pixels to restore need); applied by one script in Redis that
+    /// places each pixel only where its last placement is still the one
+    /// planned ([`Cluster::restore`]). Pixels whose colour before lies
+    /// beyond what the stream holds are left as they are.
+    pub(super) async fn rollback_cluster(
+        &self,
+        cluster: &Cluster,
+        session: &Session,
+        name: String,
+        minutes: u32,
+    ) -> Result<After, WireError> {
+        admin(session)?;
+        validate_name(&name)?;
+        let key = name.to_ascii_lowercase();
+        let cutoff = match minutes {
+            0 => 0,
+            m => unix_ms().saturating_sub(u64::from(m) * 60_000),
+        };
+        let _permit = self
+            .history_reads
+            .acquire()
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let started = std::time::Instant::now();
+        let canvas = Arc::new(self.lock().world.canvas.clone());
+        let (copy, k) = (canvas.clone(), key.clone());
+        let mut open = tokio::task::spawn_blocking(move || held_cells(&copy, &k, cutoff))
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+        // Newest first, as read.
+        let mut read: Vec<Placement> = Vec::new();
+        let mut before: Option<String> = None;
+        for _ in 0..MAX_STREAM_PAGES {
+            if open.is_empty() {
+                break;
+            }
+            let (page, next) = cluster
+                .placements_before(before.as_deref(), STREAM_PAGE)
+                .await?;
+            for p in &page {
+                // The colour before the user's run at that pixel is found.
+                if p.seq <= canvas.seq()
+                    && !(p.unix_ms >= cutoff && p.name.eq_ignore_ascii_case(&key))
+                {
+                    open.remove(&(p.x, p.y));
+                }
+            }
+            read.extend(page);
+            match next {
+                Some(id) => before = Some(id),
+                None => break,
+            }
+        }
+        read.reverse();
+        let history = History {
+            canvas_id: canvas.id(),
+            width: canvas.width(),
+            height: canvas.height(),
+            placements: read,
+            seq: canvas.seq(),
+        };
+        let plan =
+            tokio::task::spawn_blocking(move || plan_rollback(&canvas, &history, &key, cutoff))
+                .await
+                .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+        let mut todo: Vec<(u16, u16, u8, u64)> = {
+            let st = self.lock();
+            plan.restore
+                .iter()
+                .filter(|r| {
+                    st.world
+                        .canvas
+                        .whose(r.x, r.y)
+                        .is_some_and(|m| m.seq == r.expect_seq)
+                })
+                .map(|r| (r.x, r.y, r.color, r.expect_seq))
+                .collect()
+        };
+        let more = todo.len().saturating_sub(MAX_BULK) as u32;
+        todo.truncate(MAX_BULK);
+        let author = Self::bulk_author(session);
+        let restored = cluster.restore(&author, &todo, unix_ms());
+        let done = self.reply_later(session, async move {
+            let (placed, seq) = restored.await?;
+            tracing::info!(
+                admin = %author,
+                target = %name,
+                minutes,
+                placed,
+                more,
+                unknown = plan.unknown,
+                ms = started.elapsed().as_millis() as u64,
+                "rollback"
+            );
+            Ok(Reply::Bulk { placed, seq, more })
+        });
+        // The next rollback plans from what this one placed.
+        let _ = done.await;
         Ok(After::Continue)
     }
 

@@ -88,6 +88,10 @@ impl Hub {
                 y2,
                 color,
             } => self.fill_cluster(cluster, session, (x1, y1, x2, y2), color)?,
+            Command::Rollback { name, minutes } => {
+                self.rollback_cluster(cluster, session, name, minutes)
+                    .await?
+            }
             Command::BanAddress { name } => {
                 admin(session)?;
                 validate_name(&name)?;
