@@ -128,9 +128,9 @@ async fn fill_on_one_server_is_seen_live_on_the_other_and_needs_the_admin_passwo
     assert_eq!((placed, last), (65_536, 41 + 65_536));
     let seen = pixels_up_to(&mut watcher, 41, last).await;
     assert_eq!(seen.len(), 65_536);
-    let (seq_b, rows_b) = TextClient::connect(p.b.addr).await.canvas().await;
-    let (seq_a, rows_a) = TextClient::connect(p.a.addr).await.canvas().await;
-    assert_eq!((seq_a, seq_b), (last, last));
+    // A follows the stream on its own time: compared once it is there.
+    let rows_b = canvas_at(p.b.addr, last).await;
+    let rows_a = canvas_at(p.a.addr, last).await;
     assert_eq!(rows_a, rows_b);
     assert!(
         rows_b[..256]
@@ -252,5 +252,209 @@ async fn a_rollback_on_one_server_restores_a_shape_drawn_through_another() {
     assert!(
         p.b.log_text().contains("unknown=3"),
         "the log says how many pixels the history did not reach"
+    );
+}
+
+/// A placement as acknowledged: (seq, name, x, y, color).
+type Acked = (u64, String, u16, u16, u8);
+
+/// Sets pixels one by one as `name` (joined on `c`), recording each
+/// placement with the seq its `OK` gave.
+async fn place_all(
+    c: &mut TextClient,
+    name: &str,
+    pixels: &[(u16, u16, u8)],
+    acked: &mut Vec<Acked>,
+) {
+    for &(x, y, color) in pixels {
+        let r = c.cmd(&format!("SET {x} {y} {color}")).await;
+        let seq = r
+            .strip_prefix("OK ")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{r}"));
+        acked.push((seq, name.to_string(), x, y, color));
+    }
+}
+
+/// `pixchat-server export --data-dir dir --csv out` (must succeed):
+/// returns its rows after the header, and its standard error.
+fn export_csv(dir: &std::path::Path, out: &std::path::Path) -> (Vec<String>, String) {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
+        .args(["export", "--data-dir"])
+        .arg(dir)
+        .arg("--csv")
+        .arg(out)
+        .output()
+        .expect("run pixchat-server export");
+    let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "export failed: {stderr}");
+    let text = std::fs::read_to_string(out).unwrap();
+    let mut lines = text.lines().map(str::to_string);
+    assert_eq!(
+        lines.next().as_deref(),
+        Some("timestamp,user,pixel_color,coordinate")
+    );
+    (lines.collect(), stderr)
+}
+
+/// The CSV rows' fields after the timestamp, as the placements should
+/// give them (in seq order).
+fn rows_of(acked: &[Acked]) -> Vec<String> {
+    let mut sorted = acked.to_vec();
+    sorted.sort_by_key(|a| a.0);
+    sorted
+        .iter()
+        .map(|(_, name, x, y, color)| {
+            let [r, g, b] = pixchat::protocol::PALETTE[usize::from(*color)].rgb;
+            format!("{name},#{r:02X}{g:02X}{b:02X},\"{x},{y}\"")
+        })
+        .collect()
+}
+
+/// The rows without their timestamps (checked for their form here).
+fn fields(rows: &[String]) -> Vec<String> {
+    rows.iter()
+        .map(|row| {
+            let (ts, rest) = row.split_once(',').unwrap();
+            assert!(ts.ends_with(" UTC") && ts.len() == 27, "{ts}");
+            rest.to_string()
+        })
+        .collect()
+}
+
+/// `WHOSE x y n` as (name, seq, color), newest first.
+async fn whose(c: &mut TextClient, x: u16, y: u16, n: u32) -> Vec<(String, u64, u8)> {
+    let r = c.cmd(&format!("WHOSE {x} {y} {n}")).await;
+    let f: Vec<&str> = r.split(' ').collect();
+    assert_eq!(f[0], "OK", "{r}");
+    let list: Vec<(String, u64, u8)> = f[2..]
+        .chunks(4)
+        .map(|c| {
+            (
+                c[0].to_string(),
+                c[2].parse().unwrap(),
+                c[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(list.len(), f[1].parse::<usize>().unwrap(), "{r}");
+    list
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_archive_keeps_every_placement_of_the_cluster_across_a_crash() {
+    if !RedisProcess::available() {
+        return;
+    }
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let redis = RedisProcess::start(dirs[0].path()).await;
+    let url = redis.url();
+    let plain = ["--redis", url.as_str(), "--admin-password", "root"];
+    let archiving = ["--redis", url.as_str(), "--archive"];
+    let data = dirs[1].path();
+    let a = ServerProcess::start(data, &archiving).await;
+    let b = ServerProcess::start(dirs[2].path(), &plain).await;
+    let mut acked = Vec::new();
+
+    // Placements through both servers, interleaved, several at (5, 5).
+    let mut alice = TextClient::joined(a.addr, "alice").await;
+    let mut bob = TextClient::joined(b.addr, "bob").await;
+    for i in 0..30u16 {
+        let color = (i % 16) as u8;
+        place_all(&mut alice, "alice", &[(i, 1, color)], &mut acked).await;
+        place_all(&mut bob, "bob", &[(i, 2, 15 - color)], &mut acked).await;
+    }
+    place_all(&mut alice, "alice", &[(5, 5, 1)], &mut acked).await;
+    place_all(&mut bob, "bob", &[(5, 5, 2)], &mut acked).await;
+    place_all(&mut alice, "alice", &[(5, 5, 3)], &mut acked).await;
+    // An admin's FILL through B: 10 x 2 pixels, row by row.
+    let mut admin = TextClient::connect(b.addr).await;
+    assert_eq!(admin.cmd("AUTH root").await, "OK");
+    let (placed, last, _) = bulk(&admin.cmd("FILL 0 10 9 11 4").await);
+    assert_eq!(placed, 20);
+    for (i, seq) in (last - 19..=last).enumerate() {
+        acked.push((
+            seq,
+            "admin".into(),
+            (i % 10) as u16,
+            10 + (i / 10) as u16,
+            4,
+        ));
+    }
+    // WHOSE with a count on the archiving server, before any segment is
+    // written: from the placements waiting for theirs.
+    canvas_at(a.addr, last).await;
+    let mut asker = TextClient::connect(a.addr).await;
+    let at = |seq_of: usize| acked[acked.len() - 20 - seq_of].0;
+    assert_eq!(
+        whose(&mut asker, 5, 5, 2).await,
+        [
+            ("alice".to_string(), at(1), 3),
+            ("bob".to_string(), at(2), 2)
+        ]
+    );
+    // Without --archive, a cluster server says what it needs.
+    let mut other = TextClient::connect(b.addr).await;
+    let refused = other.cmd("WHOSE 5 5 2").await;
+    assert!(
+        refused.starts_with("ERR unavailable ") && refused.contains("--archive"),
+        "{refused}"
+    );
+
+    // A crash loses what waited in memory; the stream still has it, and
+    // placements made while the server is down are read from it too.
+    drop(alice);
+    drop(asker);
+    a.kill9().await;
+    for i in 0..25u16 {
+        place_all(&mut bob, "bob", &[(i, 3, (i % 16) as u8)], &mut acked).await;
+    }
+    let a = ServerProcess::start(data, &archiving).await;
+    let mut carol = TextClient::joined(a.addr, "carol").await;
+    for i in 0..10u16 {
+        place_all(&mut carol, "carol", &[(i, 4, 7)], &mut acked).await;
+    }
+    let last = acked.iter().map(|p| p.0).max().unwrap();
+    canvas_at(a.addr, last).await;
+    drop(carol);
+    a.stop().await;
+
+    let (rows, stderr) = export_csv(data, &dirs[3].path().join("all.csv"));
+    assert_eq!(rows.len(), acked.len(), "every placement of the cluster");
+    assert_eq!(fields(&rows), rows_of(&acked), "in seq order, exact fields");
+    assert!(!stderr.contains("not complete"), "{stderr}");
+
+    // The stream trimmed past what the archive has: the server says what
+    // it lost, and so does the export.
+    for i in 0..20u16 {
+        place_all(&mut bob, "bob", &[(i, 6, 9)], &mut acked).await;
+    }
+    let trimmed = common::redis_query(redis.port, "XTRIM pixchat:events MAXLEN 5")
+        .await
+        .expect("Redis answers");
+    assert_eq!(trimmed.len(), 1, "{trimmed:?}");
+    let a = ServerProcess::start(data, &archiving).await;
+    let lost = (last + 1, last + 15);
+    assert!(
+        a.log_text()
+            .contains(&format!("first_lost={} last_lost={}", lost.0, lost.1)),
+        "{}",
+        a.log_text()
+    );
+    // WHOSE from the segments now.
+    let mut asker = TextClient::connect(a.addr).await;
+    assert_eq!(whose(&mut asker, 5, 5, 1).await[0].0, "alice");
+    drop(asker);
+    a.stop().await;
+    let (rows, stderr) = export_csv(data, &dirs[3].path().join("gap.csv"));
+    let kept: Vec<Acked> = acked
+        .iter()
+        .filter(|p| !(lost.0..=lost.1).contains(&p.0))
+        .cloned()
+        .collect();
+    assert_eq!(fields(&rows), rows_of(&kept));
+    assert!(
+        stderr.contains("not complete") && stderr.contains("missing=15"),
+        "{stderr}"
     );
 }

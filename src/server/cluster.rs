@@ -62,6 +62,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub mod archiver;
+
 use super::canvas::{Canvas, PixelMeta};
 use super::storage::archive::Placement;
 use super::storage::{CHAT_HISTORY, ChatLine, World};
@@ -84,6 +86,8 @@ pub struct ClusterConfig {
     /// Replicas that must have a placement or chat line before it is
     /// acknowledged (Redis `WAIT`); 0 acknowledges once the master has it.
     pub wait_replicas: u32,
+    /// Keep the history archive from the stream (`--archive`).
+    pub archive: Option<archiver::ArchiveConfig>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -94,6 +98,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("stream_len", &self.stream_len)
             .field("lease", &self.lease)
             .field("wait_replicas", &self.wait_replicas)
+            .field("archive", &self.archive)
             .finish()
     }
 }
@@ -1148,29 +1153,39 @@ impl Cluster {
         let next = (page.ids.len() == count)
             .then(|| page.ids.last().map(|e| e.id.clone()))
             .flatten();
-        let placements = page
-            .ids
-            .iter()
-            .filter_map(|entry| match parse_event(entry)? {
-                RemoteEvent::Pixel {
-                    seq,
-                    x,
-                    y,
-                    color,
-                    name,
-                    unix_ms,
-                } => Some(Placement {
-                    seq,
-                    unix_ms,
-                    x,
-                    y,
-                    color,
-                    name,
-                }),
-                _ => None,
-            })
-            .collect();
+        let placements = page.ids.iter().filter_map(placement_of).collect();
         Ok((placements, next))
+    }
+
+    /// One page of the placements the stream holds, oldest first: up to
+    /// `count` entries after the entry `after` (from the oldest when
+    /// `None`) and up to the entry `upto`. Returns the placements among
+    /// them and the id of the newest entry read, to continue from; `None`
+    /// once the stream holds nothing more up to `upto`.
+    pub async fn placements_between(
+        &self,
+        after: Option<&str>,
+        upto: &str,
+        count: usize,
+    ) -> Result<(Vec<Placement>, Option<String>), WireError> {
+        let mut con = self.con()?;
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
+        let page: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("{}events", self.config.prefix))
+            .arg(start)
+            .arg(upto)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| {
+                self.failed(&e);
+                unavailable()
+            })?;
+        let next = (page.ids.len() == count)
+            .then(|| page.ids.last().map(|e| e.id.clone()))
+            .flatten();
+        Ok((page.ids.iter().filter_map(placement_of).collect(), next))
     }
 
     /// Hands a change to the pipeline task; the future is its answer.
@@ -1677,6 +1692,28 @@ fn refused(v: &Value) -> bool {
     }
 }
 
+/// The placement a stream entry holds, if it is one.
+fn placement_of(entry: &StreamId) -> Option<Placement> {
+    match parse_event(entry)? {
+        RemoteEvent::Pixel {
+            seq,
+            x,
+            y,
+            color,
+            name,
+            unix_ms,
+        } => Some(Placement {
+            seq,
+            unix_ms,
+            x,
+            y,
+            color,
+            name,
+        }),
+        _ => None,
+    }
+}
+
 /// Turns one stream entry into an event.
 fn parse_event(entry: &StreamId) -> Option<RemoteEvent> {
     let field = |k: &str| entry.get::<String>(k);
@@ -1856,6 +1893,7 @@ mod tests {
             stream_len: 1,
             lease: std::time::Duration::from_secs(1),
             wait_replicas: 0,
+            archive: None,
         };
         assert!(!format!("{config:?}").contains("s3cret"));
     }

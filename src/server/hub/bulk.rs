@@ -28,7 +28,8 @@ use crate::server::storage::archive::{self, History, Placement};
 pub const MAX_BULK: usize = 65_536;
 
 /// How long a `ROLLBACK` waits for the journal to have written what it
-/// saw in memory.
+/// saw in memory (in a cluster: for the replica to have applied what Redis
+/// had).
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Stream entries a cluster `ROLLBACK` reads from Redis at a time.
@@ -275,6 +276,14 @@ impl Hub {
             .await
             .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
         let started = std::time::Instant::now();
+        // Plan from everything Redis had when the rollback came, not from
+        // a replica still applying the latest placements (the griefer's
+        // last ones, perhaps).
+        let target = cluster.probe().await?.seq;
+        let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
+        while self.lock().world.canvas.seq() < target && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let canvas = Arc::new(self.lock().world.canvas.clone());
         let (copy, k) = (canvas.clone(), key.clone());
         let mut open = tokio::task::spawn_blocking(move || held_cells(&copy, &k, cutoff))
@@ -381,8 +390,16 @@ impl Hub {
                 format!("n must be 1-{MAX_WHOSE_LAST}"),
             ));
         }
-        let dir = match &self.backend {
-            Backend::Journal(j) => j.dir().to_path_buf(),
+        // In a cluster with `--archive`, the newest placements may still
+        // wait in memory for their segment: they come first.
+        let pending = self
+            .archiver
+            .as_ref()
+            .map(|a| a.pending_at((x, y), n as usize))
+            .unwrap_or_default();
+        let dir = match (&self.backend, &self.archiver) {
+            (Backend::Journal(j), _) => j.dir().to_path_buf(),
+            (Backend::Cluster(_), Some(a)) => a.dir().to_path_buf(),
             _ => {
                 return Err(WireError::new(
                     ErrorCode::Unavailable,
@@ -407,8 +424,11 @@ impl Hub {
                 format!("the history could not be read: {why}"),
             )
         })?;
-        let list = list
+        let oldest = pending.last().map_or(u64::MAX, |p| p.seq);
+        let list = pending
             .into_iter()
+            .chain(list.into_iter().filter(|p| p.seq < oldest))
+            .take(n as usize)
             .map(|p| PastPlacement {
                 name: p.name.to_string(),
                 unix_ms: p.unix_ms,

@@ -17,6 +17,7 @@ use crate::protocol::{
 use crate::server::canvas::History;
 use crate::server::cluster::{Cluster, Loaded, RemoteEvent, Retake};
 use crate::server::outbox::{Deferred, Outbox, Outgoing};
+use crate::server::storage::archive::Placement;
 
 /// How long a JOIN waits for its event to come back from the stream.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
@@ -282,9 +283,22 @@ impl Hub {
                     y,
                     color,
                     unix_ms,
-                    name,
+                    name: name.clone(),
                 };
-                return self.commit(&mut st, change, None).is_ok();
+                if self.commit(&mut st, change, None).is_err() {
+                    return false;
+                }
+                if let Some(archiver) = &self.archiver {
+                    archiver.push(Placement {
+                        seq,
+                        unix_ms,
+                        x,
+                        y,
+                        color,
+                        name,
+                    });
+                }
+                return true;
             }
             RemoteEvent::Msg(line) => {
                 return self.commit(&mut st, Change::Chat(line), None).is_ok();

@@ -551,6 +551,22 @@ pub struct History {
 }
 
 impl History {
+    /// The seqs missing from the placements held, as inclusive ranges:
+    /// before the first one (when it is not seq 1) and between any two
+    /// that do not follow each other (what a cluster server's archive
+    /// could not read from the stream).
+    pub fn gaps(&self) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut next = 1;
+        for p in &self.placements {
+            if p.seq > next {
+                gaps.push((next, p.seq - 1));
+            }
+            next = p.seq + 1;
+        }
+        gaps
+    }
+
     /// True when the placements start at seq 1 with no gap, so the canvas
     /// at any seq can be replayed from a blank one.
     pub fn complete(&self) -> bool {
@@ -574,20 +590,28 @@ pub fn read_history(data_dir: &Path) -> anyhow::Result<History> {
             state.canvas.height(),
             state.canvas.seq(),
         ),
-        _ => {
-            let h = ins
-                .journals
-                .iter()
-                .find_map(|j| j.scan.header.filter(|h| h.size.is_some()))
-                .with_context(|| {
+        _ => match ins
+            .journals
+            .iter()
+            .find_map(|j| j.scan.header.filter(|h| h.size.is_some()))
+        {
+            Some(h) => {
+                let (w, hh) = h.size.unwrap_or((1, 1));
+                (h.canvas_id, w, hh, h.seq)
+            }
+            // Only an archive: a cluster server's (`--archive`), whose
+            // canvas lives in Redis. The newest segment names the canvas.
+            None => {
+                let newest = list(data_dir)?.pop().with_context(|| {
                     format!(
-                        "{}: no readable canvas.snap or journal; is this a pixchat data directory?",
+                        "{}: no readable canvas.snap, journal or archive; is this a pixchat data directory?",
                         data_dir.display()
                     )
                 })?;
-            let (w, hh) = h.size.unwrap_or((1, 1));
-            (h.canvas_id, w, hh, h.seq)
-        }
+                let (h, _) = read_segment(&newest)?;
+                (h.canvas_id, h.width, h.height, h.last)
+            }
+        },
     };
     let mut journal = Vec::new();
     for j in &ins.journals {

@@ -1,0 +1,213 @@
+//! `--archive` in a cluster: the history archive, kept by a server from
+//! the stream it tails, in the same segments as a standalone server's
+//! (`DATA_DIR/archive`), so `pixchat-server export` and `WHOSE x y n`
+//! read it the same way.
+//!
+//! Redis's stream plays the journal's part: placements applied from it
+//! wait in memory and go into a new segment (written whole or not at all,
+//! as compaction writes them) once enough have come, once the oldest has
+//! waited long enough, and when the server stops. After a crash the
+//! server continues from the last archived seq, reading what it lost from
+//! the stream again. What the stream no longer held (it keeps about the
+//! last 100,000 entries) is a gap: logged as a WARN with the seqs lost,
+//! and visible to `export` (the history is not complete).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tracing::{error, info, warn};
+
+use super::Cluster;
+use crate::server::storage::archive::{self, Placement, Retention};
+use crate::server::storage::faults::Faults;
+
+/// Placements that make a segment: as many as a standalone journal holds
+/// between compactions by default.
+const FLUSH_AT: usize = crate::DEFAULT_COMPACT_AFTER as usize;
+/// How long a placement may wait in memory before its segment is written
+/// (the stream still holds it meanwhile).
+const FLUSH_AGE: Duration = Duration::from_secs(30);
+/// Stream entries read at a time while catching up.
+const PAGE: usize = 10_000;
+/// Pages read at most while catching up: more than the stream holds.
+const MAX_PAGES: usize = 64;
+
+/// Where and how long to keep a cluster server's archive.
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// The data directory (the segments go in its `archive/`).
+    pub dir: PathBuf,
+    /// How much of it to keep.
+    pub retention: Retention,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Archiver {
+    config: ArchiveConfig,
+    canvas_id: u64,
+    size: (u16, u16),
+    pending: Mutex<Pending>,
+    faults: Faults,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Placements applied and not yet in a segment, in seq order.
+    placements: Vec<Placement>,
+    /// When the oldest of them came.
+    since: Option<Instant>,
+    /// Seq of the last placement archived or pending (0: none).
+    last: u64,
+}
+
+impl Archiver {
+    /// Opens the archive in `config.dir` for the canvas `canvas_id`,
+    /// refusing one that belongs to another canvas.
+    pub fn open(config: ArchiveConfig, canvas_id: u64, size: (u16, u16)) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.dir)
+            .with_context(|| format!("create {}", config.dir.display()))?;
+        let segments = archive::list(&config.dir)
+            .with_context(|| format!("list the archive in {}", config.dir.display()))?;
+        if let Some(newest) = segments.last() {
+            let (header, _) = archive::read_segment(newest)?;
+            if header.canvas_id != canvas_id {
+                bail!(
+                    "the archive in {} belongs to canvas {:016x}, the cluster's is {canvas_id:016x}; give --archive another --data-dir",
+                    config.dir.display(),
+                    header.canvas_id
+                );
+            }
+        }
+        let last = segments.last().map_or(0, |s| s.last);
+        info!(dir = %config.dir.display(), last_seq = last, "keeping the history archive from the stream");
+        Ok(Self {
+            config,
+            canvas_id,
+            size,
+            pending: Mutex::new(Pending {
+                last,
+                ..Pending::default()
+            }),
+            faults: Faults::default(),
+        })
+    }
+
+    /// Reads from the stream, up to `position` (the stream id the replica
+    /// was loaded at), the placements after the last archived one: what a
+    /// server that stopped or crashed missed.
+    pub async fn catch_up(&self, cluster: &Cluster, position: &str) -> anyhow::Result<()> {
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let (page, next) = cluster
+                .placements_between(after.as_deref(), position, PAGE)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))
+                .context("read the stream to catch up the archive")?;
+            for p in page {
+                self.push(p);
+            }
+            match next {
+                Some(id) => after = Some(id),
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a placement applied from the stream, in seq order. One that
+    /// does not follow the last is after a gap, which is logged.
+    pub fn push(&self, p: Placement) {
+        let mut pending = self.pending.lock().expect("archiver lock poisoned");
+        if p.seq <= pending.last {
+            return;
+        }
+        if p.seq != pending.last + 1 {
+            warn!(
+                first_lost = pending.last + 1,
+                last_lost = p.seq - 1,
+                "the history archive misses placements the stream no longer held"
+            );
+        }
+        pending.last = p.seq;
+        pending.since.get_or_insert_with(Instant::now);
+        pending.placements.push(p);
+    }
+
+    /// The pending placements at `(x, y)`, newest first, at most `n`.
+    pub fn pending_at(&self, (x, y): (u16, u16), n: usize) -> Vec<Placement> {
+        let pending = self.pending.lock().expect("archiver lock poisoned");
+        pending
+            .placements
+            .iter()
+            .rev()
+            .filter(|p| (p.x, p.y) == (x, y))
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.config.dir
+    }
+
+    /// Writes the pending placements as a segment if they are due (or
+    /// whatever is pending, with `all`), then applies the retention.
+    /// Blocks: call off the async workers. On failure the placements stay
+    /// pending, to be written at the next try.
+    pub fn flush(&self, all: bool) -> anyhow::Result<()> {
+        let placements = {
+            let mut pending = self.pending.lock().expect("archiver lock poisoned");
+            let due = pending.placements.len() >= FLUSH_AT
+                || pending.since.is_some_and(|t| t.elapsed() >= FLUSH_AGE);
+            if !(all || due) || pending.placements.is_empty() {
+                return Ok(());
+            }
+            pending.since = None;
+            std::mem::take(&mut pending.placements)
+        };
+        let written = archive::write_segments(
+            &self.config.dir,
+            self.canvas_id,
+            self.size,
+            &placements,
+            &self.faults,
+        );
+        if let Err(e) = written {
+            let mut pending = self.pending.lock().expect("archiver lock poisoned");
+            let newer = std::mem::replace(&mut pending.placements, placements);
+            pending.placements.extend(newer);
+            pending.since.get_or_insert_with(Instant::now);
+            return Err(e);
+        }
+        if let Some((first, last)) =
+            archive::apply_retention(&self.config.dir, self.config.retention)?
+        {
+            info!(first, last, "history retention removed archived placements");
+        }
+        Ok(())
+    }
+
+    /// Writes due segments every second until `shutdown`. (The last
+    /// pending placements are written by [`crate::server::hub::Hub::close`],
+    /// once the stream is no longer applied.)
+    pub async fn keep(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.flush(false)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(error = %format!("{e:#}"), "writing the history archive failed; retrying")
+                }
+                Err(e) => error!(error = %e, "writing the history archive failed; retrying"),
+            }
+        }
+    }
+}
