@@ -458,3 +458,52 @@ async fn a_server_with_archive_keeps_every_placement_of_the_cluster_across_a_cra
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_reaches_past_the_stream_on_a_server_with_archive() {
+    if !RedisProcess::available() {
+        return;
+    }
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let redis = RedisProcess::start(dirs[0].path()).await;
+    let url = redis.url();
+    let plain = ["--redis", url.as_str(), "--admin-password", "root"];
+    let archiving = [plain.as_slice(), &["--archive"]].concat();
+    let a = ServerProcess::start(dirs[1].path(), &archiving).await;
+    let b = ServerProcess::start(dirs[2].path(), &plain).await;
+    let mut alice = TextClient::joined(b.addr, "alice").await;
+    let mut grief = TextClient::joined(b.addr, "griefer").await;
+    let drawn = [(1, 1, 5), (2, 1, 6), (3, 1, 7)];
+    set_all(&mut alice, &drawn).await;
+    set_all(&mut grief, &[(1, 1, 3), (2, 1, 3), (3, 1, 3)]).await;
+    canvas_at(a.addr, 6).await;
+    // The stream keeps only the griefer's placements.
+    let trimmed = common::redis_query(redis.port, "XTRIM pixchat:events MAXLEN 3")
+        .await
+        .expect("Redis answers");
+    assert_eq!(trimmed.len(), 1, "{trimmed:?}");
+
+    // One archive, one server.
+    let second = ServerProcess::try_start(dirs[1].path(), &archiving).await;
+    let refused = second
+        .err()
+        .expect("a second server on the same archive is refused");
+    assert!(
+        refused.contains("another pixchat-server is using"),
+        "{refused}"
+    );
+
+    // B keeps no archive: it cannot know the colours before.
+    let mut admin_b = TextClient::connect(b.addr).await;
+    assert_eq!(admin_b.cmd("AUTH root").await, "OK");
+    assert_eq!(admin_b.cmd("ROLLBACK griefer").await, "OK 0 6 0");
+    assert!(b.log_text().contains("unknown=3"), "{}", b.log_text());
+    // A reads them from its archive.
+    let mut admin_a = TextClient::connect(a.addr).await;
+    assert_eq!(admin_a.cmd("AUTH root").await, "OK");
+    assert_eq!(admin_a.cmd("ROLLBACK griefer").await, "OK 3 9 0");
+    for server in [a.addr, b.addr] {
+        let rows = canvas_at(server, 9).await;
+        assert_eq!(rows[1][1..4], [5, 6, 7], "the drawing is back on {server}");
+    }
+}

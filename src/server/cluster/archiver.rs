@@ -51,6 +51,9 @@ pub(crate) struct Archiver {
     size: (u16, u16),
     pending: Mutex<Pending>,
     faults: Faults,
+    /// The data directory's lock, held while the server runs: two servers
+    /// writing one archive would each write segments of the same seqs.
+    _lock: std::fs::File,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +72,7 @@ impl Archiver {
     pub fn open(config: ArchiveConfig, canvas_id: u64, size: (u16, u16)) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.dir)
             .with_context(|| format!("create {}", config.dir.display()))?;
+        let lock = crate::server::storage::recovery::lock(&config.dir)?;
         let segments = archive::list(&config.dir)
             .with_context(|| format!("list the archive in {}", config.dir.display()))?;
         if let Some(newest) = segments.last() {
@@ -92,6 +96,7 @@ impl Archiver {
                 ..Pending::default()
             }),
             faults: Faults::default(),
+            _lock: lock,
         })
     }
 
@@ -147,6 +152,26 @@ impl Archiver {
             .take(n)
             .cloned()
             .collect()
+    }
+
+    /// Every placement archived or pending with a seq below `seq`, in seq
+    /// order: what a `ROLLBACK` needs from before the stream's oldest
+    /// entry. Blocks: it reads every segment.
+    pub fn history_before(&self, seq: u64) -> anyhow::Result<Vec<Placement>> {
+        let mut out = Vec::new();
+        for segment in archive::list(&self.config.dir)? {
+            if segment.first >= seq {
+                break;
+            }
+            let (_, placements) = archive::read_segment(&segment)?;
+            out.extend(placements.into_iter().filter(|p| p.seq < seq));
+        }
+        let pending = self.pending.lock().expect("archiver lock poisoned");
+        out.extend(pending.placements.iter().filter(|p| p.seq < seq).cloned());
+        drop(pending);
+        out.sort_by_key(|p| p.seq);
+        out.dedup_by_key(|p| p.seq);
+        Ok(out)
     }
 
     /// The data directory.

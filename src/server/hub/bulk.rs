@@ -254,8 +254,9 @@ impl Hub {
     /// the Redis stream still holds (read back from the newest only as far
     /// as the pixels to restore need); applied by one script in Redis that
     /// places each pixel only where its last placement is still the one
-    /// planned ([`Cluster::restore`]). Pixels whose colour before lies
-    /// beyond what the stream holds are left as they are.
+    /// planned ([`Cluster::restore`]). What the stream no longer holds is
+    /// read from this server's archive, if it keeps one (`--archive`);
+    /// pixels whose colour before lies beyond both are left as they are.
     pub(super) async fn rollback_cluster(
         &self,
         cluster: &Cluster,
@@ -314,6 +315,23 @@ impl Hub {
             }
         }
         read.reverse();
+        // What the stream no longer holds, from this server's archive
+        // (`--archive`), if it keeps one.
+        if let Some(archiver) = self.archiver.clone().filter(|_| !open.is_empty()) {
+            let oldest = read.first().map_or(u64::MAX, |p| p.seq);
+            let older = tokio::task::spawn_blocking(move || archiver.history_before(oldest))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| format!("{e:#}")))
+                .map_err(|why| {
+                    tracing::error!(error = %why, "rollback could not read the archive");
+                    WireError::new(
+                        ErrorCode::Unavailable,
+                        format!("the history could not be read: {why}"),
+                    )
+                })?;
+            read.splice(0..0, older);
+        }
         let history = History {
             canvas_id: canvas.id(),
             width: canvas.width(),
