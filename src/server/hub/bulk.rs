@@ -282,7 +282,13 @@ impl Hub {
         // last ones, perhaps).
         let target = cluster.probe().await?.seq;
         let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
-        while self.lock().world.canvas.seq() < target && tokio::time::Instant::now() < deadline {
+        while self.lock().world.canvas.seq() < target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "this server is still applying the latest placements from the cluster; try again shortly",
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let canvas = Arc::new(self.lock().world.canvas.clone());
