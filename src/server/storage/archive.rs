@@ -708,6 +708,25 @@ mod tests {
     }
 
     #[test]
+    fn gaps_are_the_seqs_missing_from_1_on() {
+        let history = |seqs: &[u64]| History {
+            canvas_id: 1,
+            width: 64,
+            height: 64,
+            placements: seqs.iter().map(|&s| p(s, 0, 0, "al")).collect(),
+            seq: seqs.last().copied().unwrap_or(0),
+        };
+        assert_eq!(history(&[]).gaps(), []);
+        assert_eq!(history(&[1, 2, 3]).gaps(), []);
+        assert_eq!(
+            history(&[3, 4, 8, 9, 11]).gaps(),
+            [(1, 2), (5, 7), (10, 10)]
+        );
+        assert!(history(&[1, 2, 3]).complete());
+        assert!(!history(&[2, 3]).complete());
+    }
+
+    #[test]
     fn a_segment_reads_back_exactly() {
         let ps: Vec<_> = (1..=1000)
             .map(|i| {
