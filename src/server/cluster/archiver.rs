@@ -64,6 +64,9 @@ struct Pending {
     since: Option<Instant>,
     /// Seq of the last placement archived or pending (0: none).
     last: u64,
+    /// The cluster's canvas is no longer the archive's: nothing more is
+    /// archived.
+    stopped: bool,
 }
 
 impl Archiver {
@@ -126,7 +129,7 @@ impl Archiver {
     /// does not follow the last is after a gap, which is logged.
     pub fn push(&self, p: Placement) {
         let mut pending = self.pending.lock().expect("archiver lock poisoned");
-        if p.seq <= pending.last {
+        if p.seq <= pending.last || pending.stopped {
             return;
         }
         if p.seq != pending.last + 1 {
@@ -139,6 +142,28 @@ impl Archiver {
         pending.last = p.seq;
         pending.since.get_or_insert_with(Instant::now);
         pending.placements.push(p);
+    }
+
+    /// The replica was reloaded from Redis at `seq` of canvas
+    /// `canvas_id`: if Redis holds another canvas now (it lost its data),
+    /// this archive is the old canvas's and archiving stops; if it went
+    /// back before the archive's last seq (an older copy of Redis), the
+    /// archive holds placements Redis no longer has. Both are logged.
+    pub fn reloaded(&self, canvas_id: u64, seq: u64) {
+        let mut pending = self.pending.lock().expect("archiver lock poisoned");
+        if canvas_id != self.canvas_id && !pending.stopped {
+            pending.stopped = true;
+            error!(
+                dir = %self.config.dir.display(),
+                "the cluster's canvas is not the one this archive belongs to any more (did Redis lose its data?); nothing more is archived: restart this server with another --data-dir"
+            );
+        } else if seq < pending.last {
+            error!(
+                first = seq + 1,
+                last = pending.last,
+                "Redis went back to an older state: the archive holds placements of these seqs that Redis no longer has, and new placements of the same seqs are not archived"
+            );
+        }
     }
 
     /// The pending placements at `(x, y)`, newest first, at most `n`.
@@ -234,5 +259,79 @@ impl Archiver {
                 Err(e) => error!(error = %e, "writing the history archive failed; retrying"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(seq: u64) -> Placement {
+        Placement {
+            seq,
+            unix_ms: 1_700_000_000_000 + seq,
+            x: (seq % 8) as u16,
+            y: 1,
+            color: (seq % 16) as u8,
+            name: Arc::from("al"),
+        }
+    }
+
+    fn open(dir: &std::path::Path, canvas_id: u64) -> anyhow::Result<Archiver> {
+        let config = ArchiveConfig {
+            dir: dir.to_path_buf(),
+            retention: Retention::All,
+        };
+        Archiver::open(config, canvas_id, (8, 8))
+    }
+
+    #[test]
+    fn placements_go_to_segments_in_order_and_a_restart_continues_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = open(dir.path(), 7).unwrap();
+        for seq in 1..=5 {
+            archiver.push(placement(seq));
+        }
+        // A repeat (read again while catching up) is not archived twice.
+        archiver.push(placement(3));
+        assert_eq!(archiver.pending_at((3, 1), 5), [placement(3)]);
+        archiver.flush(true).unwrap();
+        assert!(archiver.pending_at((3, 1), 5).is_empty());
+        assert_eq!(archive::last_seq(dir.path()).unwrap(), 5);
+        // One server per archive.
+        let second = open(dir.path(), 7).map(|_| ()).unwrap_err();
+        assert!(format!("{second:#}").contains("another pixchat-server"));
+        drop(archiver);
+
+        let archiver = open(dir.path(), 7).unwrap();
+        for seq in 4..=9 {
+            archiver.push(placement(seq));
+        }
+        assert_eq!(
+            archiver
+                .history_before(8)
+                .unwrap()
+                .iter()
+                .map(|p| p.seq)
+                .collect::<Vec<_>>(),
+            (1..8).collect::<Vec<_>>()
+        );
+        // Redis lost its data and holds another canvas: nothing more.
+        archiver.reloaded(8, 0);
+        archiver.push(placement(10));
+        archiver.flush(true).unwrap();
+        drop(archiver);
+        let history = archive::read_history(dir.path()).unwrap();
+        assert_eq!(history.canvas_id, 7);
+        assert_eq!(
+            history.placements,
+            (1..=9).map(placement).collect::<Vec<_>>()
+        );
+        // An archive of another canvas is refused.
+        let other = open(dir.path(), 8).map(|_| ()).unwrap_err();
+        assert!(
+            format!("{other:#}").contains("belongs to canvas"),
+            "{other:#}"
+        );
     }
 }

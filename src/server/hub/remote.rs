@@ -508,6 +508,9 @@ impl Hub {
     /// Replaces the replica with `loaded` and sends every client of this
     /// server away to reconnect: what they hold may not match any more.
     fn reset(&self, loaded: Loaded) {
+        if let Some(archiver) = &self.archiver {
+            archiver.reloaded(loaded.world.canvas.id(), loaded.world.canvas.seq());
+        }
         let mut st = self.lock();
         let State {
             world,
