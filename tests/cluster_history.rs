@@ -75,6 +75,19 @@ async fn canvas_at(addr: std::net::SocketAddr, seq: u64) -> Vec<Vec<u8>> {
     panic!("{addr} never reached seq {seq}");
 }
 
+/// Whether `server`'s log shows `needle`, asked up to 200 times: the
+/// log is read from the process's standard error by another thread, so
+/// a line written just before a reply may not be there yet.
+async fn logged(server: &ServerProcess, needle: &str) -> bool {
+    for _ in 0..200 {
+        if server.log_text().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
+}
+
 /// The `OK <placed> <seq> <more>` of a bulk command, as numbers.
 fn bulk(reply: &str) -> (u64, u64, u64) {
     let n: Vec<u64> = reply
@@ -250,7 +263,7 @@ async fn a_rollback_on_one_server_restores_a_shape_drawn_through_another() {
             .all(|&(x, y, c)| rows[usize::from(y)][usize::from(x)] == c)
     );
     assert!(
-        p.b.log_text().contains("unknown=3"),
+        logged(&p.b, "unknown=3").await,
         "the log says how many pixels the history did not reach"
     );
 }
@@ -435,12 +448,8 @@ async fn a_server_with_archive_keeps_every_placement_of_the_cluster_across_a_cra
     assert_eq!(trimmed.len(), 1, "{trimmed:?}");
     let a = ServerProcess::start(data, &archiving).await;
     let lost = (last + 1, last + 15);
-    assert!(
-        a.log_text()
-            .contains(&format!("first_lost={} last_lost={}", lost.0, lost.1)),
-        "{}",
-        a.log_text()
-    );
+    let warned = format!("first_lost={} last_lost={}", lost.0, lost.1);
+    assert!(logged(&a, &warned).await, "{}", a.log_text());
     // WHOSE from the segments now.
     let mut asker = TextClient::connect(a.addr).await;
     assert_eq!(whose(&mut asker, 5, 5, 1).await[0].0, "alice");
@@ -497,7 +506,7 @@ async fn a_rollback_reaches_past_the_stream_on_a_server_with_archive() {
     let mut admin_b = TextClient::connect(b.addr).await;
     assert_eq!(admin_b.cmd("AUTH root").await, "OK");
     assert_eq!(admin_b.cmd("ROLLBACK griefer").await, "OK 0 6 0");
-    assert!(b.log_text().contains("unknown=3"), "{}", b.log_text());
+    assert!(logged(&b, "unknown=3").await, "{}", b.log_text());
     // A reads them from its archive.
     let mut admin_a = TextClient::connect(a.addr).await;
     assert_eq!(admin_a.cmd("AUTH root").await, "OK");
