@@ -23,12 +23,18 @@ use super::Cluster;
 use crate::server::storage::archive::{self, Placement, Retention};
 use crate::server::storage::faults::Faults;
 
-/// Placements that make a segment: as many as a standalone journal holds
-/// between compactions by default.
-const FLUSH_AT: usize = crate::DEFAULT_COMPACT_AFTER as usize;
-/// How long a placement may wait in memory before its segment is written
-/// (the stream still holds it meanwhile).
-const FLUSH_AGE: Duration = Duration::from_secs(30);
+/// Placements that make a segment: half of what the stream keeps, so what
+/// a crash loses from memory is still in the stream to read again.
+const FLUSH_AT: usize = (crate::DEFAULT_STREAM_LEN / 2) as usize;
+/// How long a placement may wait in memory before its segment is written.
+/// Long enough that a quiet canvas does not make a segment every few
+/// seconds (`WHOSE x y n` reads the newest 16 segments at most), short
+/// enough that the stream still holds them after a crash.
+const FLUSH_AGE: Duration = Duration::from_secs(600);
+/// Placements kept waiting at most while segments cannot be written (a
+/// full or failing disk): beyond, the oldest are dropped, and logged as a
+/// gap, rather than memory growing without bound.
+const MAX_PENDING: usize = 8 * FLUSH_AT;
 /// Stream entries read at a time while catching up.
 const PAGE: usize = 10_000;
 /// Pages read at most while catching up: more than the stream holds.
@@ -142,6 +148,14 @@ impl Archiver {
         pending.last = p.seq;
         pending.since.get_or_insert_with(Instant::now);
         pending.placements.push(p);
+        if pending.placements.len() > MAX_PENDING {
+            let dropped: Vec<Placement> = pending.placements.drain(..FLUSH_AT).collect();
+            error!(
+                first_lost = dropped.first().map_or(0, |p| p.seq),
+                last_lost = dropped.last().map_or(0, |p| p.seq),
+                "the history archive could not be written for too long; dropped the oldest placements waiting for it"
+            );
+        }
     }
 
     /// The replica was reloaded from Redis at `seq` of canvas
