@@ -490,10 +490,36 @@ async fn start_cluster(
     shutdown: &CancellationToken,
     tasks: &mut Supervisor,
 ) -> anyhow::Result<Arc<Hub>> {
+    let archive = cluster_config.archive.clone();
     let cluster = cluster::Cluster::connect(cluster_config, size, hub_config.default_size).await?;
     let loaded = cluster.load(hub_config.history).await?;
     let position = loaded.position.clone();
-    let hub = Arc::new(Hub::open_clustered(&hub_config, cluster.clone(), loaded));
+    let archiver = match archive {
+        Some(config) => {
+            let canvas = &loaded.world.canvas;
+            let (id, w, h) = (canvas.id(), canvas.width(), canvas.height());
+            let archiver = tokio::task::spawn_blocking(move || {
+                cluster::archiver::Archiver::open(config, id, (w, h))
+            })
+            .await
+            .context("open the history archive")??;
+            // What it missed while stopped, before the stream is applied.
+            archiver.catch_up(&cluster, &position).await?;
+            let archiver = Arc::new(archiver);
+            tasks.spawn(
+                Task::ClusterArchive,
+                archiver.clone().keep(shutdown.clone()),
+            );
+            Some(archiver)
+        }
+        None => None,
+    };
+    let hub = Arc::new(Hub::open_clustered(
+        &hub_config,
+        cluster.clone(),
+        loaded,
+        archiver,
+    ));
     let applier = hub.clone();
     let reconciler = hub.clone();
     let reconciling = cluster.clone();

@@ -196,6 +196,7 @@ async fn readyz_fails_while_redis_is_down() {
             stream_len: pixchat::DEFAULT_STREAM_LEN,
             lease: std::time::Duration::from_millis(pixchat::DEFAULT_LEASE_MS),
             wait_replicas: 0,
+            archive: None,
         }),
         ..Default::default()
     };

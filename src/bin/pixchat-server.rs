@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
+use pixchat::server::cluster::archiver::ArchiveConfig;
 use pixchat::server::cluster::{ClusterConfig, redacted_url};
 use pixchat::server::storage::{Fsync, StorageConfig};
 use tokio_util::sync::CancellationToken;
@@ -153,6 +154,11 @@ struct Cli {
     /// renewal: a server dead or paused longer loses them to the others.
     #[arg(long, default_value_t = pixchat::DEFAULT_LEASE_MS, value_name = "MS", requires = "redis", value_parser = clap::value_parser!(u64).range(500..))]
     lease_ms: u64,
+    /// In a cluster, keep the history archive in --data-dir from the
+    /// stream (as a standalone server does from its journal), so `export`
+    /// and `WHOSE x y n` work on this server; --history-retention applies.
+    #[arg(long, requires = "redis", conflicts_with_all = ["memory", "no_archive"])]
+    archive: bool,
     /// Users online from which joins and leaves go out as one periodic
     /// PRESENCE event (count and names) instead of one JOINED or LEFT each.
     #[arg(long, default_value_t = pixchat::DEFAULT_PRESENCE_THRESHOLD, value_name = "N")]
@@ -294,6 +300,20 @@ fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         history.placements.last().map_or(0, |p| p.seq),
         started.elapsed().as_secs_f64()
     );
+    let gaps = history.gaps();
+    if !gaps.is_empty() {
+        let shown: Vec<String> = gaps
+            .iter()
+            .take(10)
+            .map(|(a, b)| format!("{a}-{b}"))
+            .collect();
+        let more = if gaps.len() > 10 { " ..." } else { "" };
+        tracing::warn!(
+            missing = gaps.iter().map(|(a, b)| b - a + 1).sum::<u64>(),
+            seqs = %format!("{}{more}", shown.join(", ")),
+            "the history is not complete (an archive trimmed by --history-retention or started late, or a cluster server's archive that the stream had been trimmed past)"
+        );
+    }
     if let Some(path) = &args.csv {
         let t = std::time::Instant::now();
         let f =
@@ -452,6 +472,10 @@ async fn main() -> anyhow::Result<()> {
             stream_len: pixchat::DEFAULT_STREAM_LEN,
             lease: Duration::from_millis(cli.lease_ms),
             wait_replicas: cli.redis_wait,
+            archive: cli.archive.then(|| ArchiveConfig {
+                dir: cli.data_dir.clone(),
+                retention: cli.history_retention,
+            }),
         }),
         storage: (!cli.memory && cli.redis.is_none()).then(|| StorageConfig {
             fsync: cli.fsync,

@@ -62,7 +62,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub mod archiver;
+
 use super::canvas::{Canvas, PixelMeta};
+use super::storage::archive::Placement;
 use super::storage::{CHAT_HISTORY, ChatLine, World};
 use crate::protocol::{ErrorCode, PALETTE, Pixel, WireError};
 
@@ -83,6 +86,8 @@ pub struct ClusterConfig {
     /// Replicas that must have a placement or chat line before it is
     /// acknowledged (Redis `WAIT`); 0 acknowledges once the master has it.
     pub wait_replicas: u32,
+    /// Keep the history archive from the stream (`--archive`).
+    pub archive: Option<archiver::ArchiveConfig>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -93,6 +98,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("stream_len", &self.stream_len)
             .field("lease", &self.lease)
             .field("wait_replicas", &self.wait_replicas)
+            .field("archive", &self.archive)
             .finish()
     }
 }
@@ -306,6 +312,8 @@ struct Scripts {
     tell: Script,
     kick: Script,
     unban: Script,
+    fill: Script,
+    restore: Script,
     heartbeat: Script,
     reap: Script,
 }
@@ -366,6 +374,66 @@ redis.call('HSET', p .. 'whose', idx, seq .. ':' .. ARGV[6] .. ':' .. ARGV[5])
 redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[8], '*',
   't', 'p', 's', seq, 'x', x, 'y', y, 'c', c, 'n', ARGV[5], 'ms', ARGV[6])
 return {'ok', seq}
+";
+
+/// An admin's `FILL`: the rectangle ARGV[2..5] (inclusive, in order) in
+/// colour ARGV[6], by ARGV[7] at ARGV[8], as one placement per pixel, row
+/// by row: one seq, author and event each, like `PLACE`'s, in one atomic
+/// step (so no placement falls between two of its pixels). At most
+/// ARGV[11] pixels, which keeps the script, and the burst of events, short.
+const FILL: &str = r"
+local p = ARGV[1]
+local x1, y1, x2, y2 = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local c, name, ms, maxlen = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
+local size = redis.call('HMGET', p .. 'meta', 'width', 'height')
+local w, h = tonumber(size[1]), tonumber(size[2])
+local n = (x2 - x1 + 1) * (y2 - y1 + 1)
+if x1 > x2 or y1 > y2 or x2 >= w or y2 >= h or c >= tonumber(ARGV[10]) or n > tonumber(ARGV[11]) then
+  return {'out_of_range'}
+end
+local last = redis.call('HINCRBY', p .. 'meta', 'seq', n)
+local seq = last - n
+local row = string.rep(string.char(c), x2 - x1 + 1)
+for y = y1, y2 do
+  redis.call('SETRANGE', p .. 'pixels', y * w + x1, row)
+  for x = x1, x2 do
+    seq = seq + 1
+    redis.call('HSET', p .. 'whose', y * w + x, seq .. ':' .. ms .. ':' .. name)
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*',
+      't', 'p', 's', seq, 'x', x, 'y', y, 'c', c, 'n', name, 'ms', ms)
+  end
+end
+return {'ok', last}
+";
+
+/// An admin's `ROLLBACK`, as planned by a server: quadruples of x, y,
+/// colour and the seq of the placement there when it was planned, from
+/// ARGV[5]. Each pixel is placed (by ARGV[2] at ARGV[3], like `PLACE`)
+/// only if its last placement is still that one, checked atomically with
+/// the placement: whoever drew there since keeps their pixel. Returns how
+/// many were placed and the latest seq.
+const RESTORE: &str = r"
+local p = ARGV[1]
+local name, ms, maxlen = ARGV[2], ARGV[3], ARGV[4]
+local size = redis.call('HMGET', p .. 'meta', 'width', 'height')
+local w, h = tonumber(size[1]), tonumber(size[2])
+local placed = 0
+for i = 5, #ARGV - 3, 4 do
+  local x, y, c = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if x < w and y < h then
+    local idx = y * w + x
+    local cur = redis.call('HGET', p .. 'whose', idx)
+    if cur and string.match(cur, '^(%d+):') == ARGV[i + 3] then
+      local seq = redis.call('HINCRBY', p .. 'meta', 'seq', 1)
+      redis.call('SETRANGE', p .. 'pixels', idx, string.char(c))
+      redis.call('HSET', p .. 'whose', idx, seq .. ':' .. ms .. ':' .. name)
+      redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*',
+        't', 'p', 's', seq, 'x', x, 'y', y, 'c', c, 'n', name, 'ms', ms)
+      placed = placed + 1
+    end
+  end
+end
+return {'ok', placed, redis.call('HGET', p .. 'meta', 'seq')}
 ";
 
 /// Chat: fencing, the next chat seq, the history list, the event.
@@ -675,6 +743,8 @@ impl Cluster {
                 tell: fenced(TELL),
                 kick: script(KICK),
                 unban: script(UNBAN),
+                fill: script(FILL),
+                restore: script(RESTORE),
                 heartbeat: script(HEARTBEAT),
                 reap: script(REAP),
             },
@@ -768,13 +838,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// Placements and chat go out as EVALSHA in pipelines: load them.
+    /// Placements, chat and bulk changes go out as EVALSHA in pipelines:
+    /// load them.
     async fn load_pipelined_scripts(&self) -> redis::RedisResult<()> {
         let mut con = self.con().map_err(|_| {
             redis::RedisError::from((redis::ErrorKind::Io, "no connection to Redis"))
         })?;
-        self.scripts.place.load_async(&mut con).await?;
-        self.scripts.say.load_async(&mut con).await?;
+        for script in [
+            &self.scripts.place,
+            &self.scripts.say,
+            &self.scripts.fill,
+            &self.scripts.restore,
+        ] {
+            script.load_async(&mut con).await?;
+        }
         Ok(())
     }
 
@@ -981,6 +1058,134 @@ impl Cluster {
                 _ => Err(unavailable()),
             }
         }
+    }
+
+    /// Queues an admin's `FILL` of the rectangle `(x1, y1)`-`(x2, y2)`
+    /// (inclusive, in order, at most `max` pixels) for Redis, in order with
+    /// the placements before it (see [`Cluster::place`]); the future is the
+    /// seq of its last pixel.
+    pub fn fill(
+        &self,
+        name: &str,
+        (x1, y1, x2, y2): (u16, u16, u16, u16),
+        color: u8,
+        unix_ms: u64,
+        max: usize,
+    ) -> impl std::future::Future<Output = Result<u64, WireError>> + Send + 'static {
+        let mut cmd = self.evalsha(&self.scripts.fill);
+        cmd.arg(x1)
+            .arg(y1)
+            .arg(x2)
+            .arg(y2)
+            .arg(color)
+            .arg(name)
+            .arg(unix_ms)
+            .arg(self.config.stream_len)
+            .arg(PALETTE.len())
+            .arg(max);
+        let answer = self.submit(cmd);
+        async move {
+            let reply: Vec<String> =
+                redis::from_redis_value(answer.await?).map_err(|_| unavailable())?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["ok", seq] => seq.parse().map_err(|_| unavailable()),
+                ["out_of_range"] => Err(WireError::new(
+                    ErrorCode::OutOfRange,
+                    "outside the canvas or palette",
+                )),
+                _ => Err(unavailable()),
+            }
+        }
+    }
+
+    /// Queues an admin's `ROLLBACK` for Redis: each `(x, y, color,
+    /// expect_seq)` is placed only where the last placement is still
+    /// `expect_seq`. The future is how many were placed and the latest seq.
+    pub fn restore(
+        &self,
+        name: &str,
+        pixels: &[(u16, u16, u8, u64)],
+        unix_ms: u64,
+    ) -> impl std::future::Future<Output = Result<(u32, u64), WireError>> + Send + 'static {
+        let mut cmd = self.evalsha(&self.scripts.restore);
+        cmd.arg(name).arg(unix_ms).arg(self.config.stream_len);
+        for (x, y, color, expect_seq) in pixels {
+            cmd.arg(x).arg(y).arg(color).arg(expect_seq);
+        }
+        let answer = self.submit(cmd);
+        async move {
+            let reply: Vec<String> =
+                redis::from_redis_value(answer.await?).map_err(|_| unavailable())?;
+            match reply.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["ok", placed, seq] => Ok((
+                    placed.parse().map_err(|_| unavailable())?,
+                    seq.parse().map_err(|_| unavailable())?,
+                )),
+                _ => Err(unavailable()),
+            }
+        }
+    }
+
+    /// One page of the placements the stream holds, newest first: up to
+    /// `count` entries older than the entry `before` (from the newest when
+    /// `None`). Returns the placements among them and the id of the oldest
+    /// entry read, to continue from; `None` once the stream holds nothing
+    /// older.
+    pub async fn placements_before(
+        &self,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<(Vec<Placement>, Option<String>), WireError> {
+        let mut con = self.con()?;
+        let end = before.map_or_else(|| "+".to_string(), |id| format!("({id}"));
+        let page: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(format!("{}events", self.config.prefix))
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| {
+                self.failed(&e);
+                unavailable()
+            })?;
+        let next = (page.ids.len() == count)
+            .then(|| page.ids.last().map(|e| e.id.clone()))
+            .flatten();
+        let placements = page.ids.iter().filter_map(placement_of).collect();
+        Ok((placements, next))
+    }
+
+    /// One page of the placements the stream holds, oldest first: up to
+    /// `count` entries after the entry `after` (from the oldest when
+    /// `None`) and up to the entry `upto`. Returns the placements among
+    /// them and the id of the newest entry read, to continue from; `None`
+    /// once the stream holds nothing more up to `upto`.
+    pub async fn placements_between(
+        &self,
+        after: Option<&str>,
+        upto: &str,
+        count: usize,
+    ) -> Result<(Vec<Placement>, Option<String>), WireError> {
+        let mut con = self.con()?;
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
+        let page: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("{}events", self.config.prefix))
+            .arg(start)
+            .arg(upto)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| {
+                self.failed(&e);
+                unavailable()
+            })?;
+        let next = (page.ids.len() == count)
+            .then(|| page.ids.last().map(|e| e.id.clone()))
+            .flatten();
+        Ok((page.ids.iter().filter_map(placement_of).collect(), next))
     }
 
     /// Hands a change to the pipeline task; the future is its answer.
@@ -1487,6 +1692,28 @@ fn refused(v: &Value) -> bool {
     }
 }
 
+/// The placement a stream entry holds, if it is one.
+fn placement_of(entry: &StreamId) -> Option<Placement> {
+    match parse_event(entry)? {
+        RemoteEvent::Pixel {
+            seq,
+            x,
+            y,
+            color,
+            name,
+            unix_ms,
+        } => Some(Placement {
+            seq,
+            unix_ms,
+            x,
+            y,
+            color,
+            name,
+        }),
+        _ => None,
+    }
+}
+
 /// Turns one stream entry into an event.
 fn parse_event(entry: &StreamId) -> Option<RemoteEvent> {
     let field = |k: &str| entry.get::<String>(k);
@@ -1666,6 +1893,7 @@ mod tests {
             stream_len: 1,
             lease: std::time::Duration::from_secs(1),
             wait_replicas: 0,
+            archive: None,
         };
         assert!(!format!("{config:?}").contains("s3cret"));
     }

@@ -37,6 +37,7 @@ mod tests;
 
 use super::broadcast::{BroadcastLimits, BroadcastRing};
 use super::canvas::{Canvas, History, PixelMeta};
+use super::cluster::archiver::Archiver;
 use super::cluster::{Cluster, Loaded};
 use super::fanout::Fanout;
 use super::outbox::{Outbox, Outgoing, SharedSnapshot};
@@ -217,6 +218,9 @@ pub(crate) struct Hub {
     history_reads: tokio::sync::Semaphore,
     /// What `/metrics` counts on the hot path.
     counters: super::metrics::Counters,
+    /// Cluster mode with `--archive`: keeps the history archive from the
+    /// stream.
+    archiver: Option<Arc<Archiver>>,
 }
 
 /// A command being handled; see [`Hub::start`].
@@ -259,9 +263,15 @@ impl Hub {
     }
 
     /// A hub whose canvas lives in a Redis cluster, starting from `loaded`.
-    pub fn open_clustered(config: &HubConfig, cluster: Arc<Cluster>, loaded: Loaded) -> Self {
+    /// `archiver` keeps the history archive from the stream (`--archive`).
+    pub fn open_clustered(
+        config: &HubConfig,
+        cluster: Arc<Cluster>,
+        loaded: Loaded,
+        archiver: Option<Arc<Archiver>>,
+    ) -> Self {
         let ring = Arc::new(BroadcastRing::new(config.broadcast));
-        let hub = Self::assemble(
+        let mut hub = Self::assemble(
             config,
             ring,
             Backend::Cluster(cluster),
@@ -269,6 +279,7 @@ impl Hub {
             loaded.recent,
         );
         hub.lock().roster = roster_of(loaded.users);
+        hub.archiver = archiver;
         hub
     }
 
@@ -308,6 +319,7 @@ impl Hub {
             presence_threshold: config.presence_threshold,
             history_reads: tokio::sync::Semaphore::new(1),
             counters: Default::default(),
+            archiver: None,
         }
     }
 
@@ -434,8 +446,9 @@ impl Hub {
                 counted(self.rollback(session, name, minutes).await)
             }));
         }
-        if let (Command::WhoseLast { x, y, n }, Backend::Memory | Backend::Journal(_)) =
-            (&cmd, &self.backend)
+        if let (Command::WhoseLast { x, y, n }, Backend::Memory | Backend::Journal(_), _)
+        | (Command::WhoseLast { x, y, n }, Backend::Cluster(_), Some(_)) =
+            (&cmd, &self.backend, &self.archiver)
         {
             let (x, y, n) = (*x, *y, *n);
             return Handling::Later(Box::pin(async move {
@@ -494,15 +507,15 @@ impl Hub {
             // history is not kept.
             Command::WhoseLast { .. } => Err(WireError::new(
                 ErrorCode::Unavailable,
-                "WHOSE with a count needs the placement history, which a cluster does not keep",
+                "WHOSE with a count needs the placement history, which this server of the cluster does not keep (start it with --archive)",
             )),
-            // Standalone it is handled in `start`; in a cluster it is not
-            // available.
+            // Handled in `start` standalone, in `handle_remote` in a
+            // cluster.
             Command::Rollback { .. } => {
                 admin(session)?;
                 Err(WireError::new(
                     ErrorCode::Unavailable,
-                    "ROLLBACK and FILL are not available in a cluster",
+                    "ROLLBACK is not available here",
                 ))
             }
             Command::Unban { name } => self.unban(session, &name),
@@ -777,6 +790,12 @@ impl Hub {
     pub fn close(&self) {
         if let Some(journal) = self.journal() {
             journal.close();
+        }
+        if let Some(archiver) = &self.archiver
+            && let Err(e) = archiver.flush(true)
+        {
+            // The stream still holds them: the next start reads them again.
+            tracing::error!(error = %format!("{e:#}"), "writing the last of the history archive failed");
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) enum Task {
     /// Renews the lease, reaps the servers whose lease ran out, takes
     /// names back.
     ClusterKeepAlive,
+    /// Writes the history archive kept from the stream (`--archive`).
+    ClusterArchive,
     /// Sends a crowd's periodic `PRESENCE` events.
     Presence,
     /// The operators' HTTP listener (`--http`). Not restarted: it owns its

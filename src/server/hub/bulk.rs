@@ -18,7 +18,8 @@ use std::time::Duration;
 use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
 use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
 use crate::server::canvas::{BLANK_COLOR, Canvas};
-use crate::server::storage::archive::{self, History};
+use crate::server::cluster::Cluster;
+use crate::server::storage::archive::{self, History, Placement};
 
 /// Pixels one `FILL` or `ROLLBACK` may place: they are placed in one step
 /// under the hub lock and go out as one burst of events, which this keeps
@@ -27,8 +28,15 @@ use crate::server::storage::archive::{self, History};
 pub const MAX_BULK: usize = 65_536;
 
 /// How long a `ROLLBACK` waits for the journal to have written what it
-/// saw in memory.
+/// saw in memory (in a cluster: for the replica to have applied what Redis
+/// had).
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Stream entries a cluster `ROLLBACK` reads from Redis at a time.
+const STREAM_PAGE: usize = 10_000;
+/// Pages it reads at most: more than the stream holds (100,000 entries,
+/// and a few bulk changes beyond while Redis trims lazily).
+const MAX_STREAM_PAGES: usize = 64;
 
 /// A pixel to put back: where, what colour, and the seq of the last
 /// placement there when it was planned.
@@ -49,6 +57,23 @@ pub(crate) struct RollbackPlan {
     pub unknown: usize,
 }
 
+/// The pixels whose last placement is by `key` (lower-cased) at or after
+/// `cutoff_ms`, with that placement's seq: what a rollback would restore.
+fn held_cells(canvas: &Canvas, key: &str, cutoff_ms: u64) -> HashMap<(u16, u16), u64> {
+    let mut open = HashMap::new();
+    for y in 0..canvas.height() {
+        for x in 0..canvas.width() {
+            if let Some(m) = canvas.whose(x, y)
+                && m.unix_ms >= cutoff_ms
+                && m.name.eq_ignore_ascii_case(key)
+            {
+                open.insert((x, y), m.seq);
+            }
+        }
+    }
+    open
+}
+
 /// Plans a rollback of `key`'s (lower-cased) placements at or after
 /// `cutoff_ms` on `canvas`, from `history` (every placement up to at least
 /// the canvas's seq).
@@ -58,19 +83,8 @@ pub(crate) fn plan_rollback(
     key: &str,
     cutoff_ms: u64,
 ) -> RollbackPlan {
-    // Cells the user still holds, by index: the seq of that placement.
-    let w = canvas.width();
-    let mut open: HashMap<(u16, u16), u64> = HashMap::new();
-    for y in 0..canvas.height() {
-        for x in 0..w {
-            if let Some(m) = canvas.whose(x, y)
-                && m.unix_ms >= cutoff_ms
-                && m.name.eq_ignore_ascii_case(key)
-            {
-                open.insert((x, y), m.seq);
-            }
-        }
-    }
+    // Cells the user still holds: the seq of that placement.
+    let mut open = held_cells(canvas, key, cutoff_ms);
     let mut plan = RollbackPlan::default();
     let mut expected: HashMap<(u16, u16), u64> = open.clone();
     let seq = canvas.seq();
@@ -119,21 +133,75 @@ pub(crate) fn plan_rollback(
     plan
 }
 
+/// A rectangle's top left and bottom right corners, inclusive: x1, y1,
+/// x2, y2.
+pub(crate) type Corners = (u16, u16, u16, u16);
+
+/// A `FILL`'s rectangle checked against `canvas`: its corners in order
+/// (top left, bottom right), its colour and its area, at most
+/// [`MAX_BULK`].
+pub(super) fn fill_rect(
+    canvas: &Canvas,
+    (x1, y1, x2, y2): (u32, u32, u32, u32),
+    color: u32,
+) -> Result<(Corners, u8, usize), WireError> {
+    let (x1, y1, color) = canvas.check(x1, y1, color)?;
+    let (x2, y2) = canvas.check_xy(x2, y2)?;
+    let (xa, xb) = (x1.min(x2), x1.max(x2));
+    let (ya, yb) = (y1.min(y2), y1.max(y2));
+    let area = (usize::from(xb - xa) + 1) * (usize::from(yb - ya) + 1);
+    if area > MAX_BULK {
+        return Err(WireError::new(
+            ErrorCode::OutOfRange,
+            format!("FILL covers at most {MAX_BULK} pixels; that rectangle has {area}"),
+        ));
+    }
+    Ok(((xa, ya, xb, yb), color, area))
+}
+
 impl Hub {
     fn bulk_allowed(&self, session: &Session) -> Result<(), WireError> {
         admin(session)?;
         if matches!(self.backend, Backend::Cluster(_)) {
             return Err(WireError::new(
                 ErrorCode::Unavailable,
-                "ROLLBACK and FILL are not available in a cluster",
+                "ROLLBACK is not available in a cluster",
             ));
         }
         Ok(())
     }
 
+    /// `FILL` in a cluster: one script in Redis places the whole rectangle
+    /// (see [`Cluster::fill`]); every server, this one included, gets its
+    /// pixels from the stream. The reply keeps its place among the
+    /// admin's replies meanwhile, as a `SET`'s does.
+    pub(super) fn fill_cluster(
+        &self,
+        cluster: &Cluster,
+        session: &Session,
+        corners: (u32, u32, u32, u32),
+        color: u32,
+    ) -> Result<After, WireError> {
+        admin(session)?;
+        let (rect, color, area) = fill_rect(&self.lock().world.canvas, corners, color)?;
+        let name = Self::bulk_author(session);
+        let (xa, ya, xb, yb) = rect;
+        tracing::info!(admin = %name, xa, ya, xb, yb, color, "fill");
+        let last = cluster.fill(&name, rect, color, unix_ms(), MAX_BULK);
+        self.reply_later(session, async move {
+            let seq = last.await?;
+            Ok(Reply::Bulk {
+                placed: area as u32,
+                seq,
+                more: 0,
+            })
+        });
+        Ok(After::Continue)
+    }
+
     /// The name bulk placements are made under: the admin's own, or
     /// `admin` for an admin that has not joined.
-    fn bulk_author(session: &Session) -> Arc<str> {
+    pub(super) fn bulk_author(session: &Session) -> Arc<str> {
         session.name.clone().unwrap_or_else(|| Arc::from("admin"))
     }
 
@@ -141,22 +209,12 @@ impl Hub {
     pub(super) fn fill(
         &self,
         session: &Session,
-        (x1, y1, x2, y2): (u32, u32, u32, u32),
+        corners: (u32, u32, u32, u32),
         color: u32,
     ) -> Result<After, WireError> {
         self.bulk_allowed(session)?;
         let mut st = self.lock();
-        let (x1, y1, color) = st.world.canvas.check(x1, y1, color)?;
-        let (x2, y2) = st.world.canvas.check_xy(x2, y2)?;
-        let (xa, xb) = (x1.min(x2), x1.max(x2));
-        let (ya, yb) = (y1.min(y2), y1.max(y2));
-        let area = (usize::from(xb - xa) + 1) * (usize::from(yb - ya) + 1);
-        if area > MAX_BULK {
-            return Err(WireError::new(
-                ErrorCode::OutOfRange,
-                format!("FILL covers at most {MAX_BULK} pixels; that rectangle has {area}"),
-            ));
-        }
+        let ((xa, ya, xb, yb), color, area) = fill_rect(&st.world.canvas, corners, color)?;
         self.writable()?;
         let name = Self::bulk_author(session);
         tracing::info!(admin = %name, xa, ya, xb, yb, color, "fill");
@@ -191,6 +249,142 @@ impl Hub {
         Ok(After::Continue)
     }
 
+    /// `ROLLBACK name [minutes]` in a cluster: planned, by the same rule as
+    /// standalone, from a copy of this server's replica and the placements
+    /// the Redis stream still holds (read back from the newest only as far
+    /// as the pixels to restore need); applied by one script in Redis that
+    /// places each pixel only where its last placement is still the one
+    /// planned ([`Cluster::restore`]). What the stream no longer holds is
+    /// read from this server's archive, if it keeps one (`--archive`);
+    /// pixels whose colour before lies beyond both are left as they are.
+    pub(super) async fn rollback_cluster(
+        &self,
+        cluster: &Cluster,
+        session: &Session,
+        name: String,
+        minutes: u32,
+    ) -> Result<After, WireError> {
+        admin(session)?;
+        validate_name(&name)?;
+        let key = name.to_ascii_lowercase();
+        let cutoff = match minutes {
+            0 => 0,
+            m => unix_ms().saturating_sub(u64::from(m) * 60_000),
+        };
+        let _permit = self
+            .history_reads
+            .acquire()
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let started = std::time::Instant::now();
+        // Plan from everything Redis had when the rollback came, not from
+        // a replica still applying the latest placements (the griefer's
+        // last ones, perhaps).
+        let target = cluster.probe().await?.seq;
+        let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
+        while self.lock().world.canvas.seq() < target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "this server is still applying the latest placements from the cluster; try again shortly",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let canvas = Arc::new(self.lock().world.canvas.clone());
+        let (copy, k) = (canvas.clone(), key.clone());
+        let mut open = tokio::task::spawn_blocking(move || held_cells(&copy, &k, cutoff))
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+        // Newest first, as read.
+        let mut read: Vec<Placement> = Vec::new();
+        let mut before: Option<String> = None;
+        for _ in 0..MAX_STREAM_PAGES {
+            if open.is_empty() {
+                break;
+            }
+            let (page, next) = cluster
+                .placements_before(before.as_deref(), STREAM_PAGE)
+                .await?;
+            for p in &page {
+                // The colour before the user's run at that pixel is found.
+                if p.seq <= canvas.seq()
+                    && !(p.unix_ms >= cutoff && p.name.eq_ignore_ascii_case(&key))
+                {
+                    open.remove(&(p.x, p.y));
+                }
+            }
+            read.extend(page);
+            match next {
+                Some(id) => before = Some(id),
+                None => break,
+            }
+        }
+        read.reverse();
+        // What the stream no longer holds, from this server's archive
+        // (`--archive`), if it keeps one.
+        if let Some(archiver) = self.archiver.clone().filter(|_| !open.is_empty()) {
+            let oldest = read.first().map_or(u64::MAX, |p| p.seq);
+            let older = tokio::task::spawn_blocking(move || archiver.history_before(oldest))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| format!("{e:#}")))
+                .map_err(|why| {
+                    tracing::error!(error = %why, "rollback could not read the archive");
+                    WireError::new(
+                        ErrorCode::Unavailable,
+                        format!("the history could not be read: {why}"),
+                    )
+                })?;
+            read.splice(0..0, older);
+        }
+        let history = History {
+            canvas_id: canvas.id(),
+            width: canvas.width(),
+            height: canvas.height(),
+            placements: read,
+            seq: canvas.seq(),
+        };
+        let plan =
+            tokio::task::spawn_blocking(move || plan_rollback(&canvas, &history, &key, cutoff))
+                .await
+                .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+        let mut todo: Vec<(u16, u16, u8, u64)> = {
+            let st = self.lock();
+            plan.restore
+                .iter()
+                .filter(|r| {
+                    st.world
+                        .canvas
+                        .whose(r.x, r.y)
+                        .is_some_and(|m| m.seq == r.expect_seq)
+                })
+                .map(|r| (r.x, r.y, r.color, r.expect_seq))
+                .collect()
+        };
+        let more = todo.len().saturating_sub(MAX_BULK) as u32;
+        todo.truncate(MAX_BULK);
+        let author = Self::bulk_author(session);
+        let restored = cluster.restore(&author, &todo, unix_ms());
+        let done = self.reply_later(session, async move {
+            let (placed, seq) = restored.await?;
+            tracing::info!(
+                admin = %author,
+                target = %name,
+                minutes,
+                placed,
+                more,
+                unknown = plan.unknown,
+                ms = started.elapsed().as_millis() as u64,
+                "rollback"
+            );
+            Ok(Reply::Bulk { placed, seq, more })
+        });
+        // The next rollback plans from what this one placed.
+        let _ = done.await;
+        Ok(After::Continue)
+    }
+
     fn history_dir(&self) -> Result<PathBuf, WireError> {
         match &self.backend {
             Backend::Journal(j) => Ok(j.dir().to_path_buf()),
@@ -220,8 +414,16 @@ impl Hub {
                 format!("n must be 1-{MAX_WHOSE_LAST}"),
             ));
         }
-        let dir = match &self.backend {
-            Backend::Journal(j) => j.dir().to_path_buf(),
+        // In a cluster with `--archive`, the newest placements may still
+        // wait in memory for their segment: they come first.
+        let pending = self
+            .archiver
+            .as_ref()
+            .map(|a| a.pending_at((x, y), n as usize))
+            .unwrap_or_default();
+        let dir = match (&self.backend, &self.archiver) {
+            (Backend::Journal(j), _) => j.dir().to_path_buf(),
+            (Backend::Cluster(_), Some(a)) => a.dir().to_path_buf(),
             _ => {
                 return Err(WireError::new(
                     ErrorCode::Unavailable,
@@ -246,8 +448,11 @@ impl Hub {
                 format!("the history could not be read: {why}"),
             )
         })?;
-        let list = list
+        let oldest = pending.last().map_or(u64::MAX, |p| p.seq);
+        let list = pending
             .into_iter()
+            .chain(list.into_iter().filter(|p| p.seq < oldest))
+            .take(n as usize)
             .map(|p| PastPlacement {
                 name: p.name.to_string(),
                 unix_ms: p.unix_ms,

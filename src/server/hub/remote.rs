@@ -17,6 +17,7 @@ use crate::protocol::{
 use crate::server::canvas::History;
 use crate::server::cluster::{Cluster, Loaded, RemoteEvent, Retake};
 use crate::server::outbox::{Deferred, Outbox, Outgoing};
+use crate::server::storage::archive::Placement;
 
 /// How long a JOIN waits for its event to come back from the stream.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
@@ -81,6 +82,17 @@ impl Hub {
                     .await?
             }
             Command::Unban { name } => self.unban_cluster(cluster, session, name).await?,
+            Command::Fill {
+                x1,
+                y1,
+                x2,
+                y2,
+                color,
+            } => self.fill_cluster(cluster, session, (x1, y1, x2, y2), color)?,
+            Command::Rollback { name, minutes } => {
+                self.rollback_cluster(cluster, session, name, minutes)
+                    .await?
+            }
             Command::BanAddress { name } => {
                 admin(session)?;
                 validate_name(&name)?;
@@ -106,7 +118,7 @@ impl Hub {
     /// Queues a reply that `answer` will provide, and sends it (and what
     /// follows it) once it has. `answer` runs as its own task, so the reply
     /// is filled in even if the caller stops waiting; the handle says when.
-    fn reply_later(
+    pub(super) fn reply_later(
         &self,
         session: &Session,
         answer: impl std::future::Future<Output = Result<Reply, WireError>> + Send + 'static,
@@ -271,9 +283,22 @@ impl Hub {
                     y,
                     color,
                     unix_ms,
-                    name,
+                    name: name.clone(),
                 };
-                return self.commit(&mut st, change, None).is_ok();
+                if self.commit(&mut st, change, None).is_err() {
+                    return false;
+                }
+                if let Some(archiver) = &self.archiver {
+                    archiver.push(Placement {
+                        seq,
+                        unix_ms,
+                        x,
+                        y,
+                        color,
+                        name,
+                    });
+                }
+                return true;
             }
             RemoteEvent::Msg(line) => {
                 return self.commit(&mut st, Change::Chat(line), None).is_ok();
@@ -483,6 +508,9 @@ impl Hub {
     /// Replaces the replica with `loaded` and sends every client of this
     /// server away to reconnect: what they hold may not match any more.
     fn reset(&self, loaded: Loaded) {
+        if let Some(archiver) = &self.archiver {
+            archiver.reloaded(loaded.world.canvas.id(), loaded.world.canvas.seq());
+        }
         let mut st = self.lock();
         let State {
             world,

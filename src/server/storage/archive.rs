@@ -551,6 +551,22 @@ pub struct History {
 }
 
 impl History {
+    /// The seqs missing from the placements held, as inclusive ranges:
+    /// before the first one (when it is not seq 1) and between any two
+    /// that do not follow each other (what a cluster server's archive
+    /// could not read from the stream).
+    pub fn gaps(&self) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut next = 1;
+        for p in &self.placements {
+            if p.seq > next {
+                gaps.push((next, p.seq - 1));
+            }
+            next = p.seq + 1;
+        }
+        gaps
+    }
+
     /// True when the placements start at seq 1 with no gap, so the canvas
     /// at any seq can be replayed from a blank one.
     pub fn complete(&self) -> bool {
@@ -574,20 +590,28 @@ pub fn read_history(data_dir: &Path) -> anyhow::Result<History> {
             state.canvas.height(),
             state.canvas.seq(),
         ),
-        _ => {
-            let h = ins
-                .journals
-                .iter()
-                .find_map(|j| j.scan.header.filter(|h| h.size.is_some()))
-                .with_context(|| {
+        _ => match ins
+            .journals
+            .iter()
+            .find_map(|j| j.scan.header.filter(|h| h.size.is_some()))
+        {
+            Some(h) => {
+                let (w, hh) = h.size.unwrap_or((1, 1));
+                (h.canvas_id, w, hh, h.seq)
+            }
+            // Only an archive: a cluster server's (`--archive`), whose
+            // canvas lives in Redis. The newest segment names the canvas.
+            None => {
+                let newest = list(data_dir)?.pop().with_context(|| {
                     format!(
-                        "{}: no readable canvas.snap or journal; is this a pixchat data directory?",
+                        "{}: no readable canvas.snap, journal or archive; is this a pixchat data directory?",
                         data_dir.display()
                     )
                 })?;
-            let (w, hh) = h.size.unwrap_or((1, 1));
-            (h.canvas_id, w, hh, h.seq)
-        }
+                let (h, _) = read_segment(&newest)?;
+                (h.canvas_id, h.width, h.height, h.last)
+            }
+        },
     };
     let mut journal = Vec::new();
     for j in &ins.journals {
@@ -681,6 +705,25 @@ mod tests {
             color: (seq % 16) as u8,
             name: Arc::from(name),
         }
+    }
+
+    #[test]
+    fn gaps_are_the_seqs_missing_from_1_on() {
+        let history = |seqs: &[u64]| History {
+            canvas_id: 1,
+            width: 64,
+            height: 64,
+            placements: seqs.iter().map(|&s| p(s, 0, 0, "al")).collect(),
+            seq: seqs.last().copied().unwrap_or(0),
+        };
+        assert_eq!(history(&[]).gaps(), []);
+        assert_eq!(history(&[1, 2, 3]).gaps(), []);
+        assert_eq!(
+            history(&[3, 4, 8, 9, 11]).gaps(),
+            [(1, 2), (5, 7), (10, 10)]
+        );
+        assert!(history(&[1, 2, 3]).complete());
+        assert!(!history(&[2, 3]).complete());
     }
 
     #[test]

@@ -480,7 +480,7 @@ pub(crate) struct Recovered {
 }
 
 /// Takes the directory's lock, or says who holds it.
-fn lock(dir: &Path) -> anyhow::Result<File> {
+pub(crate) fn lock(dir: &Path) -> anyhow::Result<File> {
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
