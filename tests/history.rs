@@ -737,3 +737,119 @@ async fn pixchat_admin_rolls_back_and_fills_from_the_shell() {
     assert!(!ok);
     assert!(stderr.contains("forbidden"), "{stderr}");
 }
+
+/// Retention by size trims the archive; the base canvas it keeps lets
+/// pictures of any seq still held be replayed, and the CSV says where it
+/// starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_archive_still_exports_pictures_of_every_seq_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |dir: &Path| {
+        let mut cfg = config(dir, 2_000);
+        if let Some(s) = cfg.storage.as_mut() {
+            // A few segments of 2,000 random placements.
+            s.retention = pixchat::server::storage::archive::Retention::Bytes(8_000);
+        }
+        cfg
+    };
+    let server = common::start_server(cfg(dir.path())).await;
+    let tasks: Vec<_> = ["al", "bob"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| tokio::spawn(draw(server.addr, name.to_string(), 15_000, i as u64 * 31)))
+        .collect();
+    let mut placed = Vec::new();
+    for t in tasks {
+        placed.extend(t.await.unwrap());
+    }
+    server.stop().await;
+    let server = common::start_server(cfg(dir.path())).await;
+    placed.extend(draw(server.addr, "cy".into(), 500, 7).await);
+    let (_, rows) = TextClient::connect(server.addr).await.canvas().await;
+    let live: Vec<u8> = rows.concat();
+    server.stop().await;
+    placed.sort_by_key(|p| p.seq);
+    let total = placed.len() as u64;
+    assert_eq!(total, 30_500);
+    assert_eq!(replay(&placed, total), live);
+    let (bytes, segments) = archive_bytes(dir.path());
+    assert!(bytes <= 8_000 + 12_000, "retention keeps {bytes} bytes");
+    assert!(segments >= 1);
+
+    let data = dir.path().to_str().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let csv = out.join("all.csv");
+    let lapse = out.join("lapse.gif");
+    let every = 1_000u64;
+    let o = export(&[
+        "--data-dir",
+        data,
+        "--csv",
+        csv.to_str().unwrap(),
+        "--timelapse",
+        lapse.to_str().unwrap(),
+        "--every",
+        &every.to_string(),
+    ]);
+    // The CSV holds the newest placements, exactly; stderr says from where.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    let held = rows.len() as u64;
+    assert!(
+        held < total - 15_000,
+        "retention removed old placements ({held} held)"
+    );
+    let first = total - held + 1;
+    for (row, p) in rows.iter().zip(&placed[first as usize - 1..]) {
+        let want = format!(",{},{},\"{},{}\"", p.name, hex(p.color), p.x, p.y);
+        assert!(row.ends_with(&want), "seq {}: {row}", p.seq);
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("complete from seq {first}")), "{err}");
+    // The timelapse: a frame every 1,000 placements held, one for the
+    // rest; the last is the canvas.
+    let (frames, last) = gif_frames(&lapse);
+    assert_eq!(frames, held / every + u64::from(!held.is_multiple_of(every)));
+    assert_eq!(last, live, "the last frame is the canvas");
+
+    // The canvas at the first state held (the base), a little after it,
+    // and near the end: each the canvas replayed to that seq.
+    for k in [first - 1, first + 123, total - 77] {
+        let png = out.join(format!("at-{k}.png"));
+        export(&[
+            "--data-dir",
+            data,
+            "--png",
+            png.to_str().unwrap(),
+            "--at",
+            &k.to_string(),
+        ]);
+        let (w, h, pixels) = pixchat::image::read_png(&std::fs::read(&png).unwrap()).unwrap();
+        assert_eq!((w, h), (64, 64));
+        assert_eq!(pixels, replay(&placed, k), "the canvas at seq {k}");
+    }
+    // Before the base: refused, with the reason.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
+        .args(["export", "--data-dir", data, "--at", "10", "--png"])
+        .arg(out.join("old.png"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--history-retention"), "{err}");
+}
+
+/// The number of frames of a GIF file and its last frame (palette
+/// indexes).
+fn gif_frames(path: &Path) -> (u64, Vec<u8>) {
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    let mut dec = opts.read_info(std::fs::File::open(path).unwrap()).unwrap();
+    let (mut frames, mut last) = (0, Vec::new());
+    while let Some(frame) = dec.read_next_frame().unwrap() {
+        frames += 1;
+        last = frame.buffer.to_vec();
+    }
+    (frames, last)
+}

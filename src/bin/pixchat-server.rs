@@ -288,12 +288,21 @@ fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let history = export::read(&args.data_dir)?;
     println!(
-        "read {} placements (seq {}-{}) in {:.2} s",
-        history.placements.len(),
-        history.placements.first().map_or(0, |p| p.seq),
-        history.placements.last().map_or(0, |p| p.seq),
+        "found {} placements (seq {}-{}) in {:.2} s",
+        history.len(),
+        history.first_seq().unwrap_or(0),
+        history.last_seq(),
         started.elapsed().as_secs_f64()
     );
+    // Say where a trimmed history starts, so nobody takes a partial CSV
+    // for the whole story.
+    if let Some(first) = history.first_seq().filter(|&f| f > 1) {
+        eprintln!(
+            "note: the history held starts at seq {first}: placements 1-{} were removed by \
+             --history-retention (or predate the archive); the CSV is complete from seq {first}",
+            first - 1
+        );
+    }
     if let Some(path) = &args.csv {
         let t = std::time::Instant::now();
         let f =

@@ -11,14 +11,15 @@
 //! keeps their pixel).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
 use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
-use crate::server::canvas::{BLANK_COLOR, Canvas};
-use crate::server::storage::archive::{self, History};
+use crate::server::canvas::Canvas;
+use crate::server::storage::archive::{self, Base, History, Placement};
 
 /// Pixels one `FILL` or `ROLLBACK` may place: they are placed in one step
 /// under the hub lock and go out as one burst of events, which this keeps
@@ -50,19 +51,22 @@ pub(crate) struct RollbackPlan {
 }
 
 /// Plans a rollback of `key`'s (lower-cased) placements at or after
-/// `cutoff_ms` on `canvas`, from `history` (every placement up to at least
-/// the canvas's seq).
+/// `cutoff_ms` on `canvas`. `newest_first` calls its argument with the
+/// placements held (up to at least the canvas's seq), newest first, until
+/// it breaks; `origin` is the canvas those placements start from (the
+/// blank canvas, or the archive's base after retention), if known. The
+/// history is read only as far back as a pixel still needs it.
 pub(crate) fn plan_rollback(
     canvas: &Canvas,
-    history: &History,
     key: &str,
     cutoff_ms: u64,
-) -> RollbackPlan {
-    // Cells the user still holds, by index: the seq of that placement.
-    let w = canvas.width();
+    origin: Option<&Base>,
+    newest_first: impl FnOnce(&mut dyn FnMut(&Placement) -> ControlFlow<()>) -> anyhow::Result<()>,
+) -> anyhow::Result<RollbackPlan> {
+    // Cells the user still holds: the seq of that placement.
     let mut open: HashMap<(u16, u16), u64> = HashMap::new();
     for y in 0..canvas.height() {
-        for x in 0..w {
+        for x in 0..canvas.width() {
             if let Some(m) = canvas.whose(x, y)
                 && m.unix_ms >= cutoff_ms
                 && m.name.eq_ignore_ascii_case(key)
@@ -72,22 +76,21 @@ pub(crate) fn plan_rollback(
         }
     }
     let mut plan = RollbackPlan::default();
-    let mut expected: HashMap<(u16, u16), u64> = open.clone();
     let seq = canvas.seq();
-    for p in history.placements.iter().rev() {
+    // The next seq going down, while the placements seen have no gap.
+    let mut expect = Some(seq);
+    newest_first(&mut |p| {
         if open.is_empty() {
-            break;
+            return ControlFlow::Break(());
         }
         if p.seq > seq {
-            continue;
+            return ControlFlow::Continue(());
         }
+        expect = expect.filter(|&e| e == p.seq).map(|e| e - 1);
         let at = (p.x, p.y);
-        if !open.contains_key(&at) {
-            continue;
-        }
-        if p.unix_ms >= cutoff_ms && p.name.eq_ignore_ascii_case(key) {
-            // Still the user's run of placements at this pixel.
-            continue;
+        if !open.contains_key(&at) || (p.unix_ms >= cutoff_ms && p.name.eq_ignore_ascii_case(key)) {
+            // Not a pixel to restore, or still the user's run there.
+            return ControlFlow::Continue(());
         }
         let expect_seq = open.remove(&at).unwrap_or_default();
         plan.restore.push(Restore {
@@ -96,27 +99,30 @@ pub(crate) fn plan_rollback(
             color: p.color,
             expect_seq,
         });
-        expected.remove(&at);
-    }
-    // Nobody placed before the user's run there: the canvas's blank
-    // colour, if the history goes back to the first placement.
-    let complete = history.complete();
-    for ((x, y), expect_seq) in expected {
-        if complete {
-            plan.restore.push(Restore {
+        if open.is_empty() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    // Nobody placed before the user's run there since the origin: its
+    // colour, if the placements held reach back to it without a gap.
+    let origin = origin.filter(|o| expect == Some(o.seq));
+    for ((x, y), expect_seq) in open {
+        match origin {
+            Some(o) => plan.restore.push(Restore {
                 x,
                 y,
-                color: BLANK_COLOR,
+                color: o.color(x, y),
                 expect_seq,
-            });
-        } else {
-            plan.unknown += 1;
+            }),
+            None => plan.unknown += 1,
         }
     }
     // In the order the user placed them, so a capped rollback undoes the
     // oldest damage first and a rerun continues with the rest.
     plan.restore.sort_by_key(|r| r.expect_seq);
-    plan
+    Ok(plan)
 }
 
 impl Hub {
@@ -288,15 +294,16 @@ impl Hub {
             // The journal may still be writing the latest placements the
             // copy holds: wait until the files have them.
             let history = loop {
-                let h = archive::read_history(&dir).map_err(|e| format!("{e:#}"))?;
-                if h.placements.last().map_or(0, |p| p.seq) >= seq
-                    || std::time::Instant::now() >= deadline
-                {
+                let h = History::open(&dir).map_err(|e| format!("{e:#}"))?;
+                if h.last_seq() >= seq || std::time::Instant::now() >= deadline {
                     break h;
                 }
                 std::thread::sleep(Duration::from_millis(5));
             };
-            Ok::<_, String>(plan_rollback(&canvas, &history, &key, cutoff))
+            plan_rollback(&canvas, &key, cutoff, history.base.as_ref(), |f| {
+                history.for_each_rev(f)
+            })
+            .map_err(|e| format!("{e:#}"))
         })
         .await
         .map_err(|e| e.to_string())
@@ -364,5 +371,87 @@ impl Hub {
             "rollback"
         );
         Ok(After::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A canvas after `ps` (seqs from 1), and the placements as the
+    /// history holds them.
+    fn history(ps: &[(u16, u16, u8, &str)]) -> (Canvas, Vec<Placement>) {
+        let mut canvas = Canvas::new(1, 8, 8).unwrap();
+        let mut held = Vec::new();
+        for (i, &(x, y, color, name)) in ps.iter().enumerate() {
+            let name: Arc<str> = Arc::from(name);
+            let seq = canvas.apply(x, y, color, &name, 1000 + i as u64);
+            held.push(Placement {
+                seq,
+                unix_ms: 1000 + i as u64,
+                x,
+                y,
+                color,
+                name,
+            });
+        }
+        (canvas, held)
+    }
+
+    #[test]
+    fn a_trimmed_history_takes_the_colour_before_it_from_its_base() {
+        // al paints (0,0) and (1,0); then mallory paints over both and
+        // over blank (2,0); bob paints elsewhere.
+        let (canvas, held) = history(&[
+            (0, 0, 5, "al"),
+            (1, 0, 6, "al"),
+            (0, 0, 9, "mallory"),
+            (1, 0, 9, "mallory"),
+            (2, 0, 9, "mallory"),
+            (3, 3, 2, "bob"),
+        ]);
+        // The history now held starts after seq 2: al's placements are in
+        // the base only.
+        let mut base = Base::blank(1, (8, 8));
+        held[..2].iter().for_each(|p| base.apply(p));
+        let kept = &held[2..];
+        let seen = std::cell::Cell::new(0);
+        let newest_first = |f: &mut dyn FnMut(&Placement) -> ControlFlow<()>| {
+            for p in kept.iter().rev() {
+                seen.set(seen.get() + 1);
+                if f(p).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let plan = plan_rollback(&canvas, "Mallory", 0, Some(&base), newest_first).unwrap();
+        let got: Vec<_> = plan.restore.iter().map(|r| (r.x, r.y, r.color)).collect();
+        assert_eq!(got, [(0, 0, 5), (1, 0, 6), (2, 0, 0)]);
+        assert_eq!(plan.unknown, 0);
+        // Without a base the colours before the history are unknown.
+        let plan = plan_rollback(&canvas, "mallory", 0, None, newest_first).unwrap();
+        assert_eq!((plan.restore.len(), plan.unknown), (0, 3));
+        // Only as far back as needed: bob's pixel resolved, nothing older
+        // is read once every pixel is.
+        let (canvas, held) = history(&[
+            (4, 4, 1, "al"),
+            (0, 0, 5, "al"),
+            (0, 0, 9, "mallory"),
+            (3, 3, 2, "bob"),
+        ]);
+        seen.set(0);
+        let plan = plan_rollback(&canvas, "mallory", 0, None, |f| {
+            for p in held.iter().rev() {
+                seen.set(seen.get() + 1);
+                if f(p).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(plan.restore.len(), 1);
+        assert_eq!(seen.get(), 3, "al's first placement is never read");
     }
 }
