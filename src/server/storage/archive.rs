@@ -800,19 +800,28 @@ impl History {
     /// archives a journal before it removes it, so nothing falls between
     /// the two reads.
     pub fn open(data_dir: &Path) -> anyhow::Result<History> {
-        let ins = super::recovery::inspect(data_dir)?;
-        let (canvas_id, width, height, seq) = match &ins.snapshot {
-            super::recovery::SnapshotFile::Ok { state, .. } => (
-                state.canvas.id(),
-                state.canvas.width(),
-                state.canvas.height(),
-                state.canvas.seq(),
-            ),
-            _ => {
-                let h = ins
-                    .journals
+        // The journals whole (one compaction's worth at most), the
+        // snapshot only for its header: decoding a large canvas's every
+        // cell would cost more memory than the rest of an export.
+        let mut scans = Vec::new();
+        for name in [super::LOG, super::LOG_NEW] {
+            match fs::read(data_dir.join(name)) {
+                Ok(bytes) => scans.push(format::scan_log(&bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("read {name}")),
+            }
+        }
+        let mut head = Vec::with_capacity(64);
+        if let Ok(f) = File::open(data_dir.join(super::SNAP)) {
+            io::Read::read_to_end(&mut io::Read::take(f, 64), &mut head)
+                .context("read canvas.snap")?;
+        }
+        let (canvas_id, width, height, seq) = match format::snapshot_header(&head) {
+            Some(h) => h,
+            None => {
+                let h = scans
                     .iter()
-                    .find_map(|j| j.scan.header.filter(|h| h.size.is_some()))
+                    .find_map(|s| s.header.filter(|h| h.size.is_some()))
                     .with_context(|| {
                         format!(
                             "{}: no readable canvas.snap or journal; is this a pixchat data directory?",
@@ -823,13 +832,12 @@ impl History {
                 (h.canvas_id, w, hh, h.seq)
             }
         };
-        let mut journal: Vec<Placement> = ins
-            .journals
+        let mut journal: Vec<Placement> = scans
             .iter()
-            .flat_map(|j| j.scan.records.iter())
+            .flat_map(|s| s.records.iter())
             .filter_map(|(_, r)| Placement::of_record(r))
             .collect();
-        drop(ins);
+        drop(scans);
         let base = read_base(data_dir)?;
         if let Some(b) = &base
             && (b.canvas_id, b.width, b.height) != (canvas_id, width, height)
