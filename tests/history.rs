@@ -810,7 +810,10 @@ async fn a_trimmed_archive_still_exports_pictures_of_every_seq_it_holds() {
     // The timelapse: a frame every 1,000 placements held, one for the
     // rest; the last is the canvas.
     let (frames, last) = gif_frames(&lapse);
-    assert_eq!(frames, held / every + u64::from(!held.is_multiple_of(every)));
+    assert_eq!(
+        frames,
+        held / every + u64::from(!held.is_multiple_of(every))
+    );
     assert_eq!(last, live, "the last frame is the canvas");
 
     // The canvas at the first state held (the base), a little after it,
@@ -852,4 +855,86 @@ fn gif_frames(path: &Path) -> (u64, Vec<u8>) {
         last = frame.buffer.to_vec();
     }
     (frames, last)
+}
+
+/// A `--memory` server keeps its recent placements for `ROLLBACK` and
+/// `WHOSE x y n`: a griefer is undone as on a durable server.
+#[tokio::test]
+async fn a_memory_server_rolls_back_and_lists_a_pixels_past() {
+    let server = common::start_memory(pixchat::Config {
+        admin_password: Some("boss".into()),
+        ..Default::default()
+    })
+    .await;
+    let mut alice = TextClient::joined(server.addr, "alice").await;
+    let mut grief = TextClient::joined(server.addr, "griefer").await;
+    let mut carol = TextClient::joined(server.addr, "carol").await;
+    set_all(&mut alice, &[(1, 1, 5), (2, 1, 6), (1, 1, 7)]).await;
+    set_all(&mut grief, &[(1, 1, 3), (2, 1, 3), (3, 1, 3), (1, 1, 4)]).await;
+    set_all(&mut carol, &[(2, 1, 9)]).await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH boss").await, "OK");
+    // (1,1) back to alice's 7, (3,1) back to blank; carol's (2,1) stays.
+    assert_eq!(admin.cmd("ROLLBACK griefer 60").await, "OK 2 10 0");
+    let (_, rows) = admin.canvas().await;
+    assert_eq!(&rows[1][..5], &[0, 7, 9, 0, 0]);
+    let whose = admin.cmd("WHOSE 1 1 10").await;
+    let fields: Vec<&str> = whose.split(' ').collect();
+    assert_eq!(fields[..2], ["OK", "5"], "{whose}");
+    let list: Vec<(&str, &str, &str)> = fields[2..].chunks(4).map(|c| (c[0], c[2], c[3])).collect();
+    assert_eq!(
+        list,
+        [
+            ("admin", "10", "7"),
+            ("griefer", "7", "4"),
+            ("griefer", "4", "3"),
+            ("alice", "3", "7"),
+            ("alice", "1", "5"),
+        ]
+    );
+    server.stop().await;
+}
+
+/// Beyond the ring's reach (`--memory-history`) the colour before the
+/// griefer is unknown: those pixels are left as they are, as on a trimmed
+/// archive; pixels within it are restored.
+#[tokio::test]
+async fn a_memory_servers_history_reaches_back_only_as_far_as_its_ring() {
+    let server = common::start_memory(pixchat::Config {
+        admin_password: Some("boss".into()),
+        // The ring keeps the block of 4,096 placements being filled.
+        memory_history: 1,
+        ..Default::default()
+    })
+    .await;
+    let mut al = TextClient::joined(server.addr, "al").await;
+    set_all(&mut al, &[(0, 0, 5)]).await;
+    // Seqs 2-4096 elsewhere: the first block fills and is dropped.
+    let mut filler = TextClient::joined(server.addr, "filler").await;
+    let mut batch = String::new();
+    for i in 0..4095u32 {
+        batch.push_str(&format!(
+            "SET {} {} {}\n",
+            i % 63 + 1,
+            (i / 63) % 63 + 1,
+            i % 16
+        ));
+    }
+    filler.send_raw(batch.as_bytes()).await;
+    for _ in 0..4095 {
+        assert!(filler.reply().await.starts_with("OK "));
+    }
+    set_all(&mut filler, &[(2, 0, 7)]).await;
+    let mut grief = TextClient::joined(server.addr, "griefer").await;
+    set_all(&mut grief, &[(0, 0, 3), (2, 0, 3), (3, 0, 3)]).await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH boss").await, "OK");
+    // Only (2,0) is known: filler's 7.
+    assert_eq!(admin.cmd("ROLLBACK griefer").await, "OK 1 4101 0");
+    let (_, rows) = admin.canvas().await;
+    assert_eq!(&rows[0][..4], &[3, 0, 7, 3]);
+    // al's placement at (0,0) is past the ring's reach.
+    let whose = admin.cmd("WHOSE 0 0 5").await;
+    assert!(whose.starts_with("OK 1 griefer "), "{whose}");
+    server.stop().await;
 }

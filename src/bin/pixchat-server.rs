@@ -65,6 +65,10 @@ struct Cli {
     /// Keep nothing on disk: the canvas lives only as long as the process.
     #[arg(long, conflicts_with = "data_dir")]
     memory: bool,
+    /// With --memory: recent placements kept for ROLLBACK and `WHOSE x y
+    /// n` (17 bytes each, allocated as placements happen; 0 = none).
+    #[arg(long, default_value_t = pixchat::DEFAULT_MEMORY_HISTORY, value_name = "N")]
+    memory_history: usize,
     /// When accepted pixels are forced to disk before their `OK`.
     /// (always: fsync as soon as records arrive; batch: one fsync for
     /// everything accepted within 2 ms; never: leave it to the OS.)
@@ -455,6 +459,7 @@ async fn main() -> anyhow::Result<()> {
         height: cli.height,
         max_clients: cli.max_clients,
         history: cli.history,
+        memory_history: cli.memory_history,
         cluster: cli.redis.clone().map(|url| ClusterConfig {
             url,
             prefix: cli.redis_prefix.clone(),

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
+use super::recent::RecentView;
+use super::{After, Backend, Change, Hub, Session, State, admin, unix_ms};
 use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
 use crate::server::canvas::Canvas;
 use crate::server::storage::archive::{self, Base, History, Placement};
@@ -125,6 +126,14 @@ pub(crate) fn plan_rollback(
     Ok(plan)
 }
 
+/// Where a history read comes from.
+enum Source {
+    /// The data directory's archive and journal.
+    Disk(PathBuf),
+    /// A `--memory` server's recent placements.
+    Memory(RecentView),
+}
+
 impl Hub {
     fn bulk_allowed(&self, session: &Session) -> Result<(), WireError> {
         admin(session)?;
@@ -197,12 +206,19 @@ impl Hub {
         Ok(After::Continue)
     }
 
-    fn history_dir(&self) -> Result<PathBuf, WireError> {
-        match &self.backend {
-            Backend::Journal(j) => Ok(j.dir().to_path_buf()),
+    /// Where `what` reads the placement history from: the data
+    /// directory, or (with `--memory`) a view of the recent placements
+    /// taken under `st`'s lock, so it matches the canvas there.
+    fn history_source(&self, st: &State, what: &str) -> Result<Source, WireError> {
+        match (&self.backend, &st.recent) {
+            (Backend::Journal(j), _) => Ok(Source::Disk(j.dir().to_path_buf())),
+            (Backend::Memory, Some(recent)) => Ok(Source::Memory(recent.view())),
             _ => Err(WireError::new(
                 ErrorCode::Unavailable,
-                "ROLLBACK needs the placement history, which a server started with --memory does not keep",
+                format!(
+                    "{what} needs the placement history, which this server does not keep \
+                     (--memory with --memory-history 0)"
+                ),
             )),
         }
     }
@@ -226,22 +242,17 @@ impl Hub {
                 format!("n must be 1-{MAX_WHOSE_LAST}"),
             ));
         }
-        let dir = match &self.backend {
-            Backend::Journal(j) => j.dir().to_path_buf(),
-            _ => {
-                return Err(WireError::new(
-                    ErrorCode::Unavailable,
-                    "WHOSE with a count needs the placement history, which a server started with --memory does not keep",
-                ));
-            }
-        };
+        self.history_source(&self.lock(), "WHOSE with a count")?;
         let _permit = self
             .history_reads
             .acquire()
             .await
             .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
-        let list = tokio::task::spawn_blocking(move || {
-            archive::recent_at(&dir, (x, y), n as usize, MAX_SEGMENTS).map_err(|e| format!("{e:#}"))
+        let source = self.history_source(&self.lock(), "WHOSE with a count")?;
+        let list = tokio::task::spawn_blocking(move || match source {
+            Source::Disk(dir) => archive::recent_at(&dir, (x, y), n as usize, MAX_SEGMENTS)
+                .map_err(|e| format!("{e:#}")),
+            Source::Memory(view) => Ok(view.at((x, y), n as usize)),
         })
         .await
         .map_err(|e| e.to_string())
@@ -274,7 +285,7 @@ impl Hub {
     ) -> Result<After, WireError> {
         self.bulk_allowed(session)?;
         validate_name(&name)?;
-        let dir = self.history_dir()?;
+        self.history_source(&self.lock(), "ROLLBACK")?;
         self.writable()?;
         let key = name.to_ascii_lowercase();
         let cutoff = match minutes {
@@ -286,9 +297,29 @@ impl Hub {
             .acquire()
             .await
             .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
-        let canvas = self.lock().world.canvas.clone();
+        let (canvas, source) = {
+            let st = self.lock();
+            (
+                st.world.canvas.clone(),
+                self.history_source(&st, "ROLLBACK")?,
+            )
+        };
         let started = std::time::Instant::now();
         let plan = tokio::task::spawn_blocking(move || {
+            let dir = match source {
+                Source::Disk(dir) => dir,
+                Source::Memory(view) => {
+                    // The blank canvas is where the ring starts while it
+                    // still holds every placement.
+                    let origin = (view.origin_seq() == 0)
+                        .then(|| Base::blank(canvas.id(), (canvas.width(), canvas.height())));
+                    return plan_rollback(&canvas, &key, cutoff, origin.as_ref(), |f| {
+                        view.for_each_rev(f);
+                        Ok(())
+                    })
+                    .map_err(|e| format!("{e:#}"));
+                }
+            };
             let seq = canvas.seq();
             let deadline = std::time::Instant::now() + DURABLE_WAIT;
             // The journal may still be writing the latest placements the
