@@ -263,6 +263,15 @@ struct ExportArgs {
     /// CSV: the last placement, a seq or a time.
     #[arg(long, value_name = "SEQ|TIME", requires = "csv")]
     to: Option<pixchat::server::export::Point>,
+    /// CSV: write each user as a keyed hash (hex SHA-256 of a salt and
+    /// the lower-cased name) instead of the name, like r/place's hashed
+    /// user ids; the same user has the same hash throughout the file.
+    #[arg(long, requires = "csv")]
+    anonymize: bool,
+    /// --anonymize: the salt (any text), to get the same hashes as an
+    /// earlier export [default: a random one, printed on stderr].
+    #[arg(long, value_name = "TEXT", requires = "anonymize")]
+    salt: Option<String>,
     /// Write the canvas as an indexed PNG.
     #[arg(long, value_name = "FILE")]
     png: Option<PathBuf>,
@@ -311,7 +320,22 @@ fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         let t = std::time::Instant::now();
         let f =
             std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let rows = export::csv(&history, f, args.from, args.to)?;
+        let users = match (args.anonymize, &args.salt) {
+            (false, _) => export::Users::Clear,
+            (true, Some(salt)) => export::Users::Hashed {
+                salt: salt.as_bytes().to_vec(),
+            },
+            (true, None) => {
+                let salt = export::Users::random_salt();
+                eprintln!(
+                    "users anonymized with the salt {salt} (--salt {salt} gives the same hashes)"
+                );
+                export::Users::Hashed {
+                    salt: salt.into_bytes(),
+                }
+            }
+        };
+        let rows = export::csv(&history, f, args.from, args.to, &users)?;
         println!(
             "{}: {rows} placements in {:.2} s",
             path.display(),

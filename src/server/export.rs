@@ -5,10 +5,12 @@
 //! without taking the directory's lock, so a running server's directory
 //! can be exported.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -100,22 +102,63 @@ pub fn hex_color(color: u8) -> String {
     format!("#{r:02X}{g:02X}{b:02X}")
 }
 
+/// How the CSV's `user` column is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Users {
+    /// The name in clear (pixchat names are public on the wire).
+    Clear,
+    /// SHA-256 of the salt then the lower-cased name (names are unique
+    /// ignoring case), in hex: one user keeps one value through an export
+    /// made with one salt, and nobody without the salt can test a guessed
+    /// name against it.
+    Hashed {
+        /// The key.
+        salt: Vec<u8>,
+    },
+}
+
+impl Users {
+    /// A random salt: 32 random bytes in hex, used as text like a
+    /// `--salt` given, so printing it lets the export be repeated with
+    /// the same hashes.
+    pub fn random_salt() -> String {
+        let salt: [u8; 32] = rand::random();
+        salt.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The `user` value of `name`.
+    pub fn user(&self, name: &str) -> String {
+        match self {
+            Users::Clear => name.to_string(),
+            Users::Hashed { salt } => {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(salt);
+                h.update(name.to_ascii_lowercase().as_bytes());
+                h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            }
+        }
+    }
+}
+
 /// Writes the placements between `from` and `to` (inclusive) as CSV with
 /// r/place 2022's columns: `timestamp,user,pixel_color,coordinate`, as
-/// they are read (one segment in memory at a time). The user is the name
-/// in clear (pixchat names are public on the wire). Returns how many rows
-/// were written.
+/// they are read (one segment in memory at a time), the user as `users`
+/// says. Returns how many rows were written.
 pub fn csv(
     history: &History,
     out: impl Write,
     from: Option<Point>,
     to: Option<Point>,
+    users: &Users,
 ) -> anyhow::Result<u64> {
     let mut w = csv::Writer::from_writer(BufWriter::new(out));
     w.write_record(["timestamp", "user", "pixel_color", "coordinate"])?;
     let bar = progress(history.len(), "csv");
     let mut rows = 0;
     let mut seen = 0u64;
+    // One hash per author, not per row.
+    let mut names: HashMap<Arc<str>, String> = HashMap::new();
     history.for_each(|p| {
         seen += 1;
         if seen.is_multiple_of(65_536) {
@@ -129,7 +172,10 @@ pub fn csv(
         }
         w.write_record([
             timestamp(p.unix_ms),
-            p.name.to_string(),
+            names
+                .entry(p.name.clone())
+                .or_insert_with(|| users.user(&p.name))
+                .clone(),
             hex_color(p.color),
             format!("{},{}", p.x, p.y),
         ])?;
@@ -336,4 +382,23 @@ pub fn timelapse(
 /// Opens a data directory's history, with a message that says which.
 pub fn read(data_dir: &Path) -> anyhow::Result<History> {
     History::open(data_dir).with_context(|| format!("read the history of {}", data_dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hashed_user_is_sha256_of_the_salt_then_the_lower_cased_name() {
+        let users = Users::Hashed {
+            salt: b"pepper".to_vec(),
+        };
+        // Python: hashlib.sha256(b"pepperalice").hexdigest()
+        let want = "b1b68da447843a6519d8dd7a9c13c90aa1148805cbe55810f86712e6c294ff36";
+        assert_eq!(users.user("alice"), want);
+        assert_eq!(users.user("Alice"), want, "names are unique ignoring case");
+        assert_eq!(Users::Clear.user("Alice"), "Alice");
+        assert_eq!(Users::random_salt().len(), 64);
+        assert_ne!(Users::random_salt(), Users::random_salt());
+    }
 }
