@@ -324,17 +324,30 @@ impl Hub {
             let deadline = std::time::Instant::now() + DURABLE_WAIT;
             // The journal may still be writing the latest placements the
             // copy holds: wait until the files have them.
-            let history = loop {
+            let open = || loop {
                 let h = History::open(&dir).map_err(|e| format!("{e:#}"))?;
                 if h.last_seq() >= seq || std::time::Instant::now() >= deadline {
-                    break h;
+                    break Ok::<_, String>(h);
                 }
                 std::thread::sleep(Duration::from_millis(5));
             };
-            plan_rollback(&canvas, &key, cutoff, history.base.as_ref(), |f| {
-                history.for_each_rev(f)
-            })
-            .map_err(|e| format!("{e:#}"))
+            // Retention may remove the oldest segments (after writing the
+            // base that replaces them) while they are being read: read
+            // again from the new state, a few times at most.
+            let mut tries = 3;
+            loop {
+                let history = open()?;
+                match plan_rollback(&canvas, &key, cutoff, history.base.as_ref(), |f| {
+                    history.for_each_rev(f)
+                }) {
+                    Ok(plan) => break Ok(plan),
+                    Err(e) if tries > 1 => {
+                        tracing::warn!(error = %format!("{e:#}"), "rollback reads the history again");
+                        tries -= 1;
+                    }
+                    Err(e) => break Err(format!("{e:#}")),
+                }
+            }
         })
         .await
         .map_err(|e| e.to_string())
