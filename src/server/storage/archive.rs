@@ -975,7 +975,17 @@ impl History {
     }
 
     fn read(&self, seg: &Segment) -> anyhow::Result<Vec<Placement>> {
-        let (h, ps) = read_segment(seg)?;
+        let (h, ps) = read_segment(seg).map_err(|e| {
+            if seg.path.exists() {
+                e
+            } else {
+                anyhow::anyhow!(
+                    "archive segment {} was removed (by --history-retention, after it kept a newer base canvas) \
+                     while the history was read: read it again",
+                    seg.path.display()
+                )
+            }
+        })?;
         if h.canvas_id != self.canvas_id {
             bail!(
                 "archive segment {} belongs to canvas {:016x}, the data directory holds {:016x}",
