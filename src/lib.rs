@@ -38,6 +38,9 @@ pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 pub const DEFAULT_SEND_BUFFER: usize = 256 * 1024;
 /// Pixel events kept for `SYNC` when no size is given.
 pub const DEFAULT_HISTORY: usize = 100_000;
+/// Placements a `--memory` server keeps for `ROLLBACK` and `WHOSE x y n`
+/// when no count is given (17 bytes each, allocated as they happen).
+pub const DEFAULT_MEMORY_HISTORY: usize = 1_000_000;
 /// Where `pixchat-server` keeps the canvas when no `--data-dir` is given.
 pub const DEFAULT_DATA_DIR: &str = "./pixchat-data";
 /// Journal records that trigger a compaction into a new snapshot.

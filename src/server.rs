@@ -61,6 +61,9 @@ pub struct Config {
     pub max_clients: usize,
     /// Pixel events kept for `SYNC`.
     pub history: usize,
+    /// Without `storage`: recent placements kept in memory for `ROLLBACK`
+    /// and `WHOSE x y n` (0: none, both are then unavailable).
+    pub memory_history: usize,
     /// Broadcast window; a client further behind is disconnected.
     pub broadcast: BroadcastLimits,
     /// Kernel send buffer per connection (`SO_SNDBUF`), which bounds what a
@@ -196,6 +199,7 @@ impl Default for Config {
             height: None,
             max_clients: crate::DEFAULT_MAX_CLIENTS,
             history: crate::DEFAULT_HISTORY,
+            memory_history: crate::DEFAULT_MEMORY_HISTORY,
             broadcast: BroadcastLimits::default(),
             send_buffer: Some(crate::DEFAULT_SEND_BUFFER),
             storage: None,
@@ -289,6 +293,7 @@ pub async fn run_with(
         size,
         default_size: (crate::DEFAULT_WIDTH, crate::DEFAULT_HEIGHT),
         history: config.history,
+        memory_history: config.memory_history,
         broadcast: config.broadcast,
         storage: config.storage.clone(),
         cooldown: config.limits.cooldown,

@@ -737,3 +737,335 @@ async fn pixchat_admin_rolls_back_and_fills_from_the_shell() {
     assert!(!ok);
     assert!(stderr.contains("forbidden"), "{stderr}");
 }
+
+/// Retention by size trims the archive; the base canvas it keeps lets
+/// pictures of any seq still held be replayed, and the CSV says where it
+/// starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_archive_still_exports_pictures_of_every_seq_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |dir: &Path| {
+        let mut cfg = config(dir, 2_000);
+        if let Some(s) = cfg.storage.as_mut() {
+            // A few segments of 2,000 random placements.
+            s.retention = pixchat::server::storage::archive::Retention::Bytes(8_000);
+        }
+        cfg
+    };
+    let server = common::start_server(cfg(dir.path())).await;
+    let tasks: Vec<_> = ["al", "bob"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| tokio::spawn(draw(server.addr, name.to_string(), 15_000, i as u64 * 31)))
+        .collect();
+    let mut placed = Vec::new();
+    for t in tasks {
+        placed.extend(t.await.unwrap());
+    }
+    server.stop().await;
+    let server = common::start_server(cfg(dir.path())).await;
+    placed.extend(draw(server.addr, "cy".into(), 500, 7).await);
+    let (_, rows) = TextClient::connect(server.addr).await.canvas().await;
+    let live: Vec<u8> = rows.concat();
+    server.stop().await;
+    placed.sort_by_key(|p| p.seq);
+    let total = placed.len() as u64;
+    assert_eq!(total, 30_500);
+    assert_eq!(replay(&placed, total), live);
+    let (bytes, segments) = archive_bytes(dir.path());
+    // Retention never removes the newest segment.
+    assert!(
+        bytes <= 8_000 || segments == 1,
+        "retention keeps {bytes} bytes in {segments} segments"
+    );
+
+    let data = dir.path().to_str().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let csv = out.join("all.csv");
+    let lapse = out.join("lapse.gif");
+    let every = 1_000u64;
+    let o = export(&[
+        "--data-dir",
+        data,
+        "--csv",
+        csv.to_str().unwrap(),
+        "--timelapse",
+        lapse.to_str().unwrap(),
+        "--every",
+        &every.to_string(),
+    ]);
+    // The CSV holds the newest placements, exactly; stderr says from where.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    let held = rows.len() as u64;
+    assert!(
+        held <= total - 1_000,
+        "retention removed old placements ({held} held)"
+    );
+    let first = total - held + 1;
+    for (row, p) in rows.iter().zip(&placed[first as usize - 1..]) {
+        let want = format!(",{},{},\"{},{}\"", p.name, hex(p.color), p.x, p.y);
+        assert!(row.ends_with(&want), "seq {}: {row}", p.seq);
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("complete from seq {first}")), "{err}");
+    // The timelapse: a frame every 1,000 placements held, one for the
+    // rest; the last is the canvas.
+    let (frames, last) = gif_frames(&lapse);
+    assert_eq!(
+        frames,
+        held / every + u64::from(!held.is_multiple_of(every))
+    );
+    assert_eq!(last, live, "the last frame is the canvas");
+
+    // The canvas at the first state held (the base), a little after it,
+    // and near the end: each the canvas replayed to that seq.
+    for k in [first - 1, first + 123, total - 77] {
+        let png = out.join(format!("at-{k}.png"));
+        export(&[
+            "--data-dir",
+            data,
+            "--png",
+            png.to_str().unwrap(),
+            "--at",
+            &k.to_string(),
+        ]);
+        let (w, h, pixels) = pixchat::image::read_png(&std::fs::read(&png).unwrap()).unwrap();
+        assert_eq!((w, h), (64, 64));
+        assert_eq!(pixels, replay(&placed, k), "the canvas at seq {k}");
+    }
+    // Before the base: refused, with the reason.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pixchat-server"))
+        .args(["export", "--data-dir", data, "--at", "10", "--png"])
+        .arg(out.join("old.png"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--history-retention"), "{err}");
+}
+
+/// The number of frames of a GIF file and its last frame (palette
+/// indexes).
+fn gif_frames(path: &Path) -> (u64, Vec<u8>) {
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    let mut dec = opts.read_info(std::fs::File::open(path).unwrap()).unwrap();
+    let (mut frames, mut last) = (0, Vec::new());
+    while let Some(frame) = dec.read_next_frame().unwrap() {
+        frames += 1;
+        last = frame.buffer.to_vec();
+    }
+    (frames, last)
+}
+
+/// A `--memory` server keeps its recent placements for `ROLLBACK` and
+/// `WHOSE x y n`: a griefer is undone as on a durable server.
+#[tokio::test]
+async fn a_memory_server_rolls_back_and_lists_a_pixels_past() {
+    let server = common::start_memory(pixchat::Config {
+        admin_password: Some("boss".into()),
+        ..Default::default()
+    })
+    .await;
+    let mut alice = TextClient::joined(server.addr, "alice").await;
+    let mut grief = TextClient::joined(server.addr, "griefer").await;
+    let mut carol = TextClient::joined(server.addr, "carol").await;
+    set_all(&mut alice, &[(1, 1, 5), (2, 1, 6), (1, 1, 7)]).await;
+    set_all(&mut grief, &[(1, 1, 3), (2, 1, 3), (3, 1, 3), (1, 1, 4)]).await;
+    set_all(&mut carol, &[(2, 1, 9)]).await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH boss").await, "OK");
+    // (1,1) back to alice's 7, (3,1) back to blank; carol's (2,1) stays.
+    assert_eq!(admin.cmd("ROLLBACK griefer 60").await, "OK 2 10 0");
+    let (_, rows) = admin.canvas().await;
+    assert_eq!(&rows[1][..5], &[0, 7, 9, 0, 0]);
+    let whose = admin.cmd("WHOSE 1 1 10").await;
+    let fields: Vec<&str> = whose.split(' ').collect();
+    assert_eq!(fields[..2], ["OK", "5"], "{whose}");
+    let list: Vec<(&str, &str, &str)> = fields[2..].chunks(4).map(|c| (c[0], c[2], c[3])).collect();
+    assert_eq!(
+        list,
+        [
+            ("admin", "10", "7"),
+            ("griefer", "7", "4"),
+            ("griefer", "4", "3"),
+            ("alice", "3", "7"),
+            ("alice", "1", "5"),
+        ]
+    );
+    server.stop().await;
+}
+
+/// Beyond the ring's reach (`--memory-history`) the colour before the
+/// griefer is unknown: those pixels are left as they are, as on a trimmed
+/// archive; pixels within it are restored.
+#[tokio::test]
+async fn a_memory_servers_history_reaches_back_only_as_far_as_its_ring() {
+    let server = common::start_memory(pixchat::Config {
+        admin_password: Some("boss".into()),
+        // The ring keeps the block of 4,096 placements being filled.
+        memory_history: 1,
+        ..Default::default()
+    })
+    .await;
+    let mut al = TextClient::joined(server.addr, "al").await;
+    set_all(&mut al, &[(0, 0, 5)]).await;
+    // Seqs 2-4096 elsewhere: the first block fills and is dropped.
+    let mut filler = TextClient::joined(server.addr, "filler").await;
+    let mut batch = String::new();
+    for i in 0..4095u32 {
+        batch.push_str(&format!(
+            "SET {} {} {}\n",
+            i % 63 + 1,
+            (i / 63) % 63 + 1,
+            i % 16
+        ));
+    }
+    filler.send_raw(batch.as_bytes()).await;
+    for _ in 0..4095 {
+        assert!(filler.reply().await.starts_with("OK "));
+    }
+    set_all(&mut filler, &[(2, 0, 7)]).await;
+    let mut grief = TextClient::joined(server.addr, "griefer").await;
+    set_all(&mut grief, &[(0, 0, 3), (2, 0, 3), (3, 0, 3)]).await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH boss").await, "OK");
+    // Only (2,0) is known: filler's 7.
+    assert_eq!(admin.cmd("ROLLBACK griefer").await, "OK 1 4101 0");
+    let (_, rows) = admin.canvas().await;
+    assert_eq!(&rows[0][..4], &[3, 0, 7, 3]);
+    // al's placement at (0,0) is past the ring's reach.
+    let whose = admin.cmd("WHOSE 0 0 5").await;
+    assert!(whose.starts_with("OK 1 griefer "), "{whose}");
+    server.stop().await;
+}
+
+/// `--anonymize`: each user becomes a keyed hash, the same one throughout
+/// the file and again with the same `--salt`, another with another salt;
+/// no name is left.
+#[tokio::test]
+async fn an_anonymized_csv_hashes_each_user_stably_with_its_salt() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(config(dir.path(), 1000)).await;
+    let mut al = TextClient::joined(server.addr, "alice").await;
+    let mut bob = TextClient::joined(server.addr, "Bob").await;
+    set_all(&mut al, &[(1, 1, 5), (2, 2, 6)]).await;
+    set_all(&mut bob, &[(3, 3, 7)]).await;
+    set_all(&mut al, &[(4, 4, 8)]).await;
+    server.stop().await;
+    let data = dir.path().to_str().unwrap();
+    let run = |name: &str, salt: Option<&str>| {
+        let path = dir.path().join(name);
+        let mut args = vec![
+            "--data-dir",
+            data,
+            "--csv",
+            path.to_str().unwrap(),
+            "--anonymize",
+        ];
+        if let Some(s) = salt {
+            args.extend(["--salt", s]);
+        }
+        let out = export(&args);
+        let users: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap().to_string())
+            .collect();
+        (users, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (a, _) = run("a.csv", Some("pepper"));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a[0], a[1]);
+    assert_eq!(a[0], a[3], "alice has one hash throughout");
+    assert_ne!(a[0], a[2], "bob has another");
+    for u in &a {
+        assert_eq!(u.len(), 64, "{u}");
+        assert!(u.bytes().all(|b| b.is_ascii_hexdigit()), "{u}");
+    }
+    let (again, _) = run("b.csv", Some("pepper"));
+    assert_eq!(again, a, "the same salt gives the same hashes");
+    let (other, _) = run("c.csv", Some("salt"));
+    assert_ne!(other[0], a[0]);
+    assert_eq!(other[0], other[3]);
+    // Without --salt a random one is printed; giving it back repeats the
+    // export exactly.
+    let (random, err) = run("d.csv", None);
+    let salt = err
+        .split("--salt ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no salt printed: {err}"))
+        .to_string();
+    let (repeat, _) = run("e.csv", Some(&salt));
+    assert_eq!(repeat, random);
+    assert_ne!(random, a);
+    // The name in clear without --anonymize.
+    let clear = dir.path().join("clear.csv");
+    export(&["--data-dir", data, "--csv", clear.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&clear).unwrap();
+    assert!(text.contains(",alice,") && text.contains(",Bob,"), "{text}");
+}
+
+/// A rollback on an archive trimmed by retention: the colours from before
+/// the griefer are in the base canvas only, and come back from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_on_a_trimmed_archive_takes_the_colours_from_its_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 500);
+    if let Some(s) = cfg.storage.as_mut() {
+        s.retention = pixchat::server::storage::archive::Retention::Bytes(2_000);
+    }
+    let server = common::start_server(cfg).await;
+    let mut alice = TextClient::joined(server.addr, "alice").await;
+    let shape: Vec<(u16, u16, u8)> = (0..10u16)
+        .flat_map(|x| [(x, 0, 5), (x, 1, (x % 15 + 1) as u8)])
+        .collect();
+    set_all(&mut alice, &shape).await;
+    // Placements below the shape, 1,000 at a time, until retention has
+    // removed the oldest segments (alice's among them) and kept a base
+    // canvas (compactions run in the background: bounded, 30 rounds).
+    let mut filler = TextClient::joined(server.addr, "filler").await;
+    let base_kept = || {
+        std::fs::read_dir(dir.path().join("archive"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().extension().is_some_and(|x| x == "pxb"))
+            })
+            .unwrap_or(false)
+    };
+    for round in 0..30u32 {
+        if base_kept() {
+            break;
+        }
+        let mut batch = String::new();
+        for i in 0..1_000u32 {
+            let k = round * 1_000 + i;
+            batch.push_str(&format!(
+                "SET {} {} {}\n",
+                k % 64,
+                10 + (k / 64) % 54,
+                k % 16
+            ));
+        }
+        filler.send_raw(batch.as_bytes()).await;
+        for _ in 0..1_000 {
+            assert!(filler.reply().await.starts_with("OK "));
+        }
+    }
+    assert!(base_kept(), "retention kept a base canvas");
+    let (_, before) = alice.canvas().await;
+    let mut grief = TextClient::joined(server.addr, "griefer").await;
+    let damage: Vec<(u16, u16, u8)> = shape.iter().map(|&(x, y, _)| (x, y, 3)).collect();
+    set_all(&mut grief, &damage).await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH boss").await, "OK");
+    let reply = admin.cmd("ROLLBACK griefer").await;
+    assert!(reply.starts_with("OK 20 "), "{reply}");
+    let (_, after) = admin.canvas().await;
+    assert_eq!(after, before, "alice's shape is back from the base canvas");
+    server.stop().await;
+}

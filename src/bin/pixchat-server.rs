@@ -66,6 +66,10 @@ struct Cli {
     /// Keep nothing on disk: the canvas lives only as long as the process.
     #[arg(long, conflicts_with = "data_dir")]
     memory: bool,
+    /// With --memory: recent placements kept for ROLLBACK and `WHOSE x y
+    /// n` (17 bytes each, allocated as placements happen; 0 = none).
+    #[arg(long, default_value_t = pixchat::DEFAULT_MEMORY_HISTORY, value_name = "N")]
+    memory_history: usize,
     /// When accepted pixels are forced to disk before their `OK`.
     /// (always: fsync as soon as records arrive; batch: one fsync for
     /// everything accepted within 2 ms; never: leave it to the OS.)
@@ -265,6 +269,15 @@ struct ExportArgs {
     /// CSV: the last placement, a seq or a time.
     #[arg(long, value_name = "SEQ|TIME", requires = "csv")]
     to: Option<pixchat::server::export::Point>,
+    /// CSV: write each user as a keyed hash (hex SHA-256 of a salt and
+    /// the lower-cased name) instead of the name, like r/place's hashed
+    /// user ids; the same user has the same hash throughout the file.
+    #[arg(long, requires = "csv")]
+    anonymize: bool,
+    /// --anonymize: the salt (any text), to get the same hashes as an
+    /// earlier export [default: a random one, printed on stderr].
+    #[arg(long, value_name = "TEXT", requires = "anonymize")]
+    salt: Option<String>,
     /// Write the canvas as an indexed PNG.
     #[arg(long, value_name = "FILE")]
     png: Option<PathBuf>,
@@ -294,13 +307,24 @@ fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let history = export::read(&args.data_dir)?;
     println!(
-        "read {} placements (seq {}-{}) in {:.2} s",
-        history.placements.len(),
-        history.placements.first().map_or(0, |p| p.seq),
-        history.placements.last().map_or(0, |p| p.seq),
+        "found {} placements (seq {}-{}) in {:.2} s",
+        history.len(),
+        history.first_seq().unwrap_or(0),
+        history.last_seq(),
         started.elapsed().as_secs_f64()
     );
-    let gaps = history.gaps();
+    // Say where a trimmed history starts, so nobody takes a partial CSV
+    // for the whole story.
+    if let Some(first) = history.first_seq().filter(|&f| f > 1) {
+        eprintln!(
+            "note: the history held starts at seq {first}: placements 1-{} were removed by \
+             --history-retention (or predate the archive); the CSV is complete from seq {first}",
+            first - 1
+        );
+    }
+    // And where seqs are missing after it (a cluster server's archive that
+    // the stream had been trimmed past): pictures after a gap lack them.
+    let gaps = history.gaps()?;
     if !gaps.is_empty() {
         let shown: Vec<String> = gaps
             .iter()
@@ -311,14 +335,29 @@ fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         tracing::warn!(
             missing = gaps.iter().map(|(a, b)| b - a + 1).sum::<u64>(),
             seqs = %format!("{}{more}", shown.join(", ")),
-            "the history is not complete (an archive trimmed by --history-retention or started late, or a cluster server's archive that the stream had been trimmed past)"
+            "the history is not complete: a cluster server's archive that the stream had been trimmed past (the CSV lacks these rows, pictures after them lack their pixels)"
         );
     }
     if let Some(path) = &args.csv {
         let t = std::time::Instant::now();
         let f =
             std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let rows = export::csv(&history, f, args.from, args.to)?;
+        let users = match (args.anonymize, &args.salt) {
+            (false, _) => export::Users::Clear,
+            (true, Some(salt)) => export::Users::Hashed {
+                salt: salt.as_bytes().to_vec(),
+            },
+            (true, None) => {
+                let salt = export::Users::random_salt();
+                eprintln!(
+                    "users anonymized with the salt {salt} (--salt {salt} gives the same hashes)"
+                );
+                export::Users::Hashed {
+                    salt: salt.into_bytes(),
+                }
+            }
+        };
+        let rows = export::csv(&history, f, args.from, args.to, &users)?;
         println!(
             "{}: {rows} placements in {:.2} s",
             path.display(),
@@ -466,6 +505,7 @@ async fn main() -> anyhow::Result<()> {
         height: cli.height,
         max_clients: cli.max_clients,
         history: cli.history,
+        memory_history: cli.memory_history,
         cluster: cli.redis.clone().map(|url| ClusterConfig {
             url,
             prefix: cli.redis_prefix.clone(),

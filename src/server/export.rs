@@ -1,18 +1,21 @@
 //! Offline exports of a data directory's history (`pixchat-server
 //! export`): every placement as CSV in r/place 2022's columns, the canvas
 //! at any seq or time as an indexed PNG, and timelapses as GIF or APNG.
-//! They read the archive and the journals ([`archive::read_history`])
+//! They read the archive and the journals ([`History`], a segment at a time)
 //! without taking the directory's lock, so a running server's directory
 //! can be exported.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::storage::archive::{self, History, Placement};
+use super::storage::archive::{Base, History, Placement};
 use crate::image;
 use crate::protocol::PALETTE;
 
@@ -99,74 +102,144 @@ pub fn hex_color(color: u8) -> String {
     format!("#{r:02X}{g:02X}{b:02X}")
 }
 
+/// How the CSV's `user` column is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Users {
+    /// The name in clear (pixchat names are public on the wire).
+    Clear,
+    /// SHA-256 of the salt then the lower-cased name (names are unique
+    /// ignoring case), in hex: one user keeps one value through an export
+    /// made with one salt, and nobody without the salt can test a guessed
+    /// name against it.
+    Hashed {
+        /// The key.
+        salt: Vec<u8>,
+    },
+}
+
+impl Users {
+    /// A random salt: 32 random bytes in hex, used as text like a
+    /// `--salt` given, so printing it lets the export be repeated with
+    /// the same hashes.
+    pub fn random_salt() -> String {
+        let salt: [u8; 32] = rand::random();
+        salt.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The `user` value of `name`.
+    pub fn user(&self, name: &str) -> String {
+        match self {
+            Users::Clear => name.to_string(),
+            Users::Hashed { salt } => {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(salt);
+                h.update(name.to_ascii_lowercase().as_bytes());
+                h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            }
+        }
+    }
+}
+
 /// Writes the placements between `from` and `to` (inclusive) as CSV with
-/// r/place 2022's columns: `timestamp,user,pixel_color,coordinate`. The
-/// user is the name in clear (pixchat names are public on the wire).
-/// Returns how many rows were written.
+/// r/place 2022's columns: `timestamp,user,pixel_color,coordinate`, as
+/// they are read (one segment in memory at a time), the user as `users`
+/// says. Returns how many rows were written.
 pub fn csv(
     history: &History,
     out: impl Write,
     from: Option<Point>,
     to: Option<Point>,
+    users: &Users,
 ) -> anyhow::Result<u64> {
     let mut w = csv::Writer::from_writer(BufWriter::new(out));
     w.write_record(["timestamp", "user", "pixel_color", "coordinate"])?;
-    let bar = progress(history.placements.len() as u64, "csv");
+    let bar = progress(history.len(), "csv");
     let mut rows = 0;
-    for (i, p) in history.placements.iter().enumerate() {
-        if i % 65_536 == 0 {
-            bar.set_position(i as u64);
+    let mut seen = 0u64;
+    // One hash per author, not per row.
+    let mut names: HashMap<Arc<str>, String> = HashMap::new();
+    history.for_each(|p| {
+        seen += 1;
+        if seen.is_multiple_of(65_536) {
+            bar.set_position(seen);
         }
         if from.is_some_and(|f| !f.reached(p)) {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         if to.is_some_and(|t| !t.includes(p)) {
-            break;
+            return Ok(ControlFlow::Break(()));
         }
         w.write_record([
             timestamp(p.unix_ms),
-            p.name.to_string(),
+            names
+                .entry(p.name.clone())
+                .or_insert_with(|| users.user(&p.name))
+                .clone(),
             hex_color(p.color),
             format!("{},{}", p.x, p.y),
         ])?;
         rows += 1;
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     w.flush()?;
     bar.finish_and_clear();
     Ok(rows)
 }
 
-/// Refuses a picture of a history that does not start at the blank
-/// canvas (an archive trimmed by retention, or started on an older data
-/// directory): the canvas before its first placement is unknown.
-fn replayable(history: &History) -> anyhow::Result<()> {
-    if !history.complete() {
-        let first = history.placements.first().map_or(0, |p| p.seq);
+/// The canvas pictures start from: the archive's base (after retention)
+/// or the blank canvas; an error when neither is known (an archive
+/// started on a data directory older than it, then trimmed).
+fn start(history: &History) -> anyhow::Result<Base> {
+    match &history.base {
+        Some(base) => Ok(base.clone()),
+        None => bail!(
+            "the history starts at seq {} and no base canvas is kept for the state before it \
+             (the archive began on an older data directory): no picture can be replayed",
+            history.first_seq().unwrap_or(0)
+        ),
+    }
+}
+
+/// Applies `p` to `canvas`, refusing a gap in the history (a picture
+/// after it would be wrong).
+fn replay_one(canvas: &mut Base, p: &Placement) -> anyhow::Result<()> {
+    if p.seq != canvas.seq + 1 {
         bail!(
-            "the history does not hold every placement from seq 1 (it starts at seq {first}, or has a gap): \
-             the canvas before it is unknown, so no picture can be replayed"
+            "the history has a gap (seq {} follows seq {}): no picture can be replayed past it",
+            p.seq,
+            canvas.seq
         );
     }
+    canvas.apply(p);
     Ok(())
 }
 
 /// The canvas (palette indexes, row by row) after every placement up to
-/// `at` (the end when `None`), and the seq it shows.
+/// `at` (the end when `None`), and the seq it shows. Placements are read
+/// one segment at a time into one canvas.
 pub fn canvas_at(history: &History, at: Option<Point>) -> anyhow::Result<(Vec<u8>, u64)> {
-    replayable(history)?;
-    let w = usize::from(history.width);
-    let mut pixels = vec![0u8; w * usize::from(history.height)];
-    let mut seq = 0;
-    for p in &history.placements {
-        if at.is_some_and(|a| !a.includes(p)) {
-            break;
-        }
-        if let Some(cell) = pixels.get_mut(usize::from(p.y) * w + usize::from(p.x)) {
-            *cell = p.color;
-        }
-        seq = p.seq;
+    let mut canvas = start(history)?;
+    let before = match at {
+        Some(Point::Seq(s)) => s < canvas.seq,
+        Some(Point::Time(t)) => canvas.seq > 0 && t < canvas.unix_ms,
+        None => false,
+    };
+    if before {
+        bail!(
+            "the history held starts after seq {} ({}): older placements were removed by --history-retention",
+            canvas.seq,
+            timestamp(canvas.unix_ms)
+        );
     }
-    Ok((pixels, seq))
+    history.for_each(|p| {
+        if at.is_some_and(|a| !a.includes(p)) {
+            return Ok(ControlFlow::Break(()));
+        }
+        replay_one(&mut canvas, p)?;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok((canvas.pixels, canvas.seq))
 }
 
 /// Writes the canvas at `at` as an indexed PNG; returns the seq it shows.
@@ -208,34 +281,33 @@ impl Animation {
     }
 }
 
-/// The frames of a timelapse: the canvas after every `every` placements,
-/// and after the last one. Calls `frame` with each (and its seq).
+/// The frames of a timelapse: the canvas after every `every` placements
+/// (counted from the first one held), and after the last one. Calls
+/// `frame` with each (and its seq).
 fn frames(
     history: &History,
     every: u64,
     mut frame: impl FnMut(&[u8], u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    replayable(history)?;
+    let mut canvas = start(history)?;
     let every = every.max(1);
-    let w = usize::from(history.width);
-    let mut pixels = vec![0u8; w * usize::from(history.height)];
-    let bar = progress(history.placements.len() as u64, "timelapse");
+    let bar = progress(history.len(), "timelapse");
     let mut count = 0;
-    let mut last_shown = 0;
-    for (i, p) in history.placements.iter().enumerate() {
-        if let Some(cell) = pixels.get_mut(usize::from(p.y) * w + usize::from(p.x)) {
-            *cell = p.color;
-        }
-        if (i as u64 + 1).is_multiple_of(every) {
-            frame(&pixels, p.seq)?;
+    let mut placed = 0u64;
+    let mut last_shown = None;
+    history.for_each(|p| {
+        replay_one(&mut canvas, p)?;
+        placed += 1;
+        if placed.is_multiple_of(every) {
+            frame(&canvas.pixels, p.seq)?;
             count += 1;
-            last_shown = p.seq;
-            bar.set_position(i as u64 + 1);
+            last_shown = Some(p.seq);
+            bar.set_position(placed);
         }
-    }
-    let end = history.placements.last().map_or(0, |p| p.seq);
-    if end != last_shown || count == 0 {
-        frame(&pixels, end)?;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if last_shown != Some(canvas.seq) || count == 0 {
+        frame(&canvas.pixels, canvas.seq)?;
         count += 1;
     }
     bar.finish_and_clear();
@@ -288,7 +360,7 @@ pub fn timelapse(
             Ok(n)
         }
         Animation::Apng => {
-            let n = frame_count(history.placements.len() as u64, every);
+            let n = frame_count(history.len(), every);
             let mut enc = png::Encoder::new(file, sw, sh);
             enc.set_color(png::ColorType::Indexed);
             enc.set_depth(png::BitDepth::Eight);
@@ -307,8 +379,26 @@ pub fn timelapse(
     }
 }
 
-/// Reads a data directory's history, with a message that says which.
+/// Opens a data directory's history, with a message that says which.
 pub fn read(data_dir: &Path) -> anyhow::Result<History> {
-    archive::read_history(data_dir)
-        .with_context(|| format!("read the history of {}", data_dir.display()))
+    History::open(data_dir).with_context(|| format!("read the history of {}", data_dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hashed_user_is_sha256_of_the_salt_then_the_lower_cased_name() {
+        let users = Users::Hashed {
+            salt: b"pepper".to_vec(),
+        };
+        // Python: hashlib.sha256(b"pepperalice").hexdigest()
+        let want = "b1b68da447843a6519d8dd7a9c13c90aa1148805cbe55810f86712e6c294ff36";
+        assert_eq!(users.user("alice"), want);
+        assert_eq!(users.user("Alice"), want, "names are unique ignoring case");
+        assert_eq!(Users::Clear.user("Alice"), "Alice");
+        assert_eq!(Users::random_salt().len(), 64);
+        assert_ne!(Users::random_salt(), Users::random_salt());
+    }
 }

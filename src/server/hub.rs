@@ -31,6 +31,7 @@ pub(crate) mod bulk;
 mod local;
 mod presence;
 mod reads;
+mod recent;
 pub(crate) mod remote;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,8 @@ pub(crate) struct HubConfig {
     pub default_size: (u16, u16),
     /// Pixel events kept for `SYNC`.
     pub history: usize,
+    /// In memory: placements kept for `ROLLBACK` and `WHOSE x y n`.
+    pub memory_history: usize,
     /// Broadcast ring window.
     pub broadcast: BroadcastLimits,
     /// Where the canvas is kept; `None` keeps it in memory only.
@@ -161,6 +164,9 @@ struct State {
     /// What survives restarts: canvas, authorship, recent chat, bans.
     world: World,
     history: History,
+    /// In memory (`--memory`): the recent placements, for `ROLLBACK` and
+    /// `WHOSE x y n`; `None` with a journal or a cluster.
+    recent: Option<recent::Recent>,
     /// This server's joined sessions, by lower-cased name.
     users: BTreeMap<String, User>,
     /// Everyone online (on every server of a cluster), by lower-cased
@@ -296,12 +302,15 @@ impl Hub {
             history.push(pixel);
         }
         let pacers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let recent = (matches!(backend, Backend::Memory) && config.memory_history > 0)
+            .then(|| recent::Recent::new(config.memory_history));
         Self {
             backend,
             fanout: Arc::new(Fanout::new(ring.clone(), pacers)),
             state: Mutex::new(State {
                 world,
                 history,
+                recent,
                 users: BTreeMap::new(),
                 roster: BTreeMap::new(),
                 joining: HashMap::new(),
@@ -439,8 +448,9 @@ impl Hub {
         if let (Command::Rollback { name, minutes }, Backend::Memory | Backend::Journal(_)) =
             (&cmd, &self.backend)
         {
-            // It reads the history from disk: its own future, boxed, as a
-            // cluster command's is.
+            // It reads the history (from disk, or a view of the memory
+            // ring) off the lock: its own future, boxed, as a cluster
+            // command's is.
             let (name, minutes) = (name.clone(), *minutes);
             return Handling::Later(Box::pin(async move {
                 counted(self.rollback(session, name, minutes).await)
@@ -608,6 +618,16 @@ impl Hub {
                     color,
                     meta,
                 });
+            }
+            if let (Some(recent), Change::Pixel { unix_ms, .. }) = (st.recent.as_mut(), &change) {
+                recent.push(
+                    pixel.seq,
+                    pixel.x,
+                    pixel.y,
+                    pixel.color,
+                    &pixel.name,
+                    *unix_ms,
+                );
             }
             st.history.push(pixel);
         }

@@ -248,7 +248,7 @@ impl Archiver {
             return Err(e);
         }
         if let Some((first, last)) =
-            archive::apply_retention(&self.config.dir, self.config.retention)?
+            archive::apply_retention(&self.config.dir, self.config.retention, &self.faults)?
         {
             info!(first, last, "history retention removed archived placements");
         }
@@ -335,12 +335,16 @@ mod tests {
         archiver.push(placement(10));
         archiver.flush(true).unwrap();
         drop(archiver);
-        let history = archive::read_history(dir.path()).unwrap();
+        let history = archive::History::open(dir.path()).unwrap();
         assert_eq!(history.canvas_id, 7);
-        assert_eq!(
-            history.placements,
-            (1..=9).map(placement).collect::<Vec<_>>()
-        );
+        let mut held = Vec::new();
+        history
+            .for_each(|p| {
+                held.push(p.clone());
+                Ok(std::ops::ControlFlow::Continue(()))
+            })
+            .unwrap();
+        assert_eq!(held, (1..=9).map(placement).collect::<Vec<_>>());
         // An archive of another canvas is refused.
         let other = open(dir.path(), 8).map(|_| ()).unwrap_err();
         assert!(

@@ -11,15 +11,17 @@
 //! keeps their pixel).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{After, Backend, Change, Hub, Session, admin, unix_ms};
+use super::recent::RecentView;
+use super::{After, Backend, Change, Hub, Session, State, admin, unix_ms};
 use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
-use crate::server::canvas::{BLANK_COLOR, Canvas};
+use crate::server::canvas::Canvas;
 use crate::server::cluster::Cluster;
-use crate::server::storage::archive::{self, History, Placement};
+use crate::server::storage::archive::{self, Base, History, Placement};
 
 /// Pixels one `FILL` or `ROLLBACK` may place: they are placed in one step
 /// under the hub lock and go out as one burst of events, which this keeps
@@ -75,33 +77,36 @@ fn held_cells(canvas: &Canvas, key: &str, cutoff_ms: u64) -> HashMap<(u16, u16),
 }
 
 /// Plans a rollback of `key`'s (lower-cased) placements at or after
-/// `cutoff_ms` on `canvas`, from `history` (every placement up to at least
-/// the canvas's seq).
+/// `cutoff_ms` on `canvas`. `newest_first` calls its argument with the
+/// placements held (up to at least the canvas's seq), newest first, until
+/// it breaks; `origin` is the canvas those placements start from (the
+/// blank canvas, or the archive's base after retention), if known. The
+/// history is read only as far back as a pixel still needs it.
 pub(crate) fn plan_rollback(
     canvas: &Canvas,
-    history: &History,
     key: &str,
     cutoff_ms: u64,
-) -> RollbackPlan {
+    origin: Option<&Base>,
+    newest_first: impl FnOnce(&mut dyn FnMut(&Placement) -> ControlFlow<()>) -> anyhow::Result<()>,
+) -> anyhow::Result<RollbackPlan> {
     // Cells the user still holds: the seq of that placement.
     let mut open = held_cells(canvas, key, cutoff_ms);
     let mut plan = RollbackPlan::default();
-    let mut expected: HashMap<(u16, u16), u64> = open.clone();
     let seq = canvas.seq();
-    for p in history.placements.iter().rev() {
+    // The next seq going down, while the placements seen have no gap.
+    let mut expect = Some(seq);
+    newest_first(&mut |p| {
         if open.is_empty() {
-            break;
+            return ControlFlow::Break(());
         }
         if p.seq > seq {
-            continue;
+            return ControlFlow::Continue(());
         }
+        expect = expect.filter(|&e| e == p.seq).map(|e| e - 1);
         let at = (p.x, p.y);
-        if !open.contains_key(&at) {
-            continue;
-        }
-        if p.unix_ms >= cutoff_ms && p.name.eq_ignore_ascii_case(key) {
-            // Still the user's run of placements at this pixel.
-            continue;
+        if !open.contains_key(&at) || (p.unix_ms >= cutoff_ms && p.name.eq_ignore_ascii_case(key)) {
+            // Not a pixel to restore, or still the user's run there.
+            return ControlFlow::Continue(());
         }
         let expect_seq = open.remove(&at).unwrap_or_default();
         plan.restore.push(Restore {
@@ -110,27 +115,38 @@ pub(crate) fn plan_rollback(
             color: p.color,
             expect_seq,
         });
-        expected.remove(&at);
-    }
-    // Nobody placed before the user's run there: the canvas's blank
-    // colour, if the history goes back to the first placement.
-    let complete = history.complete();
-    for ((x, y), expect_seq) in expected {
-        if complete {
-            plan.restore.push(Restore {
+        if open.is_empty() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    // Nobody placed before the user's run there since the origin: its
+    // colour, if the placements held reach back to it without a gap.
+    let origin = origin.filter(|o| expect == Some(o.seq));
+    for ((x, y), expect_seq) in open {
+        match origin {
+            Some(o) => plan.restore.push(Restore {
                 x,
                 y,
-                color: BLANK_COLOR,
+                color: o.color(x, y),
                 expect_seq,
-            });
-        } else {
-            plan.unknown += 1;
+            }),
+            None => plan.unknown += 1,
         }
     }
     // In the order the user placed them, so a capped rollback undoes the
     // oldest damage first and a rerun continues with the rest.
     plan.restore.sort_by_key(|r| r.expect_seq);
-    plan
+    Ok(plan)
+}
+
+/// Where a history read comes from.
+enum Source {
+    /// The data directory's archive and journal.
+    Disk(PathBuf),
+    /// A `--memory` server's recent placements.
+    Memory(RecentView),
 }
 
 /// A rectangle's top left and bottom right corners, inclusive: x1, y1,
@@ -338,17 +354,26 @@ impl Hub {
                 })?;
             read.splice(0..0, older);
         }
-        let history = History {
-            canvas_id: canvas.id(),
-            width: canvas.width(),
-            height: canvas.height(),
-            placements: read,
-            seq: canvas.seq(),
-        };
-        let plan =
-            tokio::task::spawn_blocking(move || plan_rollback(&canvas, &history, &key, cutoff))
-                .await
-                .map_err(|e| WireError::new(ErrorCode::Unavailable, e.to_string()))?;
+        // The blank canvas is where the placements read start if they
+        // reach back to seq 1.
+        let origin = read
+            .first()
+            .is_some_and(|p| p.seq == 1)
+            .then(|| Base::blank(canvas.id(), (canvas.width(), canvas.height())));
+        let plan = tokio::task::spawn_blocking(move || {
+            plan_rollback(&canvas, &key, cutoff, origin.as_ref(), |f| {
+                for p in read.iter().rev() {
+                    if f(p).is_break() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| format!("{e:#}")))
+        .map_err(|why| WireError::new(ErrorCode::Unavailable, why))?;
         let mut todo: Vec<(u16, u16, u8, u64)> = {
             let st = self.lock();
             plan.restore
@@ -385,12 +410,29 @@ impl Hub {
         Ok(After::Continue)
     }
 
-    fn history_dir(&self) -> Result<PathBuf, WireError> {
-        match &self.backend {
-            Backend::Journal(j) => Ok(j.dir().to_path_buf()),
+    /// Where `what` reads the placement history from: the data
+    /// directory, or (with `--memory`) a view of the recent placements
+    /// taken under `st`'s lock, so it matches the canvas there.
+    fn history_source(&self, st: &State, what: &str) -> Result<Source, WireError> {
+        match (&self.backend, &st.recent) {
+            (Backend::Journal(j), _) => Ok(Source::Disk(j.dir().to_path_buf())),
+            (Backend::Memory, Some(recent)) => Ok(Source::Memory(recent.view())),
+            (Backend::Cluster(_), _) if let Some(archiver) = &self.archiver => {
+                Ok(Source::Disk(archiver.dir().to_path_buf()))
+            }
+            (Backend::Cluster(_), _) => Err(WireError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{what} needs the placement history, which this server of the cluster does \
+                     not keep (start it with --archive)"
+                ),
+            )),
             _ => Err(WireError::new(
                 ErrorCode::Unavailable,
-                "ROLLBACK needs the placement history, which a server started with --memory does not keep",
+                format!(
+                    "{what} needs the placement history, which this server does not keep \
+                     (--memory with --memory-history 0)"
+                ),
             )),
         }
     }
@@ -421,23 +463,17 @@ impl Hub {
             .as_ref()
             .map(|a| a.pending_at((x, y), n as usize))
             .unwrap_or_default();
-        let dir = match (&self.backend, &self.archiver) {
-            (Backend::Journal(j), _) => j.dir().to_path_buf(),
-            (Backend::Cluster(_), Some(a)) => a.dir().to_path_buf(),
-            _ => {
-                return Err(WireError::new(
-                    ErrorCode::Unavailable,
-                    "WHOSE with a count needs the placement history, which a server started with --memory does not keep",
-                ));
-            }
-        };
+        self.history_source(&self.lock(), "WHOSE with a count")?;
         let _permit = self
             .history_reads
             .acquire()
             .await
             .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
-        let list = tokio::task::spawn_blocking(move || {
-            archive::recent_at(&dir, (x, y), n as usize, MAX_SEGMENTS).map_err(|e| format!("{e:#}"))
+        let source = self.history_source(&self.lock(), "WHOSE with a count")?;
+        let list = tokio::task::spawn_blocking(move || match source {
+            Source::Disk(dir) => archive::recent_at(&dir, (x, y), n as usize, MAX_SEGMENTS)
+                .map_err(|e| format!("{e:#}")),
+            Source::Memory(view) => Ok(view.at((x, y), n as usize)),
         })
         .await
         .map_err(|e| e.to_string())
@@ -473,7 +509,7 @@ impl Hub {
     ) -> Result<After, WireError> {
         self.bulk_allowed(session)?;
         validate_name(&name)?;
-        let dir = self.history_dir()?;
+        self.history_source(&self.lock(), "ROLLBACK")?;
         self.writable()?;
         let key = name.to_ascii_lowercase();
         let cutoff = match minutes {
@@ -485,23 +521,57 @@ impl Hub {
             .acquire()
             .await
             .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
-        let canvas = self.lock().world.canvas.clone();
+        let (canvas, source) = {
+            let st = self.lock();
+            (
+                st.world.canvas.clone(),
+                self.history_source(&st, "ROLLBACK")?,
+            )
+        };
         let started = std::time::Instant::now();
         let plan = tokio::task::spawn_blocking(move || {
+            let dir = match source {
+                Source::Disk(dir) => dir,
+                Source::Memory(view) => {
+                    // The blank canvas is where the ring starts while it
+                    // still holds every placement.
+                    let origin = (view.origin_seq() == 0)
+                        .then(|| Base::blank(canvas.id(), (canvas.width(), canvas.height())));
+                    return plan_rollback(&canvas, &key, cutoff, origin.as_ref(), |f| {
+                        view.for_each_rev(f);
+                        Ok(())
+                    })
+                    .map_err(|e| format!("{e:#}"));
+                }
+            };
             let seq = canvas.seq();
             let deadline = std::time::Instant::now() + DURABLE_WAIT;
             // The journal may still be writing the latest placements the
             // copy holds: wait until the files have them.
-            let history = loop {
-                let h = archive::read_history(&dir).map_err(|e| format!("{e:#}"))?;
-                if h.placements.last().map_or(0, |p| p.seq) >= seq
-                    || std::time::Instant::now() >= deadline
-                {
-                    break h;
+            let open = || loop {
+                let h = History::open(&dir).map_err(|e| format!("{e:#}"))?;
+                if h.last_seq() >= seq || std::time::Instant::now() >= deadline {
+                    break Ok::<_, String>(h);
                 }
                 std::thread::sleep(Duration::from_millis(5));
             };
-            Ok::<_, String>(plan_rollback(&canvas, &history, &key, cutoff))
+            // Retention may remove the oldest segments (after writing the
+            // base that replaces them) while they are being read: read
+            // again from the new state, a few times at most.
+            let mut tries = 3;
+            loop {
+                let history = open()?;
+                match plan_rollback(&canvas, &key, cutoff, history.base.as_ref(), |f| {
+                    history.for_each_rev(f)
+                }) {
+                    Ok(plan) => break Ok(plan),
+                    Err(e) if tries > 1 => {
+                        tracing::warn!(error = %format!("{e:#}"), "rollback reads the history again");
+                        tries -= 1;
+                    }
+                    Err(e) => break Err(format!("{e:#}")),
+                }
+            }
         })
         .await
         .map_err(|e| e.to_string())
@@ -569,5 +639,87 @@ impl Hub {
             "rollback"
         );
         Ok(After::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A canvas after `ps` (seqs from 1), and the placements as the
+    /// history holds them.
+    fn history(ps: &[(u16, u16, u8, &str)]) -> (Canvas, Vec<Placement>) {
+        let mut canvas = Canvas::new(1, 8, 8).unwrap();
+        let mut held = Vec::new();
+        for (i, &(x, y, color, name)) in ps.iter().enumerate() {
+            let name: Arc<str> = Arc::from(name);
+            let seq = canvas.apply(x, y, color, &name, 1000 + i as u64);
+            held.push(Placement {
+                seq,
+                unix_ms: 1000 + i as u64,
+                x,
+                y,
+                color,
+                name,
+            });
+        }
+        (canvas, held)
+    }
+
+    #[test]
+    fn a_trimmed_history_takes_the_colour_before_it_from_its_base() {
+        // al paints (0,0) and (1,0); then mallory paints over both and
+        // over blank (2,0); bob paints elsewhere.
+        let (canvas, held) = history(&[
+            (0, 0, 5, "al"),
+            (1, 0, 6, "al"),
+            (0, 0, 9, "mallory"),
+            (1, 0, 9, "mallory"),
+            (2, 0, 9, "mallory"),
+            (3, 3, 2, "bob"),
+        ]);
+        // The history now held starts after seq 2: al's placements are in
+        // the base only.
+        let mut base = Base::blank(1, (8, 8));
+        held[..2].iter().for_each(|p| base.apply(p));
+        let kept = &held[2..];
+        let seen = std::cell::Cell::new(0);
+        let newest_first = |f: &mut dyn FnMut(&Placement) -> ControlFlow<()>| {
+            for p in kept.iter().rev() {
+                seen.set(seen.get() + 1);
+                if f(p).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let plan = plan_rollback(&canvas, "Mallory", 0, Some(&base), newest_first).unwrap();
+        let got: Vec<_> = plan.restore.iter().map(|r| (r.x, r.y, r.color)).collect();
+        assert_eq!(got, [(0, 0, 5), (1, 0, 6), (2, 0, 0)]);
+        assert_eq!(plan.unknown, 0);
+        // Without a base the colours before the history are unknown.
+        let plan = plan_rollback(&canvas, "mallory", 0, None, newest_first).unwrap();
+        assert_eq!((plan.restore.len(), plan.unknown), (0, 3));
+        // Only as far back as needed: bob's pixel resolved, nothing older
+        // is read once every pixel is.
+        let (canvas, held) = history(&[
+            (4, 4, 1, "al"),
+            (0, 0, 5, "al"),
+            (0, 0, 9, "mallory"),
+            (3, 3, 2, "bob"),
+        ]);
+        seen.set(0);
+        let plan = plan_rollback(&canvas, "mallory", 0, None, |f| {
+            for p in held.iter().rev() {
+                seen.set(seen.get() + 1);
+                if f(p).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(plan.restore.len(), 1);
+        assert_eq!(seen.get(), 3, "al's first placement is never read");
     }
 }

@@ -13,6 +13,7 @@ fn config() -> HubConfig {
         size: Some((8, 8)),
         default_size: (8, 8),
         history: 1000,
+        memory_history: 100_000,
         broadcast: BroadcastLimits::default(),
         storage: None,
         cooldown: Duration::ZERO,

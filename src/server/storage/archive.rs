@@ -30,6 +30,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ use bytes::{Buf, BufMut};
 use super::faults::{self, Faults};
 use super::files;
 use super::format::{self, Record};
+use crate::server::canvas::BLANK_COLOR;
 
 /// The archive's directory inside the data directory.
 pub const DIR: &str = "archive";
@@ -452,6 +454,23 @@ pub fn absorb(data_dir: &Path, names: &[&str], faults: &Faults) -> anyhow::Resul
     Ok(placements.len() as u64)
 }
 
+/// Writes `bytes` as `dir/name`: to a temporary name, fsynced, renamed
+/// into place and the directory fsynced, so the file is whole or absent.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8], faults: &Faults) -> anyhow::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        faults::write_all(faults, &mut f, bytes)?;
+        faults::sync_all(faults, &f)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("write {}", tmp.display()));
+    }
+    fs::rename(&tmp, dir.join(name)).with_context(|| format!("rename {name}"))?;
+    files::sync_dir(dir, faults)
+}
+
 /// Writes placements (above the archive's last seq, in order) as segments.
 pub fn write_segments(
     data_dir: &Path,
@@ -468,29 +487,225 @@ pub fn write_segments(
     for chunk in placements.chunks(SEGMENT_MAX) {
         let bytes = encode_segment(canvas_id, size, chunk);
         let name = segment_name(chunk[0].seq, chunk[chunk.len() - 1].seq);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let res = (|| {
-            let mut f = File::create(&tmp)?;
-            faults::write_all(faults, &mut f, &bytes)?;
-            faults::sync_all(faults, &f)
-        })();
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("write {}", tmp.display()));
-        }
-        fs::rename(&tmp, dir.join(&name)).with_context(|| format!("rename {name}"))?;
-        files::sync_dir(&dir, faults)?;
+        write_durably(&dir, &name, &bytes, faults)?;
     }
     // The directory entry of `archive` itself, the first time.
     files::sync_dir(data_dir, faults)?;
     Ok(())
 }
 
+/// The canvas the archive's oldest segment starts from, once retention
+/// has removed the segments before it: every pixel's colour after seq
+/// `seq`. Pictures of a trimmed archive replay from it instead of from
+/// the blank canvas, and a rollback takes from it the colour a pixel had
+/// before the oldest placement still held there.
+///
+/// File `base-<seq>.pxb` (20 digits), written like a segment (temporary
+/// name, fsync, rename, directory fsync) before the segments it replaces
+/// are removed:
+///
+/// ```text
+/// "PXCHBAS1" canvas_id:u64 width:u16 height:u16 seq:u64 unix_ms:u64
+/// pixels:u32 | zstd(one palette index per pixel, row by row) | crc32:u32
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// The canvas.
+    pub canvas_id: u64,
+    /// Canvas width.
+    pub width: u16,
+    /// Canvas height.
+    pub height: u16,
+    /// The seq of the last placement it includes (0: none).
+    pub seq: u64,
+    /// The time of that placement.
+    pub unix_ms: u64,
+    /// Palette indexes, row by row.
+    pub pixels: Vec<u8>,
+}
+
+const BASE_MAGIC: &[u8; 8] = b"PXCHBAS1";
+const BASE_HEADER_LEN: usize = 8 + 8 + 2 + 2 + 8 + 8 + 4;
+const BASE_EXT: &str = "pxb";
+
+impl Base {
+    /// The blank canvas before seq 1.
+    pub fn blank(canvas_id: u64, (width, height): (u16, u16)) -> Base {
+        Base {
+            canvas_id,
+            width,
+            height,
+            seq: 0,
+            unix_ms: 0,
+            pixels: vec![BLANK_COLOR; usize::from(width) * usize::from(height)],
+        }
+    }
+
+    /// Applies a placement (the next one after `seq`).
+    pub fn apply(&mut self, p: &Placement) {
+        let at = usize::from(p.y) * usize::from(self.width) + usize::from(p.x);
+        if let Some(cell) = self.pixels.get_mut(at) {
+            *cell = p.color;
+        }
+        self.seq = p.seq;
+        self.unix_ms = p.unix_ms;
+    }
+
+    /// The colour at `(x, y)`.
+    pub fn color(&self, x: u16, y: u16) -> u8 {
+        let at = usize::from(y) * usize::from(self.width) + usize::from(x);
+        self.pixels.get(at).copied().unwrap_or(BLANK_COLOR)
+    }
+
+    /// The file's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let packed = zstd::bulk::compress(&self.pixels, LEVEL).expect("zstd compresses in memory");
+        let mut out = Vec::with_capacity(BASE_HEADER_LEN + packed.len() + 4);
+        out.extend_from_slice(BASE_MAGIC);
+        out.put_u64(self.canvas_id);
+        out.put_u16(self.width);
+        out.put_u16(self.height);
+        out.put_u64(self.seq);
+        out.put_u64(self.unix_ms);
+        out.put_u32(self.pixels.len() as u32);
+        out.extend_from_slice(&packed);
+        let crc = crc32fast::hash(&out);
+        out.put_u32(crc);
+        out
+    }
+
+    /// Reads a base file's bytes, checking its CRC and sizes.
+    pub fn decode(bytes: &[u8]) -> Result<Base, String> {
+        if bytes.len() < BASE_HEADER_LEN + 4 {
+            return Err(format!("cut short ({} bytes)", bytes.len()));
+        }
+        let (all, mut crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(all) != crc.get_u32() {
+            return Err("checksum mismatch (the base canvas is damaged)".into());
+        }
+        let mut r = &all[..BASE_HEADER_LEN];
+        if &r[..8] != BASE_MAGIC {
+            return Err("not a base canvas".into());
+        }
+        r.advance(8);
+        let (canvas_id, width, height) = (r.get_u64(), r.get_u16(), r.get_u16());
+        let (seq, unix_ms, len) = (r.get_u64(), r.get_u64(), r.get_u32() as usize);
+        if len != usize::from(width) * usize::from(height) {
+            return Err(format!("{len} pixels for a {width}x{height} canvas"));
+        }
+        let pixels = zstd::bulk::decompress(&all[BASE_HEADER_LEN..], len)
+            .map_err(|e| format!("undecodable body: {e}"))?;
+        if pixels.len() != len {
+            return Err("the body does not match the header".into());
+        }
+        Ok(Base {
+            canvas_id,
+            width,
+            height,
+            seq,
+            unix_ms,
+            pixels,
+        })
+    }
+}
+
+fn base_name(seq: u64) -> String {
+    format!("base-{seq:020}.{BASE_EXT}")
+}
+
+/// The base canvases in the archive, as (seq, path), oldest first.
+fn list_bases(data_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let entries = match fs::read_dir(data_dir.join(DIR)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let seq = entry.file_name().to_str().and_then(|n| {
+            n.strip_prefix("base-")?
+                .strip_suffix(&format!(".{BASE_EXT}"))?
+                .parse::<u64>()
+                .ok()
+        });
+        if let Some(seq) = seq {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort_by_key(|b| b.0);
+    Ok(out)
+}
+
+/// The newest base canvas, checked; `None` when retention never removed
+/// anything (or could not keep one).
+pub fn read_base(data_dir: &Path) -> anyhow::Result<Option<Base>> {
+    let Some((seq, path)) = list_bases(data_dir)?.pop() else {
+        return Ok(None);
+    };
+    let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let base = Base::decode(&bytes)
+        .map_err(|why| anyhow::anyhow!("base canvas {}: {why}", path.display()))?;
+    if base.seq != seq {
+        bail!(
+            "base canvas {}: its name does not match its seq ({})",
+            path.display(),
+            base.seq
+        );
+    }
+    Ok(Some(base))
+}
+
+/// The canvas after the last of `segs` (the oldest segments, in order),
+/// from the newest base or the blank canvas; `None` when the placements
+/// before it are not all held (an archive started on an older data
+/// directory, or a gap), so no base can be made.
+fn base_after(data_dir: &Path, segs: &[Segment]) -> anyhow::Result<Option<Base>> {
+    let Some(first) = segs.first() else {
+        return Ok(None);
+    };
+    let mut base = match read_base(data_dir)? {
+        Some(b) => b,
+        None if first.first == 1 => {
+            let (h, _) = read_segment(first)?;
+            Base::blank(h.canvas_id, (h.width, h.height))
+        }
+        None => return Ok(None),
+    };
+    for seg in segs {
+        if seg.last <= base.seq {
+            continue;
+        }
+        let (h, ps) = read_segment(seg)?;
+        if h.canvas_id != base.canvas_id || (h.width, h.height) != (base.width, base.height) {
+            bail!(
+                "archive segment {} belongs to another canvas than the base",
+                seg.path.display()
+            );
+        }
+        for p in &ps {
+            if p.seq <= base.seq {
+                continue;
+            }
+            if p.seq != base.seq + 1 {
+                return Ok(None);
+            }
+            base.apply(p);
+        }
+    }
+    Ok(Some(base))
+}
+
 /// Removes the oldest segments that `retention` no longer keeps (never
-/// the newest one). Returns the seqs removed, if any.
+/// the newest one). Before it removes any, it writes the canvas after the
+/// last one removed as the archive's base ([`Base`]), so what is held
+/// still replays to any seq it holds; a crash between leaves the base and
+/// segments it covers, which readers skip. Returns the seqs removed, if
+/// any.
 pub fn apply_retention(
     data_dir: &Path,
     retention: Retention,
+    faults: &Faults,
 ) -> anyhow::Result<Option<(u64, u64)>> {
     let segs = list(data_dir)?;
     let Some((_, older)) = segs.split_last() else {
@@ -528,14 +743,35 @@ pub fn apply_retention(
     if drop == 0 {
         return Ok(None);
     }
-    for seg in &older[..drop] {
+    let dir = data_dir.join(DIR);
+    let gone = &older[..drop];
+    let upto = gone[drop - 1].last;
+    match base_after(data_dir, gone)? {
+        Some(base) if base.seq == upto => {
+            write_durably(&dir, &base_name(base.seq), &base.encode(), faults)?;
+        }
+        _ => tracing::warn!(
+            upto,
+            "the archive does not hold every placement up to the segments retention removes: \
+             no base canvas is kept, so pictures of the history cannot be replayed"
+        ),
+    }
+    for seg in gone {
         fs::remove_file(&seg.path).with_context(|| format!("remove {}", seg.path.display()))?;
     }
-    Ok(Some((older[0].first, older[drop - 1].last)))
+    for (seq, path) in list_bases(data_dir)? {
+        if seq < upto {
+            fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        }
+    }
+    Ok(Some((gone[0].first, upto)))
 }
 
-/// Everything a data directory remembers of its placements, in seq order:
-/// the archive's segments, then the journals' placements after them.
+/// What a data directory remembers of its placements, read a segment at
+/// a time: the archive's base canvas (if retention trimmed it), its
+/// segments, then the journals' placements after them. Only the
+/// journals' placements (at most one compaction's worth) and one
+/// segment at a time are held in memory, however long the history.
 #[derive(Debug)]
 pub struct History {
     /// The canvas.
@@ -544,107 +780,253 @@ pub struct History {
     pub width: u16,
     /// Canvas height.
     pub height: u16,
-    /// Every placement held, in seq order, without duplicates.
-    pub placements: Vec<Placement>,
     /// Seq of the canvas's current state as stored (snapshot + journals).
     pub seq: u64,
+    /// The canvas the held placements start from: the archive's base, or
+    /// the blank canvas before seq 1. `None` when neither is known (an
+    /// archive started on an older data directory, trimmed before it
+    /// could keep a base): pictures cannot be replayed then.
+    pub base: Option<Base>,
+    /// The segments with placements after the base, by seq.
+    segments: Vec<Segment>,
+    /// The journals' placements after the last segment, in seq order.
+    journal: Vec<Placement>,
 }
 
 impl History {
-    /// The seqs missing from the placements held, as inclusive ranges:
-    /// before the first one (when it is not seq 1) and between any two
-    /// that do not follow each other (what a cluster server's archive
-    /// could not read from the stream).
-    pub fn gaps(&self) -> Vec<(u64, u64)> {
-        let mut gaps = Vec::new();
-        let mut next = 1;
-        for p in &self.placements {
-            if p.seq > next {
-                gaps.push((next, p.seq - 1));
+    /// Reads a data directory's history (without taking its lock: a
+    /// running server's directory may be read). The journals are read
+    /// before the archive is listed: a compaction that runs meanwhile
+    /// archives a journal before it removes it, so nothing falls between
+    /// the two reads.
+    pub fn open(data_dir: &Path) -> anyhow::Result<History> {
+        // The journals whole (one compaction's worth at most), the
+        // snapshot only for its header: decoding a large canvas's every
+        // cell would cost more memory than the rest of an export.
+        let mut scans = Vec::new();
+        for name in [super::LOG, super::LOG_NEW] {
+            match fs::read(data_dir.join(name)) {
+                Ok(bytes) => scans.push(format::scan_log(&bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("read {name}")),
             }
-            next = p.seq + 1;
         }
-        gaps
-    }
-
-    /// True when the placements start at seq 1 with no gap, so the canvas
-    /// at any seq can be replayed from a blank one.
-    pub fn complete(&self) -> bool {
-        self.placements
-            .iter()
-            .enumerate()
-            .all(|(i, p)| p.seq == i as u64 + 1)
-    }
-}
-
-/// Reads every placement a data directory holds (without taking its lock:
-/// a running server's directory may be read). The journals are read
-/// before the archive: a compaction that runs meanwhile archives a
-/// journal before it removes it, so nothing falls between the two reads.
-pub fn read_history(data_dir: &Path) -> anyhow::Result<History> {
-    let ins = super::recovery::inspect(data_dir)?;
-    let (canvas_id, width, height, mut seq) = match &ins.snapshot {
-        super::recovery::SnapshotFile::Ok { state, .. } => (
-            state.canvas.id(),
-            state.canvas.width(),
-            state.canvas.height(),
-            state.canvas.seq(),
-        ),
-        _ => match ins
-            .journals
-            .iter()
-            .find_map(|j| j.scan.header.filter(|h| h.size.is_some()))
-        {
-            Some(h) => {
-                let (w, hh) = h.size.unwrap_or((1, 1));
-                (h.canvas_id, w, hh, h.seq)
-            }
-            // Only an archive: a cluster server's (`--archive`), whose
-            // canvas lives in Redis. The newest segment names the canvas.
-            None => {
-                let newest = list(data_dir)?.pop().with_context(|| {
-                    format!(
-                        "{}: no readable canvas.snap, journal or archive; is this a pixchat data directory?",
-                        data_dir.display()
-                    )
-                })?;
-                let (h, _) = read_segment(&newest)?;
-                (h.canvas_id, h.width, h.height, h.last)
-            }
-        },
-    };
-    let mut journal = Vec::new();
-    for j in &ins.journals {
-        journal.extend(
-            j.scan
-                .records
+        let mut head = Vec::with_capacity(64);
+        if let Ok(f) = File::open(data_dir.join(super::SNAP)) {
+            io::Read::read_to_end(&mut io::Read::take(f, 64), &mut head)
+                .context("read canvas.snap")?;
+        }
+        let (canvas_id, width, height, seq) = match format::snapshot_header(&head) {
+            Some(h) => h,
+            None => match scans
                 .iter()
-                .filter_map(|(_, r)| Placement::of_record(r)),
-        );
-    }
-    let mut placements = Vec::new();
-    for seg in list(data_dir)? {
-        let (h, ps) = read_segment(&seg)?;
-        if h.canvas_id != canvas_id {
+                .find_map(|s| s.header.filter(|h| h.size.is_some()))
+            {
+                Some(h) => {
+                    let (w, hh) = h.size.unwrap_or((1, 1));
+                    (h.canvas_id, w, hh, h.seq)
+                }
+                // Only an archive: a cluster server's (`--archive`), whose
+                // canvas lives in Redis. The newest segment names the canvas.
+                None => {
+                    let newest = list(data_dir)?.pop().with_context(|| {
+                        format!(
+                            "{}: no readable canvas.snap, journal or archive; is this a pixchat data directory?",
+                            data_dir.display()
+                        )
+                    })?;
+                    let bytes = fs::read(&newest.path)
+                        .with_context(|| format!("read {}", newest.path.display()))?;
+                    let h = read_header(&bytes).map_err(|e| {
+                        anyhow::anyhow!("archive segment {}: {e}", newest.path.display())
+                    })?;
+                    (h.canvas_id, h.width, h.height, h.last)
+                }
+            },
+        };
+        let mut journal: Vec<Placement> = scans
+            .iter()
+            .flat_map(|s| s.records.iter())
+            .filter_map(|(_, r)| Placement::of_record(r))
+            .collect();
+        drop(scans);
+        let base = read_base(data_dir)?;
+        if let Some(b) = &base
+            && (b.canvas_id, b.width, b.height) != (canvas_id, width, height)
+        {
             bail!(
-                "archive segment {} belongs to canvas {:016x}, the data directory holds {canvas_id:016x}",
-                seg.path.display(),
-                h.canvas_id
+                "the archive's base canvas belongs to canvas {:016x} ({}x{}), the data directory holds {canvas_id:016x} ({width}x{height})",
+                b.canvas_id,
+                b.width,
+                b.height
             );
         }
-        placements.extend(ps);
+        let from = base.as_ref().map_or(0, |b| b.seq);
+        let segments: Vec<Segment> = list(data_dir)?
+            .into_iter()
+            .filter(|s| s.last > from)
+            .collect();
+        let archived = segments.last().map_or(from, |s| s.last);
+        journal.retain(|p| p.seq > archived);
+        journal.sort_by_key(|p| p.seq);
+        journal.dedup_by_key(|p| p.seq);
+        let first_held = segments
+            .first()
+            .map(|s| s.first)
+            .or(journal.first().map(|p| p.seq));
+        // Without a base, the blank canvas is where a history that starts
+        // at seq 1 starts.
+        let base = base.or_else(|| {
+            (first_held.is_none_or(|f| f == 1)).then(|| Base::blank(canvas_id, (width, height)))
+        });
+        let last = journal.last().map_or(archived, |p| p.seq);
+        Ok(History {
+            canvas_id,
+            width,
+            height,
+            seq: seq.max(last),
+            base,
+            segments,
+            journal,
+        })
     }
-    placements.extend(journal);
-    placements.sort_by_key(|p| p.seq);
-    placements.dedup_by_key(|p| p.seq);
-    seq = seq.max(placements.last().map_or(0, |p| p.seq));
-    Ok(History {
-        canvas_id,
-        width,
-        height,
-        placements,
-        seq,
-    })
+
+    /// Seq of the first placement held (after the base), if any.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.segments
+            .first()
+            .map(|s| s.first.max(self.base_seq() + 1))
+            .or(self.journal.first().map(|p| p.seq))
+    }
+
+    /// Seq of the last placement held (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.journal
+            .last()
+            .map(|p| p.seq)
+            .or(self.segments.last().map(|s| s.last))
+            .unwrap_or(0)
+    }
+
+    /// Seq of the base's state (0 for the blank canvas or no base).
+    pub fn base_seq(&self) -> u64 {
+        self.base.as_ref().map_or(0, |b| b.seq)
+    }
+
+    /// How many placements are held, counted from the segments' names
+    /// (exact for a history without gaps; an upper bound otherwise).
+    pub fn len(&self) -> u64 {
+        let from = self.base_seq();
+        let archived: u64 = self
+            .segments
+            .iter()
+            .map(|s| s.last - s.first.max(from + 1) + 1)
+            .sum();
+        archived + self.journal.len() as u64
+    }
+
+    /// True when no placement is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The seqs missing between the placements held, as inclusive ranges
+    /// (what a cluster server's archive could not read from the stream),
+    /// not counting those before the first one (see [`History::first_seq`]).
+    /// Reads the whole history, a segment at a time.
+    pub fn gaps(&self) -> anyhow::Result<Vec<(u64, u64)>> {
+        let mut gaps = Vec::new();
+        let mut next = None;
+        self.for_each(|p| {
+            if let Some(next) = next
+                && p.seq > next
+            {
+                gaps.push((next, p.seq - 1));
+            }
+            next = Some(p.seq + 1);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(gaps)
+    }
+
+    /// Calls `f` with every placement held after the base, in seq order,
+    /// each once, reading one segment at a time; stops when `f` breaks.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(&Placement) -> anyhow::Result<ControlFlow<()>>,
+    ) -> anyhow::Result<()> {
+        let mut last = self.base_seq();
+        for seg in &self.segments {
+            for p in &self.read(seg)? {
+                if p.seq <= last {
+                    continue;
+                }
+                last = p.seq;
+                if f(p)?.is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        for p in self.journal.iter().filter(|p| p.seq > last) {
+            if f(p)?.is_break() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every placement held after the base, newest first,
+    /// reading one segment at a time and no further than `f` needs: it
+    /// stops when `f` breaks.
+    pub fn for_each_rev(
+        &self,
+        mut f: impl FnMut(&Placement) -> ControlFlow<()>,
+    ) -> anyhow::Result<()> {
+        for p in self.journal.iter().rev() {
+            if f(p).is_break() {
+                return Ok(());
+            }
+        }
+        let from = self.base_seq();
+        let mut below = self.journal.first().map_or(u64::MAX, |p| p.seq);
+        for seg in self.segments.iter().rev() {
+            for p in self.read(seg)?.iter().rev() {
+                if p.seq <= from {
+                    return Ok(());
+                }
+                if p.seq < below {
+                    below = p.seq;
+                    if f(p).is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, seg: &Segment) -> anyhow::Result<Vec<Placement>> {
+        let (h, ps) = read_segment(seg).map_err(|e| {
+            if seg.path.exists() {
+                e
+            } else {
+                anyhow::anyhow!(
+                    "archive segment {} was removed (by --history-retention, after it kept a newer base canvas) \
+                     while the history was read: read it again",
+                    seg.path.display()
+                )
+            }
+        })?;
+        if h.canvas_id != self.canvas_id {
+            bail!(
+                "archive segment {} belongs to canvas {:016x}, the data directory holds {:016x}",
+                seg.path.display(),
+                h.canvas_id,
+                self.canvas_id
+            );
+        }
+        Ok(ps)
+    }
 }
 
 /// The last `n` placements at `(x, y)`, newest first, from the journals
@@ -708,22 +1090,21 @@ mod tests {
     }
 
     #[test]
-    fn gaps_are_the_seqs_missing_from_1_on() {
+    fn gaps_are_the_seqs_missing_between_the_placements_held() {
         let history = |seqs: &[u64]| History {
             canvas_id: 1,
             width: 64,
             height: 64,
-            placements: seqs.iter().map(|&s| p(s, 0, 0, "al")).collect(),
             seq: seqs.last().copied().unwrap_or(0),
+            base: None,
+            segments: Vec::new(),
+            journal: seqs.iter().map(|&s| p(s, 0, 0, "al")).collect(),
         };
-        assert_eq!(history(&[]).gaps(), []);
-        assert_eq!(history(&[1, 2, 3]).gaps(), []);
-        assert_eq!(
-            history(&[3, 4, 8, 9, 11]).gaps(),
-            [(1, 2), (5, 7), (10, 10)]
-        );
-        assert!(history(&[1, 2, 3]).complete());
-        assert!(!history(&[2, 3]).complete());
+        assert_eq!(history(&[]).gaps().unwrap(), []);
+        assert_eq!(history(&[1, 2, 3]).gaps().unwrap(), []);
+        let late = history(&[3, 4, 8, 9, 11]);
+        assert_eq!(late.gaps().unwrap(), [(5, 7), (10, 10)]);
+        assert_eq!(late.first_seq(), Some(3), "what comes before is told apart");
     }
 
     #[test]
@@ -775,17 +1156,51 @@ mod tests {
         }
         let firsts = |d: &Path| list(d).unwrap().iter().map(|s| s.first).collect::<Vec<_>>();
         assert_eq!(firsts(dir.path()), [1, 101, 201]);
-        assert_eq!(apply_retention(dir.path(), Retention::All).unwrap(), None);
+        assert_eq!(
+            apply_retention(dir.path(), Retention::All, &faults).unwrap(),
+            None
+        );
         let age = Retention::Age(Duration::from_secs(60 * 60 * 60));
-        assert_eq!(apply_retention(dir.path(), age).unwrap(), Some((1, 100)));
+        assert_eq!(
+            apply_retention(dir.path(), age, &faults).unwrap(),
+            Some((1, 100))
+        );
         assert_eq!(firsts(dir.path()), [101, 201]);
         // A size smaller than everything still keeps the newest.
         assert_eq!(
-            apply_retention(dir.path(), Retention::Bytes(1)).unwrap(),
+            apply_retention(dir.path(), Retention::Bytes(1), &faults).unwrap(),
             Some((101, 200))
         );
         assert_eq!(firsts(dir.path()), [201]);
         assert_eq!(last_seq(dir.path()).unwrap(), 300);
+        // One base canvas is kept: the first 200 placements replayed.
+        let mut want = Base::blank(7, (64, 64));
+        for k in 0..2u64 {
+            for i in 1..=100 {
+                want.apply(&p(k * 100 + i, 0, (i % 64) as u16, "al"));
+            }
+        }
+        let base = read_base(dir.path()).unwrap().expect("a base canvas");
+        assert_eq!((base.seq, base.canvas_id), (200, 7));
+        assert_eq!(base.pixels, want.pixels);
+        assert_eq!(
+            list_bases(dir.path()).unwrap().len(),
+            1,
+            "the older base is removed"
+        );
+    }
+
+    #[test]
+    fn a_damaged_base_canvas_is_refused() {
+        let mut base = Base::blank(3, (8, 4));
+        base.apply(&p(1, 5, 3, "al"));
+        let bytes = base.encode();
+        assert_eq!(Base::decode(&bytes), Ok(base));
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x04;
+            assert!(Base::decode(&bad).is_err(), "flip at {at} accepted");
+        }
     }
 
     #[test]

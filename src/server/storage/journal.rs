@@ -318,7 +318,7 @@ pub(crate) fn archive_retired(
             "archived the retired journal's placements"
         );
     }
-    if let Some((first, last)) = super::archive::apply_retention(dir, retention)? {
+    if let Some((first, last)) = super::archive::apply_retention(dir, retention, faults)? {
         info!(first, last, "history retention removed archived placements");
     }
     Ok(())
