@@ -1069,3 +1069,56 @@ async fn a_rollback_on_a_trimmed_archive_takes_the_colours_from_its_base() {
     assert_eq!(after, before, "alice's shape is back from the base canvas");
     server.stop().await;
 }
+
+/// Whether a compaction's snapshot is at `seq`, waiting a little for
+/// the one that `seq` may have started (it is written in the background).
+async fn snapshot_at_seq(dir: &Path, seq: u64) -> bool {
+    for _ in 0..10 {
+        if pixchat::server::storage::archive::snapshot_at(dir).is_some_and(|(_, s)| s == seq) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn without_an_archive_a_rollback_takes_the_colours_before_from_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 20);
+    if let Some(storage) = cfg.storage.as_mut() {
+        storage.archive = false;
+    }
+    let server = common::start_server(cfg).await;
+    let mut alice = TextClient::joined(server.addr, "alice").await;
+    let mut grief = TextClient::joined(server.addr, "griefer").await;
+    // alice's shape, then filler until a compaction has just put all of it
+    // in the snapshot: the journal no longer holds the colours before, and
+    // there is no archive to read them from.
+    let shape: Vec<(u16, u16, u8)> = (0..10u16).map(|i| (i, 5, (i + 1) as u8)).collect();
+    set_all(&mut alice, &shape).await;
+    let mut seq = 10;
+    loop {
+        set_all(&mut alice, &[(40, 40, 2)]).await;
+        seq += 1;
+        if snapshot_at_seq(dir.path(), seq).await {
+            break;
+        }
+        assert!(seq < 200, "no compaction after {seq} placements");
+    }
+    let (_, before) = alice.canvas().await;
+    // The griefer paints over the shape and over blank canvas, within one
+    // compaction's worth of the journal.
+    let damage: Vec<(u16, u16, u8)> = (0..10u16)
+        .map(|i| (i, 5, 3))
+        .chain((0..5u16).map(|i| (i, 20, 3)))
+        .collect();
+    set_all(&mut grief, &damage).await;
+    let mut admin = TextClient::connect(server.addr).await;
+    assert_eq!(admin.cmd("AUTH boss").await, "OK");
+    let reply = admin.cmd("ROLLBACK griefer").await;
+    assert!(reply.starts_with("OK 15 "), "every pixel restored: {reply}");
+    let (_, after) = admin.canvas().await;
+    assert_eq!(after, before, "the shape and the blank canvas are back");
+    server.stop().await;
+}

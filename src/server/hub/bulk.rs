@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::recent::RecentView;
 use super::{After, Backend, Change, Hub, Session, State, admin, unix_ms};
 use crate::protocol::{ErrorCode, MAX_WHOSE_LAST, PastPlacement, Reply, WireError, validate_name};
-use crate::server::canvas::Canvas;
+use crate::server::canvas::{BLANK_COLOR, Canvas, PixelMeta};
 use crate::server::cluster::Cluster;
 use crate::server::storage::archive::{self, Base, History, Placement};
 
@@ -81,12 +81,15 @@ fn held_cells(canvas: &Canvas, key: &str, cutoff_ms: u64) -> HashMap<(u16, u16),
 /// placements held (up to at least the canvas's seq), newest first, until
 /// it breaks; `origin` is the canvas those placements start from (the
 /// blank canvas, or the archive's base after retention), if known. The
-/// history is read only as far back as a pixel still needs it.
+/// history is read only as far back as a pixel still needs it; with a
+/// `checkpoint` (the snapshot), a pixel whose user's run began after it
+/// takes its colour before from there, without reading older history.
 pub(crate) fn plan_rollback(
     canvas: &Canvas,
     key: &str,
     cutoff_ms: u64,
     origin: Option<&Base>,
+    mut checkpoint: Option<Checkpoint<'_>>,
     newest_first: impl FnOnce(&mut dyn FnMut(&Placement) -> ControlFlow<()>) -> anyhow::Result<()>,
 ) -> anyhow::Result<RollbackPlan> {
     // Cells the user still holds: the seq of that placement.
@@ -95,12 +98,22 @@ pub(crate) fn plan_rollback(
     let seq = canvas.seq();
     // The next seq going down, while the placements seen have no gap.
     let mut expect = Some(seq);
+    let run = |m: Option<&PixelMeta>| {
+        m.is_some_and(|m| m.unix_ms >= cutoff_ms && m.name.eq_ignore_ascii_case(key))
+    };
     newest_first(&mut |p| {
         if open.is_empty() {
             return ControlFlow::Break(());
         }
         if p.seq > seq {
             return ControlFlow::Continue(());
+        }
+        if checkpoint.as_ref().is_some_and(|c| p.seq <= c.seq) {
+            let c = checkpoint.take().expect("just checked");
+            c.resolve(expect, &mut open, &mut plan, run);
+            if open.is_empty() {
+                return ControlFlow::Break(());
+            }
         }
         expect = expect.filter(|&e| e == p.seq).map(|e| e - 1);
         let at = (p.x, p.y);
@@ -121,6 +134,11 @@ pub(crate) fn plan_rollback(
             ControlFlow::Continue(())
         }
     })?;
+    // The history held ends above the checkpoint (a journal without an
+    // archive behind it): the checkpoint still knows what came before.
+    if let Some(c) = checkpoint {
+        c.resolve(expect, &mut open, &mut plan, run);
+    }
     // Nobody placed before the user's run there since the origin: its
     // colour, if the placements held reach back to it without a gap.
     let origin = origin.filter(|o| expect == Some(o.seq));
@@ -139,6 +157,62 @@ pub(crate) fn plan_rollback(
     // oldest damage first and a rerun continues with the rest.
     plan.restore.sort_by_key(|r| r.expect_seq);
     Ok(plan)
+}
+
+/// The whole canvas as it was at one seq (the data directory's snapshot,
+/// written at the last compaction), read only if a rollback gets there
+/// with pixels left to resolve.
+pub(crate) struct Checkpoint<'a> {
+    /// The seq it was at.
+    pub seq: u64,
+    /// Reads it.
+    pub load: Box<dyn FnOnce() -> anyhow::Result<Canvas> + Send + 'a>,
+}
+
+impl Checkpoint<'_> {
+    /// Every placement above `self.seq` having been seen (`expect` is the
+    /// next seq down, `None` after a gap), a pixel still `open` whose last
+    /// placement at the checkpoint is not part of the user's run (`run`)
+    /// takes its colour there: nobody but the user placed there since.
+    /// Those whose run reaches back past it stay open for older history.
+    fn resolve(
+        self,
+        expect: Option<u64>,
+        open: &mut HashMap<(u16, u16), u64>,
+        plan: &mut RollbackPlan,
+        run: impl Fn(Option<&PixelMeta>) -> bool,
+    ) {
+        if open.is_empty() || expect != Some(self.seq) {
+            return;
+        }
+        let at = match (self.load)() {
+            Ok(canvas) if canvas.seq() == self.seq => canvas,
+            Ok(canvas) => {
+                tracing::warn!(
+                    expected = self.seq,
+                    found = canvas.seq(),
+                    "rollback: the snapshot changed while it was read; reading older history instead"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "rollback: the snapshot could not be read; reading older history instead");
+                return;
+            }
+        };
+        open.retain(|&(x, y), &mut expect_seq| {
+            if run(at.whose(x, y).as_ref()) {
+                return true;
+            }
+            plan.restore.push(Restore {
+                x,
+                y,
+                color: at.get(x, y).unwrap_or(BLANK_COLOR),
+                expect_seq,
+            });
+            false
+        });
+    }
 }
 
 /// Where a history read comes from.
@@ -361,7 +435,7 @@ impl Hub {
             .is_some_and(|p| p.seq == 1)
             .then(|| Base::blank(canvas.id(), (canvas.width(), canvas.height())));
         let plan = tokio::task::spawn_blocking(move || {
-            plan_rollback(&canvas, &key, cutoff, origin.as_ref(), |f| {
+            plan_rollback(&canvas, &key, cutoff, origin.as_ref(), None, |f| {
                 for p in read.iter().rev() {
                     if f(p).is_break() {
                         break;
@@ -537,7 +611,7 @@ impl Hub {
                     // still holds every placement.
                     let origin = (view.origin_seq() == 0)
                         .then(|| Base::blank(canvas.id(), (canvas.width(), canvas.height())));
-                    return plan_rollback(&canvas, &key, cutoff, origin.as_ref(), |f| {
+                    return plan_rollback(&canvas, &key, cutoff, origin.as_ref(), None, |f| {
                         view.for_each_rev(f);
                         Ok(())
                     })
@@ -561,7 +635,15 @@ impl Hub {
             let mut tries = 3;
             loop {
                 let history = open()?;
-                match plan_rollback(&canvas, &key, cutoff, history.base.as_ref(), |f| {
+                // The snapshot of the last compaction: a run that began
+                // after it needs nothing older (read only if needed).
+                let checkpoint = archive::snapshot_at(&dir)
+                    .filter(|&(id, _)| id == canvas.id())
+                    .map(|(_, seq)| Checkpoint {
+                        seq,
+                        load: Box::new(|| archive::snapshot_canvas(&dir)),
+                    });
+                match plan_rollback(&canvas, &key, cutoff, history.base.as_ref(), checkpoint, |f| {
                     history.for_each_rev(f)
                 }) {
                     Ok(plan) => break Ok(plan),
@@ -693,12 +775,12 @@ mod tests {
             }
             Ok(())
         };
-        let plan = plan_rollback(&canvas, "Mallory", 0, Some(&base), newest_first).unwrap();
+        let plan = plan_rollback(&canvas, "Mallory", 0, Some(&base), None, newest_first).unwrap();
         let got: Vec<_> = plan.restore.iter().map(|r| (r.x, r.y, r.color)).collect();
         assert_eq!(got, [(0, 0, 5), (1, 0, 6), (2, 0, 0)]);
         assert_eq!(plan.unknown, 0);
         // Without a base the colours before the history are unknown.
-        let plan = plan_rollback(&canvas, "mallory", 0, None, newest_first).unwrap();
+        let plan = plan_rollback(&canvas, "mallory", 0, None, None, newest_first).unwrap();
         assert_eq!((plan.restore.len(), plan.unknown), (0, 3));
         // Only as far back as needed: bob's pixel resolved, nothing older
         // is read once every pixel is.
@@ -709,7 +791,7 @@ mod tests {
             (3, 3, 2, "bob"),
         ]);
         seen.set(0);
-        let plan = plan_rollback(&canvas, "mallory", 0, None, |f| {
+        let plan = plan_rollback(&canvas, "mallory", 0, None, None, |f| {
             for p in held.iter().rev() {
                 seen.set(seen.get() + 1);
                 if f(p).is_break() {

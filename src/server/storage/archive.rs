@@ -767,6 +767,26 @@ pub fn apply_retention(
     Ok(Some((gone[0].first, upto)))
 }
 
+/// The canvas id and seq of a data directory's snapshot (`canvas.snap`),
+/// from its header only; `None` without a readable one.
+pub fn snapshot_at(data_dir: &Path) -> Option<(u64, u64)> {
+    let mut head = Vec::with_capacity(64);
+    let f = File::open(data_dir.join(super::SNAP)).ok()?;
+    io::Read::read_to_end(&mut io::Read::take(f, 64), &mut head).ok()?;
+    let (id, _, _, seq) = format::snapshot_header(&head)?;
+    Some((id, seq))
+}
+
+/// The canvas a data directory's snapshot holds (every cell decoded and
+/// its checksum checked).
+pub fn snapshot_canvas(data_dir: &Path) -> anyhow::Result<crate::server::canvas::Canvas> {
+    let path = data_dir.join(super::SNAP);
+    let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let world =
+        format::decode_snapshot(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(world.canvas)
+}
+
 /// What a data directory remembers of its placements, read a segment at
 /// a time: the archive's base canvas (if retention trimmed it), its
 /// segments, then the journals' placements after them. Only the
