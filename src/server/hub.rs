@@ -125,6 +125,17 @@ pub(crate) struct Session {
     pub access: Access,
 }
 
+/// The key a name is listed under in `users` and `roster` (names are
+/// unique ignoring case): the name itself when it is lower-case already,
+/// so a joined user's name and its two keys are one allocation.
+fn key_of(name: &Arc<str>) -> Arc<str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Arc::from(name.to_ascii_lowercase())
+    } else {
+        name.clone()
+    }
+}
+
 /// Someone online, as listed.
 #[derive(Debug, Clone)]
 pub(crate) struct Online {
@@ -168,11 +179,11 @@ struct State {
     /// `WHOSE x y n`; `None` with a journal or a cluster.
     recent: Option<recent::Recent>,
     /// This server's joined sessions, by lower-cased name.
-    users: BTreeMap<String, User>,
+    users: BTreeMap<Arc<str>, User>,
     /// Everyone online (on every server of a cluster), by lower-cased
     /// name: names are unique ignoring case, and the order is the listing
     /// order, so listing the first names is cheap.
-    roster: BTreeMap<String, Online>,
+    roster: BTreeMap<Arc<str>, Online>,
     /// Cluster mode: JOINs waiting for their event, by nonce.
     joining: HashMap<u64, PendingJoin>,
     /// The last snapshot handed out, reused while the seq is unchanged so a
@@ -733,10 +744,10 @@ impl Hub {
         // have replaced it.
         if st
             .users
-            .get(&key)
+            .get(key.as_str())
             .is_some_and(|u| Arc::ptr_eq(&u.outbox, &session.outbox))
         {
-            st.users.remove(&key);
+            st.users.remove(key.as_str());
         }
         self.ring.set_watchers(st.users.len());
         session.outbox.unsubscribe(self.tag());
@@ -748,7 +759,7 @@ impl Hub {
                 tokio::spawn(async move { cluster.leave(&name).await });
             }
             Backend::Memory | Backend::Journal(_) => {
-                if let Some(gone) = st.roster.remove(&key) {
+                if let Some(gone) = st.roster.remove(key.as_str()) {
                     self.presence(&mut st, name, gone.quiet, false);
                 }
             }
@@ -855,13 +866,14 @@ impl State {
     /// after `after` (ignoring case and a trailing `*`) when given.
     fn user_names(&self, after: Option<&str>) -> (u32, Vec<String>) {
         use std::ops::Bound;
-        let from = match after {
-            Some(a) => Bound::Excluded(a.trim_end_matches('*').to_ascii_lowercase()),
+        let after = after.map(|a| a.trim_end_matches('*').to_ascii_lowercase());
+        let from = match &after {
+            Some(a) => Bound::Excluded(a.as_str()),
             None => Bound::Unbounded,
         };
         let names = self
             .roster
-            .range((from, Bound::Unbounded))
+            .range::<str, _>((from, Bound::Unbounded))
             .take(MAX_LISTED_USERS)
             .map(|(_, o)| o.listed())
             .collect();
@@ -1004,10 +1016,13 @@ fn address_unknown(name: &str) -> WireError {
     )
 }
 
-fn roster_of(names: Vec<(String, bool)>) -> BTreeMap<String, Online> {
+fn roster_of(names: Vec<(String, bool)>) -> BTreeMap<Arc<str>, Online> {
     names
         .into_iter()
-        .map(|(n, quiet)| (n.to_ascii_lowercase(), Online::new(Arc::from(n), quiet)))
+        .map(|(n, quiet)| {
+            let name: Arc<str> = Arc::from(n);
+            (key_of(&name), Online::new(name, quiet))
+        })
         .collect()
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{
     After, Change, Hub, Moderation, Online, Session, State, User, address_banned, address_unknown,
-    admin, banned, joinable, joined, not_banned, recipient, unban_entries, unix_ms,
+    admin, banned, joinable, joined, key_of, not_banned, recipient, unban_entries, unix_ms,
 };
 use crate::protocol::{
     ErrorCode, Event, Mode, PALETTE, Reply, Resume, Welcome, WireError, validate_name,
@@ -47,14 +47,15 @@ impl Hub {
         if st.world.is_address_banned(peer) {
             return Err(address_banned());
         }
-        if st.users.contains_key(&key) {
+        if st.users.contains_key(key.as_str()) {
             return Err(WireError::new(
                 ErrorCode::NameTaken,
                 format!("{name} is already online"),
             ));
         }
         let name: Arc<str> = Arc::from(name);
-        st.roster.insert(key, Online::new(name.clone(), quiet));
+        st.roster
+            .insert(key_of(&name), Online::new(name.clone(), quiet));
         self.admit(
             &mut st,
             &session.outbox,
@@ -84,7 +85,7 @@ impl Hub {
     ) {
         let cursor = self.presence(st, name.clone(), quiet, true);
         st.users.insert(
-            name.to_ascii_lowercase(),
+            key_of(&name),
             User {
                 name: name.clone(),
                 outbox: outbox.clone(),
@@ -166,7 +167,7 @@ impl Hub {
         validate_text(&text)?;
         let key = recipient(to)?;
         let st = self.lock();
-        let Some(target) = st.users.get(&key) else {
+        let Some(target) = st.users.get(key.as_str()) else {
             return Err(WireError::new(
                 ErrorCode::NoSuchUser,
                 format!("nobody called {to} is online"),
@@ -238,7 +239,7 @@ impl Hub {
         validate_name(name)?;
         let key = name.to_ascii_lowercase();
         let mut st = self.lock();
-        let online = st.users.contains_key(&key);
+        let online = st.users.contains_key(key.as_str());
         match what {
             Moderation::Kick if !online => {
                 return Err(WireError::new(
@@ -286,7 +287,7 @@ impl Hub {
         validate_name(name)?;
         let key = name.to_ascii_lowercase();
         let mut st = self.lock();
-        let Some(addr) = st.users.get(&key).map(|u| u.addr) else {
+        let Some(addr) = st.users.get(key.as_str()).map(|u| u.addr) else {
             return Err(address_unknown(name));
         };
         self.writable()?;

@@ -99,7 +99,7 @@ impl Hub {
                 let addr = self
                     .lock()
                     .users
-                    .get(&name.to_ascii_lowercase())
+                    .get(name.to_ascii_lowercase().as_str())
                     .map(|u| u.addr)
                     .ok_or_else(|| super::address_unknown(&name))?;
                 let entry = crate::server::address::entry(addr);
@@ -159,7 +159,7 @@ impl Hub {
                 .joining
                 .values()
                 .any(|p| p.name.eq_ignore_ascii_case(&name));
-            if st.users.contains_key(&key) || pending {
+            if st.users.contains_key(key.as_str()) || pending {
                 return Err(WireError::new(
                     ErrorCode::NameTaken,
                     format!("{name} is already online"),
@@ -312,7 +312,7 @@ impl Hub {
                 // Only the holder of the name: a session this server lost
                 // the name of (and has not noticed yet) gets nothing.
                 let mine = owner.is_none_or(|o| self.is_me(&o));
-                if let Some(user) = st.users.get(&to).filter(|_| mine) {
+                if let Some(user) = st.users.get(to.as_str()).filter(|_| mine) {
                     user.outbox
                         .push_other(self.ring.end(), Outgoing::Event(Event::Dm { from, text }));
                 }
@@ -329,10 +329,10 @@ impl Hub {
                 // server's `WHO` converge.
                 let new = st
                     .roster
-                    .insert(key.clone(), Online::new(name.clone(), quiet))
+                    .insert(Arc::from(key.as_str()), Online::new(name.clone(), quiet))
                     .is_none();
                 let mine = self.is_me(&server);
-                if !mine && st.users.contains_key(&key) {
+                if !mine && st.users.contains_key(key.as_str()) {
                     // Another server holds a name this one still serves.
                     self.doubt();
                 }
@@ -365,10 +365,10 @@ impl Hub {
             }
             RemoteEvent::Left { name, quiet } => {
                 let key = name.to_ascii_lowercase();
-                if st.roster.remove(&key).is_some() {
+                if st.roster.remove(key.as_str()).is_some() {
                     self.presence(&mut st, name, quiet, false);
                 }
-                if st.users.contains_key(&key) {
+                if st.users.contains_key(key.as_str()) {
                     // Redis no longer lists a user this server serves: its
                     // lease ran out (a pause), or a leave raced a join.
                     self.doubt();
@@ -473,7 +473,7 @@ impl Hub {
             // Only the session asked about, not one that joined since.
             let same = st
                 .users
-                .get(&name.to_ascii_lowercase())
+                .get(name.to_ascii_lowercase().as_str())
                 .is_some_and(|u| Arc::ptr_eq(&u.outbox, outbox));
             if same {
                 outbox.evict(

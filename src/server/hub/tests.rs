@@ -266,8 +266,10 @@ async fn who_pages_through_a_crowd_exactly() {
         let mut st = hub.lock();
         for i in 0..2500 {
             let name: Arc<str> = Arc::from(format!("U{i:05}"));
-            st.roster
-                .insert(name.to_ascii_lowercase(), Online::new(name, i % 7 == 0));
+            st.roster.insert(
+                Arc::from(name.to_ascii_lowercase()),
+                Online::new(name, i % 7 == 0),
+            );
         }
     }
     let mut a = client(&hub).await;
