@@ -1122,3 +1122,44 @@ async fn without_an_archive_a_rollback_takes_the_colours_before_from_the_snapsho
     assert_eq!(after, before, "the shape and the blank canvas are back");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn whose_with_a_count_lists_a_placement_sent_just_before_it() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(pixchat::Config {
+        storage: Some(StorageConfig::new(dir.path())),
+        ..Default::default()
+    })
+    .await;
+    // Pipelined, as `printf ... | nc` sends them: the WHOSE is read before
+    // the SET's record is on disk, and must still list it.
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut io = BufReader::new(stream);
+    io.get_mut()
+        .write_all(b"JOIN bot\nSET 3 4 5\nWHOSE 3 4 2\nSET 3 4 6\nWHOSE 3 4 2\n")
+        .await
+        .unwrap();
+    let mut whose = Vec::new();
+    while whose.len() < 2 {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), io.read_line(&mut line))
+            .await
+            .expect("a line in time")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        if line.starts_with("OK ") && line.split(' ').nth(2) == Some("bot") {
+            whose.push(line.trim_end().to_string());
+        }
+    }
+    let seqs = |l: &str| -> Vec<String> {
+        let f: Vec<&str> = l.split(' ').collect();
+        f[2..]
+            .chunks(4)
+            .map(|c| format!("{}:{}", c[2], c[3]))
+            .collect()
+    };
+    assert_eq!(seqs(&whose[0]), ["1:5"], "{whose:?}");
+    assert_eq!(seqs(&whose[1]), ["2:6", "1:5"], "{whose:?}");
+    server.stop().await;
+}

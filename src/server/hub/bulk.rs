@@ -538,6 +538,20 @@ impl Hub {
             .map(|a| a.pending_at((x, y), n as usize))
             .unwrap_or_default();
         self.history_source(&self.lock(), "WHOSE with a count")?;
+        if matches!(self.backend, Backend::Journal(_)) && self.writable().is_ok() {
+            // Read your own writes: a placement accepted before this
+            // command (its `OK` goes out before this reply) is in the
+            // journal's files before they are read, not only in memory.
+            let upto = self.ring.end();
+            let mut published = self.ring.subscribe();
+            let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
+            while self.ring.visible() < upto {
+                match tokio::time::timeout_at(deadline, published.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+        }
         let _permit = self
             .history_reads
             .acquire()
