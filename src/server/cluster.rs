@@ -1136,25 +1136,8 @@ impl Cluster {
         before: Option<&str>,
         count: usize,
     ) -> Result<(Vec<Placement>, Option<String>), WireError> {
-        let mut con = self.con()?;
         let end = before.map_or_else(|| "+".to_string(), |id| format!("({id}"));
-        let page: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(format!("{}events", self.config.prefix))
-            .arg(end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| {
-                self.failed(&e);
-                unavailable()
-            })?;
-        let next = (page.ids.len() == count)
-            .then(|| page.ids.last().map(|e| e.id.clone()))
-            .flatten();
-        let placements = page.ids.iter().filter_map(placement_of).collect();
-        Ok((placements, next))
+        self.placement_page("XREVRANGE", (&end, "-"), count).await
     }
 
     /// One page of the placements the stream holds, oldest first: up to
@@ -1168,12 +1151,24 @@ impl Cluster {
         upto: &str,
         count: usize,
     ) -> Result<(Vec<Placement>, Option<String>), WireError> {
-        let mut con = self.con()?;
         let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
-        let page: StreamRangeReply = redis::cmd("XRANGE")
+        self.placement_page("XRANGE", (&start, upto), count).await
+    }
+
+    /// Up to `count` stream entries by `range_cmd` (`XRANGE` or
+    /// `XREVRANGE`) between the two ids, in its order: the placements among
+    /// them, and the id of the last entry read when the page was full.
+    async fn placement_page(
+        &self,
+        range_cmd: &str,
+        (from, to): (&str, &str),
+        count: usize,
+    ) -> Result<(Vec<Placement>, Option<String>), WireError> {
+        let mut con = self.con()?;
+        let page: StreamRangeReply = redis::cmd(range_cmd)
             .arg(format!("{}events", self.config.prefix))
-            .arg(start)
-            .arg(upto)
+            .arg(from)
+            .arg(to)
             .arg("COUNT")
             .arg(count)
             .query_async(&mut con)

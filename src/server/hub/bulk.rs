@@ -249,7 +249,25 @@ pub(super) fn fill_rect(
     Ok(((xa, ya, xb, yb), color, area))
 }
 
+/// The earliest placement time a `ROLLBACK <name> <minutes>` undoes (0:
+/// all of the user's placements).
+fn rollback_cutoff(minutes: u32) -> u64 {
+    match minutes {
+        0 => 0,
+        m => unix_ms().saturating_sub(u64::from(m) * 60_000),
+    }
+}
+
 impl Hub {
+    /// One history read at a time (`ROLLBACK`, `WHOSE x y n`): each may
+    /// read much of the archive.
+    async fn history_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, WireError> {
+        self.history_reads
+            .acquire()
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))
+    }
+
     fn bulk_allowed(&self, session: &Session) -> Result<(), WireError> {
         admin(session)?;
         if matches!(self.backend, Backend::Cluster(_)) {
@@ -357,15 +375,8 @@ impl Hub {
         admin(session)?;
         validate_name(&name)?;
         let key = name.to_ascii_lowercase();
-        let cutoff = match minutes {
-            0 => 0,
-            m => unix_ms().saturating_sub(u64::from(m) * 60_000),
-        };
-        let _permit = self
-            .history_reads
-            .acquire()
-            .await
-            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let cutoff = rollback_cutoff(minutes);
+        let _permit = self.history_permit().await?;
         let started = std::time::Instant::now();
         // Plan from everything Redis had when the rollback came, not from
         // a replica still applying the latest placements (the griefer's
@@ -552,11 +563,7 @@ impl Hub {
                 }
             }
         }
-        let _permit = self
-            .history_reads
-            .acquire()
-            .await
-            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let _permit = self.history_permit().await?;
         let source = self.history_source(&self.lock(), "WHOSE with a count")?;
         let list = tokio::task::spawn_blocking(move || match source {
             Source::Disk(dir) => archive::recent_at(&dir, (x, y), n as usize, MAX_SEGMENTS)
@@ -600,15 +607,8 @@ impl Hub {
         self.history_source(&self.lock(), "ROLLBACK")?;
         self.writable()?;
         let key = name.to_ascii_lowercase();
-        let cutoff = match minutes {
-            0 => 0,
-            m => unix_ms().saturating_sub(u64::from(m) * 60_000),
-        };
-        let _permit = self
-            .history_reads
-            .acquire()
-            .await
-            .map_err(|_| WireError::new(ErrorCode::Unavailable, "the server is stopping"))?;
+        let cutoff = rollback_cutoff(minutes);
+        let _permit = self.history_permit().await?;
         let (canvas, source) = {
             let st = self.lock();
             (
