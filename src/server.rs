@@ -325,7 +325,14 @@ pub async fn run_with(
     // server accepts could be acknowledged, so the server stops.
     let journal_died = hub.journal_died().unwrap_or_default();
     let mut failure = None;
-    let pacer = |shard| hub.fanout().clone().run(shard, shutdown.clone());
+    let pacer = |shard| {
+        let fanout = hub.fanout().clone();
+        on_own_thread(
+            format!("pixchat-pacer-{shard}"),
+            shutdown.clone(),
+            move |stop| fanout.run(shard, stop),
+        )
+    };
     for shard in 0..hub.fanout().shards() {
         tasks.spawn(Task::Pacer(shard), pacer(shard));
     }
@@ -623,4 +630,82 @@ async fn reject_with(mut stream: TcpStream, err: WireError) {
         Ok::<_, std::io::Error>(())
     })
     .await;
+}
+
+/// Runs the future `task` makes on a thread of its own, with a runtime of
+/// its own, and resolves when it ends (panicking if it panicked, so the
+/// supervisor sees it).
+///
+/// The fan-out pacers run this way: on the connections' worker threads a
+/// pacer's sweep of a crowd's sockets made every command (a newcomer's
+/// `JOIN`) wait for it, where on threads of their own the kernel's
+/// scheduler lets the command's thread in at once.
+async fn on_own_thread<F, Fut>(name: String, shutdown: CancellationToken, task: F)
+where
+    F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    // Dropping this future (the supervisor gone) stops the thread too.
+    let stop = shutdown.child_token();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("build a pacer's runtime");
+        runtime.block_on(task(stop));
+        let _ = done_tx.send(());
+    });
+    if let Err(e) = spawned {
+        panic!("start a thread: {e}");
+    }
+    if done_rx.await.is_err() {
+        panic!("the thread's task panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_on_its_own_thread_that_panics_is_seen_as_a_panic() {
+        let ended = tokio::spawn(on_own_thread(
+            "test-panics".into(),
+            CancellationToken::new(),
+            |_| async { panic!("injected") },
+        ))
+        .await;
+        assert!(ended.unwrap_err().is_panic());
+    }
+
+    #[tokio::test]
+    async fn its_thread_stops_on_shutdown_and_when_its_owner_is_gone() {
+        for abort in [false, true] {
+            let shutdown = CancellationToken::new();
+            let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+            let task = tokio::spawn(on_own_thread(
+                "test-stops".into(),
+                shutdown.clone(),
+                move |stop| async move {
+                    stop.cancelled().await;
+                    let _ = stopped_tx.send(std::thread::current().name().map(String::from));
+                },
+            ));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if abort {
+                task.abort();
+            } else {
+                shutdown.cancel();
+                task.await.unwrap();
+            }
+            let name = tokio::task::spawn_blocking(move || {
+                stopped_rx.recv_timeout(Duration::from_secs(10))
+            })
+            .await
+            .unwrap();
+            assert_eq!(name, Ok(Some("test-stops".into())), "abort: {abort}");
+        }
+    }
 }

@@ -114,6 +114,9 @@ pub struct BroadcastRing {
     hold_lag: u64,
     /// What the fan-out sent from the ring, for `/metrics`.
     sent: super::metrics::SendCounters,
+    /// The runtime the connections run on, where a watcher's writer task
+    /// is started even when a pacer (on a thread of its own) starts it.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The most events producers may run ahead of a watcher that keeps up.
@@ -136,6 +139,19 @@ impl BroadcastRing {
             watchers: AtomicUsize::new(0),
             hold_lag: HOLD_LAG_MAX.min(limits.max_events as u64 / 4).max(1),
             sent: Default::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// Starts `task` on the connections' runtime (the one the ring was made
+    /// on), wherever it is called from.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
         }
     }
 

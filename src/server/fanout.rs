@@ -19,7 +19,9 @@
 //!
 //! Pacers write with non-blocking writes ([`Outbox::flush`]); no task is
 //! woken per watcher. A watcher whose socket is full is left to its own
-//! writer task until it drains.
+//! writer task until it drains. The server runs each pacer on a thread of
+//! its own (`server::on_own_thread`), not on the connections' workers, so
+//! a sweep through a crowd's sockets never makes a command wait for it.
 //!
 //! Producers are held back when fan-out falls too far behind
 //! ([`Fanout::wait_for_room`]): a client placing pixels at full speed slows
@@ -357,8 +359,8 @@ impl Fanout {
     /// Runs pacer `shard` until `shutdown`.
     ///
     /// The interval is cut into [`BUCKETS`] slots on a fixed grid, one per
-    /// bucket. The pacer wakes when events are published or when the next
-    /// slot begins while a bucket has events it has not been sent, and
+    /// bucket. The pacer wakes when events are published while every bucket
+    /// is up to date, or when the next slot begins while one is not, and
     /// sweeps every bucket whose slot has begun since its last visit. A
     /// bucket is thus written at most about once per interval, and at the
     /// start of its slot, so an event waits at most one interval. After a
@@ -387,8 +389,12 @@ impl Fanout {
                 || low.iter().any(|&l| self.holds_back(l, visible));
             let slot = slot_length(self.interval());
             let next = slot_start(epoch, slot, slot_index(epoch, swept_to, slot) + 1);
+            // While behind, the next slot's timer is set and sweeps what
+            // was published meanwhile: waking for each publication (one per
+            // placement, or per fsync) would find no new slot begun and
+            // cost a thread wake-up each.
             tokio::select! {
-                r = published.changed() => if r.is_err() { return },
+                r = published.changed(), if !behind => if r.is_err() { return },
                 _ = tokio::time::sleep_until(next), if behind => {}
                 _ = shutdown.cancelled() => return,
             }

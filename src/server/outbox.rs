@@ -924,7 +924,7 @@ impl Outbox {
         if !self.writing_task.swap(true, Ordering::SeqCst)
             && let Some(this) = self.this.upgrade()
         {
-            tokio::spawn(run_writer(this));
+            self.ring.spawn(run_writer(this));
         }
     }
 
