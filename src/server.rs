@@ -282,6 +282,25 @@ pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // The accept loop runs as a task on the runtime's workers, not in the
+    // caller's `block_on` (a binary's main thread): there, every accepted
+    // connection took two more thread wake-ups (a worker polling the socket
+    // waking the main thread, which handed the connection back to a worker),
+    // and on a busy machine each wake-up waits for a core. On a worker, the
+    // connection's task starts on the same thread.
+    match tokio::spawn(serve(listener, http, config, shutdown)).await {
+        Ok(ended) => ended,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(anyhow::anyhow!("the server's task was cancelled: {e}")),
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let size = match (config.width, config.height) {
         (None, None) => None,
         (w, h) => Some((
