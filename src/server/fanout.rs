@@ -245,11 +245,10 @@ impl Fanout {
     /// the ring index each bucket was last swept at, `low` what it holds
     /// producers back at (see [`Fanout::sweep`]).
     ///
-    /// Between two buckets the pacer yields: a pacer runs on the same
-    /// worker threads as the connections, and a catch-up over every bucket
-    /// of a large crowd would otherwise keep a newcomer's `JOIN` (or anyone's
-    /// reply) waiting for all of its writes.
-    async fn sweep_buckets(
+    /// A catch-up over every bucket of a large crowd runs without a break:
+    /// the pacer has its thread to itself, and the connections' threads
+    /// run beside it.
+    fn sweep_buckets(
         &self,
         shard: usize,
         buckets: impl Iterator<Item = usize>,
@@ -259,15 +258,8 @@ impl Fanout {
         self.take_incoming(shard);
         let visible = self.ring.visible();
         let now_ms = stall_clock();
-        let mut first = true;
         for bucket in buckets {
             if seen[bucket] < visible || self.holds_back(low[bucket], visible) {
-                if !first {
-                    tokio::task::yield_now().await;
-                }
-                first = false;
-                // Timed per bucket, so the time given to others between
-                // buckets does not count as the pacers' or as contention.
                 let started = thread_cpu();
                 let wall = std::time::Instant::now();
                 low[bucket] = self.sweep(shard, bucket, now_ms);
@@ -402,8 +394,7 @@ impl Fanout {
             let now = Instant::now();
             let interval = self.interval();
             if !behind && now.duration_since(last_full) >= interval {
-                self.sweep_buckets(shard, 0..BUCKETS, &mut seen, &mut low)
-                    .await;
+                self.sweep_buckets(shard, 0..BUCKETS, &mut seen, &mut low);
                 last_full = now;
             } else {
                 let slot = slot_length(interval);
@@ -415,8 +406,7 @@ impl Fanout {
                     (from..=to).map(|k| k as usize % BUCKETS),
                     &mut seen,
                     &mut low,
-                )
-                .await;
+                );
             }
             swept_to = now;
             // A sweep adds its CPU time when it ends, so a window shorter
