@@ -7,7 +7,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{RedisProcess, ServerProcess, TextClient, parse_pixel};
+use common::{
+    ROLLBACK_LATER, RedisProcess, ServerProcess, TextClient, parse_pixel, rollback_damage,
+    rollback_frame, set_all,
+};
 
 /// Redis and two servers on it with the admin password `root`.
 struct Pair {
@@ -168,14 +171,6 @@ async fn fill_on_one_server_is_seen_live_on_the_other_and_needs_the_admin_passwo
     assert_eq!(admin.cmd("SET 299 299 2").await, format!("OK {}", last + 1));
 }
 
-/// Sets pixels one by one as `c`.
-async fn set_all(c: &mut TextClient, pixels: &[(u16, u16, u8)]) {
-    for (x, y, color) in pixels {
-        let r = c.cmd(&format!("SET {x} {y} {color}")).await;
-        assert!(r.starts_with("OK "), "{r}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_on_one_server_restores_a_shape_drawn_through_another() {
     let Some(p) = pair(&[]).await else { return };
@@ -184,13 +179,7 @@ async fn a_rollback_on_one_server_restores_a_shape_drawn_through_another() {
     let mut carol = TextClient::joined(p.b.addr, "carol").await;
     let mut watcher = TextClient::joined(p.a.addr, "watcher").await;
     // alice draws a 10x6 frame through A, some pixels twice.
-    let mut shape = Vec::new();
-    for x in 10..20u16 {
-        for y in 10..16u16 {
-            let edge = x == 10 || x == 19 || y == 10 || y == 15;
-            shape.push((x, y, if edge { 5 } else { 12 }));
-        }
-    }
+    let shape = rollback_frame();
     set_all(&mut alice, &shape).await;
     set_all(&mut alice, &[(12, 12, 8), (13, 12, 8)]).await;
     let drawn = shape.len() as u64 + 2;
@@ -198,17 +187,11 @@ async fn a_rollback_on_one_server_restores_a_shape_drawn_through_another() {
     let before = canvas_at(p.b.addr, drawn).await;
     // The griefer paints over the shape (some pixels several times) and
     // over the blank canvas beside it, through A.
-    let mut damage = Vec::new();
-    for x in 8..22u16 {
-        for y in 11..14u16 {
-            damage.push((x, y, 3));
-        }
-    }
-    damage.extend([(12, 12, 15), (12, 12, 3), (30, 30, 3), (31, 30, 4)]);
+    let damage = rollback_damage();
     set_all(&mut grief, &damage).await;
     // carol then draws over part of the griefer's work, through B: hers
     // stays.
-    let later = [(11, 12, 10u8), (20, 12, 9), (30, 30, 6)];
+    let later = ROLLBACK_LATER;
     set_all(&mut carol, &later).await;
     let seq_before = drawn + damage.len() as u64 + later.len() as u64;
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{BinClient, TextClient};
+use common::{BinClient, ROLLBACK_LATER, TextClient, rollback_damage, rollback_frame, set_all};
 use pixchat::protocol::{Command, ErrorCode, Reply};
 use pixchat::server::storage::{Fsync, StorageConfig};
 
@@ -310,14 +310,6 @@ fn time_of(ms: u64) -> String {
     )
 }
 
-/// Sets pixels one by one as `c`, returning their seqs.
-async fn set_all(c: &mut TextClient, pixels: &[(u16, u16, u8)]) {
-    for (x, y, color) in pixels {
-        let r = c.cmd(&format!("SET {x} {y} {color}")).await;
-        assert!(r.starts_with("OK "), "{r}");
-    }
-}
-
 #[tokio::test]
 async fn a_rollback_restores_the_shape_keeps_later_work_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -329,32 +321,15 @@ async fn a_rollback_restores_the_shape_keeps_later_work_and_survives_a_restart()
     let mut carol = TextClient::joined(server.addr, "carol").await;
     let mut watcher = TextClient::joined(server.addr, "watcher").await;
     // alice draws a 10x6 frame, some pixels twice.
-    let mut shape = Vec::new();
-    for x in 10..20u16 {
-        for y in 10..16u16 {
-            let color = if x == 10 || x == 19 || y == 10 || y == 15 {
-                5
-            } else {
-                12
-            };
-            shape.push((x, y, color));
-        }
-    }
-    set_all(&mut alice, &shape).await;
+    set_all(&mut alice, &rollback_frame()).await;
     set_all(&mut alice, &[(12, 12, 8), (13, 12, 8)]).await;
     let (_, before) = alice.canvas().await;
     // The griefer paints over the shape (some pixels several times) and
     // over the blank canvas beside it.
-    let mut damage = Vec::new();
-    for x in 8..22u16 {
-        for y in 11..14u16 {
-            damage.push((x, y, 3));
-        }
-    }
-    damage.extend([(12, 12, 15), (12, 12, 3), (30, 30, 3), (31, 30, 4)]);
+    let damage = rollback_damage();
     set_all(&mut grief, &damage).await;
     // carol then draws over part of the griefer's work: hers stays.
-    let later = [(11, 12, 10u8), (20, 12, 9), (30, 30, 6)];
+    let later = ROLLBACK_LATER;
     set_all(&mut carol, &later).await;
     let seq_before = alice.cmd("SYNC 0").await;
     let seq_before: u64 = seq_before[3..].parse().unwrap();

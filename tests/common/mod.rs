@@ -738,3 +738,41 @@ fn dechunk(mut rest: &str) -> String {
         rest = &after[size + 2..];
     }
 }
+
+/// Sets pixels one by one as `c`, each answered `OK`.
+pub async fn set_all(c: &mut TextClient, pixels: &[(u16, u16, u8)]) {
+    for (x, y, color) in pixels {
+        let r = c.cmd(&format!("SET {x} {y} {color}")).await;
+        assert!(r.starts_with("OK "), "{r}");
+    }
+}
+
+/// The rollback tests' scene (tests/history.rs, tests/cluster_history.rs):
+/// a 10x6 frame at (10, 10), edge colour 5 and inside 12, that alice draws
+/// (then she paints (12, 12) and (13, 12) over with 8).
+pub fn rollback_frame() -> Vec<(u16, u16, u8)> {
+    let mut shape = Vec::new();
+    for x in 10..20u16 {
+        for y in 10..16u16 {
+            let edge = x == 10 || x == 19 || y == 10 || y == 15;
+            shape.push((x, y, if edge { 5 } else { 12 }));
+        }
+    }
+    shape
+}
+
+/// What the griefer paints in the rollback scene: over the frame (some
+/// pixels several times) and over the blank canvas beside it.
+pub fn rollback_damage() -> Vec<(u16, u16, u8)> {
+    let mut damage = Vec::new();
+    for x in 8..22u16 {
+        for y in 11..14u16 {
+            damage.push((x, y, 3));
+        }
+    }
+    damage.extend([(12, 12, 15), (12, 12, 3), (30, 30, 3), (31, 30, 4)]);
+    damage
+}
+
+/// What carol draws over part of the griefer's work afterwards: it stays.
+pub const ROLLBACK_LATER: [(u16, u16, u8); 3] = [(11, 12, 10), (20, 12, 9), (30, 30, 6)];
