@@ -59,6 +59,49 @@ pub(crate) struct RollbackPlan {
     pub unknown: usize,
 }
 
+impl RollbackPlan {
+    /// The pixels to put back now: those whose last placement on `canvas`
+    /// is still the one planned from (someone drew there since: theirs
+    /// stays), at most [`MAX_BULK`], and how many more there were.
+    fn still_theirs(&self, canvas: &Canvas) -> (Vec<Restore>, u32) {
+        let mut todo: Vec<Restore> = self
+            .restore
+            .iter()
+            .copied()
+            .filter(|r| {
+                canvas
+                    .whose(r.x, r.y)
+                    .is_some_and(|m| m.seq == r.expect_seq)
+            })
+            .collect();
+        let more = todo.len().saturating_sub(MAX_BULK) as u32;
+        todo.truncate(MAX_BULK);
+        (todo, more)
+    }
+
+    /// The operator's log line for a rollback done.
+    fn log(
+        &self,
+        author: &str,
+        target: &str,
+        minutes: u32,
+        placed: u32,
+        more: u32,
+        started: std::time::Instant,
+    ) {
+        tracing::info!(
+            admin = %author,
+            target = %target,
+            minutes,
+            placed,
+            more,
+            unknown = self.unknown,
+            ms = started.elapsed().as_millis() as u64,
+            "rollback"
+        );
+    }
+}
+
 /// The pixels whose last placement is by `key` (lower-cased) at or after
 /// `cutoff_ms`, with that placement's seq: what a rollback would restore.
 fn held_cells(canvas: &Canvas, key: &str, cutoff_ms: u64) -> HashMap<(u16, u16), u64> {
@@ -459,35 +502,16 @@ impl Hub {
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| format!("{e:#}")))
         .map_err(|why| WireError::new(ErrorCode::Unavailable, why))?;
-        let mut todo: Vec<(u16, u16, u8, u64)> = {
-            let st = self.lock();
-            plan.restore
-                .iter()
-                .filter(|r| {
-                    st.world
-                        .canvas
-                        .whose(r.x, r.y)
-                        .is_some_and(|m| m.seq == r.expect_seq)
-                })
-                .map(|r| (r.x, r.y, r.color, r.expect_seq))
-                .collect()
-        };
-        let more = todo.len().saturating_sub(MAX_BULK) as u32;
-        todo.truncate(MAX_BULK);
+        let (todo, more) = plan.still_theirs(&self.lock().world.canvas);
+        let todo: Vec<(u16, u16, u8, u64)> = todo
+            .iter()
+            .map(|r| (r.x, r.y, r.color, r.expect_seq))
+            .collect();
         let author = Self::bulk_author(session);
         let restored = cluster.restore(&author, &todo, unix_ms());
         let done = self.reply_later(session, async move {
             let (placed, seq) = restored.await?;
-            tracing::info!(
-                admin = %author,
-                target = %name,
-                minutes,
-                placed,
-                more,
-                unknown = plan.unknown,
-                ms = started.elapsed().as_millis() as u64,
-                "rollback"
-            );
+            plan.log(&author, &name, minutes, placed, more, started);
             Ok(Reply::Bulk { placed, seq, more })
         });
         // The next rollback plans from what this one placed.
@@ -685,19 +709,7 @@ impl Hub {
         let now = unix_ms();
         let mut placed = 0u32;
         let mut seq = st.world.canvas.seq();
-        let mut todo: Vec<Restore> = plan
-            .restore
-            .iter()
-            .copied()
-            .filter(|r| {
-                st.world
-                    .canvas
-                    .whose(r.x, r.y)
-                    .is_some_and(|m| m.seq == r.expect_seq)
-            })
-            .collect();
-        let more = todo.len().saturating_sub(MAX_BULK) as u32;
-        todo.truncate(MAX_BULK);
+        let (todo, more) = plan.still_theirs(&st.world.canvas);
         for (i, r) in todo.iter().enumerate() {
             seq += 1;
             placed += 1;
@@ -724,16 +736,7 @@ impl Hub {
                 },
             );
         }
-        tracing::info!(
-            admin = %author,
-            target = %name,
-            minutes,
-            placed,
-            more,
-            unknown = plan.unknown,
-            ms = started.elapsed().as_millis() as u64,
-            "rollback"
-        );
+        plan.log(&author, &name, minutes, placed, more, started);
         Ok(After::Continue)
     }
 }
