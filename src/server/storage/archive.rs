@@ -368,19 +368,22 @@ fn parse_name(name: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// The files in `data_dir`'s archive directory, in no order; none if there
+/// is no archive.
+fn archive_entries(data_dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(data_dir.join(DIR)) {
+        Ok(entries) => entries.collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The segments in `data_dir`'s archive, by seq; none if there is no
 /// archive. Leftover temporary files of an interrupted write are ignored
 /// (the journal still holds what they had).
 pub fn list(data_dir: &Path) -> io::Result<Vec<Segment>> {
-    let dir = data_dir.join(DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry?;
+    for entry in archive_entries(data_dir)? {
         let name = entry.file_name();
         let Some((first, last)) = name.to_str().and_then(parse_name) else {
             continue;
@@ -615,14 +618,8 @@ fn base_name(seq: u64) -> String {
 
 /// The base canvases in the archive, as (seq, path), oldest first.
 fn list_bases(data_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let entries = match fs::read_dir(data_dir.join(DIR)) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry?;
+    for entry in archive_entries(data_dir)? {
         let seq = entry.file_name().to_str().and_then(|n| {
             n.strip_prefix("base-")?
                 .strip_suffix(&format!(".{BASE_EXT}"))?
