@@ -38,7 +38,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::{Buf, BufMut};
 
-use super::faults::{self, Faults};
+use super::faults::Faults;
 use super::files;
 use super::format::{self, Record};
 use crate::server::canvas::BLANK_COLOR;
@@ -460,18 +460,7 @@ pub fn absorb(data_dir: &Path, names: &[&str], faults: &Faults) -> anyhow::Resul
 /// Writes `bytes` as `dir/name`: to a temporary name, fsynced, renamed
 /// into place and the directory fsynced, so the file is whole or absent.
 fn write_durably(dir: &Path, name: &str, bytes: &[u8], faults: &Faults) -> anyhow::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let res = (|| {
-        let mut f = File::create(&tmp)?;
-        faults::write_all(faults, &mut f, bytes)?;
-        faults::sync_all(faults, &f)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("write {}", tmp.display()));
-    }
-    fs::rename(&tmp, dir.join(name)).with_context(|| format!("rename {name}"))?;
-    files::sync_dir(dir, faults)
+    files::replace(dir, &format!("{name}.tmp"), name, bytes, faults)
 }
 
 /// Writes placements (above the archive's last seq, in order) as segments.

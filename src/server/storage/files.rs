@@ -93,7 +93,13 @@ pub(crate) fn open_append(path: &Path) -> anyhow::Result<File> {
 
 /// Writes `bytes` to `dir/tmp`, fsyncs it, renames it to `dir/name` and
 /// fsyncs the directory.
-fn replace(dir: &Path, tmp: &str, name: &str, bytes: &[u8], faults: &Faults) -> anyhow::Result<()> {
+pub(crate) fn replace(
+    dir: &Path,
+    tmp: &str,
+    name: &str,
+    bytes: &[u8],
+    faults: &Faults,
+) -> anyhow::Result<()> {
     let tmp_path = dir.join(tmp);
     let res = (|| {
         let mut f = File::create(&tmp_path)?;
