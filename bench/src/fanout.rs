@@ -164,7 +164,11 @@ pub async fn run(
     let probe_id = |k: usize| w.clients + w.writers + k;
     let mut idle_joins = Vec::new();
     if probing {
+        // Spaced as under load: joins back to back would keep a worker
+        // awake and its caches warm, which no lone newcomer finds.
+        let mut tick = tokio::time::interval(probe::LOADED_EVERY);
         for k in 0..probe::IDLE_PROBES {
+            tick.tick().await;
             let name = format!("p{}-{k}", sh.tag);
             idle_joins.push(probe::join_once(sh.addr_for(k), probe_id(k), &name).await?);
         }

@@ -150,8 +150,8 @@ struct Load {
     /// least one).
     #[arg(long)]
     watcher_threads: Option<usize>,
-    /// Time a newcomer's JOIN (text mode, quiet) 20 times before the writers
-    /// start and every 100 ms while they run (pixchat only).
+    /// Time a newcomer's JOIN (text mode, quiet) every 100 ms: 20 times before
+    /// the writers start and all the while they run (pixchat only).
     #[arg(long)]
     probe_joins: bool,
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::CONNECT_TIMEOUT;
 
-/// Joins made before the writers start.
+/// Joins made before the writers start, [`LOADED_EVERY`] apart.
 pub const IDLE_PROBES: usize = 20;
 /// Time between probes while the writers run.
 pub const LOADED_EVERY: Duration = Duration::from_millis(100);
