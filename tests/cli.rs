@@ -82,3 +82,68 @@ async fn help_lists_every_flag() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
+
+/// What the README says `/proc` shows: on a kernel with custom time slices
+/// (Linux 6.12 and later) the runtime's workers, which answer commands, ask
+/// for the shortest slice, and the fan-out pacers they start keep the
+/// default one.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_workers_ask_for_a_short_time_slice_and_the_pacers_keep_the_default() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut version = release
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    if (major, minor) < (6, 12) {
+        eprintln!("kernel {release}: no custom time slices, nothing to check");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let threads = || -> Vec<(String, u64)> {
+        let tasks = format!("/proc/{}/task", server.pid());
+        std::fs::read_dir(tasks)
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let name = std::fs::read_to_string(task.join("comm")).ok()?;
+                let sched = std::fs::read_to_string(task.join("sched")).ok()?;
+                let slice = sched
+                    .lines()
+                    .find(|l| l.starts_with("se.slice"))?
+                    .rsplit(':')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((name.trim().to_string(), slice))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let seen = loop {
+        let seen = threads();
+        if seen.iter().any(|(n, _)| n.starts_with("pixchat-pacer")) {
+            break seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pacer threads: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let workers: Vec<_> = seen
+        .iter()
+        .filter(|(n, _)| n == "tokio-rt-worker")
+        .collect();
+    assert!(!workers.is_empty(), "{seen:?}");
+    assert!(workers.iter().all(|(_, s)| *s == 100_000), "{seen:?}");
+    assert!(
+        seen.iter()
+            .filter(|(n, _)| n.starts_with("pixchat-pacer"))
+            .all(|(_, s)| *s > 100_000),
+        "{seen:?}"
+    );
+    server.stop().await;
+}
