@@ -457,7 +457,7 @@ async fn serve(
                 match &tls {
                     None => {
                         tracker.spawn(connection::serve(
-                            stream.into(),
+                            Arc::new(stream.into()),
                             peer,
                             shared.clone(),
                             listed,

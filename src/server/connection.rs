@@ -82,7 +82,7 @@ pub(crate) fn watch_only(cmd: &Command) -> bool {
     reason = "an async fn would keep its arguments twice in every connection's future"
 )]
 pub fn serve(
-    stream: Sock,
+    stream: Arc<Sock>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     listed: Registered,
@@ -109,7 +109,6 @@ pub fn serve(
         // long-lived text sessions (which have no idle timeout) are found by
         // the kernel's keepalive probes.
         stream.set_tcp_options(mode == Mode::Text);
-        let stream = Arc::new(stream);
         let rd = stream.clone();
         // No writer task yet: the outbox starts one when it has work the
         // reader and the pacers leave to it.
@@ -804,8 +803,32 @@ impl Entrance {
             .admit(peer.ip())
             .map_err(NotAdmitted::Refused)?;
         let (ours, theirs) = tokio::net::UnixStream::pair().map_err(NotAdmitted::Io)?;
-        self.tracker
-            .spawn(serve(Sock::Unix(ours), peer, self.shared.clone(), listed));
+        self.tracker.spawn(serve(
+            Arc::new(Sock::Unix(ours)),
+            peer,
+            self.shared.clone(),
+            listed,
+        ));
         Ok(theirs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's biggest cost is its task, and tokio keeps the
+    /// future in a cell aligned to 128 bytes, with 32 bytes before it and
+    /// 72 around it (`-Zprint-type-sizes`): a future of up to 528 bytes
+    /// takes 640, and one byte more takes 768, 128 bytes more for each of
+    /// 19,900 idle connections (BENCHMARKS.md, session L).
+    #[test]
+    fn a_connection_s_future_fits_a_640_byte_task_cell() {
+        fn returned<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = returned(super::serve);
+        assert!(
+            size <= 528,
+            "a connection's future is {size} bytes: its task no longer fits 640 bytes"
+        );
     }
 }

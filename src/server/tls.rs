@@ -157,7 +157,7 @@ pub(crate) async fn front(
         // Its own task, so a plaintext connection's future is what it is
         // without TLS.
         entrance.tracker.spawn(connection::serve(
-            stream.into(),
+            Arc::new(stream.into()),
             peer,
             entrance.shared.clone(),
             listed,
