@@ -62,6 +62,10 @@ struct Pending {
     /// Records since the last compaction.
     records: u64,
     stop: bool,
+    /// The writer is waiting on `wake`. A push notifies only then: std's
+    /// condvar makes a futex syscall per notify, waiter or not, and under
+    /// load the writer is nearly always busy writing.
+    sleeping: bool,
 }
 
 struct Shared {
@@ -253,8 +257,11 @@ impl Journal {
         let n = encode(&mut p.buf);
         p.records += n;
         p.upto = p.upto.max(upto);
+        let sleeping = p.sleeping;
         drop(p);
-        self.shared.wake.notify_one();
+        if sleeping {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// True when enough records have accumulated for a compaction and none
@@ -354,6 +361,7 @@ fn write_loop(shared: &Arc<Shared>, file: File) {
         let (buf, rotate, upto, stop) = {
             let mut p = shared.lock();
             while p.upto <= p.published && p.rotate.is_none() && !p.stop {
+                p.sleeping = true;
                 if down {
                     // Retry on a timer; new work also wakes us.
                     let (guard, timeout) = shared
@@ -361,11 +369,13 @@ fn write_loop(shared: &Arc<Shared>, file: File) {
                         .wait_timeout(p, RETRY)
                         .expect("journal lock poisoned");
                     p = guard;
+                    p.sleeping = false;
                     if timeout.timed_out() {
                         break;
                     }
                 } else {
                     p = shared.wake.wait(p).expect("journal lock poisoned");
+                    p.sleeping = false;
                 }
             }
             // Group commit. Records that came while the last fsync ran are
