@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ServerProcess, TextClient};
+use common::{ServerProcess, TextClient, WAIT, poll_until};
 use tokio::process::Command;
 
 #[tokio::test]
@@ -139,17 +139,11 @@ async fn the_workers_ask_for_a_short_time_slice_and_the_pacers_keep_the_default(
             && !pacers.is_empty()
             && pacers.iter().all(|s| *s > 100_000)
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let seen = threads();
-        if settled(&seen) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the workers should have the short slice and the pacers the default: {seen:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let every = std::time::Duration::from_millis(50);
+    let seen = poll_until(WAIT, every, async || threads(), |s: &Vec<_>| settled(s)).await;
+    assert!(
+        settled(&seen),
+        "the workers should have the short slice and the pacers the default: {seen:?}"
+    );
     server.stop().await;
 }

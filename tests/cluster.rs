@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BinClient, RedisProcess, SentinelProcess, ServerProcess, TextClient, parse_pixel};
+use common::{
+    BinClient, RedisProcess, SentinelProcess, ServerProcess, TextClient, parse_pixel, poll_until,
+};
 use pixchat::protocol::{Command, Event, Reply, Resume, ServerMsg};
 
 /// Redis and `n` servers on it, each with its own (unused) data dir.
@@ -458,31 +460,24 @@ async fn bans_are_cluster_wide_survive_restarts_and_can_be_lifted() {
     );
     assert_eq!(admin_b.cmd("BAN eve addr").await, "OK");
     assert!(user.until("BYE").await.starts_with("BYE banned "));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let bans = admin.cmd("BANS").await;
-        if bans == "OK 2 127.0.0.1/32 eve" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{bans}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (limit, every) = (Duration::from_secs(5), Duration::from_millis(100));
+    let bans = poll_until(
+        limit,
+        every,
+        async || admin.cmd("BANS").await,
+        |b| b == "OK 2 127.0.0.1/32 eve",
+    )
+    .await;
+    assert_eq!(bans, "OK 2 127.0.0.1/32 eve");
     let mut fresh = TextClient::connect(a.addr).await;
     assert_eq!(
         fresh.cmd("JOIN frank").await,
         "ERR banned your address is banned from this server"
     );
     assert_eq!(admin.cmd("UNBAN 127.0.0.1").await, "OK");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut fresh = TextClient::connect(b.addr).await;
-        let reply = fresh.cmd("JOIN frank").await;
-        if reply.starts_with("OK frank ") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let join = async || TextClient::connect(b.addr).await.cmd("JOIN frank").await;
+    let reply = poll_until(limit, every, join, |r| r.starts_with("OK frank ")).await;
+    assert!(reply.starts_with("OK frank "), "{reply}");
     assert_eq!(admin_b.cmd("BANS").await, "OK 1 eve");
 }
 
@@ -502,16 +497,18 @@ async fn who_converges(
     want: &str,
     bound: Duration,
 ) -> Result<(), Vec<String>> {
-    let deadline = tokio::time::Instant::now() + bound;
-    loop {
-        let seen = who_on(addrs).await;
-        if seen.iter().all(|w| w == want) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(seen);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let every = Duration::from_millis(100);
+    let seen = poll_until(
+        bound,
+        every,
+        async || who_on(addrs).await,
+        |seen| seen.iter().all(|w| w == want),
+    )
+    .await;
+    if seen.iter().all(|w| w == want) {
+        Ok(())
+    } else {
+        Err(seen)
     }
 }
 

@@ -151,14 +151,8 @@ async fn readyz_fails_while_the_journal_cannot_write() {
     // Every fsync fails from now on: the journal goes down at the next.
     faults.fail_syncs(u32::MAX);
     a.send("SET 1 0 red").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let down = loop {
-        let r = http_get(http, "/readyz").await;
-        if r.status != 200 || tokio::time::Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let every = std::time::Duration::from_millis(20);
+    let down = readyz_until(http, false, every).await;
     assert_eq!(down.status, 503, "{down:?}");
     assert!(down.body.contains("journal"), "{down:?}");
     // Liveness is another question: the process still answers.
@@ -167,18 +161,8 @@ async fn readyz_fails_while_the_journal_cannot_write() {
     assert_eq!(sample(&metrics.body, "pixchat_journal_up"), Some(0.0));
     // The disk works again: ready again, by itself.
     faults.fail_syncs(0);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let r = http_get(http, "/readyz").await;
-        if r.status == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never ready again: {r:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let r = readyz_until(http, true, every).await;
+    assert_eq!(r.status, 200, "never ready again: {r:?}");
     server.stop().await;
 }
 
@@ -212,14 +196,8 @@ async fn readyz_fails_while_redis_is_down() {
         "{m:?}"
     );
     redis.stop().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let down = loop {
-        let r = http_get(http, "/readyz").await;
-        if r.status != 200 || tokio::time::Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let every = std::time::Duration::from_millis(50);
+    let down = readyz_until(http, false, every).await;
     assert_eq!(down.status, 503, "{down:?}");
     assert!(down.body.contains("Redis"), "{down:?}");
     let m = http_get(http, "/metrics").await;
@@ -230,17 +208,18 @@ async fn readyz_fails_while_redis_is_down() {
         "{m:?}"
     );
     redis.restart().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let r = http_get(http, "/readyz").await;
-        if r.status == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never ready again: {r:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let r = readyz_until(http, true, every).await;
+    assert_eq!(r.status, 200, "never ready again: {r:?}");
     server.stop().await;
+}
+
+/// Asks `/readyz` every `every` until it says ready (200) or, with `ready`
+/// false, anything else, for at most [`WAIT`]; returns its last answer.
+async fn readyz_until(
+    http: std::net::SocketAddr,
+    ready: bool,
+    every: std::time::Duration,
+) -> HttpReply {
+    let probe = async || http_get(http, "/readyz").await;
+    poll_until(WAIT, every, probe, |r| (r.status == 200) == ready).await
 }

@@ -378,15 +378,18 @@ async fn sighup_reloads_the_certificate_and_a_bad_one_is_not_taken() {
 }
 
 async fn wait_for_log(server: &pixchat_harness::ServerProcess, what: &str, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.log_text().matches(what).count() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {what:?} in the log:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let every = Duration::from_millis(20);
+    let log = poll_until(
+        WAIT,
+        every,
+        async || server.log_text(),
+        |log| log.matches(what).count() >= n,
+    )
+    .await;
+    assert!(
+        log.matches(what).count() >= n,
+        "no {what:?} in the log:\n{log}"
+    );
 }
 
 #[tokio::test]

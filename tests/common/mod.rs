@@ -652,6 +652,25 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Asks `probe` every `every` until `done` holds for its answer, for at
+/// most `limit`, and returns the last answer either way: the caller
+/// asserts on it, so a test that times out shows what it last saw.
+pub async fn poll_until<T>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let seen = probe().await;
+        if done(&seen) || tokio::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Skips a test that lacks something it needs: loudly, on the real
 /// standard error (which `cargo test` does not capture, unlike `eprintln!`),
 /// and not at all under `CI=true`, where it fails instead.
