@@ -818,8 +818,9 @@ impl Entrance {
 #[cfg(test)]
 mod tests {
     /// An idle connection's biggest cost is its task, and tokio keeps the
-    /// future in a cell aligned to 128 bytes, with 32 bytes before it and
-    /// 72 around it (`-Zprint-type-sizes`): a future of up to 528 bytes
+    /// future in a cell aligned to 128 bytes, with 112 bytes around it (a
+    /// 32-byte header, 32 of the task's and the tracker's bookkeeping, a
+    /// 48-byte trailer; `-Zprint-type-sizes`): a future of up to 528 bytes
     /// takes 640, and one byte more takes 768, 128 bytes more for each of
     /// 19,900 idle connections (BENCHMARKS.md, session L).
     #[test]
